@@ -1,0 +1,309 @@
+"""Frozen, validated configuration objects and their JSON round trip.
+
+Nothing here imports TensorFlow or rasterio: these are plain values that travel with a model
+file (``ModelSpec``, ``ModelInfo``) or describe one run (``TilingConfig``, ``SegmentConfig``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geofuse.errors import ConfigError
+
+FUSION_MODES = ("none", "concat", "weighted", "attention", "cross_attention")
+BLEND_MODES = ("hann", "center")
+PROBABILITY_DTYPES = ("uint8", "float32")
+CLASS_NODATA = 255
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"Expected {name} to be a positive integer. Received: {value!r}",
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The architecture of a fusion U-Net.
+
+    Attributes:
+        bands: Number of input bands.
+        classes: Number of output classes (softmax over classes).
+        depth: Number of downsampling steps; tiles must be multiples of ``2**depth``.
+        base_filters: Filters of the first encoder level; doubled at each level.
+        fusion: How each decoder level fuses encoder levels, one of ``FUSION_MODES``.
+        fusion_width: Common width of the aligned maps; defaults to ``base_filters``.
+        fusion_levels: Encoder levels each decoder level draws on: ``"all"`` or ``"adjacent"``
+            (its own level and the ones directly above and below).
+        gates: For ``weighted`` fusion, input-dependent gates from global pooling.
+        attention_size: For ``cross_attention``, the side of the pooled grid attention runs on.
+    """
+
+    bands: int
+    classes: int
+    depth: int = 3
+    base_filters: int = 16
+    fusion: str = "concat"
+    fusion_width: int | None = None
+    fusion_levels: str = "all"
+    gates: bool = False
+    attention_size: int = 16
+
+    def __post_init__(self) -> None:
+        _positive_int("bands", self.bands)
+        _positive_int("classes", self.classes)
+        _require(
+            self.classes >= 2 and self.classes < CLASS_NODATA,
+            f"Expected 2 to {CLASS_NODATA - 1} classes. Received: {self.classes}",
+        )
+        _positive_int("depth", self.depth)
+        _require(self.depth <= 6, f"Expected depth <= 6. Received: {self.depth}")
+        _positive_int("base_filters", self.base_filters)
+        _require(
+            self.fusion in FUSION_MODES,
+            f"Expected fusion to be one of {', '.join(FUSION_MODES)}. Received: {self.fusion!r}",
+        )
+        if self.fusion_width is not None:
+            _positive_int("fusion_width", self.fusion_width)
+        _require(
+            self.fusion_levels in ("all", "adjacent"),
+            f"Expected fusion_levels 'all' or 'adjacent'. Received: {self.fusion_levels!r}",
+        )
+        _positive_int("attention_size", self.attention_size)
+
+    @property
+    def multiple(self) -> int:
+        """Tile sides must be multiples of this number."""
+        return 2**self.depth
+
+    @property
+    def width(self) -> int:
+        """The common width of aligned maps in fusion blocks."""
+        return self.fusion_width or self.base_filters
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One output class: its id (the pixel value), name and display colour."""
+
+    id: int
+    name: str
+    color: str = "#808080"
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.id, int) and 0 <= self.id < CLASS_NODATA,
+            f"Expected a class id in 0..{CLASS_NODATA - 1}. Received: {self.id!r}",
+        )
+        _require(
+            bool(_HEX_COLOUR.match(self.color)),
+            f"Expected a colour like '#1a2b3c' for class {self.name!r}. Received: {self.color!r}",
+        )
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """The colour as an (r, g, b) tuple of 0..255 ints."""
+        return tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw pixel values become model inputs: ``(raw * scale + offset - mean) / std``.
+
+    ``scale``/``offset`` map the stored data type to a working range (e.g. 1/255 for 8-bit);
+    ``mean``/``std`` are per-band statistics of the training data in that range.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        _require(
+            len(self.mean) == len(self.std),
+            f"Expected as many std values as mean values ({len(self.mean)}). "
+            f"Received: {len(self.std)}",
+        )
+        _require(
+            all(s > 0 for s in self.std),
+            f"Expected positive std values. Received: {self.std}",
+        )
+        _require(self.scale != 0, "Expected a non-zero scale. Received: 0")
+
+    @classmethod
+    def identity(cls, bands: int, scale: float = 1.0) -> Normalization:
+        """Mean 0, std 1 for every band, with a dtype ``scale``."""
+        return cls(mean=(0.0,) * bands, std=(1.0,) * bands, scale=scale)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything needed to use a model, stored in its ``.keras`` file next to the weights.
+
+    Attributes:
+        spec: The architecture.
+        band_names: Names of the input bands, in order (e.g. ``("red", "green", "blue")``).
+        normalization: Input scaling and per-band statistics.
+        classes: The output classes, in output-channel order.
+        patch_size: The training patch side in pixels.
+        input_dtype: The data type of the training imagery.
+        provenance: Free-form facts: geofuse version, data digest, metrics, dates.
+    """
+
+    spec: ModelSpec
+    band_names: tuple[str, ...]
+    normalization: Normalization
+    classes: tuple[ClassInfo, ...]
+    patch_size: int = 256
+    input_dtype: str = "uint8"
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "band_names", tuple(self.band_names))
+        object.__setattr__(self, "classes", tuple(self.classes))
+        _require(
+            len(self.band_names) == self.spec.bands,
+            f"Expected {self.spec.bands} band names. Received: {len(self.band_names)}",
+        )
+        _require(
+            len(self.normalization.mean) == self.spec.bands,
+            f"Expected normalisation for {self.spec.bands} bands. "
+            f"Received: {len(self.normalization.mean)}",
+        )
+        _require(
+            len(self.classes) == self.spec.classes,
+            f"Expected {self.spec.classes} classes. Received: {len(self.classes)}",
+        )
+        _require(
+            [c.id for c in self.classes] == list(range(self.spec.classes)),
+            "Expected class ids 0..N-1 in order. "
+            f"Received: {[c.id for c in self.classes]}",
+        )
+        _positive_int("patch_size", self.patch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return dataclasses.asdict(self) | {"provenance": dict(self.provenance)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
+        """Rebuild from :meth:`to_dict` output; raises ConfigError on bad content."""
+        try:
+            return cls(
+                spec=ModelSpec(**data["spec"]),
+                band_names=tuple(data["band_names"]),
+                normalization=Normalization(**data["normalization"]),
+                classes=tuple(ClassInfo(**c) for c in data["classes"]),
+                patch_size=int(data.get("patch_size", 256)),
+                input_dtype=str(data.get("input_dtype", "uint8")),
+                provenance=dict(data.get("provenance", {})),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"Expected a complete model description. Received: {exc}") from exc
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelInfo:
+        """Parse :meth:`to_json` output."""
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How a scene is cut into model inputs and stitched back.
+
+    Attributes:
+        tile: Side of each square model input, in pixels (a multiple of the model's ``2**depth``).
+        overlap: Pixels shared by neighbouring tiles; the stride is ``tile - overlap``.
+        blend: ``"hann"`` (weighted blending) or ``"center"`` (keep each tile's core).
+        batch_size: Tiles per model call.
+        bands: 1-based band indexes to read, or None for every non-alpha band.
+    """
+
+    tile: int = 512
+    overlap: int = 64
+    blend: str = "hann"
+    batch_size: int = 4
+    bands: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("tile", self.tile)
+        _require(
+            isinstance(self.overlap, int) and 0 <= self.overlap < self.tile,
+            f"Expected 0 <= overlap < tile ({self.tile}). Received: overlap={self.overlap!r}",
+        )
+        _require(
+            self.blend in BLEND_MODES,
+            f"Expected blend to be one of {', '.join(BLEND_MODES)}. Received: {self.blend!r}",
+        )
+        _positive_int("batch_size", self.batch_size)
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+            _require(len(self.bands) > 0, "Expected at least one band. Received: none")
+            for b in self.bands:
+                _positive_int("band index (1-based)", b)
+
+    @property
+    def stride(self) -> int:
+        """Distance between the origins of neighbouring tiles."""
+        return self.tile - self.overlap
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """One ``segment`` run: tiling plus what to write.
+
+    Attributes:
+        tiling: Tile grid and blending.
+        probabilities: Optional path of a per-class probability GeoTIFF.
+        probability_dtype: ``"uint8"`` (0..255 quantised) or ``"float32"``.
+        overwrite: Replace existing outputs instead of refusing.
+        gdal_cache_mb: GDAL block-cache cap, which keeps memory independent of scene area.
+    """
+
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    probabilities: Path | None = None
+    probability_dtype: str = "uint8"
+    overwrite: bool = False
+    gdal_cache_mb: int = 64
+
+    def __post_init__(self) -> None:
+        _require(
+            self.probability_dtype in PROBABILITY_DTYPES,
+            f"Expected probability dtype one of {', '.join(PROBABILITY_DTYPES)}. "
+            f"Received: {self.probability_dtype!r}",
+        )
+        _positive_int("gdal_cache_mb", self.gdal_cache_mb)
+
+
+def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """Parse ``"1,2,3"`` into ``(1, 2, 3)``; None or empty stays None."""
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        return tuple(int(b) for b in text)
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"Expected comma-separated 1-based band numbers like 1,2,3. Received: {text!r}"
+        ) from exc

@@ -1,0 +1,193 @@
+"""The fusion U-Net and the one-file model format.
+
+A model file is a Keras 3 ``.keras`` archive (a zip holding the network's config and weights)
+with one extra member, ``geofuse.json``: the :class:`~geofuse.config.ModelInfo` that says how to
+use the network (bands, normalisation, classes, patch size, fusion mode, provenance). Keras
+ignores the extra member, and :func:`read_info` reads it without importing TensorFlow, which
+keeps ``geofuse info`` instant.
+
+Keras is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geofuse.config import ModelInfo, ModelSpec
+from geofuse.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import keras
+
+INFO_MEMBER = "geofuse.json"
+DEFAULT_MODEL = "default.keras"
+
+
+def default_model_path() -> Path:
+    """Path of the embedded default model shipped inside the package."""
+    return Path(str(resources.files("geofuse") / "models" / DEFAULT_MODEL))
+
+
+def decoder_sources(spec: ModelSpec, level: int) -> list[int]:
+    """Encoder levels that the decoder at ``level`` fuses (besides the coarser decoder map)."""
+    if spec.fusion == "none":
+        return [level]
+    if spec.fusion_levels == "adjacent":
+        return [j for j in (level - 1, level, level + 1) if 0 <= j < spec.depth]
+    return list(range(spec.depth))
+
+
+def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
+    """Build the functional fusion U-Net described by ``spec``.
+
+    Encoder level ``i`` (``0`` = full resolution) has ``base_filters * 2**i`` filters; the
+    bottleneck sits at level ``depth``. Decoder level ``i`` fuses the decoder map from level
+    ``i + 1`` with the encoder levels of :func:`decoder_sources` through the layer for
+    ``spec.fusion`` (``none`` is the plain U-Net skip: upsample, concatenate, convolve).
+
+    The model is fully convolutional: input ``(None, None, bands)``, with sides multiples of
+    ``2**depth``; output per-pixel class probabilities (softmax, float32).
+    """
+    import keras
+    from keras import layers
+
+    from geofuse.fusion import ConvBNReLU, make_fusion
+
+    inputs = keras.Input((None, None, spec.bands), name="image")
+    x = inputs
+    skips = []
+    for level in range(spec.depth):
+        filters = spec.base_filters * 2**level
+        x = ConvBNReLU(filters, name=f"enc{level}_a")(x)
+        x = ConvBNReLU(filters, name=f"enc{level}_b")(x)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}")(x)
+    bottleneck = spec.base_filters * 2**spec.depth
+    x = ConvBNReLU(bottleneck, name="bottleneck_a")(x)
+    x = ConvBNReLU(bottleneck, name="bottleneck_b")(x)
+
+    options: dict[str, Any] = {}
+    if spec.fusion == "weighted":
+        options["gates"] = spec.gates
+    if spec.fusion == "cross_attention":
+        options["attention_size"] = spec.attention_size
+    for level in reversed(range(spec.depth)):
+        filters = spec.base_filters * 2**level
+        if spec.fusion == "none":
+            up = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
+            x = layers.Concatenate(name=f"skip{level}")([up, skips[level]])
+        else:
+            sources = decoder_sources(spec, level)
+            scales = [1] + [j - level for j in sources]
+            fusion = make_fusion(
+                spec.fusion, filters, spec.width, scales, name=f"fuse{level}", **options
+            )
+            x = fusion([x] + [skips[j] for j in sources])
+        x = ConvBNReLU(filters, name=f"dec{level}")(x)
+    logits = layers.Conv2D(spec.classes, 1, name="logits")(x)
+    probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, probs, name=name)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network with its metadata and the digest of the file it came from."""
+
+    model: Any
+    info: ModelInfo
+    path: Path
+    digest: str
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """Read a model file's metadata without loading the network (no TensorFlow import).
+
+    Raises:
+        ModelError: Missing file, not a ``.keras`` archive, or no/invalid geofuse metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read(INFO_MEMBER).decode("utf-8")
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"{path}: not a .keras model file (not a zip archive)") from exc
+    except KeyError as exc:
+        raise ModelError(
+            f"{path}: expected geofuse metadata ({INFO_MEMBER}) in the model file. "
+            "Received: a plain Keras model"
+        ) from exc
+    try:
+        return ModelInfo.from_json(text)
+    except (ConfigError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: invalid geofuse metadata ({exc})") from exc
+
+
+def save_model(model: keras.Model, info: ModelInfo, path: str | Path) -> Path:
+    """Write ``model`` and ``info`` to one ``.keras`` file, atomically.
+
+    The file is written beside ``path`` under a temporary name and renamed at the end.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ModelError(f"{path}: expected a model path ending in .keras")
+    if model.output_shape[-1] != info.spec.classes or model.input_shape[-1] != info.spec.bands:
+        raise ModelError(
+            f"Expected a network with {info.spec.bands} input bands and {info.spec.classes} "
+            f"classes. Received: {model.input_shape[-1]} bands, {model.output_shape[-1]} classes"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(INFO_MEMBER, info.to_json())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_model(path: str | Path | None = None) -> LoadedModel:
+    """Load a model file (default: the embedded model) with its metadata.
+
+    Raises:
+        ModelError: When the file is missing, corrupt or disagrees with its metadata.
+    """
+    import keras
+
+    import geofuse.fusion  # noqa: F401  (registers the custom layers)
+
+    path = Path(path) if path is not None else default_model_path()
+    info = read_info(path)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: cannot load the network ({first})") from exc
+    if model.input_shape[-1] != info.spec.bands or model.output_shape[-1] != info.spec.classes:
+        raise ModelError(
+            f"{path}: metadata says {info.spec.bands} bands and {info.spec.classes} classes; "
+            f"the network has {model.input_shape[-1]} and {model.output_shape[-1]}"
+        )
+    return LoadedModel(model=model, info=info, path=path, digest=file_digest(path))

@@ -1,0 +1,199 @@
+"""``segment_scene``: tiling reader -> fusion U-Net -> stitcher -> georeferenced outputs.
+
+Reads run in a background thread ahead of the model; batches have a fixed shape so the compiled
+prediction function is traced once; the stitcher streams full-width row bands to the writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+import geofuse
+from geofuse.config import CLASS_NODATA, SegmentConfig
+from geofuse.errors import ConfigError, OutputError
+from geofuse.model import LoadedModel, load_model
+from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher, check_destination
+from geofuse.tiling import SceneReader, batched, prefetch, stack_batch
+from geofuse.windows import TileGrid
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` with counts of tiles."""
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What one ``segment_scene`` run produced and measured."""
+
+    scene: Path
+    mask: Path
+    probabilities: Path | None
+    width: int
+    height: int
+    tiles: int
+    patch_pixels: int
+    seconds: float
+    class_counts: dict[str, int] = field(default_factory=dict)
+    nodata_pixels: int = 0
+
+    @property
+    def megapixels(self) -> float:
+        """Scene size in millions of pixels."""
+        return self.width * self.height / 1e6
+
+
+def make_predictor(model: Any, batch: int, tile: int, bands: int) -> Callable[[np.ndarray], Any]:
+    """A ``tf.function`` with a fixed input signature, so it is traced exactly once."""
+    import tensorflow as tf
+
+    @tf.function(
+        input_signature=[tf.TensorSpec((batch, tile, tile, bands), tf.float32)],
+        reduce_retracing=True,
+    )
+    def predict(x: Any) -> Any:
+        return model(x, training=False)
+
+    return lambda x: predict(tf.constant(x)).numpy()
+
+
+def class_colormap(loaded: LoadedModel) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table: class colours, nodata transparent."""
+    cmap = {c.id: (*c.rgb, 255) for c in loaded.info.classes}
+    cmap[CLASS_NODATA] = (0, 0, 0, 0)
+    return cmap
+
+
+def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Path) -> dict[str, str]:
+    """Tags recorded in every output: version, model digest, tiling, classes."""
+    tiling = config.tiling
+    return {
+        "GEOFUSE_VERSION": geofuse.__version__,
+        "GEOFUSE_MODEL": loaded.path.name,
+        "GEOFUSE_MODEL_SHA256": loaded.digest,
+        "GEOFUSE_TILE": str(tiling.tile),
+        "GEOFUSE_OVERLAP": str(tiling.overlap),
+        "GEOFUSE_BLEND": tiling.blend,
+        "GEOFUSE_SOURCE": scene.name,
+        "GEOFUSE_CLASSES": ",".join(c.name for c in loaded.info.classes),
+    }
+
+
+def _check_tiling(loaded: LoadedModel, config: SegmentConfig) -> None:
+    multiple = loaded.info.spec.multiple
+    if config.tiling.tile % multiple:
+        raise ConfigError(
+            f"Expected a tile size that is a multiple of {multiple} for this model "
+            f"(depth {loaded.info.spec.depth}). Received: {config.tiling.tile}"
+        )
+
+
+def segment_scene(
+    scene: str | Path,
+    out: str | Path,
+    model: LoadedModel | str | Path | None = None,
+    config: SegmentConfig | None = None,
+    progress: Progress | None = None,
+    predictor: Callable[[np.ndarray], Any] | None = None,
+) -> SegmentResult:
+    """Segment one scene into a class-mask COG (and optional probabilities).
+
+    Args:
+        scene: Input raster.
+        out: Output class mask (GeoTIFF, same CRS/transform/size as the scene; nodata 255).
+        model: A loaded model, a model file, or None for the embedded default.
+        config: Tiling and outputs; defaults to ``SegmentConfig()``.
+        progress: Optional ``progress(done_tiles, total_tiles)`` callback.
+        predictor: Optional prebuilt prediction function (reused across scenes by batch jobs).
+
+    Returns:
+        A :class:`SegmentResult`.
+
+    Raises:
+        GeofuseError: InputError for a bad scene, OutputError for an unwritable or existing
+            output, ModelError for a bad model, ConfigError for bad settings. Nothing is left
+            under the output names on failure.
+    """
+    start = time.perf_counter()
+    config = config or SegmentConfig()
+    scene, out = Path(scene), Path(out)
+    prob_path = Path(config.probabilities) if config.probabilities else None
+    check_destination(out, config.overwrite)
+    if prob_path is not None:
+        if prob_path.resolve() == out.resolve():
+            raise OutputError(f"{prob_path}: probabilities and mask must be different files")
+        check_destination(prob_path, config.overwrite)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    _check_tiling(loaded, config)
+    info, tiling = loaded.info, config.tiling
+    env = {"GDAL_CACHEMAX": config.gdal_cache_mb * 1024 * 1024}
+
+    with rasterio.Env(**env), SceneReader(
+        scene, bands=tiling.bands, normalization=info.normalization, expected_bands=info.spec.bands
+    ) as reader:
+        grid = TileGrid(reader.height, reader.width, tiling.tile, tiling.overlap)
+        common = {
+            "width": reader.width,
+            "height": reader.height,
+            "crs": reader.crs,
+            "transform": reader.transform,
+            "tags": output_tags(loaded, config, scene),
+        }
+        sinks: list[GeoTiffSink] = []
+        try:
+            mask_sink = GeoTiffSink(
+                out, count=1, dtype="uint8", nodata=CLASS_NODATA,
+                colormap=class_colormap(loaded), band_descriptions=["class"],
+                overview_resampling="nearest", **common,
+            )
+            sinks.append(mask_sink)
+            prob_sink = None
+            if prob_path is not None:
+                uint8 = config.probability_dtype == "uint8"
+                prob_sink = GeoTiffSink(
+                    prob_path, count=info.spec.classes, dtype=config.probability_dtype,
+                    nodata=255 if uint8 else float("nan"),
+                    band_descriptions=[c.name for c in info.classes],
+                    overview_resampling="average",
+                    scale=1.0 / PROB_SCALE if uint8 else None, **common,
+                )
+                sinks.append(prob_sink)
+            stitcher = Stitcher(
+                grid, info.spec.classes, tiling.blend, mask_sink, prob_sink,
+                config.probability_dtype,
+            )
+            predict = predictor or make_predictor(
+                loaded.model, tiling.batch_size, tiling.tile, info.spec.bands
+            )
+            done = 0
+            patches = prefetch(lambda: reader.patches(grid), depth=2 * tiling.batch_size, env=env)
+            for batch in batched(patches, tiling.batch_size):
+                probs = predict(stack_batch(batch, tiling.batch_size))
+                for patch, p in zip(batch, probs, strict=False):
+                    stitcher.add(patch.tile.read, patch.tile.core, patch.tile.row, patch.valid, p)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(grid))
+            stitcher.finish()
+            for sink in sinks:
+                sink.commit()
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+    seconds = time.perf_counter() - start
+    counts = {c.name: int(n) for c, n in zip(info.classes, stitcher.class_counts, strict=True)}
+    log.info("%s: %d tiles in %.1f s", scene.name, len(grid), seconds)
+    return SegmentResult(
+        scene=scene, mask=out, probabilities=prob_path, width=reader.width,
+        height=reader.height, tiles=len(grid), patch_pixels=grid.patch_pixels, seconds=seconds,
+        class_counts=counts, nodata_pixels=stitcher.nodata_pixels,
+    )

@@ -1,0 +1,271 @@
+"""Rolling-band stitcher and the atomic, georeferenced GeoTIFF writer.
+
+:class:`Stitcher` accumulates ``weight * probability`` and ``weight`` for every pixel, where
+``weight`` is the tile's blend window (Hann, or 1 on its core for ``center``) times the input
+validity. Tiles arrive in row-major grid order; once a grid row is complete, the scene rows no
+later tile touches are normalised, turned into classes and handed to the sinks. Only one tile
+height of rows is held, so memory grows with the scene *width* and never with its area. Pixels
+where no valid input contributed get the output nodata.
+
+:class:`GeoTiffSink` writes into an uncompressed tiled temporary GeoTIFF beside the destination,
+then converts it to a compressed Cloud-Optimised GeoTIFF with overviews, a colour map and tags,
+and renames it into place. Until :meth:`GeoTiffSink.commit` succeeds nothing exists under the
+final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from geofuse.config import CLASS_NODATA
+from geofuse.errors import OutputError
+from geofuse.windows import TileGrid, blend_weights, core_weights
+
+PROB_SCALE = 254  # uint8 probabilities: value / 254; 255 is nodata
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_destination(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output (unless ``overwrite``) or a folder that cannot take files.
+
+    Raises:
+        OutputError: With the path and the reason.
+    """
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory, expected an output file name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: folder {parent} is not writable")
+
+
+class GeoTiffSink:
+    """Receives full-width row bands and produces one COG under ``path`` on commit.
+
+    Args:
+        path: Final destination.
+        width: Columns.
+        height: Rows.
+        count: Bands.
+        dtype: Numpy/GDAL data type name.
+        crs: Output CRS (the scene's), or None.
+        transform: Output transform (the scene's).
+        nodata: Nodata value.
+        colormap: Optional colour table for band 1 (``{value: (r, g, b, a)}``).
+        tags: Dataset tags.
+        band_descriptions: Optional band descriptions.
+        overview_resampling: ``nearest`` for classes, ``average`` for probabilities.
+        scale: Optional band scale (e.g. 1/254 for quantised probabilities).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        count: int,
+        dtype: str,
+        crs: CRS | None,
+        transform: Affine,
+        nodata: float,
+        colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+        tags: Mapping[str, str] | None = None,
+        band_descriptions: Sequence[str] | None = None,
+        overview_resampling: str = "nearest",
+        scale: float | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.overview_resampling = overview_resampling
+        self._tmp_paths: list[Path] = []
+        self.tmp = self._reserve(".part.tif")
+        profile: dict[str, Any] = {
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "count": count,
+            "dtype": dtype,
+            "crs": crs,
+            "transform": transform,
+            "nodata": nodata,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "interleave": "pixel" if count <= 4 else "band",
+            "BIGTIFF": "IF_SAFER",
+        }
+        try:
+            self.dataset = rasterio.open(self.tmp, "w", **profile)
+            if colormap:
+                self.dataset.write_colormap(1, dict(colormap))
+            if tags:
+                self.dataset.update_tags(**{k: str(v) for k, v in tags.items()})
+            for i, text in enumerate(band_descriptions or (), start=1):
+                self.dataset.set_band_description(i, text)
+            if scale is not None:
+                self.dataset.scales = (scale,) * count
+        except (RasterioError, OSError) as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot create output ({_first_line(exc)})") from exc
+
+    def _reserve(self, suffix: str) -> Path:
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=parent)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write here ({exc.strerror})") from exc
+        os.close(fd)
+        tmp = Path(name)
+        self._tmp_paths.append(tmp)
+        return tmp
+
+    def write(self, row0: int, array: np.ndarray) -> None:
+        """Write ``array`` (``(count, rows, width)``) starting at scene row ``row0``."""
+        window = Window(0, row0, array.shape[2], array.shape[1])
+        try:
+            self.dataset.write(array, window=window)
+        except (RasterioError, OSError) as exc:
+            raise OutputError(f"{self.path}: write failed ({_first_line(exc)})") from exc
+
+    def commit(self) -> Path:
+        """Convert to a COG with overviews and rename it to the final path."""
+        self.dataset.close()
+        final_tmp = self._reserve(".cog.tif")
+        try:
+            rasterio.shutil.copy(
+                self.tmp,
+                final_tmp,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                BLOCKSIZE=512,
+                OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
+                BIGTIFF="IF_SAFER",
+                NUM_THREADS="ALL_CPUS",
+            )
+            os.replace(final_tmp, self.path)
+        except (RasterioError, OSError) as exc:
+            raise OutputError(f"{self.path}: cannot finish output ({_first_line(exc)})") from exc
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete every temporary file; the final path is never touched."""
+        dataset = getattr(self, "dataset", None)
+        if dataset is not None and not dataset.closed:
+            dataset.close()
+        for tmp in self._tmp_paths:
+            tmp.unlink(missing_ok=True)
+            Path(f"{tmp}.aux.xml").unlink(missing_ok=True)
+        self._tmp_paths.clear()
+
+
+class Stitcher:
+    """Blends per-tile class probabilities into full-width row bands, streaming.
+
+    Args:
+        grid: The tile grid (tiles must be added in its row-major order).
+        classes: Number of classes.
+        blend: ``"hann"`` or ``"center"``.
+        mask_sink: Receives ``(1, rows, width)`` uint8 class ids (nodata 255).
+        prob_sink: Optional; receives ``(classes, rows, width)`` probabilities.
+        prob_dtype: ``"uint8"`` (``p * 254``, nodata 255) or ``"float32"`` (nodata NaN).
+    """
+
+    def __init__(
+        self,
+        grid: TileGrid,
+        classes: int,
+        blend: str,
+        mask_sink: GeoTiffSink,
+        prob_sink: GeoTiffSink | None = None,
+        prob_dtype: str = "uint8",
+    ) -> None:
+        self.grid = grid
+        self.classes = classes
+        self.blend = blend
+        self.mask_sink = mask_sink
+        self.prob_sink = prob_sink
+        self.prob_dtype = prob_dtype
+        rows = min(grid.tile, grid.height)
+        self._acc = np.zeros((rows, grid.width, classes), dtype=np.float32)
+        self._weight = np.zeros((rows, grid.width), dtype=np.float32)
+        self._top = 0  # scene row held at buffer row 0
+        self._row = 0  # grid row being accumulated
+        self._hann = blend_weights(grid.tile) if blend == "hann" else None
+        self.class_counts = np.zeros(classes, dtype=np.int64)
+        self.nodata_pixels = 0
+
+    def add(self, tile_read: Window, tile_core: Window, grid_row: int, valid: np.ndarray,
+            probs: np.ndarray) -> None:
+        """Accumulate one tile's ``(tile, tile, classes)`` probabilities."""
+        if grid_row < self._row:
+            raise ValueError(f"Expected tiles in grid order. Received: row {grid_row} late")
+        while grid_row > self._row:
+            self._flush_until(self.grid.rows_final_after(self._row))
+            self._row += 1
+        if self._hann is not None:
+            weight = self._hann * valid
+        else:
+            weight = core_weights(self.grid.tile, tile_core, tile_read) * valid
+        r0, c0 = int(tile_read.row_off), int(tile_read.col_off)
+        h = min(self.grid.tile, self.grid.height - r0)
+        w = min(self.grid.tile, self.grid.width - c0)
+        weight = weight[:h, :w]
+        b0 = r0 - self._top
+        self._weight[b0 : b0 + h, c0 : c0 + w] += weight
+        self._acc[b0 : b0 + h, c0 : c0 + w] += probs[:h, :w] * weight[..., None]
+
+    def finish(self) -> None:
+        """Flush every remaining row."""
+        self._flush_until(self.grid.height)
+
+    def _flush_until(self, row: int) -> None:
+        n = row - self._top
+        if n <= 0:
+            return
+        weight = self._weight[:n]
+        covered = weight > 0
+        probs = self._acc[:n] / np.where(covered, weight, 1.0)[..., None]
+        labels = np.argmax(probs, axis=-1).astype(np.uint8)
+        labels[~covered] = CLASS_NODATA
+        self.class_counts += np.bincount(labels[covered], minlength=self.classes)[: self.classes]
+        self.nodata_pixels += int((~covered).sum())
+        self.mask_sink.write(self._top, labels[None])
+        if self.prob_sink is not None:
+            self.prob_sink.write(self._top, self._encode_probs(probs, covered))
+        keep = self._acc.shape[0] - n
+        self._acc[:keep] = self._acc[n:]
+        self._acc[keep:] = 0
+        self._weight[:keep] = self._weight[n:]
+        self._weight[keep:] = 0
+        self._top = row
+
+    def _encode_probs(self, probs: np.ndarray, covered: np.ndarray) -> np.ndarray:
+        out = np.moveaxis(probs, -1, 0)
+        if self.prob_dtype == "uint8":
+            q = np.rint(np.clip(out, 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+            q[:, ~covered] = 255
+            return q
+        out = out.astype(np.float32)
+        out[:, ~covered] = np.nan
+        return out

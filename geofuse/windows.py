@@ -1,0 +1,188 @@
+"""Pure window math: the tile grid, core windows and blend weights.
+
+No I/O happens here. A scene of ``height`` x ``width`` pixels is covered by square tiles of
+side ``tile`` placed every ``stride = tile - overlap`` pixels; the last row and column of tiles is
+shifted inward so that it ends exactly on the scene edge (no ragged tiles, no missed pixels). A
+scene side shorter than a tile gets a single tile at offset 0 that reaches past the edge; the
+reader pads it and the stitcher crops the padding off again.
+
+Each tile also owns a *core* window: the cores split every overlap at its middle, so they
+partition the scene exactly once. The ``center`` blend keeps only cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from rasterio.windows import Window
+
+from geofuse.errors import ConfigError
+
+
+def axis_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Offsets of the tiles along one axis.
+
+    Args:
+        length: Scene size along the axis (pixels, > 0).
+        tile: Tile size (> 0).
+        stride: Distance between tile origins (0 < stride <= tile).
+
+    Returns:
+        Increasing offsets; the last tile ends exactly at ``length`` when ``length >= tile``.
+    """
+    if length <= 0 or tile <= 0 or not 0 < stride <= tile:
+        raise ConfigError(
+            "Expected length > 0, tile > 0 and 0 < stride <= tile. "
+            f"Received: length={length}, tile={tile}, stride={stride}"
+        )
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def axis_cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
+    """Half-open core intervals ``[lo, hi)`` that split each overlap at its middle."""
+    bounds = [0]
+    for previous, start in zip(starts, starts[1:], strict=False):
+        bounds.append((previous + tile + start) // 2)
+    bounds.append(length)
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid.
+
+    Attributes:
+        index: Position in row-major order.
+        row: Grid row.
+        col: Grid column.
+        read: The ``tile`` x ``tile`` window read for the model (may reach past the scene edge
+            when the scene is smaller than a tile).
+        core: The part of the scene this tile owns; cores partition the scene.
+    """
+
+    index: int
+    row: int
+    col: int
+    read: Window
+    core: Window
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles covering a ``height`` x ``width`` scene.
+
+    Attributes:
+        height: Scene rows.
+        width: Scene columns.
+        tile: Tile side.
+        overlap: Pixels shared by neighbouring tiles.
+    """
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0:
+            raise ConfigError(
+                f"Expected a scene of at least 1x1 pixels. Received: {self.width}x{self.height}"
+            )
+        if not 0 <= self.overlap < self.tile:
+            raise ConfigError(
+                f"Expected 0 <= overlap < tile ({self.tile}). Received: overlap={self.overlap}"
+            )
+
+    @property
+    def stride(self) -> int:
+        """Distance between tile origins."""
+        return self.tile - self.overlap
+
+    @cached_property
+    def row_starts(self) -> list[int]:
+        """Row offsets of the grid rows."""
+        return axis_starts(self.height, self.tile, self.stride)
+
+    @cached_property
+    def col_starts(self) -> list[int]:
+        """Column offsets of the grid columns."""
+        return axis_starts(self.width, self.tile, self.stride)
+
+    @cached_property
+    def tiles(self) -> list[Tile]:
+        """Every tile in row-major order (the block-friendly read order)."""
+        row_cores = axis_cores(self.row_starts, self.tile, self.height)
+        col_cores = axis_cores(self.col_starts, self.tile, self.width)
+        tiles = []
+        for r, (r0, (rc0, rc1)) in enumerate(zip(self.row_starts, row_cores, strict=True)):
+            for c, (c0, (cc0, cc1)) in enumerate(zip(self.col_starts, col_cores, strict=True)):
+                tiles.append(
+                    Tile(
+                        index=len(tiles),
+                        row=r,
+                        col=c,
+                        read=Window(c0, r0, self.tile, self.tile),
+                        core=Window(cc0, rc0, cc1 - cc0, rc1 - rc0),
+                    )
+                )
+        return tiles
+
+    def __len__(self) -> int:
+        return len(self.row_starts) * len(self.col_starts)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(self.tiles)
+
+    def clip(self, window: Window) -> Window:
+        """The part of ``window`` inside the scene."""
+        col0, row0 = int(window.col_off), int(window.row_off)
+        return Window(
+            col0,
+            row0,
+            min(int(window.width), self.width - col0),
+            min(int(window.height), self.height - row0),
+        )
+
+    def rows_final_after(self, grid_row: int) -> int:
+        """Scene rows below this index receive no more tiles once ``grid_row`` is done."""
+        if grid_row + 1 < len(self.row_starts):
+            return self.row_starts[grid_row + 1]
+        return self.height
+
+    @property
+    def patch_pixels(self) -> int:
+        """Pixels fed to the model for the whole scene (tiles x tile area)."""
+        return len(self) * self.tile * self.tile
+
+
+def blend_weights(tile: int, floor: float = 1e-3) -> np.ndarray:
+    """A smooth 2-D window (separable squared sine, i.e. Hann) with a positive floor.
+
+    Weights fall towards tile edges, where predictions have the least context, so that
+    overlapping tiles fade into each other without seams. The floor keeps every pixel of a
+    tile weighted, which matters where a single tile covers a pixel (scene edges).
+
+    Returns:
+        A ``(tile, tile)`` float32 array in ``[floor, 1]``.
+    """
+    if tile <= 0:
+        raise ConfigError(f"Expected tile > 0. Received: {tile}")
+    x = (np.arange(tile, dtype=np.float64) + 0.5) / tile
+    w = np.maximum(np.sin(np.pi * x) ** 2, floor)
+    return np.outer(w, w).astype(np.float32)
+
+
+def core_weights(tile: int, core: Window, read: Window) -> np.ndarray:
+    """Weights for the ``center`` blend: 1 inside the tile's core, 0 elsewhere."""
+    w = np.zeros((tile, tile), dtype=np.float32)
+    r0 = int(core.row_off - read.row_off)
+    c0 = int(core.col_off - read.col_off)
+    w[r0 : r0 + int(core.height), c0 : c0 + int(core.width)] = 1.0
+    return w
