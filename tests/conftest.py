@@ -1,0 +1,98 @@
+"""Shared fixtures: real data location, GeoTIFF writer, tiny model files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real"
+SAMPLES = ROOT / "data_samples"
+UTM_TRANSFORM = Affine(0.5, 0.0, 500123.5, 0.0, -0.5, 5123456.0)
+
+
+def write_geotiff(
+    path: Path,
+    data: np.ndarray,
+    crs: str | None = "EPSG:32633",
+    transform: Affine = UTM_TRANSFORM,
+    **profile: object,
+) -> Path:
+    """Write a ``(bands, h, w)`` array as a GeoTIFF with a real CRS and transform."""
+    if data.ndim == 2:
+        data = data[None]
+    kwargs: dict = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": crs,
+        "transform": transform,
+    }
+    kwargs.update(profile)
+    with rasterio.open(path, "w", **kwargs) as dst:
+        dst.write(data)
+    return path
+
+
+def make_tiny_model(
+    path: Path,
+    bands: int = 3,
+    classes: int = 3,
+    fusion: str = "concat",
+    depth: int = 2,
+    filters: int = 4,
+    scale: float = 1 / 255,
+    seed: int = 0,
+) -> Path:
+    """Build, save and return a tiny untrained fusion U-Net model file."""
+    import keras
+
+    from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
+    from geofuse.model import build_unet, save_model
+
+    keras.utils.set_random_seed(seed)
+    spec = ModelSpec(bands=bands, classes=classes, depth=depth, base_filters=filters,
+                     fusion=fusion)
+    info = ModelInfo(
+        spec=spec,
+        band_names=tuple(f"b{i + 1}" for i in range(bands)),
+        normalization=Normalization.identity(bands, scale=scale),
+        classes=tuple(ClassInfo(i, f"class{i}", "#%02x%02x%02x" % (40 * i, 90, 200 - 40 * i))
+                      for i in range(classes)),
+        patch_size=64,
+    )
+    return save_model(build_unet(spec), info, path)
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    """The shared real-data folder (../shared/data/real)."""
+    if not REAL.is_dir():
+        pytest.fail(f"Expected the shared real data at {REAL}")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory of cached tiny model files: ``tiny_models(bands=3, classes=3, fusion=...)``."""
+    cache: dict[tuple, Path] = {}
+    folder = tmp_path_factory.mktemp("models")
+
+    def get(**kwargs: object) -> Path:
+        key = tuple(sorted(kwargs.items()))
+        if key not in cache:
+            name = "_".join(f"{k}{v}" for k, v in key) or "default"
+            cache[key] = make_tiny_model(folder / f"tiny_{name}.keras", **kwargs)  # type: ignore[arg-type]
+        return cache[key]
+
+    return get
