@@ -24,8 +24,28 @@ from geofuse.errors import GeofuseError
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up banner (oneDNN, CPU features) silenced.
+
+    The banner is written straight to file descriptor 2 before any Python logging exists, so
+    stderr is pointed at /dev/null for the import only. Python exceptions still propagate.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    if "tensorflow" in sys.modules or logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (e.g. captured by a test runner)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,6 +75,7 @@ class ProgressBar:
         self.done = 0
 
     def __call__(self, done: int, total: int) -> None:
+        """Advance the bar to ``done`` of ``total``."""
         if self.quiet:
             return
         if self.bar is None:
@@ -76,8 +97,8 @@ def tiling_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Model file (.keras). Default: the embedded model."),
         click.option("--tile", default=512, show_default=True,
                      help="Tile side in pixels (a multiple of 2**depth of the model)."),
-        click.option("--overlap", default=64, show_default=True,
-                     help="Pixels shared by neighbouring tiles."),
+        click.option("--overlap", type=int, default=None,
+                     help="Pixels shared by neighbouring tiles. Default: tile / 8."),
         click.option("--blend", type=click.Choice(["hann", "center"]), default="hann",
                      show_default=True, help="Weighted blending or keep tile cores."),
         click.option("--batch-size", default=4, show_default=True, help="Tiles per model call."),
@@ -95,12 +116,16 @@ def tiling_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_segment_config(
-    tile: int, overlap: int, blend: str, batch_size: int, bands: str | None,
+    tile: int, overlap: int | None, blend: str, batch_size: int, bands: str | None,
     probabilities: str | None, probability_dtype: str, overwrite: bool,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     tiling = TilingConfig(
-        tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, bands=parse_bands(bands)
+        tile=tile,
+        overlap=tile // 8 if overlap is None else overlap,
+        blend=blend,
+        batch_size=batch_size,
+        bands=parse_bands(bands),
     )
     return SegmentConfig(
         tiling=tiling,
@@ -128,7 +153,8 @@ def main(verbose: bool) -> None:
 @click.option("--probabilities", type=click.Path(dir_okay=False),
               help="Also write per-class probabilities to this GeoTIFF.")
 @handle_errors
-def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: int, blend: str,
+def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: int | None,
+            blend: str,
             batch_size: int, bands: str | None, probability_dtype: str, overwrite: bool,
             quiet: bool, probabilities: str | None) -> None:
     """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255)."""

@@ -50,6 +50,7 @@ class ModelSpec:
             (its own level and the ones directly above and below).
         gates: For ``weighted`` fusion, input-dependent gates from global pooling.
         attention_size: For ``cross_attention``, the side of the pooled grid attention runs on.
+
     """
 
     bands: int
@@ -164,6 +165,7 @@ class ModelInfo:
         patch_size: The training patch side in pixels.
         input_dtype: The data type of the training imagery.
         provenance: Free-form facts: geofuse version, data digest, metrics, dates.
+
     """
 
     spec: ModelSpec
@@ -237,6 +239,7 @@ class TilingConfig:
         blend: ``"hann"`` (weighted blending) or ``"center"`` (keep each tile's core).
         batch_size: Tiles per model call.
         bands: 1-based band indexes to read, or None for every non-alpha band.
+
     """
 
     tile: int = 512
@@ -278,6 +281,7 @@ class SegmentConfig:
         probability_dtype: ``"uint8"`` (0..255 quantised) or ``"float32"``.
         overwrite: Replace existing outputs instead of refusing.
         gdal_cache_mb: GDAL block-cache cap, which keeps memory independent of scene area.
+
     """
 
     tiling: TilingConfig = field(default_factory=TilingConfig)

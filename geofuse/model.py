@@ -59,7 +59,7 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     import keras
     from keras import layers
 
-    from geofuse.fusion import ConvBNReLU, make_fusion
+    from geofuse.fusion import ConvBNReLU, Upsample, make_fusion
 
     inputs = keras.Input((None, None, spec.bands), name="image")
     x = inputs
@@ -82,7 +82,7 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     for level in reversed(range(spec.depth)):
         filters = spec.base_filters * 2**level
         if spec.fusion == "none":
-            up = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
+            up = Upsample(2, name=f"up{level}")(x)
             x = layers.Concatenate(name=f"skip{level}")([up, skips[level]])
         else:
             sources = decoder_sources(spec, level)
@@ -121,6 +121,7 @@ def read_info(path: str | Path) -> ModelInfo:
 
     Raises:
         ModelError: Missing file, not a ``.keras`` archive, or no/invalid geofuse metadata.
+
     """
     path = Path(path)
     if not path.is_file():
@@ -173,6 +174,7 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
 
     Raises:
         ModelError: When the file is missing, corrupt or disagrees with its metadata.
+
     """
     import keras
 

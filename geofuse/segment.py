@@ -121,6 +121,7 @@ def segment_scene(
         GeofuseError: InputError for a bad scene, OutputError for an unwritable or existing
             output, ModelError for a bad model, ConfigError for bad settings. Nothing is left
             under the output names on failure.
+
     """
     start = time.perf_counter()
     config = config or SegmentConfig()

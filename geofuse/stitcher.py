@@ -46,6 +46,7 @@ def check_destination(path: Path, overwrite: bool) -> None:
 
     Raises:
         OutputError: With the path and the reason.
+
     """
     if path.is_dir():
         raise OutputError(f"{path}: is a directory, expected an output file name")
@@ -54,8 +55,11 @@ def check_destination(path: Path, overwrite: bool) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: folder {parent} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: folder {parent} is not writable ({exc.strerror})") from exc
 
 
 class GeoTiffSink:
@@ -75,6 +79,7 @@ class GeoTiffSink:
         band_descriptions: Optional band descriptions.
         overview_resampling: ``nearest`` for classes, ``average`` for probabilities.
         scale: Optional band scale (e.g. 1/254 for quantised probabilities).
+
     """
 
     def __init__(
@@ -189,6 +194,7 @@ class Stitcher:
         mask_sink: Receives ``(1, rows, width)`` uint8 class ids (nodata 255).
         prob_sink: Optional; receives ``(classes, rows, width)`` probabilities.
         prob_dtype: ``"uint8"`` (``p * 254``, nodata 255) or ``"float32"`` (nodata NaN).
+
     """
 
     def __init__(

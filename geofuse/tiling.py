@@ -47,6 +47,7 @@ class Patch:
         valid: ``(tile, tile)`` bool; False for invalid input pixels and for padding.
         transform: Affine transform of the patch's top-left pixel.
         crs: The scene's CRS (None for a scene without one).
+
     """
 
     tile: Tile
@@ -76,6 +77,7 @@ class SceneReader:
         bands: 1-based band indexes to use, or None for every non-alpha band.
         normalization: Scaling and per-band statistics; identity when None.
         expected_bands: The model's band count; a mismatch raises InputError.
+
     """
 
     def __init__(
@@ -101,7 +103,7 @@ class SceneReader:
         expected_bands: int | None,
     ) -> None:
         ds = self.dataset
-        name = self.path.name
+        name = str(self.path)
         alpha = [
             i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha
         ]
@@ -181,6 +183,7 @@ class SceneReader:
 
         Raises:
             InputError: When GDAL cannot decode the window (corrupt file).
+
         """
         try:
             data = self.dataset.read(self.bands, window=window)
@@ -245,6 +248,7 @@ def prefetch(
         make_iter: Builds the iterator inside the worker thread.
         depth: Queue size (items read ahead).
         env: GDAL options for a ``rasterio.Env`` around the worker (GDAL config is per thread).
+
     """
     items: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()

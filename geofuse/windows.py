@@ -32,6 +32,7 @@ def axis_starts(length: int, tile: int, stride: int) -> list[int]:
 
     Returns:
         Increasing offsets; the last tile ends exactly at ``length`` when ``length >= tile``.
+
     """
     if length <= 0 or tile <= 0 or not 0 < stride <= tile:
         raise ConfigError(
@@ -65,6 +66,7 @@ class Tile:
         read: The ``tile`` x ``tile`` window read for the model (may reach past the scene edge
             when the scene is smaller than a tile).
         core: The part of the scene this tile owns; cores partition the scene.
+
     """
 
     index: int
@@ -83,6 +85,7 @@ class TileGrid:
         width: Scene columns.
         tile: Tile side.
         overlap: Pixels shared by neighbouring tiles.
+
     """
 
     height: int
@@ -171,6 +174,7 @@ def blend_weights(tile: int, floor: float = 1e-3) -> np.ndarray:
 
     Returns:
         A ``(tile, tile)`` float32 array in ``[floor, 1]``.
+
     """
     if tile <= 0:
         raise ConfigError(f"Expected tile > 0. Received: {tile}")

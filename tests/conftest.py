@@ -67,7 +67,7 @@ def make_tiny_model(
         spec=spec,
         band_names=tuple(f"b{i + 1}" for i in range(bands)),
         normalization=Normalization.identity(bands, scale=scale),
-        classes=tuple(ClassInfo(i, f"class{i}", "#%02x%02x%02x" % (40 * i, 90, 200 - 40 * i))
+        classes=tuple(ClassInfo(i, f"class{i}", f"#{40 * i % 256:02x}5a{(200 - 40 * i) % 256:02x}")
                       for i in range(classes)),
         patch_size=64,
     )
@@ -92,7 +92,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
         key = tuple(sorted(kwargs.items()))
         if key not in cache:
             name = "_".join(f"{k}{v}" for k, v in key) or "default"
-            cache[key] = make_tiny_model(folder / f"tiny_{name}.keras", **kwargs)  # type: ignore[arg-type]
+            path = folder / f"tiny_{name}.keras"
+            cache[key] = make_tiny_model(path, **kwargs)  # type: ignore[arg-type]
         return cache[key]
 
     return get

@@ -1,0 +1,155 @@
+"""The tiling reader on real and generated GeoTIFFs: bands, dtypes, validity, padding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geofuse.config import Normalization
+from geofuse.errors import InputError
+from geofuse.tiling import SceneReader, batched, prefetch, stack_batch
+from geofuse.windows import TileGrid
+from tests.conftest import write_geotiff
+
+
+def assemble_valid(reader: SceneReader, tile: int, overlap: int) -> np.ndarray:
+    """Validity of the whole scene rebuilt from the patches' core windows."""
+    grid = TileGrid(reader.height, reader.width, tile, overlap)
+    out = np.zeros((reader.height, reader.width), dtype=np.int8) - 1
+    for patch in reader.patches(grid):
+        c, r = patch.tile.core, patch.tile.read
+        rows = slice(int(c.row_off - r.row_off), int(c.row_off - r.row_off + c.height))
+        cols = slice(int(c.col_off - r.col_off), int(c.col_off - r.col_off + c.width))
+        out[c.toslices()] = patch.valid[rows, cols]
+        assert patch.data.shape == (tile, tile, len(reader.bands))
+        assert patch.data.dtype == np.float32 and np.isfinite(patch.data).all()
+        assert patch.transform == reader.dataset.window_transform(patch.tile.read)
+    assert (out >= 0).all()
+    return out.astype(bool)
+
+
+def test_nodata_value_marks_invalid_pixels(real: Path) -> None:
+    path = real / "landsat-rasterio/RGB.byte.tif"
+    with rasterio.open(path) as ds:
+        expected = np.all(ds.read() != ds.nodata, axis=0)
+    with SceneReader(path) as reader:
+        assert reader.bands == (1, 2, 3)
+        valid = assemble_valid(reader, 128, 32)
+    assert 0.1 < (~expected).mean() < 0.5
+    np.testing.assert_array_equal(valid, expected)
+
+
+def test_external_msk_file_marks_invalid_pixels(real: Path) -> None:
+    path = real / "landsat-rasterio/RGB2.byte.tif"
+    with rasterio.open(f"{path}.msk") as msk:
+        expected = msk.read(1) > 0
+    with SceneReader(path) as reader:
+        valid = assemble_valid(reader, 128, 16)
+    assert (~expected).sum() > 1000
+    np.testing.assert_array_equal(valid, expected)
+
+
+def test_alpha_band_is_validity_not_data(real: Path) -> None:
+    path = real / "landsat-rasterio/RGBA.byte.tif"
+    with rasterio.open(path) as ds:
+        expected = ds.read(4) > 0
+    with SceneReader(path, expected_bands=3) as reader:
+        assert reader.bands == (1, 2, 3)
+        valid = assemble_valid(reader, 256, 32)
+    np.testing.assert_array_equal(valid, expected)
+
+
+def test_nan_is_invalid_and_tiny_scene_is_padded(real: Path) -> None:
+    path = real / "landsat-rasterio/float_nan.tif"
+    with rasterio.open(path) as ds:
+        expected = np.isfinite(ds.read(1))
+    with SceneReader(path) as reader:
+        grid = TileGrid(reader.height, reader.width, 16, 4)
+        assert len(grid) == 1
+        patch = next(reader.patches(grid))
+    assert patch.data.shape == (16, 16, 1)
+    np.testing.assert_array_equal(patch.valid[:2, :3], expected)
+    assert not patch.valid[2:].any() and not patch.valid[:, 3:].any()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "float64"])
+def test_dtypes_are_normalised_with_the_model_statistics(tmp_path: Path, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 200, size=(2, 40, 50)).astype(dtype)
+    path = write_geotiff(tmp_path / f"{dtype}.tif", data, nodata=7)
+    data[:, 3, 4] = 7
+    with rasterio.open(path, "r+") as ds:
+        ds.write(data)
+    norm = Normalization(mean=(10.0, 20.0), std=(2.0, 4.0), scale=0.5, offset=1.0)
+    with SceneReader(path, normalization=norm) as reader:
+        grid = TileGrid(40, 50, 64, 0)
+        patch = next(reader.patches(grid))
+    expected = (data.astype(np.float64) * 0.5 + 1.0 - np.array([10, 20])[:, None, None]) / np.array(
+        [2, 4]
+    )[:, None, None]
+    got = np.moveaxis(patch.data[:40, :50], -1, 0)
+    assert not patch.valid[3, 4]
+    got_valid = patch.valid[:40, :50]
+    np.testing.assert_allclose(got[:, got_valid], expected[:, got_valid], rtol=1e-5)
+    assert (got[:, 3, 4] == 0).all()
+
+
+def test_band_selection_and_count_errors(tmp_path: Path) -> None:
+    data = np.arange(4 * 20 * 20, dtype=np.uint16).reshape(4, 20, 20)
+    path = write_geotiff(tmp_path / "four.tif", data)
+    with SceneReader(path, bands=(3, 1)) as reader:
+        raw, _ = reader.read_window(rasterio.windows.Window(0, 0, 20, 20))
+    np.testing.assert_array_equal(raw, data[[2, 0]])
+    with pytest.raises(InputError, match=r"Expected 3 bands. Received: 4 bands in .*four.tif"):
+        SceneReader(path, expected_bands=3)
+    with pytest.raises(InputError, match="between 1 and 4. Received: 5"):
+        SceneReader(path, bands=(1, 5))
+
+
+def test_missing_directory_and_corrupt_inputs(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        SceneReader(tmp_path / "nope.tif")
+    with pytest.raises(InputError, match="is a directory"):
+        SceneReader(tmp_path)
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"this is not a tiff" * 10)
+    with pytest.raises(InputError, match="junk.tif: not a readable raster"):
+        SceneReader(junk)
+
+
+def test_truncated_tiff_fails_on_read_with_the_file_name(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = write_geotiff(
+        tmp_path / "cut.tif", rng.integers(0, 255, (3, 256, 256), dtype=np.uint8),
+        tiled=True, blockxsize=64, blockysize=64, compress="deflate",
+    )
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.tif"):
+        with SceneReader(path) as reader:
+            list(reader.patches(TileGrid(256, 256, 64, 0)))
+
+
+def test_prefetch_forwards_items_and_errors() -> None:
+    assert list(prefetch(lambda: iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise InputError("boom.tif: broken")
+
+    gen = prefetch(failing)
+    assert next(gen) == 1
+    with pytest.raises(InputError, match="boom.tif"):
+        next(gen)
+
+
+def test_batches_have_a_fixed_shape(tmp_path: Path) -> None:
+    path = write_geotiff(tmp_path / "s.tif", np.ones((3, 40, 40), np.uint8))
+    with SceneReader(path) as reader:
+        grid = TileGrid(40, 40, 16, 4)
+        batches = list(batched(reader.patches(grid), 4))
+    assert [len(b) for b in batches] == [4, 4, 1]
+    assert stack_batch(batches[-1], 4).shape == (4, 16, 16, 3)

@@ -1,0 +1,116 @@
+"""Properties of the pure window math (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geofuse.errors import ConfigError
+from geofuse.windows import TileGrid, axis_starts, blend_weights, core_weights
+
+
+@st.composite
+def grids(draw: st.DrawFn) -> TileGrid:
+    tile = draw(st.sampled_from([8, 16, 32, 48, 64]))
+    overlap = draw(st.integers(0, tile - 1))
+    height = draw(st.integers(1, 300))
+    width = draw(st.integers(1, 300))
+    return TileGrid(height, width, tile, overlap)
+
+
+@settings(max_examples=300, deadline=None)
+@given(grids())
+def test_cores_partition_the_scene_exactly_once(grid: TileGrid) -> None:
+    count = np.zeros((grid.height, grid.width), dtype=np.int32)
+    for t in grid:
+        c = t.core
+        count[c.toslices()] += 1
+        assert c.width > 0 and c.height > 0
+    assert (count == 1).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(grids())
+def test_every_read_window_has_the_tile_size_and_covers_its_core(grid: TileGrid) -> None:
+    for t in grid:
+        r = t.read
+        assert (r.width, r.height) == (grid.tile, grid.tile)
+        assert r.col_off >= 0 and r.row_off >= 0
+        # inside the scene, unless the scene is smaller than a tile on that axis (then at 0)
+        if grid.width >= grid.tile:
+            assert r.col_off + r.width <= grid.width
+        else:
+            assert r.col_off == 0
+        if grid.height >= grid.tile:
+            assert r.row_off + r.height <= grid.height
+        else:
+            assert r.row_off == 0
+        c = t.core
+        assert r.col_off <= c.col_off and c.col_off + c.width <= r.col_off + r.width
+        assert r.row_off <= c.row_off and c.row_off + c.height <= r.row_off + r.height
+
+
+@settings(max_examples=300, deadline=None)
+@given(grids())
+def test_every_pixel_is_read_and_last_tiles_end_on_the_edge(grid: TileGrid) -> None:
+    covered = np.zeros((grid.height, grid.width), dtype=bool)
+    for t in grid:
+        r = grid.clip(t.read)
+        covered[r.toslices()] = True
+    assert covered.all()
+    if grid.height >= grid.tile:
+        assert grid.row_starts[-1] + grid.tile == grid.height
+    if grid.width >= grid.tile:
+        assert grid.col_starts[-1] + grid.tile == grid.width
+
+
+@settings(max_examples=200, deadline=None)
+@given(grids())
+def test_rows_final_after_is_monotonic_and_ends_at_height(grid: TileGrid) -> None:
+    finals = [grid.rows_final_after(r) for r in range(len(grid.row_starts))]
+    assert finals == sorted(finals)
+    assert finals[-1] == grid.height
+    # no tile of a later grid row touches a row already final
+    for r, final in enumerate(finals[:-1]):
+        assert all(start >= final for start in grid.row_starts[r + 1 :])
+
+
+@given(st.integers(1, 2000), st.integers(1, 256), st.data())
+def test_axis_starts_stride_is_respected(length: int, tile: int, data: st.DataObject) -> None:
+    stride = data.draw(st.integers(1, tile))
+    starts = axis_starts(length, tile, stride)
+    gaps = np.diff(starts)
+    assert (gaps > 0).all() and (gaps <= stride).all()
+
+
+def test_grid_counts_and_patch_pixels() -> None:
+    grid = TileGrid(1000, 700, 256, 32)
+    assert grid.row_starts == [0, 224, 448, 672, 744]
+    assert grid.col_starts == [0, 224, 444]
+    assert len(grid) == 15 == len(grid.tiles)
+    assert grid.patch_pixels == 15 * 256 * 256
+
+
+def test_blend_weights_are_smooth_positive_and_symmetric() -> None:
+    w = blend_weights(64)
+    assert w.shape == (64, 64) and w.dtype == np.float32
+    assert w.min() > 0 and w.max() <= 1
+    np.testing.assert_allclose(w, w[::-1, ::-1], rtol=1e-6)
+    assert w[32, 32] > 0.99 and w[0, 0] < 0.01
+
+
+def test_core_weights_select_the_core() -> None:
+    grid = TileGrid(100, 100, 64, 16)
+    t = grid.tiles[-1]
+    w = core_weights(64, t.core, t.read)
+    assert w.sum() == t.core.width * t.core.height
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap"), [(0, 5, 8, 0), (5, 5, 8, 8), (5, 5, 8, -1)]
+)
+def test_invalid_grids_are_refused(height: int, width: int, tile: int, overlap: int) -> None:
+    with pytest.raises(ConfigError, match="Expected"):
+        TileGrid(height, width, tile, overlap)
