@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geofuse.atomic import atomic_path
 from geofuse.config import ModelInfo, ModelSpec
 from geofuse.errors import ConfigError, ModelError
 
@@ -156,16 +155,10 @@ def save_model(model: keras.Model, info: ModelInfo, path: str | Path) -> Path:
             f"classes. Received: {model.input_shape[-1]} bands, {model.output_shape[-1]} classes"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(INFO_MEMBER, info.to_json())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

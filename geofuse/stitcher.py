@@ -15,7 +15,6 @@ final name.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from geofuse.atomic import publish, reserve_temp
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError
 from geofuse.windows import TileGrid, blend_weights, core_weights
@@ -133,13 +133,7 @@ class GeoTiffSink:
             raise OutputError(f"{self.path}: cannot create output ({_first_line(exc)})") from exc
 
     def _reserve(self, suffix: str) -> Path:
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=parent)
-        except OSError as exc:
-            raise OutputError(f"{self.path}: cannot write here ({exc.strerror})") from exc
-        os.close(fd)
-        tmp = Path(name)
+        tmp = reserve_temp(self.path, suffix)
         self._tmp_paths.append(tmp)
         return tmp
 
@@ -166,7 +160,7 @@ class GeoTiffSink:
                 BIGTIFF="IF_SAFER",
                 NUM_THREADS="ALL_CPUS",
             )
-            os.replace(final_tmp, self.path)
+            publish(final_tmp, self.path)
         except (RasterioError, OSError) as exc:
             raise OutputError(f"{self.path}: cannot finish output ({_first_line(exc)})") from exc
         finally:

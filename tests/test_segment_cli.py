@@ -189,6 +189,9 @@ def test_output_is_a_valid_cog_with_tags_colours_and_overviews(tiny_models, tmp_
         assert dst.overviews(1) == [2]
         assert dst.colormap(1)[255][3] == 0
         assert dst.compression is not None and dst.profile["tiled"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])

@@ -1,0 +1,152 @@
+"""Benchmark `segment_scene`: end-to-end vs model-only throughput, and peak memory.
+
+For each scene size it generates a 3-band uint8 GeoTIFF (tiled, deflate; textured from the
+bundled sample scene), then, each in a fresh process so peak RSS is its own:
+
+* **end-to-end**: ``segment_scene`` with a warmed-up predictor (read, normalise, predict,
+  stitch, write, COG conversion);
+* **model-only**: the same predictor called on as many batches of the same shape.
+
+It prints Mpx/s for both, their ratio (model-only time / end-to-end time for the same patches;
+1.0 means the pipeline adds nothing), patch pixels / scene pixels, and the peak RSS of each
+end-to-end run, plus the ratio of the largest to the smallest scene's peak RSS.
+
+    python scripts/bench.py                   # 2048 and 8192, default model
+    python scripts/bench.py --sizes 1024 2048 --tile 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data_samples" / "scene_a.tif"
+
+
+def make_scene(path: Path, size: int) -> None:
+    """Write a ``size`` x ``size`` RGB scene by mirroring the sample scene, block by block."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(SAMPLE) as src:
+        texture = src.read()
+        profile = src.profile
+    th, tw = texture.shape[1:]
+    tiles = [[texture, texture[:, :, ::-1]], [texture[:, ::-1], texture[:, ::-1, ::-1]]]
+    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512,
+                   compress="deflate", nodata=0, BIGTIFF="IF_SAFER")
+    with rasterio.open(path, "w", **profile) as dst:
+        for r0 in range(0, size, 512):
+            for c0 in range(0, size, 512):
+                h, w = min(512, size - r0), min(512, size - c0)
+                rows = np.arange(r0, r0 + h)
+                cols = np.arange(c0, c0 + w)
+                block = np.empty((3, h, w), np.uint8)
+                for i, r in enumerate(rows):
+                    ty, ry = divmod(r, th)
+                    for tx in range(2):
+                        sel = (cols // tw) % 2 == tx
+                        src_tile = tiles[ty % 2][tx]
+                        block[:, i, sel] = src_tile[:, ry, cols[sel] % tw]
+                dst.write(block, window=Window(c0, r0, w, h))
+
+
+def run_child(mode: str, scene: str, args: argparse.Namespace) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    cmd = [sys.executable, __file__, "--child", mode, "--scene", scene, "--tile", str(args.tile),
+           "--overlap", str(args.overlap), "--batch-size", str(args.batch_size)]
+    if args.model:
+        cmd += ["--model", args.model]
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        sys.exit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement: end-to-end segmentation or model-only prediction."""
+    from geofuse.config import SegmentConfig, TilingConfig
+    from geofuse.model import load_model
+    from geofuse.segment import make_predictor, segment_scene
+    from geofuse.windows import TileGrid
+
+    import rasterio
+
+    loaded = load_model(args.model)
+    bands = loaded.info.spec.bands
+    predict = make_predictor(loaded.model, args.batch_size, args.tile, bands)
+    x = np.random.default_rng(0).normal(size=(args.batch_size, args.tile, args.tile, bands))
+    x = x.astype(np.float32)
+    predict(x)  # trace once, outside the timings
+    with rasterio.open(args.scene) as ds:
+        grid = TileGrid(ds.height, ds.width, args.tile, args.overlap)
+    n_batches = -(-len(grid) // args.batch_size)
+    if args.child == "e2e":
+        config = SegmentConfig(tiling=TilingConfig(tile=args.tile, overlap=args.overlap,
+                                                   batch_size=args.batch_size))
+        with tempfile.TemporaryDirectory(dir=Path(args.scene).parent) as tmp:
+            start = time.perf_counter()
+            segment_scene(args.scene, Path(tmp) / "mask.tif", loaded, config, predictor=predict)
+            seconds = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        for _ in range(n_batches):
+            predict(x)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "tiles": len(grid), "batches": n_batches,
+                      "scene_px": grid.height * grid.width, "patch_px": grid.patch_pixels,
+                      "peak_rss_mb": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192])
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--model", default=None, help="Model file (default: embedded model).")
+    parser.add_argument("--child", choices=["e2e", "model"], help=argparse.SUPPRESS)
+    parser.add_argument("--scene", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    print(f"geofuse bench: tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, "
+          f"model {args.model or 'embedded default'}, {os.cpu_count()} CPUs")
+    header = (f"{'scene':>11} {'tiles':>6} {'patch/scene':>11} {'e2e Mpx/s':>10} "
+              f"{'(patch)':>8} {'model Mpx/s':>12} {'ratio':>6} {'peak RSS MB':>12}")
+    print(header)
+    peaks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            scene = Path(tmp) / f"scene_{size}.tif"
+            make_scene(scene, size)
+            e2e = run_child("e2e", str(scene), args)
+            model = run_child("model", str(scene), args)
+            scene.unlink()
+            scene_mpx, patch_mpx = e2e["scene_px"] / 1e6, e2e["patch_px"] / 1e6
+            peaks.append(e2e["peak_rss_mb"])
+            print(f"{size:>5}x{size:<5} {e2e['tiles']:>6} {patch_mpx / scene_mpx:>11.2f} "
+                  f"{scene_mpx / e2e['seconds']:>10.2f} {patch_mpx / e2e['seconds']:>8.2f} "
+                  f"{patch_mpx / model['seconds']:>12.2f} "
+                  f"{model['seconds'] / e2e['seconds']:>6.2f} {e2e['peak_rss_mb']:>12.0f}",
+                  flush=True)
+    if len(peaks) > 1:
+        print(f"peak RSS largest/smallest scene: {peaks[-1] / peaks[0]:.2f}x")
+    print("ratio = model-only seconds / end-to-end seconds on the same patches (goal >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()
