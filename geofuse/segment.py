@@ -146,6 +146,7 @@ def segment_scene(
             "height": reader.height,
             "crs": reader.crs,
             "transform": reader.transform,
+            "gcps": reader.gcps,
             "tags": output_tags(loaded, config, scene),
         }
         sinks: list[GeoTiffSink] = []

@@ -98,6 +98,7 @@ class GeoTiffSink:
         band_descriptions: Sequence[str] | None = None,
         overview_resampling: str = "nearest",
         scale: float | None = None,
+        gcps: tuple[list, CRS | None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.overview_resampling = overview_resampling
@@ -128,6 +129,8 @@ class GeoTiffSink:
                 self.dataset.set_band_description(i, text)
             if scale is not None:
                 self.dataset.scales = (scale,) * count
+            if gcps:
+                self.dataset.gcps = gcps
         except (RasterioError, OSError) as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot create output ({_first_line(exc)})") from exc

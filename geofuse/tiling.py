@@ -34,7 +34,9 @@ from geofuse.windows import Tile, TileGrid
 
 T = TypeVar("T")
 
-SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+SUPPORTED_DTYPES = (
+    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"
+)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,12 @@ class SceneReader:
     def transform(self) -> Affine:
         """Scene geotransform."""
         return self.dataset.transform
+
+    @property
+    def gcps(self) -> tuple[list, CRS | None] | None:
+        """Ground control points and their CRS, when the scene is georeferenced by GCPs."""
+        points, crs = self.dataset.gcps
+        return (points, crs) if points else None
 
     def close(self) -> None:
         """Release the dataset."""

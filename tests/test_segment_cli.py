@@ -243,3 +243,40 @@ def test_help_is_instant_and_does_not_import_tensorflow() -> None:
             "assert r.exit_code == 0 and 'segment' in r.output; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gcp_georeferencing_is_carried_over(tiny_models, tmp_path: Path) -> None:
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    gcps = [GroundControlPoint(row=r, col=c, x=10 + c * 1e-4, y=45 - r * 1e-4)
+            for r, c in [(0, 0), (0, 63), (47, 0), (47, 63)]]
+    scene = tmp_path / "gcp.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=48, count=3, dtype="uint8",
+                       gcps=gcps, crs=CRS.from_epsg(4326)) as dst:
+        dst.write(np.full((3, 48, 64), 50, np.uint8))
+    out = tmp_path / "m.tif"
+    result = segment(scene, out, "--model", tiny_models(), "--tile", "32")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as dst:
+        points, crs = dst.gcps
+        assert crs == CRS.from_epsg(4326)
+        assert [(p.row, p.col, p.x, p.y) for p in points] == [(p.row, p.col, p.x, p.y) for p in gcps]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["sentinel2-forest-hu/test_images/cnn_0.jpg",  # georeferenced by a .aux.xml sidecar
+     "dubai-aerial-hitl/Tile 1/images/image_part_001.jpg",  # no georeferencing, space in path
+     "massachusetts-roads-subset/images/17428750_15.png"],
+)
+def test_jpeg_and_png_scenes(real: Path, tiny_models, tmp_path: Path, name: str) -> None:
+    scene = real / name
+    out = tmp_path / "out dir" / "mask.tif"
+    out.parent.mkdir()
+    result = segment(scene, out, "--model", tiny_models(), "--tile", "256")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(scene) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert (dst.crs is not None) == ("sentinel2" in name)
+        assert (dst.read(1) != 255).all()
