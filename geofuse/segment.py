@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
 from geofuse.model import LoadedModel, load_model
 from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher, check_destination
-from geofuse.tiling import SceneReader, batched, prefetch, stack_batch
+from geofuse.tiling import Patch, SceneReader, batched, prefetch, stack_batch
 from geofuse.windows import TileGrid
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,43 @@ def _check_tiling(loaded: LoadedModel, config: SegmentConfig) -> None:
             f"Expected a tile size that is a multiple of {multiple} for this model "
             f"(depth {loaded.info.spec.depth}). Received: {config.tiling.tile}"
         )
+
+
+def run_pipeline(
+    patches: Iterator[Patch],
+    predict: Callable[[np.ndarray], Any],
+    stitcher: Stitcher,
+    batch_size: int,
+    total: int,
+    progress: Progress | None = None,
+) -> None:
+    """Predict fixed-size batches and stitch them, stitching batch k while predicting k + 1.
+
+    Reads already run ahead in their own thread (``patches`` comes from :func:`prefetch`);
+    here stitching runs in a second thread, so the model is never idle waiting for numpy.
+    Batches are stitched strictly in order.
+    """
+    def stitch(batch: list[Patch], probs: np.ndarray) -> int:
+        for patch, p in zip(batch, probs, strict=False):
+            stitcher.add(patch.tile.read, patch.tile.core, patch.tile.row, patch.valid, p)
+        return len(batch)
+
+    done = 0
+    inputs = None
+    pending: Future[int] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geofuse-stitch") as pool:
+        for batch in batched(patches, batch_size):
+            inputs = stack_batch(batch, batch_size, out=inputs)
+            probs = predict(inputs)
+            if pending is not None:
+                done += pending.result()
+                if progress is not None:
+                    progress(done, total)
+            pending = pool.submit(stitch, batch, probs)
+        if pending is not None:
+            done += pending.result()
+            if progress is not None:
+                progress(done, total)
 
 
 def segment_scene(
@@ -175,15 +213,8 @@ def segment_scene(
             predict = predictor or make_predictor(
                 loaded.model, tiling.batch_size, tiling.tile, info.spec.bands
             )
-            done = 0
             patches = prefetch(lambda: reader.patches(grid), depth=2 * tiling.batch_size, env=env)
-            for batch in batched(patches, tiling.batch_size):
-                probs = predict(stack_batch(batch, tiling.batch_size))
-                for patch, p in zip(batch, probs, strict=False):
-                    stitcher.add(patch.tile.read, patch.tile.core, patch.tile.row, patch.valid, p)
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(grid))
+            run_pipeline(patches, predict, stitcher, tiling.batch_size, len(grid), progress)
             stitcher.finish()
             for sink in sinks:
                 sink.commit()
