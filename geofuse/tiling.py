@@ -59,6 +59,21 @@ class Patch:
     crs: CRS | None
 
 
+def gdal_reason(exc: BaseException) -> str:
+    """The most specific one-line reason in a rasterio/GDAL exception chain.
+
+    rasterio often raises "Read failed. See previous exception for details." with the GDAL
+    message (e.g. a TIFFReadEncodedTile error) as the cause; prefer that.
+    """
+    reasons = []
+    while exc is not None:
+        text = str(exc).strip()
+        if text and "See previous exception" not in text:
+            reasons.append(text.splitlines()[0])
+        exc = exc.__cause__ or exc.__context__
+    return reasons[-1] if reasons else "unknown GDAL error"
+
+
 def _open(path: Path) -> rasterio.io.DatasetReader:
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -67,8 +82,7 @@ def _open(path: Path) -> rasterio.io.DatasetReader:
     try:
         return rasterio.open(path)
     except RasterioError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable raster ({reason})") from exc
+        raise InputError(f"{path}: not a readable raster ({gdal_reason(exc)})") from exc
 
 
 class SceneReader:
@@ -201,8 +215,7 @@ class SceneReader:
             else:
                 valid = np.ones(data.shape[1:], dtype=bool)
         except RasterioError as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{self.path}: cannot read pixels ({reason})") from exc
+            raise InputError(f"{self.path}: cannot read pixels ({gdal_reason(exc)})") from exc
         if self.is_float:
             valid &= np.all(np.isfinite(data), axis=0)
         self.reads += 1

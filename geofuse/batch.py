@@ -1,0 +1,508 @@
+"""``segment_directory()``: segment every scene of a folder on a Dask cluster, resumably.
+
+One task per scene runs :func:`geofuse.segment.segment_scene` (the code path of
+``geofuse segment``, so outputs are pixel-identical) on a ``dask.distributed`` worker: a
+``LocalCluster`` of single-threaded worker processes by default, or an existing scheduler. Each
+worker process loads the model once and reuses it (see :mod:`geofuse.batch_worker`).
+
+Outputs mirror the input folders: ``IN_DIR/a/b.tif`` becomes ``OUT_DIR/a/b.tif`` (the suffix
+is always ``.tif``), probabilities ``OUT_DIR/a/b.probs.tif``. ``segment_scene`` writes each file
+under a dot-prefixed temporary name and renames it at the end, so a final name always holds a
+complete file. Resuming skips a scene whose outputs open as rasters of the scene's size and
+georeferencing, written by the same model with the same tiling; everything else is redone, and
+temporary files left by a killed run are deleted first. A failing scene (corrupt, unreadable,
+incompatible, or one whose worker died) is recorded with its one-line reason while the others
+finish. ``OUT_DIR/geofuse-report.json`` lists every scene, and is rewritten atomically as the
+run progresses.
+
+``distributed`` and TensorFlow are imported only when a batch runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+import geofuse
+from geofuse.batch_worker import SceneTask, describe_failure, first_line, run_scene
+from geofuse.config import ModelInfo, SegmentConfig
+from geofuse.errors import ConfigError, InputError, OutputError
+from geofuse.model import default_model_path, file_digest, read_info
+from geofuse.tiling import SceneReader
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "geofuse-report.json"
+LOCK_NAME = ".geofuse-batch.lock"
+Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` with counts of scenes (skipped ones count as done)."""
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """One ``batch`` run.
+
+    Attributes:
+        segment: Per-scene tiling and output options (tiling, probability dtype, TTA, AOI).
+            Its ``probabilities``, ``vector`` and ``preview`` paths and ``overwrite`` are
+            ignored: batch names the outputs and decides what to redo.
+        pattern: Glob pattern for scene file names.
+        recursive: Also search sub-folders (their structure is mirrored under the output).
+        probabilities: Also write ``NAME.probs.tif`` beside each mask.
+        resume: Skip scenes whose outputs are complete; False redoes and replaces everything.
+        workers: Worker processes of the local cluster (ignored with ``scheduler``).
+        scheduler: Address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
+
+    """
+
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    pattern: str = "*.tif"
+    recursive: bool = False
+    probabilities: bool = False
+    # Later: vector output (polygons per scene as OUT_DIR/a/b.gpkg) goes here, in SceneJob,
+    # in outputs_complete and in batch_worker.run_scene.
+    resume: bool = True
+    workers: int = 1
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pattern:
+            raise ConfigError("Expected a file name pattern like '*.tif'. Received: ''")
+        if not (isinstance(self.workers, int) and self.workers > 0):
+            raise ConfigError(f"Expected workers to be a positive integer. Received: "
+                              f"{self.workers!r}")
+        if self.scheduler is not None and "://" not in self.scheduler:
+            raise ConfigError(f"Expected a scheduler address like tcp://host:8786. "
+                              f"Received: {self.scheduler!r}")
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """One scene and the outputs it maps to."""
+
+    scene: Path
+    name: str  # path relative to the input folder, POSIX style
+    mask: Path
+    probabilities: Path | None
+
+
+@dataclass
+class SceneRecord:
+    """One line of the report."""
+
+    scene: str
+    output: str
+    status: str  # done | skipped | failed
+    seconds: float = 0.0
+    megapixels: float = 0.0
+    error: str | None = None
+    probabilities: str | None = None
+    worker: str | None = None
+
+
+@dataclass
+class BatchReport:
+    """Outcome of :func:`segment_directory`, as written to ``OUT_DIR/geofuse-report.json``."""
+
+    path: Path
+    in_dir: Path
+    out_dir: Path
+    model: Path
+    digest: str
+    cluster: str
+    scenes: list[SceneRecord]
+    seconds: float = 0.0
+    complete: bool = False
+    stale_removed: int = 0
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        """Return the number of scenes with ``status``."""
+        return sum(r.status == status for r in self.scenes)
+
+    @property
+    def failed(self) -> list[SceneRecord]:
+        """The failed scenes."""
+        return [r for r in self.scenes if r.status == "failed"]
+
+    def totals(self) -> dict[str, Any]:
+        """Return counts, processed megapixels, wall time, throughput and model loads."""
+        done = self.count("done")
+        return {
+            "scenes": len(self.scenes),
+            "done": done,
+            "skipped": self.count("skipped"),
+            "failed": len(self.failed),
+            "pending": self.count("pending"),
+            "megapixels": round(sum(r.megapixels for r in self.scenes if r.status == "done"), 3),
+            "seconds": round(self.seconds, 3),
+            "scenes_per_minute": round(60 * done / self.seconds, 2) if self.seconds else 0.0,
+            "model_loads": sum(w["model_loads"] for w in self.workers.values()),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {
+            "geofuse_version": geofuse.__version__,
+            "complete": self.complete,
+            "in_dir": str(self.in_dir),
+            "out_dir": str(self.out_dir),
+            "model": str(self.model),
+            "model_sha256": self.digest,
+            "cluster": self.cluster,
+            "stale_temp_files_removed": self.stale_removed,
+            "totals": self.totals(),
+            "workers": self.workers,
+            "scenes": [dataclasses.asdict(r) for r in self.scenes],
+        }
+
+    def write(self) -> None:
+        """Write the report atomically (temporary file, then rename)."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", suffix=".part", dir=self.out_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=2)
+                f.write("\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def summary(self) -> list[str]:
+        """Return a few lines for the terminal: counts, throughput, failures, report path."""
+        t = self.totals()
+        lines = [
+            f"{t['scenes']} scenes: {t['done']} done, {t['skipped']} skipped, {t['failed']} "
+            f"failed in {self.seconds:.1f} s ({t['scenes_per_minute']:.1f} scenes/min); "
+            f"report: {self.path}"
+        ]
+        lines += [f"failed: {r.error}" for r in self.failed[:10]]
+        if len(self.failed) > 10:
+            lines.append(f"... and {len(self.failed) - 10} more failures (see the report)")
+        return lines
+
+
+# -- finding scenes and naming outputs ---------------------------------------------------------
+def find_scenes(in_dir: Path, pattern: str, recursive: bool,
+                exclude: Path | None = None) -> list[Path]:
+    """Scene files under ``in_dir`` matching ``pattern``, sorted.
+
+    Hidden files and folders (dot-prefixed, e.g. temporary outputs) and anything under
+    ``exclude`` (an output folder inside the input folder) are left out.
+    """
+    if not in_dir.is_dir():
+        raise InputError(f"{in_dir}: no such folder")
+    found = in_dir.rglob(pattern) if recursive else in_dir.glob(pattern)
+    excluded = exclude.resolve() if exclude is not None else None
+    scenes = []
+    for path in found:
+        rel = path.relative_to(in_dir)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if excluded is not None and path.resolve().is_relative_to(excluded):
+            continue
+        scenes.append(path)
+    return sorted(scenes)
+
+
+def plan_jobs(in_dir: Path, out_dir: Path, config: BatchConfig) -> list[SceneJob]:
+    """Map each scene to its outputs, refusing name clashes and outputs that are inputs.
+
+    Raises:
+        InputError: No such folder, or no scene matches.
+        OutputError: ``OUT_DIR`` is ``IN_DIR``, or two scenes would write the same output.
+
+    """
+    if out_dir.resolve() == in_dir.resolve():
+        raise OutputError(f"{out_dir}: expected an output folder different from the input "
+                          "folder")
+    scenes = find_scenes(in_dir, config.pattern, config.recursive, exclude=out_dir)
+    if not scenes:
+        where = "under" if config.recursive else "in"
+        raise InputError(f"{in_dir}: expected scenes matching {config.pattern!r} {where} this "
+                         "folder. Received: none")
+    jobs, owner = [], {}
+    for scene in scenes:
+        rel = scene.relative_to(in_dir)
+        mask = out_dir / rel.with_suffix(".tif")
+        probs = out_dir / rel.with_name(rel.stem + ".probs.tif") if config.probabilities else None
+        for out in filter(None, (mask, probs)):
+            if out in owner:
+                raise OutputError(f"{out}: expected one scene per output. Received: "
+                                  f"{owner[out].name} and {scene.name} (rename one)")
+            owner[out] = scene
+        jobs.append(SceneJob(scene, rel.as_posix(), mask, probs))
+    return jobs
+
+
+# -- resume -------------------------------------------------------------------------------------
+def remove_stale_temps(job: SceneJob) -> int:
+    """Delete temporary files a killed run left beside this job's outputs; return how many."""
+    removed = 0
+    for out in filter(None, (job.mask, job.probabilities)):
+        if not out.parent.is_dir():
+            continue
+        for suffix in (".part.tif", ".cog.tif", ".part.tif.aux.xml", ".cog.tif.aux.xml"):
+            for tmp in out.parent.glob(f".{out.name}.*{suffix}"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _output_matches(path: Path, src: Any, config: SegmentConfig, digest: str,
+                    count: int | None) -> bool:
+    with rasterio.open(path) as dst:
+        if (dst.width, dst.height) != (src.width, src.height) or dst.crs != src.crs:
+            return False
+        if not dst.transform.almost_equals(src.transform) or (count and dst.count != count):
+            return False
+        tags, tiling = dst.tags(), config.tiling
+        expected = {"GEOFUSE_MODEL_SHA256": digest, "GEOFUSE_TILE": str(tiling.tile),
+                    "GEOFUSE_OVERLAP": str(tiling.overlap), "GEOFUSE_BLEND": tiling.blend,
+                    "GEOFUSE_TTA": config.tta}
+        if any(tags.get(k) != v for k, v in expected.items()):
+            return False
+        dst.read(window=Window(dst.width - 1, dst.height - 1, 1, 1))  # the last block decodes
+    return True
+
+
+def check_scene(job: SceneJob, config: SegmentConfig, info: ModelInfo) -> float:
+    """Open a scene the way ``segment_scene`` will and return its megapixels.
+
+    Catches unreadable files, wrong band counts and unsupported data types before any worker
+    starts, with the same messages. Raises InputError.
+    """
+    with SceneReader(job.scene, bands=config.tiling.bands, normalization=info.normalization,
+                     expected_bands=info.spec.bands) as reader:
+        return reader.width * reader.height / 1e6
+
+
+def outputs_complete(job: SceneJob, config: SegmentConfig, digest: str, classes: int) -> bool:
+    """Tell whether all of a scene's outputs are finished and match it.
+
+    Finished means: a readable raster with the scene's size, CRS and transform, tagged with
+    this model's digest and this tile/overlap/blend/TTA, whose last pixel decodes.
+    """
+    outputs = [(job.mask, 1)]
+    if job.probabilities is not None:
+        outputs.append((job.probabilities, classes))
+    if not all(path.is_file() for path, _ in outputs):
+        return False
+    try:
+        with rasterio.open(job.scene) as src:
+            return all(_output_matches(p, src, config, digest, n) for p, n in outputs)
+    except (RasterioError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold a lock on ``out_dir`` so two batches never write (and clean) the same folder."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    with open(out_dir / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise OutputError(f"{out_dir}: another geofuse batch is writing here") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- client side --------------------------------------------------------------------------------
+def available_cpus() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def dask_client(config: BatchConfig, tasks: int) -> Iterator[tuple[Any, str, int | None]]:
+    """Yield a client on the configured cluster: ``(client, description, TF threads)``.
+
+    The local cluster has ``min(workers, tasks)`` single-threaded worker processes, each
+    allowed ``max(1, cpus // workers)`` TensorFlow threads.
+    """
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    if config.scheduler is not None:
+        try:
+            client = Client(config.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"Expected a reachable Dask scheduler. Received: "
+                              f"{config.scheduler} ({first_line(exc)})") from exc
+        with client:
+            yield client, f"scheduler {config.scheduler}", None
+        return
+    workers = min(config.workers, tasks)
+    threads = max(1, available_cpus() // workers)
+    env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    # A worker that dies on a scene gets one retry elsewhere, then the scene is failed.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=logging.ERROR, env=env,
+    ) as cluster, Client(cluster) as client:
+        yield client, f"local, {workers} workers x {threads} TensorFlow threads", threads
+
+
+def _relative(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).as_posix()
+
+
+def _record_worker(report: BatchReport, outcome: dict[str, Any]) -> None:
+    entry = report.workers.setdefault(
+        outcome["worker"], {"pid": outcome["pid"], "scenes": 0, "model_loads": 0,
+                            "model_load_seconds": 0.0, "tf_threads": outcome["tf_threads"]})
+    entry["scenes"] += 1
+    entry["model_loads"] += outcome["model_load_seconds"] > 0
+    entry["model_load_seconds"] += outcome["model_load_seconds"]
+    entry["tf_threads"] = entry["tf_threads"] or outcome["tf_threads"]
+
+
+def segment_directory(
+    in_dir: str | Path,
+    out_dir: str | Path,
+    model: str | Path | None = None,
+    config: BatchConfig | None = None,
+    progress: Progress | None = None,
+) -> BatchReport:
+    """Segment every scene of ``in_dir`` into ``out_dir`` on a Dask cluster.
+
+    Args:
+        in_dir: Folder of scenes (searched with ``config.pattern``).
+        out_dir: Output folder (created); mirrors the input folders.
+        model: Model file, or None for the embedded default. With ``config.scheduler`` it must
+            be readable by the workers under the same path (as must the scenes and outputs).
+        config: Batch options; defaults to ``BatchConfig()``.
+        progress: Optional ``progress(done_scenes, total_scenes)`` callback.
+
+    Returns:
+        The :class:`BatchReport` (also written to ``out_dir/geofuse-report.json``). Failed
+        scenes are in it; they do not raise.
+
+    Raises:
+        GeofuseError: For problems of the whole batch: no scenes, a bad model or tiling, an
+            unusable output folder, an unreachable scheduler.
+
+    """
+    start = time.perf_counter()
+    config = config or BatchConfig()
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    model_path = Path(model) if model is not None else default_model_path()
+    info = read_info(model_path)
+    if config.segment.tiling.tile % info.spec.multiple:
+        raise ConfigError(f"Expected a tile size that is a multiple of {info.spec.multiple} for "
+                          f"{model_path.name}. Received: {config.segment.tiling.tile}")
+    digest = file_digest(model_path)
+    jobs = plan_jobs(in_dir, out_dir, config)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from exc
+    seg = dataclasses.replace(config.segment, overwrite=True, probabilities=None, vector=None,
+                              preview=None)
+    report = BatchReport(
+        path=out_dir / REPORT_NAME, in_dir=in_dir, out_dir=out_dir, model=model_path.resolve(),
+        digest=digest, cluster="none",
+        scenes=[SceneRecord(j.name, _relative(j.mask, out_dir), "pending",
+                            probabilities=j.probabilities and _relative(j.probabilities, out_dir))
+                for j in jobs],
+    )
+    with exclusive(out_dir):
+        report.stale_removed = sum(remove_stale_temps(job) for job in jobs)
+        pending: list[int] = []
+        for i, job in enumerate(jobs):
+            record, t0 = report.scenes[i], time.perf_counter()
+            try:
+                megapixels = check_scene(job, seg, info)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other scenes go on
+                record.status, record.error = "failed", describe_failure(job.scene, exc)
+            else:
+                if not (config.resume and outputs_complete(job, seg, digest, info.spec.classes)):
+                    pending.append(i)
+                    continue
+                record.status, record.megapixels = "skipped", megapixels
+            record.seconds = time.perf_counter() - t0
+        finished = len(jobs) - len(pending)
+        if progress is not None:
+            progress(finished, len(jobs))
+        try:
+            report.write()  # replaces any earlier run's report from the start
+            if pending:
+                finished = _run_pending(report, jobs, pending, config, seg, digest, progress,
+                                        finished)
+            report.complete = True
+        finally:
+            report.seconds = time.perf_counter() - start
+            report.write()
+    return report
+
+
+def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
+                 config: BatchConfig, seg: SegmentConfig, digest: str,
+                 progress: Progress | None, finished: int) -> int:
+    from dask.distributed import as_completed
+
+    with dask_client(config, len(pending)) as (client, description, threads):
+        report.cluster = description
+        futures = {}
+        for i in pending:
+            job, record = jobs[i], report.scenes[i]
+            try:
+                job.mask.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                record.status = "failed"
+                record.error = f"{job.mask}: cannot create folder ({exc.strerror})"
+                finished += 1
+                continue
+            config_i = dataclasses.replace(
+                seg, probabilities=job.probabilities and job.probabilities.absolute())
+            # Absolute paths: workers may run in other folders (or on other machines).
+            task = SceneTask(str(job.scene.absolute()), str(job.mask.absolute()), config_i,
+                             str(report.model), digest, threads)
+            futures[client.submit(run_scene, task, pure=False, key=f"geofuse-{i}-"
+                                  f"{os.urandom(4).hex()}")] = i
+        last_write = time.monotonic()
+        for future in as_completed(futures):
+            i = futures.pop(future)
+            record = report.scenes[i]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection, ...
+                outcome = {"status": "failed", "seconds": 0.0, "megapixels": 0.0,
+                           "worker": None, "error": f"{jobs[i].scene}: the worker died or was "
+                           f"lost while processing this scene ({type(exc).__name__})"}
+            else:
+                _record_worker(report, outcome)
+            record.status, record.error = outcome["status"], outcome["error"]
+            record.seconds, record.megapixels = outcome["seconds"], outcome["megapixels"]
+            record.worker = outcome["worker"]
+            finished += 1
+            if progress is not None:
+                progress(finished, len(jobs))
+            if time.monotonic() - last_write > 2.0:
+                report.write()
+                last_write = time.monotonic()
+    return finished

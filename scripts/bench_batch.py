@@ -1,0 +1,112 @@
+"""Benchmark `geofuse batch`: scenes per minute for 1 and 2 local Dask workers.
+
+Generates N scenes (default 8 of 1024x1024, 3-band uint8, tiled deflate GeoTIFFs with smooth
+random texture) in a temporary folder, then runs ``segment_directory`` on them once per worker
+count, each time into a fresh output folder. It uses the embedded default model when
+``geofuse/models/default.keras`` exists (copied first, so a retrain meanwhile cannot change it),
+else a small untrained fusion U-Net built on the fly (base filters 16, depth 3; same cost).
+
+Printed per worker count: wall time from the call to the report (cluster start, model loads
+and everything), scenes/minute over that wall time, the mean worker seconds per scene, and the
+model load time. On a 2-core machine expect little gain from a second worker: both already
+share the same cores, TensorFlow threads are split between them.
+
+    python scripts/bench_batch.py
+    python scripts/bench_batch.py --workers 1 2 4 --scenes 16 --size 512 --tile 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_scene(path: Path, size: int, seed: int) -> None:
+    """A size x size RGB uint8 GeoTIFF: blocky random colours plus noise, UTM georeferenced."""
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(seed)
+    cells = size // 32 + 1
+    coarse = rng.integers(0, 256, (3, cells, cells), dtype=np.uint8)
+    image = np.repeat(np.repeat(coarse, 32, axis=1), 32, axis=2)[:, :size, :size]
+    image = np.clip(image.astype(np.int16) + rng.integers(-20, 21, image.shape), 0, 255)
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": Affine(0.5, 0, 500000.0, 0, -0.5, 5200000.0),
+               "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image.astype(np.uint8))
+
+
+def get_model(folder: Path) -> tuple[Path, str]:
+    """The default model (copied into ``folder``) or a freshly built small one."""
+    from geofuse.model import default_model_path
+
+    default = default_model_path()
+    if default.exists():
+        return Path(shutil.copy(default, folder / "default.keras")), "embedded default"
+    import keras
+
+    from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
+    from geofuse.model import build_unet, save_model
+
+    keras.utils.set_random_seed(0)
+    spec = ModelSpec(bands=3, classes=5, depth=3, base_filters=16, fusion="concat")
+    info = ModelInfo(spec=spec, band_names=("red", "green", "blue"),
+                     normalization=Normalization.identity(3, scale=1 / 255),
+                     classes=tuple(ClassInfo(i, f"class{i}") for i in range(5)), patch_size=64)
+    return save_model(build_unet(spec), info, folder / "small.keras"), "built (16 filters, depth 3)"
+
+
+def main() -> None:
+    """Generate the scenes, run the batches, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=None, help="default: tile / 8")
+    parser.add_argument("--batch-size", type=int, default=4)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from geofuse.batch import BatchConfig, available_cpus, segment_directory
+    from geofuse.config import SegmentConfig, TilingConfig
+
+    overlap = args.tile // 8 if args.overlap is None else args.overlap
+    segment = SegmentConfig(tiling=TilingConfig(tile=args.tile, overlap=overlap,
+                                                batch_size=args.batch_size))
+    with tempfile.TemporaryDirectory(prefix="geofuse-bench-batch-") as tmp:
+        folder = Path(tmp)
+        scenes = folder / "scenes"
+        scenes.mkdir()
+        for i in range(args.scenes):
+            make_scene(scenes / f"scene{i:02d}.tif", args.size, seed=i)
+        model, which = get_model(folder)
+        print(f"{args.scenes} scenes of {args.size}x{args.size} px, tile {args.tile}, overlap "
+              f"{overlap}, batch {args.batch_size}; model: {which}; {available_cpus()} CPUs")
+        print(f"{'workers':>7} {'wall s':>8} {'scenes/min':>10} {'s/scene (worker)':>17} "
+              f"{'model load s':>12}  cluster")
+        for workers in args.workers:
+            config = BatchConfig(segment=segment, workers=workers, resume=False)
+            start = time.perf_counter()
+            report = segment_directory(scenes, folder / f"out{workers}", model, config)
+            wall = time.perf_counter() - start
+            if report.failed:
+                raise SystemExit(f"failures: {[r.error for r in report.failed]}")
+            per_scene = np.mean([r.seconds for r in report.scenes])
+            loads = [w["model_load_seconds"] for w in report.workers.values()]
+            print(f"{workers:>7} {wall:>8.1f} {60 * args.scenes / wall:>10.2f} "
+                  f"{per_scene:>17.2f} {np.mean(loads):>12.1f}  {report.cluster}")
+
+
+if __name__ == "__main__":
+    main()
