@@ -19,7 +19,14 @@ from typing import Any
 import click
 
 from geofuse import __version__
-from geofuse.config import SegmentConfig, TilingConfig, parse_bands
+from geofuse.config import (
+    TTA_MODES,
+    VECTOR_FORMATS,
+    SegmentConfig,
+    TilingConfig,
+    VectorizeConfig,
+    parse_bands,
+)
 from geofuse.errors import GeofuseError
 
 
@@ -107,6 +114,11 @@ def tiling_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--probability-dtype", type=click.Choice(["uint8", "float32"]),
                      default="uint8", show_default=True,
                      help="uint8 stores p*254 (nodata 255); float32 stores p (nodata NaN)."),
+        click.option("--tta", type=click.Choice(TTA_MODES), default="none", is_flag=False,
+                     flag_value="all", show_default=True,
+                     help="Test-time augmentation: average the predictions of the 8 "
+                          "flips/rotations (--tta or --tta all) or of 4 (flips, rotations). "
+                          "Costs that many model passes per tile."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
@@ -117,7 +129,9 @@ def tiling_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_segment_config(
     tile: int, overlap: int | None, blend: str, batch_size: int, bands: str | None,
-    probabilities: str | None, probability_dtype: str, overwrite: bool,
+    probabilities: str | None, probability_dtype: str, overwrite: bool, *,
+    tta: str = "none", aoi: str | None = None, vector: str | None = None,
+    vectorize: VectorizeConfig | None = None, preview: str | None = None,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     tiling = TilingConfig(
@@ -132,7 +146,37 @@ def build_segment_config(
         probabilities=Path(probabilities) if probabilities else None,
         probability_dtype=probability_dtype,
         overwrite=overwrite,
+        tta=tta,
+        aoi=Path(aoi) if aoi else None,
+        vector=Path(vector) if vector else None,
+        vectorize=vectorize or VectorizeConfig(),
+        preview=Path(preview) if preview else None,
     )
+
+
+def vector_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Polygon options shared by ``vectorize`` and ``segment --vector``."""
+    options = [
+        click.option("--simplify", type=click.FloatRange(min=0), default=1.5, show_default=True,
+                     help="Simplification tolerance in pixels (1.5 = 1.5 x the pixel size); "
+                          "0 keeps the exact pixel outlines."),
+        click.option("--min-area", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Drop polygons smaller than this many square metres."),
+        click.option("--classes", default=None,
+                     help="Classes to vectorize, by name or id, e.g. building,2, or 'all'. "
+                          "Default: every class except one named 'background'."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_vectorize_config(simplify: float, min_area: float, classes: str | None,
+                           fmt: str | None = None, overwrite: bool = False) -> VectorizeConfig:
+    """VectorizeConfig from command-line values."""
+    chosen = tuple(c for c in classes.split(",") if c.strip()) if classes else None
+    return VectorizeConfig(simplify=simplify, min_area=min_area, classes=chosen or None,
+                           format=fmt, overwrite=overwrite)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,14 +196,26 @@ def main(verbose: bool) -> None:
 @tiling_options
 @click.option("--probabilities", type=click.Path(dir_okay=False),
               help="Also write per-class probabilities to this GeoTIFF.")
+@click.option("--aoi", type=click.Path(dir_okay=False),
+              help="Area of interest (any vector file, any CRS): only tiles touching it are "
+                   "read and predicted; pixels outside it are nodata.")
+@click.option("--vector", type=click.Path(dir_okay=False),
+              help="Also write polygons of the mask (.gpkg or .geojson).")
+@vector_options
+@click.option("--preview", type=click.Path(dir_okay=False),
+              help="Also write a quick-look PNG: the scene, the mask and a legend.")
 @handle_errors
 def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: int | None,
             blend: str,
-            batch_size: int, bands: str | None, probability_dtype: str, overwrite: bool,
-            quiet: bool, probabilities: str | None) -> None:
+            batch_size: int, bands: str | None, probability_dtype: str, tta: str, overwrite: bool,
+            quiet: bool, probabilities: str | None, aoi: str | None, vector: str | None,
+            simplify: float, min_area: float, classes: str | None, preview: str | None) -> None:
     """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255)."""
-    config = build_segment_config(tile, overlap, blend, batch_size, bands, probabilities,
-                                  probability_dtype, overwrite)
+    config = build_segment_config(
+        tile, overlap, blend, batch_size, bands, probabilities, probability_dtype, overwrite,
+        tta=tta, aoi=aoi, vector=vector, preview=preview,
+        vectorize=build_vectorize_config(simplify, min_area, classes),
+    )
     _quiet_tensorflow()
     from geofuse.segment import segment_scene
 
@@ -169,11 +225,74 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: in
     finally:
         bar.close()
     if not quiet:
+        tiles = f"{result.tiles} tiles"
+        if result.tiles != result.grid_tiles:
+            tiles += f" of {result.grid_tiles} (area of interest)"
+        if result.tta_passes > 1:
+            tiles += (f" x {result.tta_passes} TTA passes = "
+                      f"{result.tiles * result.tta_passes} model passes")
         click.echo(
-            f"{result.mask}: {result.width}x{result.height} px, {result.tiles} tiles, "
+            f"{result.mask}: {result.width}x{result.height} px, {tiles}, "
             f"{result.seconds:.1f} s ({result.megapixels / result.seconds:.2f} Mpx/s)",
             err=True,
         )
+        if result.vector is not None:
+            click.echo(f"{result.vector}: {result.polygons} polygons", err=True)
+        if result.preview is not None:
+            click.echo(f"{result.preview}: quick-look", err=True)
+
+
+@main.command()
+@click.argument("in_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@tiling_options
+@click.option("--probabilities", is_flag=True,
+              help="Also write per-class probabilities as NAME.probs.tif beside each mask.")
+@click.option("--pattern", default="*.tif", show_default=True, help="Scene file name pattern.")
+@click.option("--recursive", "-r", is_flag=True,
+              help="Search sub-folders too; their structure is mirrored under OUT_DIR.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the local Dask cluster.  [default: 1]")
+@click.option("--scheduler", default=None,
+              help="Run on an existing Dask cluster instead, e.g. tcp://host:8786.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Skip scenes whose outputs are complete; --no-resume (or --overwrite) "
+                   "redoes and replaces everything.")
+@handle_errors
+def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, overlap: int | None,
+          blend: str, batch_size: int, bands: str | None, probability_dtype: str, tta: str,
+          overwrite: bool, quiet: bool, probabilities: bool, pattern: str, recursive: bool,
+          workers: int | None, scheduler: str | None, resume: bool) -> None:
+    """Segment every scene in IN_DIR into OUT_DIR, one Dask task per scene.
+
+    IN_DIR/a/b.tif becomes OUT_DIR/a/b.tif. OUT_DIR/geofuse-report.json lists every scene
+    (done, skipped or failed, with the reason). Exit code 1 if any scene failed.
+    """
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("use either --workers (local cluster) or --scheduler, not both")
+    import distributed  # noqa: F401  (sets its own logger levels on import)
+
+    from geofuse.batch import BatchConfig, segment_directory
+
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # Dask's chatter only with -v
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+
+    config = BatchConfig(
+        segment=build_segment_config(tile, overlap, blend, batch_size, bands, None,
+                                     probability_dtype, overwrite, tta=tta),
+        pattern=pattern, recursive=recursive, probabilities=probabilities,
+        resume=resume and not overwrite, workers=workers or 1, scheduler=scheduler,
+    )
+    bar = ProgressBar("scenes", quiet)
+    try:
+        report = segment_directory(in_dir, out_dir, model_path, config, progress=bar)
+    finally:
+        bar.close()
+    summary = report.summary()
+    for line in summary if not quiet else summary[1:]:
+        click.echo(line, err=True)
+    if report.failed:
+        click.get_current_context().exit(1)
 
 
 @main.command()
@@ -182,6 +301,7 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: in
 @handle_errors
 def info(path: str, as_json: bool) -> None:
     """Describe a model file (.keras) or a raster scene."""
+    _quiet_tensorflow()  # a weighted-fusion model is loaded to read its level weights
     from geofuse.inspect import describe
 
     facts = describe(Path(path))
@@ -199,6 +319,285 @@ def info(path: str, as_json: bool) -> None:
                 click.echo("  - " + ", ".join(f"{k}={v}" for k, v in item.items()))
         else:
             click.echo(f"{key}: {value}")
+
+
+def _tiles_sources(tiles: tuple[str, ...], images_dir: str, masks_dir: str,
+                   image_ext: str | None, mask_ext: str | None) -> tuple[Any, ...]:
+    from geofuse.train_config import TilesSource
+
+    return tuple(TilesSource(Path(t), images_dir, masks_dir, image_ext, mask_ext) for t in tiles)
+
+
+def label_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by ``train`` and ``evaluate``: data layout and label coding."""
+    options = [
+        click.option("--tiles", multiple=True, type=click.Path(),
+                     help="Tiles folder with IMAGES/NAME.ext and MASKS/NAME.ext (repeatable)."),
+        click.option("--images-dir", default="images", show_default=True,
+                     help="Name of the image folder inside --tiles."),
+        click.option("--masks-dir", default="masks", show_default=True,
+                     help="Name of the mask folder inside --tiles."),
+        click.option("--image-ext", default=None, help="Image extension, e.g. .jpg."),
+        click.option("--mask-ext", default=None, help="Mask extension, e.g. .png."),
+        click.option("--scene", type=click.Path(), help="A scene to use with --labels."),
+        click.option("--labels", type=click.Path(),
+                     help="Labels of --scene: a mask raster or a vector file (GeoJSON, GPKG)."),
+        click.option("--class-field", default=None,
+                     help="Vector attribute with class ids or names (default: one class)."),
+        click.option("--line-width", type=float, default=None,
+                     help="Buffer width in metres for vector lines and points."),
+        click.option("--classes", "classes_file", type=click.Path(dir_okay=False),
+                     help="classes.json: names, colours, mask values, ignored values."),
+        click.option("--ignore-value", multiple=True,
+                     help="Mask value or colour (#9b9b9b) to ignore (repeatable)."),
+        click.option("--mask-mode", type=click.Choice(["auto", "ids", "colors"]),
+                     default="auto", show_default=True,
+                     help="How masks encode classes: auto, class ids, or colours."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _check_data_options(tiles: tuple[str, ...], scene: str | None, labels: str | None) -> None:
+    if bool(tiles) == bool(scene):
+        raise click.UsageError("use --tiles DIR or --scene S.tif --labels L (one of them)")
+    if scene and not labels:
+        raise click.UsageError("--scene needs --labels (a mask raster or a vector file)")
+
+
+@main.command()
+@label_options
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (.keras).")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="History, curves, metrics and checkpoints. Default: OUT with .train.")
+@click.option("--bands", default=None, help="1-based bands to use. Default: all but alpha.")
+@click.option("--fusion", type=click.Choice(["concat", "weighted", "attention",
+                                             "cross_attention", "none"]),
+              default="concat", show_default=True, help="Decoder fusion mode.")
+@click.option("--depth", default=3, show_default=True, help="U-Net depth.")
+@click.option("--filters", default=16, show_default=True, help="Filters of the first level.")
+@click.option("--patch", default=64, show_default=True, help="Training chip side in pixels.")
+@click.option("--batch-size", default=16, show_default=True, help="Chips per step.")
+@click.option("--epochs", default=20, show_default=True, help="Maximum epochs.")
+@click.option("--steps", "steps_per_epoch", default=50, show_default=True,
+              help="Steps per epoch.")
+@click.option("--lr", "learning_rate", default=3e-3, show_default=True,
+              help="Adam learning rate (cosine decay).")
+@click.option("--loss", type=click.Choice(["ce+dice", "focal+dice", "ce", "focal", "dice"]),
+              default="ce+dice", show_default=True, help="Loss.")
+@click.option("--class-weights", default="auto", show_default=True,
+              help="auto (inverse sqrt frequency), none, or comma-separated weights.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="8 flips/rotations and brightness/contrast jitter.")
+@click.option("--sampling", type=click.Choice(["random", "grid"]), default="random",
+              show_default=True, help="Random chip positions or a shuffled grid.")
+@click.option("--val-fraction", default=0.2, show_default=True,
+              help="Share of tiles / scene blocks held out for validation.")
+@click.option("--val-block", type=int, default=None,
+              help="Side of scene validation blocks. Default: max(4 x patch, 256).")
+@click.option("--patience", default=5, show_default=True,
+              help="Stop after this many epochs without improvement (0: never).")
+@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+@click.option("--strategy", type=click.Choice(["none", "mirrored", "multi-worker"]),
+              default="none", show_default=True,
+              help="tf.distribute: mirrored over local devices, multi-worker via TF_CONFIG.")
+@click.option("--cache", type=click.Choice(["auto", "memory", "disk"]), default="auto",
+              show_default=True, help="Hold images in memory (auto: non-GeoTIFF ones).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@handle_errors
+def train(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: str | None,
+          mask_ext: str | None, scene: str | None, labels: str | None, class_field: str | None,
+          line_width: float | None, classes_file: str | None, ignore_value: tuple[str, ...],
+          mask_mode: str, out: str, run_dir: str | None, bands: str | None, fusion: str,
+          depth: int, filters: int, patch: int, batch_size: int, epochs: int,
+          steps_per_epoch: int, learning_rate: float, loss: str, class_weights: str,
+          augment: bool, sampling: str, val_fraction: float, val_block: int | None,
+          patience: int, seed: int, resume: bool, strategy: str, cache: str, overwrite: bool,
+          quiet: bool) -> None:
+    """Train a model on labelled tiles or a scene with labels; write one .keras file.
+
+    For example `geofuse train --tiles data/ --out model.keras` or `geofuse train --scene
+    s.tif --labels buildings.gpkg --out model.keras`.
+    """
+    _check_data_options(tiles, scene, labels)
+    from geofuse.labels import parse_ignore
+    from geofuse.train_config import SceneSource, TrainConfig
+
+    ignore_values, ignore_colors = parse_ignore(ignore_value)
+    if tiles:
+        sources = _tiles_sources(tiles, images_dir, masks_dir, image_ext, mask_ext)
+    else:
+        sources = (SceneSource(Path(scene), Path(labels), class_field, line_width),)
+    weights: Any = class_weights
+    if class_weights not in ("auto", "none"):
+        try:
+            weights = tuple(float(w) for w in class_weights.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected auto, none or numbers, got {class_weights!r}",
+                                     param_hint="--class-weights") from None
+    config = TrainConfig(
+        sources=sources, out=Path(out), run_dir=Path(run_dir) if run_dir else None,
+        classes_file=Path(classes_file) if classes_file else None,
+        ignore_values=ignore_values, ignore_colors=ignore_colors, mask_mode=mask_mode,
+        bands=parse_bands(bands), fusion=fusion, depth=depth, base_filters=filters,
+        patch=patch, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        learning_rate=learning_rate, loss=loss, class_weights=weights, augment=augment,
+        sampling=sampling, val_fraction=val_fraction, val_block=val_block, patience=patience,
+        seed=seed, resume=resume, overwrite=overwrite, strategy=strategy, cache=cache,
+    )
+    _quiet_tensorflow()
+    from geofuse.train import train as run_training
+
+    def report(epoch: int, logs: Any) -> None:
+        if quiet:
+            return
+        keys = ("loss", "mean_iou", "val_loss", "val_mean_iou")
+        shown = "  ".join(f"{k} {logs[k]:.4f}" for k in keys if k in logs)
+        click.echo(f"epoch {epoch}/{epochs}  {shown}", err=True)
+
+    result = run_training(config, report=report)
+    if not quiet:
+        validation = result.metrics.get("validation") or {}
+        score = validation.get("mean_iou")
+        click.echo(
+            f"{result.model}: best epoch {result.best_epoch} of {result.epochs}, "
+            + (f"validation mean IoU {score:.4f}, " if score is not None else "")
+            + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})",
+            err=True,
+        )
+
+
+@main.command()
+@label_options
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Model file (.keras). Default: the embedded model.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON report here (and the confusion matrix as .png beside it).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Confusion-matrix PNG. Default: the report path with .png.")
+@click.option("--tile", default=512, show_default=True, help="Inference tile side.")
+@click.option("--overlap", type=int, default=None, help="Tile overlap. Default: tile / 8.")
+@click.option("--blend", type=click.Choice(["hann", "center"]), default="hann",
+              show_default=True, help="Weighted blending or keep tile cores.")
+@click.option("--batch-size", default=4, show_default=True, help="Tiles per model call.")
+@click.option("--bands", default=None, help="1-based bands to use. Default: all but alpha.")
+@click.option("--seam-width", default=8, show_default=True,
+              help="Half-width in pixels of the band around tile seams (scene only).")
+@click.option("--overwrite", is_flag=True, help="Replace existing report files.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@handle_errors
+def evaluate(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: str | None,
+             mask_ext: str | None, scene: str | None, labels: str | None,
+             class_field: str | None, line_width: float | None, classes_file: str | None,
+             ignore_value: tuple[str, ...], mask_mode: str, model_path: str | None,
+             report: str | None, plot: str | None, tile: int, overlap: int | None, blend: str,
+             batch_size: int, bands: str | None, seam_width: int, overwrite: bool,
+             quiet: bool) -> None:
+    """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
+    _check_data_options(tiles, scene, labels)
+    if len(tiles) > 1:
+        raise click.UsageError("evaluate takes one --tiles folder")
+    from geofuse.evaluate import EvaluateConfig
+    from geofuse.labels import parse_ignore
+
+    ignore_values, ignore_colors = parse_ignore(ignore_value)
+    config = EvaluateConfig(
+        model=Path(model_path) if model_path else None,
+        tiles=_tiles_sources(tiles, images_dir, masks_dir, image_ext, mask_ext)[0]
+        if tiles else None,
+        scene=Path(scene) if scene else None, labels=Path(labels) if labels else None,
+        class_field=class_field, line_width=line_width,
+        classes_file=Path(classes_file) if classes_file else None,
+        ignore_values=ignore_values, ignore_colors=ignore_colors, mask_mode=mask_mode,
+        tiling=TilingConfig(tile=tile, overlap=tile // 8 if overlap is None else overlap,
+                            blend=blend, batch_size=batch_size, bands=parse_bands(bands)),
+        seam_width=seam_width, report=Path(report) if report else None,
+        plot=Path(plot) if plot else None, overwrite=overwrite,
+    )
+    _quiet_tensorflow()
+    from geofuse.evaluate import evaluate as run_evaluation
+
+    bar = ProgressBar("images", quiet)
+    try:
+        result = run_evaluation(config, progress=bar)
+    finally:
+        bar.close()
+    r = result.report
+    click.echo(f"{'class':<16}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}{'pixels':>12}")
+    for name, c in r["classes"].items():
+        cells = [c[k] for k in ("iou", "f1", "precision", "recall")]
+        text = "".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in cells)
+        click.echo(f"{name:<16}{text}{c['support']:>12}")
+    mean = r["mean_iou"]
+    click.echo(f"mean IoU {mean:.4f}  accuracy {r['accuracy']:.4f}  pixels {r['pixels']}"
+               if mean is not None else "no labelled pixels to score")
+    seams = r.get("seams")
+    if seams and seams["seam"]["mean_iou"] is not None:
+        click.echo(f"seam band ({seams['width']} px) mean IoU {seams['seam']['mean_iou']:.4f}"
+                   f"  interior {seams['interior']['mean_iou']:.4f}")
+
+
+@main.command()
+@click.argument("mask", type=click.Path())
+@click.argument("out", type=click.Path())
+@vector_options
+@click.option("--probabilities", type=click.Path(dir_okay=False),
+              help="Per-class probabilities of the mask (from segment): adds mean_prob.")
+@click.option("--format", "fmt", type=click.Choice(VECTOR_FORMATS), default=None,
+              help="Output format. Default: from the extension (.gpkg, .geojson).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@handle_errors
+def vectorize(mask: str, out: str, simplify: float, min_area: float, classes: str | None,
+              probabilities: str | None, fmt: str | None, overwrite: bool, quiet: bool) -> None:
+    """Turn the class MASK into polygons OUT (GeoPackage or GeoJSON, in the mask's CRS).
+
+    Attributes: class_id, class_name, pixels, area_m2 (ellipsoidal) and, with
+    --probabilities, mean_prob. The mask's nodata never becomes polygons.
+    """
+    from geofuse.vectorize import vectorize_mask
+
+    config = build_vectorize_config(simplify, min_area, classes, fmt, overwrite)
+    bar = ProgressBar("rows", quiet)
+    try:
+        result = vectorize_mask(mask, out, config, probabilities, progress=bar)
+    finally:
+        bar.close()
+    if not quiet:
+        per_class = ", ".join(f"{n} {name}" for name, n in result.class_counts.items())
+        click.echo(
+            f"{result.path}: {result.polygons} polygons" + (f" ({per_class})" if per_class else "")
+            + (f", {result.dropped} under --min-area dropped" if result.dropped else "")
+            + f", {result.seconds:.1f} s",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("scene", type=click.Path())
+@click.argument("mask", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--size", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Longest side of the picture in pixels (big scenes are read from overviews).")
+@click.option("--bands", default=None,
+              help="Bands shown as RGB (three) or grey (one), e.g. 4,3,2. "
+                   "Default: the first three bands, or the first.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Opacity of the class colours.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
+@handle_errors
+def preview(scene: str, mask: str, out: str, size: int, bands: str | None, alpha: float,
+            overwrite: bool) -> None:
+    """Write a quick-look PNG OUT: SCENE with the class MASK overlaid and a legend."""
+    from geofuse.preview import render_preview
+
+    result = render_preview(scene, mask, out, size=size, bands=parse_bands(bands), alpha=alpha,
+                            overwrite=overwrite)
+    click.echo(f"{result.path}: {result.width}x{result.height} px", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

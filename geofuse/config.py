@@ -19,6 +19,8 @@ from geofuse.errors import ConfigError
 FUSION_MODES = ("none", "concat", "weighted", "attention", "cross_attention")
 BLEND_MODES = ("hann", "center")
 PROBABILITY_DTYPES = ("uint8", "float32")
+TTA_MODES = ("none", "flips", "rotations", "all")
+VECTOR_FORMATS = ("gpkg", "geojson")
 CLASS_NODATA = 255
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -272,6 +274,46 @@ class TilingConfig:
 
 
 @dataclass(frozen=True)
+class VectorizeConfig:
+    """How a class mask becomes polygons (``geofuse vectorize``, ``segment --vector``).
+
+    Attributes:
+        simplify: Douglas-Peucker tolerance in *pixels* (topology-preserving); 0 keeps the exact
+            pixel outlines. The default, 1.5, is 1.5 x the pixel size on the ground.
+        min_area: Drop polygons smaller than this many square metres (ellipsoidal area).
+        classes: Class names or ids (as strings) to turn into polygons; None means every class
+            except one named ``background``.
+        format: ``"gpkg"`` or ``"geojson"``; None picks it from the file extension.
+        overwrite: Replace an existing output instead of refusing.
+        block_pixels: Pixels read per block (full-width row bands); bounds memory.
+
+    """
+
+    simplify: float = 1.5
+    min_area: float = 0.0
+    classes: tuple[str, ...] | None = None
+    format: str | None = None
+    overwrite: bool = False
+    block_pixels: int = 1 << 24
+
+    def __post_init__(self) -> None:
+        for name in ("simplify", "min_area"):
+            value = getattr(self, name)
+            _require(
+                isinstance(value, int | float) and not isinstance(value, bool) and value >= 0,
+                f"Expected {name} >= 0. Received: {value!r}",
+            )
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(str(c).strip() for c in self.classes))
+            _require(all(self.classes), f"Expected class names or ids. Received: {self.classes}")
+        _require(
+            self.format is None or self.format in VECTOR_FORMATS,
+            f"Expected format one of {', '.join(VECTOR_FORMATS)}. Received: {self.format!r}",
+        )
+        _positive_int("block_pixels", self.block_pixels)
+
+
+@dataclass(frozen=True)
 class SegmentConfig:
     """One ``segment`` run: tiling plus what to write.
 
@@ -281,6 +323,13 @@ class SegmentConfig:
         probability_dtype: ``"uint8"`` (0..255 quantised) or ``"float32"``.
         overwrite: Replace existing outputs instead of refusing.
         gdal_cache_mb: GDAL block-cache cap, which keeps memory independent of scene area.
+        tta: Test-time augmentation, one of ``TTA_MODES``: ``none`` (1 model pass per tile),
+            ``flips`` or ``rotations`` (4), ``all`` (the 8 flips/rotations).
+        aoi: Optional vector file (any OGR format and CRS): only tiles that intersect it are
+            read and predicted, and pixels outside it are nodata.
+        vector: Optional polygon output (GeoPackage or GeoJSON) made from the mask.
+        vectorize: Settings for ``vector``.
+        preview: Optional quick-look PNG of the scene with the mask overlaid.
 
     """
 
@@ -289,6 +338,11 @@ class SegmentConfig:
     probability_dtype: str = "uint8"
     overwrite: bool = False
     gdal_cache_mb: int = 64
+    tta: str = "none"
+    aoi: Path | None = None
+    vector: Path | None = None
+    vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
+    preview: Path | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -297,6 +351,10 @@ class SegmentConfig:
             f"Received: {self.probability_dtype!r}",
         )
         _positive_int("gdal_cache_mb", self.gdal_cache_mb)
+        _require(
+            self.tta in TTA_MODES,
+            f"Expected tta one of {', '.join(TTA_MODES)}. Received: {self.tta!r}",
+        )
 
 
 def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,13 @@ import numpy as np
 import rasterio
 
 import geofuse
+from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
 from geofuse.model import LoadedModel, load_model
 from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher, check_destination
 from geofuse.tiling import Patch, SceneReader, batched, prefetch, stack_batch
+from geofuse.tta import passes, tta_predictor
 from geofuse.windows import TileGrid
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,12 @@ class SegmentResult:
     seconds: float
     class_counts: dict[str, int] = field(default_factory=dict)
     nodata_pixels: int = 0
+    grid_tiles: int = 0
+    tta_passes: int = 1
+    windows_read: int = 0
+    vector: Path | None = None
+    polygons: int | None = None
+    preview: Path | None = None
 
     @property
     def megapixels(self) -> float:
@@ -85,7 +93,8 @@ def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Path) -> dict
         "GEOFUSE_BLEND": tiling.blend,
         "GEOFUSE_SOURCE": scene.name,
         "GEOFUSE_CLASSES": ",".join(c.name for c in loaded.info.classes),
-    }
+        "GEOFUSE_TTA": config.tta,
+    } | ({"GEOFUSE_AOI": Path(config.aoi).name} if config.aoi else {})
 
 
 def _check_tiling(loaded: LoadedModel, config: SegmentConfig) -> None:
@@ -170,6 +179,7 @@ def segment_scene(
         if prob_path.resolve() == out.resolve():
             raise OutputError(f"{prob_path}: probabilities and mask must be different files")
         check_destination(prob_path, config.overwrite)
+    _check_products(config, out, prob_path)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     _check_tiling(loaded, config)
     info, tiling = loaded.info, config.tiling
@@ -179,6 +189,10 @@ def segment_scene(
         scene, bands=tiling.bands, normalization=info.normalization, expected_bands=info.spec.bands
     ) as reader:
         grid = TileGrid(reader.height, reader.width, tiling.tile, tiling.overlap)
+        aoi = None if config.aoi is None else AreaOfInterest.load(
+            config.aoi, scene, reader.crs, reader.transform, reader.width, reader.height
+        )
+        tiles = grid.tiles if aoi is None else aoi.select(grid, tiling.blend)
         common = {
             "width": reader.width,
             "height": reader.height,
@@ -206,27 +220,89 @@ def segment_scene(
                     scale=1.0 / PROB_SCALE if uint8 else None, **common,
                 )
                 sinks.append(prob_sink)
+            elif config.vector is not None:  # uncommitted, for the polygons' mean probability
+                prob_sink = GeoTiffSink(
+                    Path(config.vector).with_name(Path(config.vector).name + ".probs.tif"),
+                    count=info.spec.classes, dtype="uint8", nodata=255,
+                    scale=1.0 / PROB_SCALE, **common,
+                )
+                sinks.append(prob_sink)
             stitcher = Stitcher(
                 grid, info.spec.classes, tiling.blend, mask_sink, prob_sink,
                 config.probability_dtype,
             )
-            predict = predictor or make_predictor(
+            predict = tta_predictor(predictor or make_predictor(
                 loaded.model, tiling.batch_size, tiling.tile, info.spec.bands
+            ), config.tta)
+            patches = prefetch(
+                lambda: _masked(reader.patches(grid, tiles), aoi), depth=2 * tiling.batch_size,
+                env=env,
             )
-            patches = prefetch(lambda: reader.patches(grid), depth=2 * tiling.batch_size, env=env)
-            run_pipeline(patches, predict, stitcher, tiling.batch_size, len(grid), progress)
+            run_pipeline(patches, predict, stitcher, tiling.batch_size, len(tiles), progress)
             stitcher.finish()
             for sink in sinks:
-                sink.commit()
+                if prob_path is None and sink is prob_sink:
+                    sink.dataset.close()  # read by vectorize below, then deleted
+                else:
+                    sink.commit()
+            polygons = _products(config, scene, out, prob_path or (prob_sink and prob_sink.tmp))
         except BaseException:
             for sink in sinks:
                 sink.abort()
             raise
+        finally:
+            for sink in sinks:
+                sink.abort()  # the uncommitted probabilities for --vector, if any
     seconds = time.perf_counter() - start
     counts = {c.name: int(n) for c, n in zip(info.classes, stitcher.class_counts, strict=True)}
-    log.info("%s: %d tiles in %.1f s", scene.name, len(grid), seconds)
+    log.info("%s: %d tiles in %.1f s", scene.name, len(tiles), seconds)
     return SegmentResult(
         scene=scene, mask=out, probabilities=prob_path, width=reader.width,
-        height=reader.height, tiles=len(grid), patch_pixels=grid.patch_pixels, seconds=seconds,
-        class_counts=counts, nodata_pixels=stitcher.nodata_pixels,
+        height=reader.height, tiles=len(tiles), patch_pixels=len(tiles) * tiling.tile ** 2,
+        seconds=seconds, class_counts=counts, nodata_pixels=stitcher.nodata_pixels,
+        grid_tiles=len(grid), tta_passes=passes(config.tta), windows_read=reader.reads,
+        vector=Path(config.vector) if config.vector else None, polygons=polygons,
+        preview=Path(config.preview) if config.preview else None,
     )
+
+
+def _masked(patches: Iterator[Patch], aoi: AreaOfInterest | None) -> Iterator[Patch]:
+    """Fold the area of interest into each patch's validity (outside it: zero weight)."""
+    for patch in patches:
+        if aoi is not None:
+            patch = replace(patch, valid=patch.valid & aoi.tile_mask(patch.tile))
+        yield patch
+
+
+def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) -> None:
+    """Refuse existing or clashing --vector/--preview destinations before any work."""
+    taken = {out.resolve(), *([prob_path.resolve()] if prob_path else [])}
+    for extra in (config.vector, config.preview):
+        if extra is None:
+            continue
+        if Path(extra).resolve() in taken:
+            raise OutputError(f"{extra}: the same file as another output")
+        check_destination(Path(extra), config.overwrite)
+        taken.add(Path(extra).resolve())
+    if config.vector is not None:
+        from geofuse.vector_io import output_format
+
+        output_format(Path(config.vector), config.vectorize.format)
+
+
+def _products(
+    config: SegmentConfig, scene: Path, out: Path, probabilities: Path | None
+) -> int | None:
+    """Write the optional polygons and quick-look from the finished mask."""
+    polygons = None
+    if config.vector is not None:
+        from geofuse.vectorize import vectorize_mask
+
+        options = replace(config.vectorize, overwrite=config.overwrite)
+        polygons = vectorize_mask(out, config.vector, options, probabilities).polygons
+    if config.preview is not None:
+        from geofuse.preview import render_preview
+
+        render_preview(scene, out, config.preview, bands=config.tiling.bands,
+                       overwrite=config.overwrite)
+    return polygons

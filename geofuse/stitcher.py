@@ -239,8 +239,9 @@ class Stitcher:
         self._acc[b0 : b0 + h, c0 : c0 + w] += probs[:h, :w] * weight[..., None]
 
     def finish(self) -> None:
-        """Flush every remaining row."""
-        self._flush_until(self.grid.height)
+        """Flush every remaining row, a buffer at a time (grid rows may have had no tiles)."""
+        while self._top < self.grid.height:
+            self._flush_until(min(self.grid.height, self._top + self._acc.shape[0]))
 
     def _flush_until(self, row: int) -> None:
         n = row - self._top
