@@ -4,7 +4,14 @@ Every fusion layer takes a list of feature maps from different pyramid levels an
 map at the *target* level. Each input is first **aligned** (:class:`Align`): reduced by a 1x1
 conv to a common ``width`` at its own resolution (cheap), then resized to the target resolution
 (bilinear upsampling for coarser maps, max pooling for finer ones). The aligned maps are then
-fused, and a 3x3 conv-BN-ReLU brings the result to ``filters`` channels.
+fused, and a 3x3 conv-BN-ReLU brings the result to ``filters`` channels. The fusions
+(``FUSION_LAYERS``; ``none``, the plain U-Net skip, needs no layer and lives in the model):
+
+- ``concat`` (:class:`ConcatFusion`): concatenate (UNet 3+);
+- ``weighted`` (:class:`WeightedFusion`): BiFPN fast normalised weighted sum, optional gates;
+- ``attention`` (:class:`AttentionFusion`): merge, then channel (SE) and spatial attention;
+- ``cross_attention`` (:class:`CrossAttentionFusion`): the decoder map attends to itself and to
+  the encoder maps on a pooled token grid; the update is upsampled and added back.
 
 Levels are described by ``scales``: for each input, ``level_of_input - target_level``. A
 positive scale ``k`` means the input is ``2**k`` times coarser (upsampled); a negative one means
@@ -20,171 +27,35 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
-PACKAGE = "geofuse"
+from geofuse.blocks import (
+    PACKAGE,
+    Align,
+    ConvBNReLU,
+    MergedFusion,
+    MultiLevelFusion,
+    Upsample,
+    check_int,
+    resize_bilinear,
+    spatial_size,
+)
 
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Expected {name} to be an integer >= {minimum}. Received: {value!r}")
-    return value
-
-
-def _check_scales(scales: Sequence[int]) -> list[int]:
-    scales = list(scales)
-    if not scales or not all(isinstance(s, int) and abs(s) <= 8 for s in scales):
-        raise ValueError(
-            f"Expected a non-empty list of integer level offsets in -8..8. Received: {scales!r}"
-        )
-    return scales
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class ConvBNReLU(layers.Layer):
-    """A ``kernel``x``kernel`` convolution (no bias), batch normalisation and ReLU."""
-
-    def __init__(self, filters: int, kernel: int = 3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.filters = _check_int("filters", filters)
-        self.kernel = _check_int("kernel", kernel)
-        self.conv = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name="conv")
-        self.norm = layers.BatchNormalization(name="bn")
-
-    def build(self, input_shape: tuple) -> None:
-        """Create the conv and norm weights."""
-        self.conv.build(input_shape)
-        self.norm.build((*input_shape[:-1], self.filters))
-
-    def call(self, x: Any, training: bool | None = None) -> Any:
-        """Apply conv, BN and ReLU."""
-        return ops.relu(self.norm(self.conv(x), training=training))
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        """Same spatial shape, ``filters`` channels."""
-        return (*input_shape[:-1], self.filters)
-
-    def get_config(self) -> dict[str, Any]:
-        """Serialisable arguments."""
-        return super().get_config() | {"filters": self.filters, "kernel": self.kernel}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class Align(layers.Layer):
-    """Reduce a map to ``width`` channels at its own resolution, then resize it by ``2**scale``.
-
-    Args:
-        width: Output channels of the 1x1 reduction.
-        scale: ``k > 0`` upsamples by ``2**k`` (bilinear), ``k < 0`` max-pools by ``2**-k``.
-    """
-
-    def __init__(self, width: int, scale: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.width = _check_int("width", width)
-        self.scale = _check_scales([scale])[0]
-        self.reduce = ConvBNReLU(width, kernel=1, name="reduce")
-        if scale > 0:
-            self.resize: layers.Layer | None = layers.UpSampling2D(
-                size=2**scale, interpolation="bilinear", name="up"
-            )
-        elif scale < 0:
-            self.resize = layers.MaxPooling2D(pool_size=2 ** (-scale), name="pool")
-        else:
-            self.resize = None
-
-    def build(self, input_shape: tuple) -> None:
-        """Create the reduction weights."""
-        self.reduce.build(input_shape)
-
-    def call(self, x: Any, training: bool | None = None) -> Any:
-        """Reduce, then resize."""
-        x = self.reduce(x, training=training)
-        return self.resize(x) if self.resize is not None else x
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        """Spatial size times ``2**scale``, ``width`` channels."""
-        def resize(n: int | None) -> int | None:
-            if n is None:
-                return None
-            return n * 2**self.scale if self.scale >= 0 else n // 2 ** (-self.scale)
-
-        return (input_shape[0], resize(input_shape[1]), resize(input_shape[2]), self.width)
-
-    def get_config(self) -> dict[str, Any]:
-        """Serialisable arguments."""
-        return super().get_config() | {"width": self.width, "scale": self.scale}
-
-
-class MultiLevelFusion(layers.Layer):
-    """Base class: align every input to the target level, fuse, then a 3x3 conv-BN-ReLU.
-
-    Subclasses implement :meth:`fuse` on the list of aligned ``(B, H, W, width)`` maps and may
-    override :meth:`fused_channels` and :meth:`build_fusion`.
-
-    Args:
-        filters: Output channels.
-        width: Common channel width of the aligned maps.
-        scales: Per input, its level minus the target level (see module docstring).
-    """
-
-    def __init__(self, filters: int, width: int, scales: Sequence[int], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.filters = _check_int("filters", filters)
-        self.width = _check_int("width", width)
-        self.scales = _check_scales(scales)
-        self.aligners = [
-            Align(width, s, name=f"align_{i}") for i, s in enumerate(self.scales)
-        ]
-        self.out = ConvBNReLU(filters, kernel=3, name="out")
-
-    def _check_inputs(self, input_shape: Sequence[tuple]) -> None:
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != len(self.scales):
-            received = len(input_shape) if isinstance(input_shape, (list, tuple)) else "1 tensor"
-            raise ValueError(
-                f"Expected {len(self.scales)} input maps (one per scale {self.scales}). "
-                f"Received: {received}"
-            )
-
-    def target_shape(self, input_shape: Sequence[tuple]) -> tuple:
-        """Shape of each aligned map."""
-        return self.aligners[0].compute_output_shape(tuple(input_shape[0]))
-
-    def fused_channels(self) -> int:
-        """Channels of :meth:`fuse`'s output."""
-        return self.width
-
-    def build_fusion(self, aligned_shape: tuple) -> None:
-        """Create the weights of the fusion itself (none by default)."""
-
-    def build(self, input_shape: Sequence[tuple]) -> None:
-        """Create alignment, fusion and output weights."""
-        self._check_inputs(input_shape)
-        for aligner, shape in zip(self.aligners, input_shape, strict=True):
-            aligner.build(tuple(shape))
-        aligned = self.target_shape(input_shape)
-        self.build_fusion(aligned)
-        self.out.build((*aligned[:-1], self.fused_channels()))
-
-    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
-        """Combine the aligned maps into one."""
-        raise NotImplementedError
-
-    def call(self, inputs: Sequence[Any], training: bool | None = None) -> Any:
-        """Align, fuse, convolve."""
-        aligned = [a(x, training=training) for a, x in zip(self.aligners, inputs, strict=True)]
-        return self.out(self.fuse(aligned, training=training), training=training)
-
-    def compute_output_shape(self, input_shape: Sequence[tuple]) -> tuple:
-        """Target-level spatial shape, ``filters`` channels."""
-        return (*self.target_shape(input_shape)[:-1], self.filters)
-
-    def get_config(self) -> dict[str, Any]:
-        """Serialisable arguments."""
-        return super().get_config() | {
-            "filters": self.filters,
-            "width": self.width,
-            "scales": list(self.scales),
-        }
+__all__ = [
+    "FUSION_LAYERS",
+    "Align",
+    "AttentionFusion",
+    "ConcatFusion",
+    "ConvBNReLU",
+    "CrossAttentionFusion",
+    "MergedFusion",
+    "MultiLevelFusion",
+    "Upsample",
+    "WeightedFusion",
+    "make_fusion",
+]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -200,7 +71,280 @@ class ConcatFusion(MultiLevelFusion):
         return ops.concatenate(aligned, axis=-1)
 
 
-FUSION_LAYERS: dict[str, type[MultiLevelFusion]] = {"concat": ConcatFusion}
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WeightedFusion(MultiLevelFusion):
+    """BiFPN fast normalised fusion: a weighted sum with learned non-negative weights.
+
+    The static weight of input ``i`` is ``w_i = relu(a_i) / (sum_j relu(a_j) + epsilon)``, so the
+    weights are non-negative and sum to one (up to ``epsilon``); they start equal. With
+    ``gates=True`` each input also gets an input-dependent gate ``g_i = sigmoid(dense_i(gap(x_i)))``
+    computed from its own aligned map by global average pooling; the mixing weights are then
+    ``relu(a_i) * g_i`` normalised to sum to one, per image.
+
+    Args:
+        filters: Output channels.
+        width: Common channel width of the aligned maps.
+        scales: Per input, its level minus the target level.
+        gates: Add the input-dependent gates.
+        epsilon: Small positive constant of the normalisation.
+
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        width: int,
+        scales: Sequence[int],
+        gates: bool = False,
+        epsilon: float = 1e-4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(filters, width, scales, **kwargs)
+        if not isinstance(gates, bool):
+            raise ValueError(f"Expected gates to be True or False. Received: {gates!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (
+            0 < epsilon < 1
+        ):
+            raise ValueError(f"Expected epsilon to be a number in (0, 1). Received: {epsilon!r}")
+        self.gates = gates
+        self.epsilon = float(epsilon)
+        # Zero kernels: every gate starts at sigmoid(0) = 0.5, i.e. at the static weights.
+        self.gate_layers = [
+            layers.Dense(1, kernel_initializer="zeros", name=f"gate_{i}")
+            for i in range(len(self.scales) if gates else 0)
+        ]
+
+    def build_fusion(self, aligned_shape: tuple) -> None:
+        """Create the static level weights (all ones) and the gates."""
+        self.level_weights = self.add_weight(
+            name="level_weights", shape=(len(self.scales),), initializer="ones"
+        )
+        for gate in self.gate_layers:
+            gate.build((aligned_shape[0], self.width))
+
+    def mixing_weights(self, aligned: list[Any]) -> Any:
+        """Normalised weights, ``(batch, inputs)`` with gates, else ``(1, inputs)``."""
+        weights = ops.expand_dims(ops.relu(self.level_weights), 0)
+        if self.gates:
+            gates = [
+                ops.sigmoid(gate(ops.mean(x, axis=(1, 2))))
+                for gate, x in zip(self.gate_layers, aligned, strict=True)
+            ]
+            weights = weights * ops.concatenate(gates, axis=-1)
+        return weights / (ops.sum(weights, axis=-1, keepdims=True) + self.epsilon)
+
+    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """Weighted sum of the aligned maps."""
+        weights = ops.cast(self.mixing_weights(aligned), aligned[0].dtype)
+        fused = None
+        for i, x in enumerate(aligned):
+            term = ops.reshape(weights[:, i], (-1, 1, 1, 1)) * x
+            fused = term if fused is None else fused + term
+        return fused
+
+    def input_weights(self, inputs: Sequence[Any], training: bool = False) -> Any:
+        """Return the mixing weights this layer gives ``inputs``, ``(batch or 1, inputs)``."""
+        aligned = [a(x, training=training) for a, x in zip(self.aligners, inputs, strict=True)]
+        return self.mixing_weights(aligned)
+
+    def normalized_weights(self) -> np.ndarray:
+        """Return the static normalised weight of each input (non-negative, summing to one)."""
+        raw = np.maximum(ops.convert_to_numpy(self.level_weights).astype(np.float64), 0.0)
+        return raw / (raw.sum() + self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the serialisable arguments."""
+        return super().get_config() | {"gates": self.gates, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AttentionFusion(MergedFusion):
+    """Merge, then channel attention (squeeze-excitation) and spatial attention (CBAM-style).
+
+    Channel attention: global average pooling, a bottleneck of ``max(4, width // reduction)`` units
+    and a sigmoid give one factor per channel. Spatial attention: the channel mean and max, a
+    ``spatial_kernel``-wide conv and a sigmoid give one factor per pixel.
+
+    Args:
+        filters: Output channels.
+        width: Common channel width of the aligned maps.
+        scales: Per input, its level minus the target level.
+        merge: ``"concat"`` (1x1 conv over the concatenation) or ``"sum"``.
+        reduction: Channel reduction ratio of the squeeze-excitation bottleneck.
+        spatial_kernel: Side of the spatial-attention convolution (odd).
+
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        width: int,
+        scales: Sequence[int],
+        merge: str = "concat",
+        reduction: int = 4,
+        spatial_kernel: int = 7,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(filters, width, scales, merge=merge, **kwargs)
+        self.reduction = check_int("reduction", reduction)
+        self.spatial_kernel = check_int("spatial_kernel", spatial_kernel)
+        if spatial_kernel % 2 == 0:
+            raise ValueError(f"Expected an odd spatial_kernel. Received: {spatial_kernel}")
+        # At least 4 units: a lone ReLU unit is dead at init about half the time (measured).
+        self.hidden = max(4, width // reduction)
+        self.squeeze = layers.Dense(self.hidden, activation="relu", name="se_squeeze")
+        self.excite = layers.Dense(width, activation="sigmoid", name="se_excite")
+        self.spatial = layers.Conv2D(
+            1, spatial_kernel, padding="same", activation="sigmoid", name="spatial"
+        )
+
+    def build_fusion(self, aligned_shape: tuple) -> None:
+        """Create the merge and attention weights."""
+        super().build_fusion(aligned_shape)
+        self.squeeze.build((aligned_shape[0], self.width))
+        self.excite.build((aligned_shape[0], self.hidden))
+        self.spatial.build((*aligned_shape[:-1], 2))
+
+    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """Merge, reweight channels, reweight pixels."""
+        x = self.merge_maps(aligned, training=training)
+        channel = self.excite(self.squeeze(ops.mean(x, axis=(1, 2))))
+        x = x * ops.expand_dims(ops.expand_dims(channel, 1), 1)
+        pooled = ops.concatenate(
+            [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
+        )
+        return x * self.spatial(pooled)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the serialisable arguments."""
+        return super().get_config() | {
+            "reduction": self.reduction,
+            "spatial_kernel": self.spatial_kernel,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CrossAttentionFusion(MergedFusion):
+    """The decoder level attends to itself, then to the encoder levels, on a pooled grid.
+
+    Input 0 is the decoder map (the queries); inputs 1.. are encoder maps (keys and values).
+    After alignment, every map is pooled (antialiased bilinear) to at most
+    ``attention_size`` x ``attention_size`` tokens, whatever the tile size, so the cost and
+    memory of attention stay small and constant (a 512-px tile at level 0 needs a few MB).
+    A depthwise 3x3 conv on each token grid adds positional information, and a learned embedding
+    tells the encoder levels apart. The decoder tokens go through self-attention, then
+    cross-attention over the tokens of all encoder maps (pre-norm, residual). The attention
+    update is upsampled (bilinear) back to the target resolution and added to the merged
+    full-resolution maps, which keep all the fine detail.
+
+    Because the grid size is fixed, one token covers more pixels on a larger tile: the context
+    is tile-relative, like global pooling in squeeze-excitation.
+
+    Args:
+        filters: Output channels.
+        width: Common channel width of the aligned maps (also the attention width).
+        scales: Per input, its level minus the target level; at least two inputs.
+        attention_size: Largest side of the token grid.
+        heads: Attention heads; must divide ``width``.
+        merge: ``"concat"`` (1x1 conv over the concatenation) or ``"sum"``.
+
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        width: int,
+        scales: Sequence[int],
+        attention_size: int = 16,
+        heads: int = 2,
+        merge: str = "concat",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(filters, width, scales, merge=merge, **kwargs)
+        if len(self.scales) < 2:
+            raise ValueError(
+                "Expected at least 2 inputs (the decoder map, then encoder maps). "
+                f"Received: scales {self.scales}"
+            )
+        self.attention_size = check_int("attention_size", attention_size)
+        self.heads = check_int("heads", heads)
+        if width % heads:
+            raise ValueError(f"Expected heads to divide width {width}. Received: heads={heads}")
+        key_dim = width // heads
+        # No bias: TF 2.21's oneDNN remapper fails on "x + depthwise_conv_with_bias(x)" (grappler
+        # logs "has an empty op name" and skips its fusions for the whole graph).
+        self.position_query = layers.DepthwiseConv2D(
+            3, padding="same", use_bias=False, name="position_query"
+        )
+        self.position_memory = layers.DepthwiseConv2D(
+            3, padding="same", use_bias=False, name="position_memory"
+        )
+        self.norm_self = layers.LayerNormalization(name="norm_self")
+        self.self_attention = layers.MultiHeadAttention(heads, key_dim, name="self_attention")
+        self.norm_query = layers.LayerNormalization(name="norm_query")
+        self.norm_memory = layers.LayerNormalization(name="norm_memory")
+        self.cross_attention = layers.MultiHeadAttention(heads, key_dim, name="cross_attention")
+
+    def build_fusion(self, aligned_shape: tuple) -> None:
+        """Create the merge, positional, embedding, norm and attention weights."""
+        super().build_fusion(aligned_shape)
+        grid = (aligned_shape[0], None, None, self.width)
+        tokens = (aligned_shape[0], None, self.width)
+        self.position_query.build(grid)
+        self.position_memory.build(grid)
+        self.level_embedding = self.add_weight(
+            name="level_embedding",
+            shape=(len(self.scales) - 1, self.width),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+        for norm in (self.norm_self, self.norm_query, self.norm_memory):
+            norm.build(tokens)
+        self.self_attention.build(tokens, tokens)
+        self.cross_attention.build(tokens, tokens)
+
+    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """Merge at full resolution; attend on the pooled grid; add the upsampled update."""
+        merged = self.merge_maps(aligned, training=training)
+        size = spatial_size(aligned[0])
+        side = self.attention_size
+        grid = [min(n, side) if isinstance(n, int) else tf.minimum(n, side) for n in size]
+        batch = tf.shape(aligned[0])[0]
+
+        def tokens_of(x: Any, position: layers.Layer) -> Any:
+            x = resize_bilinear(x, grid, antialias=True)
+            return x + position(x)
+
+        query_grid = tokens_of(aligned[0], self.position_query)
+        query = tf.reshape(query_grid, (batch, -1, self.width))
+        embedding = ops.cast(self.level_embedding, aligned[0].dtype)
+        memory = ops.concatenate(
+            [
+                tf.reshape(tokens_of(x, self.position_memory) + level, (batch, -1, self.width))
+                for x, level in zip(aligned[1:], ops.unstack(embedding), strict=True)
+            ],
+            axis=1,
+        )
+        h = self.norm_self(query)
+        tokens = query + self.self_attention(h, h, training=training)
+        memory = self.norm_memory(memory)
+        tokens = tokens + self.cross_attention(
+            self.norm_query(tokens), memory, training=training
+        )
+        update = tf.reshape(tokens - query, (batch, grid[0], grid[1], self.width))
+        return merged + resize_bilinear(update, size)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the serialisable arguments."""
+        return super().get_config() | {"attention_size": self.attention_size, "heads": self.heads}
+
+
+FUSION_LAYERS: dict[str, type[MultiLevelFusion]] = {
+    "concat": ConcatFusion,
+    "weighted": WeightedFusion,
+    "attention": AttentionFusion,
+    "cross_attention": CrossAttentionFusion,
+}
+
 
 
 def make_fusion(

@@ -9,8 +9,9 @@ from typing import Any
 import rasterio
 from rasterio.errors import RasterioError
 
+from geofuse.config import ModelSpec
 from geofuse.errors import InputError
-from geofuse.model import file_digest, read_info
+from geofuse.model import decoder_sources, file_digest, load_model, read_info
 
 
 def describe_model(path: Path) -> dict[str, Any]:
@@ -30,16 +31,46 @@ def describe_model(path: Path) -> dict[str, Any]:
         },
         "classes": [{"id": c.id, "name": c.name, "color": c.color} for c in info.classes],
         "patch_size": info.patch_size,
-        "architecture": {
-            "fusion": spec.fusion,
-            "depth": spec.depth,
-            "base_filters": spec.base_filters,
-            "fusion_width": spec.width,
-            "fusion_levels": spec.fusion_levels,
-            "tile_multiple": spec.multiple,
-        },
+        "architecture": architecture(spec),
+        **({"fusion_weights": fusion_weights(path, spec)} if spec.fusion == "weighted" else {}),
         "provenance": dict(info.provenance),
     }
+
+
+def architecture(spec: ModelSpec) -> dict[str, Any]:
+    """The architecture facts, with the options of the model's fusion mode."""
+    facts: dict[str, Any] = {
+        "fusion": spec.fusion,
+        "depth": spec.depth,
+        "base_filters": spec.base_filters,
+        "fusion_width": spec.width,
+        "fusion_levels": spec.fusion_levels,
+        "tile_multiple": spec.multiple,
+    }
+    if spec.fusion == "weighted":
+        facts["gates"] = spec.gates
+    if spec.fusion == "cross_attention":
+        facts["attention_size"] = spec.attention_size
+    return facts
+
+
+def fusion_weights(path: Path, spec: ModelSpec) -> dict[str, str]:
+    """The learned normalised weight of each input of each ``weighted`` decoder block.
+
+    Loads the network (this imports TensorFlow). Keys are the decoder blocks, coarsest first
+    (``"level 2"``); values list each input with its weight: ``decoder3`` is the decoder map
+    coming up from level 3, ``enc0`` the encoder map of level 0 (full resolution). With gates,
+    these static weights are further scaled per image by the gates.
+    """
+    model = load_model(path).model
+    weights = {}
+    for level in reversed(range(spec.depth)):
+        values = model.get_layer(f"fuse{level}").normalized_weights()
+        names = [f"decoder{level + 1}"] + [f"enc{j}" for j in decoder_sources(spec, level)]
+        weights[f"level {level}"] = ", ".join(
+            f"{name} {value:.3f}" for name, value in zip(names, values, strict=True)
+        )
+    return weights
 
 
 def describe_scene(path: Path) -> dict[str, Any]:

@@ -53,8 +53,12 @@ def make_tiny_model(
     filters: int = 4,
     scale: float = 1 / 255,
     seed: int = 0,
+    **spec_options: object,
 ) -> Path:
-    """Build, save and return a tiny untrained fusion U-Net model file."""
+    """Build, save and return a tiny untrained fusion U-Net model file.
+
+    ``spec_options`` go to :class:`~geofuse.config.ModelSpec` (e.g. ``gates=True``).
+    """
     import keras
 
     from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
@@ -62,7 +66,7 @@ def make_tiny_model(
 
     keras.utils.set_random_seed(seed)
     spec = ModelSpec(bands=bands, classes=classes, depth=depth, base_filters=filters,
-                     fusion=fusion)
+                     fusion=fusion, **spec_options)  # type: ignore[arg-type]
     info = ModelInfo(
         spec=spec,
         band_names=tuple(f"b{i + 1}" for i in range(bands)),

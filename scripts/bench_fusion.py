@@ -1,0 +1,97 @@
+"""Inference speed and size of the fusion U-Net in every fusion mode (model only, CPU).
+
+For each mode it builds an untrained network (same depth, base filters and fusion width),
+wraps it in the production predictor (``geofuse.segment.make_predictor``: a ``tf.function``
+with a fixed batch shape), warms it up, then times ``--batches`` calls on random tiles. Modes
+are timed in interleaved rounds (all modes once per round) so that background load on a shared
+machine hits every mode alike; the best round per mode is reported. It prints a table: mode,
+parameters, Mpx/s (wall clock), time relative to ``none`` (the plain U-Net), and the process CPU
+seconds per megapixel with its ratio to ``none`` (all threads; much less sensitive than wall
+time to other processes competing for the cores).
+
+    python scripts/bench_fusion.py                      # depth 4, 16 filters, 256 px, batch 4
+    python scripts/bench_fusion.py --tile 512 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODES = ["none", "concat", "weighted", "weighted+gates", "attention", "cross_attention"]
+
+
+def build(mode: str, args: argparse.Namespace):  # noqa: ANN201 - keras.Model
+    """Network for ``mode`` (``weighted+gates`` is ``weighted`` with gates)."""
+    from geofuse.config import ModelSpec
+    from geofuse.model import build_unet
+
+    fusion, _, gates = mode.partition("+")
+    spec = ModelSpec(
+        bands=args.bands, classes=args.classes, depth=args.depth, base_filters=args.filters,
+        fusion=fusion, fusion_width=args.width, fusion_levels=args.levels, gates=bool(gates),
+        attention_size=args.attention_size,
+    )
+    return build_unet(spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--filters", type=int, default=16)
+    parser.add_argument("--width", type=int, default=None, help="fusion width (default filters)")
+    parser.add_argument("--levels", default="all", choices=["all", "adjacent"])
+    parser.add_argument("--attention-size", type=int, default=16)
+    parser.add_argument("--bands", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=6)
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=10, help="timed calls per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from geofuse.segment import make_predictor
+
+    keras.utils.set_random_seed(0)
+    print(f"TF {tf.__version__}, {os.cpu_count()} CPUs, depth {args.depth}, "
+          f"base filters {args.filters}, tile {args.tile}, batch {args.batch}")
+    x = np.random.default_rng(0).normal(size=(args.batch, args.tile, args.tile, args.bands))
+    x = x.astype("float32")
+    predictors, params = {}, {}
+    for mode in args.modes:
+        model = build(mode, args)
+        params[mode] = model.count_params()
+        predictors[mode] = make_predictor(model, args.batch, args.tile, args.bands)
+        for _ in range(2):
+            predictors[mode](x)
+    best = {mode: float("inf") for mode in args.modes}
+    cpu = {mode: float("inf") for mode in args.modes}
+    for _ in range(args.rounds):
+        for mode in args.modes:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(args.batches):
+                predictors[mode](x)
+            best[mode] = min(best[mode], time.perf_counter() - start)
+            cpu[mode] = min(cpu[mode], time.process_time() - start_cpu)
+    megapixels = args.batches * args.batch * args.tile**2 / 1e6
+    base, base_cpu = best.get("none"), cpu.get("none")
+    print(f"{'mode':<16} {'params':>9} {'Mpx/s':>7} {'time/none':>10} {'CPU s/Mpx':>10} "
+          f"{'CPU/none':>9}")
+    for mode in args.modes:
+        ratio = f"{best[mode] / base:.2f}" if base else "-"
+        cpu_ratio = f"{cpu[mode] / base_cpu:.2f}" if base_cpu else "-"
+        print(f"{mode:<16} {params[mode]:>9,} {megapixels / best[mode]:>7.2f} {ratio:>10} "
+              f"{cpu[mode] / megapixels:>10.2f} {cpu_ratio:>9}")
+
+
+if __name__ == "__main__":
+    main()
