@@ -62,6 +62,17 @@ def make_scene(path: Path, size: int) -> None:
                 dst.write(block, window=Window(c0, r0, w, h))
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in MB.
+
+    Unlike ``ru_maxrss``, VmHWM is not inherited from the parent across fork/exec.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_child(scene: str, args: argparse.Namespace) -> dict:
     """Run one measurement in a fresh interpreter and return its JSON result."""
     cmd = [sys.executable, __file__, "--child", "--scene", scene, "--tile", str(args.tile),
@@ -112,7 +123,7 @@ def child(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         segment_scene(args.scene, Path(tmp) / "mask.tif", loaded, config, predictor=predict)
         e2e = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     after = model_only()
     print(json.dumps({"e2e_seconds": e2e, "model_seconds": (before + after) / 2 * n_batches,
                       "tiles": len(grid), "batches": n_batches,
