@@ -1,0 +1,211 @@
+"""Training chips on the fly: sampling tables, reading, augmentation and the tf.data pipeline.
+
+Every epoch is a table of chips ``(unit, row, col, transform, seed)`` drawn with a generator
+seeded by ``(seed, epoch)``: random positions inside training units (weighted by area) or a
+shuffled grid over them. Tables are computed up front for the remaining epochs, so a resumed run
+sees exactly the chips (and augmentations) the interrupted one would have seen.
+
+The tf.data pipeline batches table rows, reads and augments each batch in parallel
+(``tf.numpy_function``; GDAL releases the GIL while it reads) and prefetches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from geofuse.config import Normalization
+from geofuse.datasets import LabelledRaster, Unit
+from geofuse.labels import IGNORE
+from geofuse.windows import axis_starts
+
+
+class ChipLoader:
+    """Reads normalised, augmented chips from labelled rasters.
+
+    Args:
+        rasters: The labelled rasters.
+        units: Their units (training units have ``validation=False``).
+        patch: Chip side in pixels.
+        normalization: Scaling and per-band statistics.
+        augment: Apply the 8 flips/rotations and brightness/contrast jitter.
+        jitter: Brightness shift and contrast change range (normalised units).
+        seed: Base seed.
+        sampling: ``random`` or ``grid``.
+        source_weights: Share of random chips per source (``raster.source``); None: by area.
+    """
+
+    def __init__(
+        self,
+        rasters: Sequence[LabelledRaster],
+        units: Sequence[Unit],
+        patch: int,
+        normalization: Normalization,
+        augment: bool = True,
+        jitter: float = 0.2,
+        seed: int = 0,
+        sampling: str = "random",
+        source_weights: Sequence[float] | None = None,
+    ) -> None:
+        self.rasters = list(rasters)
+        self.units = list(units)
+        self.patch = patch
+        self.augment = augment
+        self.jitter = jitter
+        self.seed = seed
+        self.sampling = sampling
+        self.bands = len(self.rasters[0].bands)
+        norm = normalization
+        self._scale = np.float32(norm.scale)
+        self._shift = np.float32(norm.offset) - np.asarray(norm.mean, np.float32)
+        self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).astype(np.float32)
+        self.train_ids = np.array(
+            [i for i, u in enumerate(self.units) if not u.validation and u.counts.sum() > 0],
+            dtype=np.int64,
+        )
+        if not len(self.train_ids):
+            self.train_ids = np.array(
+                [i for i, u in enumerate(self.units) if not u.validation], dtype=np.int64
+            )
+        self._grid = self._grid_positions(self.train_ids)
+        areas = np.array([self.units[int(i)].area for i in self.train_ids], np.float64)
+        if source_weights is not None:
+            src = np.array([getattr(self.rasters[self.units[int(i)].raster], "source", 0)
+                            for i in self.train_ids])
+            share = np.asarray(source_weights, np.float64)[src]
+            totals = {s: areas[src == s].sum() for s in set(src.tolist())}
+            areas = areas / np.array([totals[s] for s in src.tolist()]) * share
+        self._p = areas / areas.sum()
+
+    # -- sampling tables ----------------------------------------------------------------------
+    def _grid_positions(self, ids: np.ndarray, partition: bool = False) -> np.ndarray:
+        """Chip origins covering units.
+
+        The last chip of a row/column is shifted inward, or with ``partition`` the grid does
+        not overlap and its last chips reach past the unit (padded as ignored).
+        """
+        p = self.patch
+
+        def starts(length: int) -> list[int]:
+            return list(range(0, length, p)) if partition else axis_starts(length, p, p)
+
+        rows = []
+        for i in ids:
+            win = self.units[int(i)].window
+            for r in starts(int(win.height)):
+                for c in starts(int(win.width)):
+                    rows.append((i, int(win.row_off) + r, int(win.col_off) + c))
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+    def epoch_rows(self, epoch: int, count: int) -> np.ndarray:
+        """The chips of one epoch: ``(count, 5)`` int64 rows ``unit, row, col, k, seed``."""
+        rng = np.random.default_rng((self.seed, epoch))
+        if self.sampling == "grid":
+            order = rng.permutation(len(self._grid))
+            reps = -(-count // len(order))
+            pos = self._grid[np.tile(order, reps)[:count]]
+        else:
+            pick = self.train_ids[rng.choice(len(self.train_ids), size=count, p=self._p)]
+            pos = np.zeros((count, 3), np.int64)
+            pos[:, 0] = pick
+            for n, i in enumerate(pick):
+                win = self.units[int(i)].window
+                spare_rows = max(1, int(win.height) - self.patch + 1)
+                spare_cols = max(1, int(win.width) - self.patch + 1)
+                pos[n, 1] = int(win.row_off) + rng.integers(0, spare_rows)
+                pos[n, 2] = int(win.col_off) + rng.integers(0, spare_cols)
+        k = rng.integers(0, 8, size=count) if self.augment else np.zeros(count, np.int64)
+        seeds = rng.integers(0, 2**31 - 1, size=count)
+        return np.column_stack([pos, k, seeds]).astype(np.int64)
+
+    def validation_rows(self, limit: int) -> np.ndarray:
+        """Non-overlapping chips over the validation units (at most ``limit``, evenly spread).
+
+        Every validation pixel is scored once (unless ``limit`` drops chips).
+        """
+        ids = np.array([i for i, u in enumerate(self.units) if u.validation], np.int64)
+        pos = self._grid_positions(ids, partition=True)
+        if len(pos) > limit:
+            pos = pos[np.linspace(0, len(pos) - 1, limit).round().astype(int)]
+        return np.column_stack([pos, np.zeros((len(pos), 2), np.int64)])
+
+    # -- reading ------------------------------------------------------------------------------
+    def read_chip(self, unit: int, row: int, col: int) -> tuple[np.ndarray, ...]:
+        """A normalised ``(patch, patch, bands)`` chip, its labels and its validity.
+
+        Chips reaching past the unit are padded: image 0, labels IGNORE, validity False.
+        """
+        u = self.units[unit]
+        raster = self.rasters[u.raster]
+        p = self.patch
+        h = min(p, int(u.window.row_off + u.window.height) - row)
+        w = min(p, int(u.window.col_off + u.window.width) - col)
+        data, valid, labels = raster.read(Window(col, row, w, h))
+        x = np.moveaxis(data, 0, -1).astype(np.float32)
+        x *= self._scale
+        x += self._shift
+        x *= self._inv_std
+        x[~valid] = 0.0
+        if h < p or w < p:
+            x = np.pad(x, ((0, p - h), (0, p - w), (0, 0)))
+            labels = np.pad(labels, ((0, p - h), (0, p - w)), constant_values=IGNORE)
+            valid = np.pad(valid, ((0, p - h), (0, p - w)), constant_values=False)
+        return x, labels, valid
+
+    def augment_chip(
+        self, x: np.ndarray, y: np.ndarray, valid: np.ndarray, k: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Apply dihedral transform ``k`` (0..7) and seeded brightness/contrast jitter."""
+        if k % 4:
+            x, y, valid = (np.rot90(a, k % 4) for a in (x, y, valid))
+        if k >= 4:
+            x, y, valid = x[:, ::-1], y[:, ::-1], valid[:, ::-1]
+        if self.jitter > 0:
+            rng = np.random.default_rng(seed)
+            contrast = rng.uniform(1 - self.jitter, 1 + self.jitter)
+            brightness = rng.uniform(-self.jitter, self.jitter, size=self.bands).astype(np.float32)
+            x = x * np.float32(contrast) + brightness
+            x[~valid] = 0.0  # invalid input stays neutral, as at inference
+        return x, y
+
+    def load(
+        self, rows: np.ndarray, augment: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A batch for ``rows``: ``x (n, p, p, bands)`` float32, ``y (n, p, p)`` uint8."""
+        augment = self.augment if augment is None else augment
+        n, p = len(rows), self.patch
+        xs = np.zeros((n, p, p, self.bands), np.float32)
+        ys = np.full((n, p, p), IGNORE, np.uint8)
+        for i, (unit, row, col, k, seed) in enumerate(np.asarray(rows).tolist()):
+            x, y, valid = self.read_chip(unit, row, col)
+            if augment:
+                x, y = self.augment_chip(x, y, valid, k, seed)
+            xs[i], ys[i] = x, y
+        return xs, ys
+
+
+def train_dataset(loader: ChipLoader, rows: np.ndarray, batch: int, workers: int) -> Any:
+    """tf.data: batches of table rows -> parallel reads/augmentation -> prefetch."""
+    import tensorflow as tf
+
+    p, b = loader.patch, loader.bands
+
+    def read(r: Any) -> tuple[Any, Any]:
+        x, y = tf.numpy_function(loader.load, [r], [tf.float32, tf.uint8], stateful=False)
+        x.set_shape((None, p, p, b))
+        y.set_shape((None, p, p))
+        return x, y
+
+    ds = tf.data.Dataset.from_tensor_slices(rows).batch(batch, drop_remainder=True)
+    ds = ds.map(read, num_parallel_calls=max(1, workers), deterministic=True)
+    return ds.prefetch(2)
+
+
+def memory_dataset(x: np.ndarray, y: np.ndarray, batch: int) -> Any:
+    """tf.data over arrays already in memory (validation chips, benchmarks)."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).prefetch(2)

@@ -1,0 +1,286 @@
+"""The Keras side of training: strategy, compile, fit with resumable state, final metrics.
+
+:func:`fit_model` is called by :func:`geofuse.train.train` once the data is checked. It keeps
+its state in ``RUN_DIR/checkpoints``: ``last.npz`` (weights, optimizer variables, epoch, best
+score, early-stopping counter; rewritten atomically after every epoch) and ``best.npz`` (the
+best weights by the monitored metric). ``history.csv`` gets one row per epoch and
+``curves.png`` is drawn at the end.
+
+Imports TensorFlow: import this module lazily.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from geofuse.chips import ChipLoader, memory_dataset, train_dataset
+from geofuse.config import ModelInfo
+from geofuse.datasets import LabelledRaster, Unit
+from geofuse.errors import ConfigError
+from geofuse.losses import ConfusionMetrics, SegmentationLoss
+from geofuse.metrics import confusion_matrix, summarize
+from geofuse.model import build_unet
+from geofuse.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOutcome:
+    """What :func:`fit_model` hands back to ``train()``."""
+
+    export_model: Any
+    validation: dict[str, Any]
+    best_epoch: int
+    epochs: int
+    monitor: str
+    replicas: int = 1
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_strategy(name: str) -> Any:
+    """The tf.distribute strategy called ``name``.
+
+    ``none`` is the default strategy, ``mirrored`` mirrors over all local GPUs (else all
+    logical CPUs), ``multi-worker`` is MultiWorkerMirroredStrategy configured by TF_CONFIG.
+    """
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _pack(prefix: str, values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{prefix}{i}": np.asarray(v) for i, v in enumerate(values)}
+
+
+def _unpack(data: Any, prefix: str) -> list[np.ndarray]:
+    keys = sorted((k for k in data.files if k.startswith(prefix) and k[len(prefix):].isdigit()),
+                  key=lambda k: int(k[len(prefix):]))
+    return [data[k] for k in keys]
+
+
+class RunState(keras.callbacks.Callback):
+    """Best-weights checkpoint, early stopping and the resumable ``last.npz`` in one place."""
+
+    def __init__(
+        self,
+        folder: Path,
+        monitor: str,
+        patience: int,
+        epochs: int,
+        progress: Callable[[int, int], None] | None,
+        report: Callable[[int, Mapping[str, float]], None] | None,
+        best: float = -np.inf,
+        best_epoch: int = 0,
+        wait: int = 0,
+    ) -> None:
+        super().__init__()
+        self.folder = folder
+        self.monitor = monitor
+        self.patience = patience
+        self.epochs = epochs
+        self.progress = progress
+        self.report = report
+        self.best = best
+        self.best_epoch = best_epoch
+        self.wait = wait
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Update best/early stopping, write checkpoints, report progress."""
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        value = logs.get(self.monitor, -np.inf)
+        weights = self.model.get_weights()
+        if value > self.best + 1e-6:
+            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
+            _save_npz(self.folder / "best.npz", _pack("w", weights))
+        else:
+            self.wait += 1
+        meta = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
+                "wait": self.wait, "monitor": self.monitor}
+        optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
+        _save_npz(self.folder / "last.npz", _pack("w", weights) | _pack("o", optimizer)
+                  | {"meta": np.array(json.dumps(meta))})
+        if self.report is not None:
+            self.report(epoch + 1, logs)
+        if self.progress is not None:
+            self.progress(epoch + 1, self.epochs)
+        if self.patience and self.wait >= self.patience:
+            log.info("early stop after epoch %d (best %s %.4f at epoch %d)",
+                     epoch + 1, self.monitor, self.best, self.best_epoch)
+            self.model.stop_training = True
+
+
+def _trim_history(path: Path, epochs: int) -> None:
+    """Keep the header and the first ``epochs`` rows (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows[: epochs + 1])
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Rows of ``history.csv`` as dicts of floats."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            values = {}
+            for key, text in row.items():
+                try:
+                    values[key] = float(text)
+                except (TypeError, ValueError):  # "NA" where Keras had no value
+                    continue
+            rows.append(values)
+    return rows
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and mean IoU per epoch (training and validation) as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    epochs = [int(h.get("epoch", i)) + 1 for i, h in enumerate(history)]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    for ax, key in zip(axes, ("loss", "mean_iou"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = [h.get(prefix + key) for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, [np.nan if v is None else v for v in values], style,
+                        label=(prefix or "train_") + key)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def fit_model(
+    config: TrainConfig,
+    info: ModelInfo,
+    rasters: Sequence[LabelledRaster],
+    units: Sequence[Unit],
+    weights: np.ndarray,
+    run_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+    report: Callable[[int, Mapping[str, float]], None] | None = None,
+) -> FitOutcome:
+    """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(
+            f"Expected a batch size that is a multiple of the {replicas} replicas. "
+            f"Received: {config.batch_size}"
+        )
+    names = [c.name for c in info.classes]
+    loader = ChipLoader(rasters, units, config.patch, info.normalization, config.augment,
+                        config.jitter, config.seed, config.sampling, config.source_weights)
+    val_rows = loader.validation_rows(config.max_val_chips)
+    if len(val_rows):
+        xv, yv = loader.load(val_rows, augment=False)
+    monitor = "val_mean_iou" if len(val_rows) else "mean_iou"
+
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    history_path = run_dir / "history.csv"
+    state: dict[str, Any] = {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0}
+    saved_weights = saved_optimizer = None
+    last = folder / "last.npz"
+    if config.resume and last.exists():
+        with np.load(last) as data:
+            state |= json.loads(str(data["meta"]))
+            saved_weights, saved_optimizer = _unpack(data, "w"), _unpack(data, "o")
+        log.info("resuming after epoch %d", state["epoch"])
+    else:
+        for stale in (last, folder / "best.npz", history_path):
+            stale.unlink(missing_ok=True)
+    initial = int(state["epoch"])
+
+    total_steps = config.epochs * config.steps_per_epoch
+    with strategy.scope():
+        model = build_unet(info.spec)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=total_steps, alpha=0.05
+        )
+        optimizer = keras.optimizers.Adam(schedule)
+        model.compile(
+            optimizer=optimizer,
+            loss=SegmentationLoss(info.spec.classes, config.loss, list(weights)),
+            metrics=[ConfusionMetrics(names)],
+        )
+        if saved_weights is not None:
+            model.set_weights(saved_weights)
+            optimizer.build(model.trainable_variables)
+            for variable, value in zip(optimizer.variables, saved_optimizer, strict=True):
+                variable.assign(value)
+
+    callback = RunState(folder, monitor, config.patience, config.epochs, progress, report,
+                        state["best"], state["best_epoch"], state["wait"])
+    stopped = config.patience and state["wait"] >= config.patience
+    if initial < config.epochs and not stopped:
+        _trim_history(history_path, initial)
+        rows = np.concatenate([
+            loader.epoch_rows(e, config.steps_per_epoch * config.batch_size)
+            for e in range(initial, config.epochs)
+        ])
+        train_ds = train_dataset(loader, rows, config.batch_size, config.workers)
+        val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
+        model.fit(
+            train_ds, epochs=config.epochs, initial_epoch=initial,
+            steps_per_epoch=config.steps_per_epoch, validation_data=val_ds, verbose=0,
+            shuffle=False,
+            callbacks=[keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
+                       callback],
+        )
+    history = read_history(history_path)
+    best = folder / "best.npz"
+    if best.exists():
+        with np.load(best) as data:
+            model.set_weights(_unpack(data, "w"))
+    export = build_unet(info.spec)
+    export.set_weights(model.get_weights())
+    validation: dict[str, Any] = {}
+    if len(val_rows):
+        probs = export.predict(xv, batch_size=config.batch_size, verbose=0)
+        cm = confusion_matrix(yv, probs.argmax(-1), info.spec.classes)
+        validation = summarize(cm, names)
+    plot_curves(history, run_dir / "curves.png")
+    return FitOutcome(
+        export_model=export, validation=validation, best_epoch=callback.best_epoch,
+        epochs=len(history), monitor=monitor, replicas=replicas, history=history,
+    )

@@ -1,0 +1,469 @@
+"""Labels: class tables, mask decoding (ids, RGB colours, palettes) and vector labels.
+
+Every label source ends up as a ``uint8`` array of class ids on the image grid, where
+:data:`IGNORE` (255, the class-mask nodata) marks pixels that count neither in the loss nor in
+the metrics, and :data:`UNKNOWN` (254) marks mask values that no class claims (an error when a
+data set is checked, ignored afterwards).
+
+* Class tables come from a ``classes.json``: ``{"classes": [{"id", "name", "color", "value"},
+  ...], "ignore": [...]}``; ``value`` is the pixel value of the class in id-coded masks
+  (default: its id) and ``color`` identifies it in colour-coded masks.
+* Masks are id-coded (one band of class values), RGB colour-coded (three bands) or palette
+  images (one band read through its colour map); ``mode="auto"`` decides per file.
+* Vector labels (anything OGR reads) are reprojected to the scene CRS, lines are buffered, and
+  polygons are rasterised window by window with ``rasterio.features``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geofuse.config import CLASS_NODATA, ClassInfo
+from geofuse.errors import ConfigError, InputError
+
+IGNORE = CLASS_NODATA
+UNKNOWN = CLASS_NODATA - 1
+MASK_MODES = ("auto", "ids", "colors")
+_DEFAULT_COLOURS = ("#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00",
+                    "#ffff33", "#a65628", "#f781bf", "#999999")
+
+
+def _hex(colour: str) -> int:
+    text = colour.strip().lstrip("#")
+    if len(text) != 6:
+        raise ConfigError(f"Expected a colour like '#1a2b3c'. Received: {colour!r}")
+    try:
+        return int(text, 16)
+    except ValueError as exc:
+        raise ConfigError(f"Expected a colour like '#1a2b3c'. Received: {colour!r}") from exc
+
+
+def default_colour(index: int) -> str:
+    """A distinct display colour for class ``index``."""
+    return _DEFAULT_COLOURS[index % len(_DEFAULT_COLOURS)]
+
+
+@dataclass(frozen=True)
+class LabelCoding:
+    """How mask pixels become class ids.
+
+    Attributes:
+        classes: Number of classes.
+        values: Pixel value of each class in id-coded masks (index = class id); None = the id.
+        colors: Colour (``#rrggbb``) of each class in colour-coded masks; None = no colours.
+        ignore_values: Id-mask values to ignore (e.g. -1, 0 or 255).
+        ignore_colors: Mask colours to ignore (e.g. an "unlabeled" colour).
+        mode: ``auto`` (RGB masks by colour; palette masks by colour when their palette holds
+            at least two class colours; otherwise ids), ``ids`` or ``colors``.
+
+    """
+
+    classes: int
+    values: tuple[int, ...] | None = None
+    colors: tuple[str, ...] | None = None
+    ignore_values: tuple[int, ...] = ()
+    ignore_colors: tuple[str, ...] = ()
+    mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MASK_MODES:
+            raise ConfigError(
+                f"Expected mask mode one of {', '.join(MASK_MODES)}. Received: {self.mode!r}"
+            )
+        for name in ("values", "colors"):
+            seq = getattr(self, name)
+            if seq is not None:
+                object.__setattr__(self, name, tuple(seq))
+                if len(seq) != self.classes:
+                    raise ConfigError(
+                        f"Expected {self.classes} class {name}. Received: {len(seq)}"
+                    )
+        object.__setattr__(self, "ignore_values", tuple(int(v) for v in self.ignore_values))
+        object.__setattr__(self, "ignore_colors", tuple(self.ignore_colors))
+        for colour in (self.colors or ()) + self.ignore_colors:
+            _hex(colour)
+        if self.values is not None and len(set(self.values)) != len(self.values):
+            raise ConfigError(f"Expected distinct class values. Received: {self.values}")
+
+    def value_table(self) -> dict[int, int]:
+        """Mask value -> class id (or IGNORE) for id-coded masks."""
+        table = {int(v): i for i, v in enumerate(self.values or range(self.classes))}
+        table.update({v: IGNORE for v in self.ignore_values})
+        return table
+
+    def colour_table(self) -> dict[int, int]:
+        """Packed ``0xRRGGBB`` colour -> class id (or IGNORE) for colour-coded masks."""
+        table = {_hex(c): i for i, c in enumerate(self.colors or ())}
+        table.update({_hex(c): IGNORE for c in self.ignore_colors})
+        return table
+
+    def accepted(self) -> str:
+        """The accepted mask values, for error messages."""
+        values = list(self.values or range(self.classes))
+        text = f"{values[0]}..{values[-1]}" if values == list(range(values[0], values[-1] + 1)) \
+            else ",".join(map(str, values))
+        return text
+
+
+def parse_ignore(items: Sequence[str | int]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Split ``--ignore-value`` items into integer values and ``#rrggbb`` colours."""
+    values: list[int] = []
+    colours: list[str] = []
+    for item in items:
+        text = str(item).strip()
+        if text.startswith("#"):
+            _hex(text)
+            colours.append(text)
+            continue
+        try:
+            values.append(int(text))
+        except ValueError as exc:
+            raise ConfigError(
+                f"Expected an integer mask value or a colour like '#9b9b9b'. Received: {text!r}"
+            ) from exc
+    return tuple(values), tuple(colours)
+
+
+def load_classes(path: str | Path) -> tuple[tuple[ClassInfo, ...], LabelCoding]:
+    """Read a ``classes.json``: class names/colours, mask values and ignored values.
+
+    Accepts ``{"classes": [...], "ignore": [...]}`` or a bare list. Each class may give ``id``
+    (default: its position), ``name`` (or ``title``), ``color`` and ``value``.
+
+    Raises:
+        InputError: When the file is missing or malformed.
+
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such classes file") from exc
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON classes file ({exc})") from exc
+    items = data.get("classes") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items or not all(isinstance(c, dict) for c in items):
+        raise InputError(f"{path}: expected a list of classes under 'classes'")
+    try:
+        entries = sorted(
+            ((int(c.get("id", i)), c) for i, c in enumerate(items)), key=lambda e: e[0]
+        )
+        if [e[0] for e in entries] != list(range(len(entries))):
+            raise InputError(
+                f"{path}: expected class ids 0..{len(entries) - 1}. "
+                f"Received: {[e[0] for e in entries]}"
+            )
+        classes = tuple(
+            ClassInfo(i, str(c.get("name", c.get("title", f"class{i}"))),
+                      str(c.get("color", default_colour(i))))
+            for i, c in entries
+        )
+        has_values = any("value" in c for _, c in entries)
+        values = tuple(int(c.get("value", i)) for i, c in entries) if has_values else None
+        has_colours = all("color" in c for _, c in entries)
+        ignore = data.get("ignore", []) if isinstance(data, dict) else []
+        ignore_list = ignore if isinstance(ignore, list) else [ignore]
+        ignore_values, ignore_colours = parse_ignore(ignore_list)
+        coding = LabelCoding(
+            classes=len(classes), values=values,
+            colors=tuple(c.color for c in classes) if has_colours else None,
+            ignore_values=ignore_values, ignore_colors=ignore_colours,
+        )
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    return classes, coding
+
+
+def _map_values(data: np.ndarray, table: dict[int, int]) -> np.ndarray:
+    """Map integer pixels through ``table``; values not in it become UNKNOWN."""
+    if data.dtype == np.uint8:
+        lut = np.full(256, UNKNOWN, dtype=np.uint8)
+        for value, code in table.items():
+            if 0 <= value < 256:
+                lut[value] = code
+        return lut[data]
+    uniques, inverse = np.unique(data, return_inverse=True)
+    codes = np.array([table.get(int(v), UNKNOWN) for v in uniques], dtype=np.uint8)
+    return codes[inverse].reshape(data.shape)
+
+
+@dataclass(frozen=True)
+class MaskDecoder:
+    """Decodes the pixels of one mask file into class ids (IGNORE/UNKNOWN as documented).
+
+    Build it with :meth:`for_dataset`, which chooses ids, RGB colours or palette colours.
+    """
+
+    kind: str  # "ids", "rgb" or "palette"
+    table: dict[int, int]
+    bands: tuple[int, ...]
+    nodata: float | None
+
+    @classmethod
+    def for_dataset(cls, ds: Any, coding: LabelCoding, name: str) -> MaskDecoder:
+        """Choose how to decode the mask dataset ``ds`` (an open rasterio dataset)."""
+        from rasterio.enums import ColorInterp
+
+        palette = ds.count == 1 and ds.colorinterp[0] == ColorInterp.palette
+        colour_table = coding.colour_table() if coding.colors else {}
+        if ds.count >= 3 and coding.mode != "ids":
+            if not coding.colors:
+                raise InputError(
+                    f"Expected class colours (classes.json) for the colour-coded mask {name}. "
+                    "Received: no colours"
+                )
+            bands = (1, 2, 3, 4) if ds.count >= 4 and \
+                ds.colorinterp[3] == ColorInterp.alpha else (1, 2, 3)
+            return cls("rgb", colour_table, bands, None)
+        if ds.count != 1 and coding.mode != "colors":
+            raise InputError(
+                f"Expected a 1-band mask of class ids or a 3-band colour mask. "
+                f"Received: {ds.count} bands in {name}"
+            )
+        if palette and coding.colors and coding.mode != "ids":
+            cmap = ds.colormap(1)
+            packed = {v: (r << 16) | (g << 8) | b for v, (r, g, b, *_) in cmap.items()}
+            class_colours = {_hex(c) for c in coding.colors}
+            matches = len(class_colours & set(packed.values()))
+            if coding.mode == "colors" or matches >= min(2, len(class_colours), len(packed)):
+                table = {v: colour_table.get(p, UNKNOWN) for v, p in packed.items()}
+                table.update({v: IGNORE for v in coding.ignore_values})
+                return cls("palette", table, (1,), ds.nodata)
+        if coding.mode == "colors":
+            raise InputError(
+                f"Expected a colour-coded mask (RGB or palette). Received: 1 band of ids in {name}"
+            )
+        return cls("ids", coding.value_table(), (1,), ds.nodata)
+
+    def decode(self, data: np.ndarray) -> np.ndarray:
+        """``(bands, h, w)`` raw mask pixels -> ``(h, w)`` uint8 class ids."""
+        if self.kind == "rgb":
+            rgb = data[:3].astype(np.int64)
+            packed = (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+            out = _map_values(packed, self.table)
+            if data.shape[0] >= 4:
+                out[data[3] == 0] = IGNORE
+            return out
+        band = data[0]
+        invalid = None
+        if band.dtype.kind == "f":
+            invalid = ~np.isfinite(band)
+            band = np.where(invalid, 0, band)
+            if np.any(band != np.round(band)):
+                return np.full(band.shape, UNKNOWN, np.uint8)
+            band = band.astype(np.int64)
+        out = _map_values(band, self.table)
+        if self.nodata is not None and np.isfinite(self.nodata):
+            out[data[0] == self.nodata] = IGNORE
+        if invalid is not None:
+            out[invalid] = IGNORE
+        return out
+
+    def unknown_values(self, data: np.ndarray, decoded: np.ndarray) -> list[str]:
+        """The raw values (or colours) that decoded to UNKNOWN, for error messages."""
+        where = decoded == UNKNOWN
+        if self.kind == "rgb":
+            rgb = data[:3, where].astype(np.int64).T
+            return sorted({f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb[:5000]})[:5]
+        if self.kind == "palette":
+            return sorted({str(v) for v in np.unique(data[0][where])})[:5]
+        return [str(v) for v in np.unique(data[0][where])[:5]]
+
+
+# -- vector labels --------------------------------------------------------------------------------
+
+
+@dataclass
+class VectorLabels:
+    """Vector labels rasterised on demand onto a scene's grid.
+
+    Geometries are read with pyogrio, reprojected to the scene CRS, lines and points buffered
+    by ``line_width / 2`` metres, and kept in a shapely STRtree so each window rasterises only
+    what touches it. Later features win where polygons overlap. Pixels under no feature are
+    class 0 (background).
+
+    Args:
+        path: Any OGR vector file (GeoJSON, GeoPackage, Shapefile, ...).
+        crs: The scene CRS.
+        transform: The scene transform.
+        shape: Scene ``(height, width)``.
+        classes: The class table (names match string values of ``class_field``).
+        class_field: Attribute holding the class (an id or a class name); None = class 1.
+        line_width: Buffer width in metres for lines and points (required when there are any).
+        scene_name: For messages.
+
+    """
+
+    path: Path
+    crs: Any
+    transform: Any
+    shape: tuple[int, int]
+    classes: Sequence[ClassInfo]
+    class_field: str | None = None
+    line_width: float | None = None
+    scene_name: str = "scene"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        geoms, values = read_vector_labels(
+            self.path, self.crs, self.class_field, self.line_width, self.classes
+        )
+        from rasterio.transform import array_bounds
+        from shapely import STRtree, box
+
+        height, width = self.shape
+        west, south, east, north = array_bounds(height, width, self.transform)
+        scene_box = box(west, south, east, north)
+        tree = STRtree(geoms) if geoms else None
+        hits = tree.query(scene_box, predicate="intersects") if tree is not None else []
+        if len(hits) == 0:
+            raise InputError(
+                f"{self.path}: no label geometry overlaps {self.scene_name} "
+                f"(labels in {len(geoms)} features; scene bounds "
+                f"{west:.1f}, {south:.1f}, {east:.1f}, {north:.1f})"
+            )
+        self.geoms = [geoms[i] for i in sorted(hits)]
+        self.values = [values[i] for i in sorted(hits)]
+        self.tree = STRtree(self.geoms)
+
+    def read(self, window: Any) -> np.ndarray:
+        """Class ids for a ``rasterio.windows.Window`` (inside the scene)."""
+        from rasterio import features, windows
+        from shapely import box
+
+        h, w = int(window.height), int(window.width)
+        transform = windows.transform(window, self.transform)
+        west, south, east, north = windows.bounds(window, self.transform)
+        idx = sorted(self.tree.query(box(west, south, east, north)))
+        if not idx:
+            return np.zeros((h, w), np.uint8)
+        return features.rasterize(
+            [(self.geoms[i], self.values[i]) for i in idx],
+            out_shape=(h, w), transform=transform, fill=0, dtype="uint8",
+        )
+
+
+def _utm_for(lon: float, lat: float) -> str:
+    zone = int((lon + 180) // 6) % 60 + 1
+    return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+
+
+def _class_of(value: Any, classes: Sequence[ClassInfo], field: str, path: Path) -> int:
+    if value is None:
+        raise InputError(f"{path}: a feature has no value in field {field!r}")
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):
+        cls = int(value)
+        if 0 <= cls < len(classes):
+            return cls
+        raise InputError(
+            f"{path}: expected class ids 0..{len(classes) - 1} in field {field!r}. "
+            f"Received: {cls}"
+        )
+    names = {c.name.lower(): c.id for c in classes}
+    key = str(value).strip().lower()
+    if key in names:
+        return names[key]
+    raise InputError(
+        f"{path}: expected class names among {', '.join(c.name for c in classes)} in field "
+        f"{field!r}. Received: {value!r}"
+    )
+
+
+def vector_class_names(path: str | Path, class_field: str | None) -> list[str]:
+    """Distinct class names of a vector file (sorted), for building a class table."""
+    path = Path(path)
+    if class_field is None:
+        return [path.stem]
+    _, _, _, fields = _read_raw(path, [class_field])
+    return sorted({str(v) for v in fields[0] if v is not None})
+
+
+def _read_raw(path: Path, columns: list[str]) -> tuple[Any, Any, Any, Any]:
+    import pyogrio
+    from pyogrio.errors import DataSourceError, FieldError
+
+    if not path.exists():
+        raise InputError(f"{path}: no such labels file")
+    try:
+        meta, _, geometry, fields = pyogrio.raw.read(path, columns=columns)
+    except FieldError as exc:
+        raise InputError(f"{path}: no field {columns[0]!r} ({exc})") from exc
+    except (DataSourceError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not a readable vector file ({reason})") from exc
+    if columns and columns[0] not in list(meta["fields"]):
+        raise InputError(
+            f"{path}: expected a field {columns[0]!r}. "
+            f"Received: fields {', '.join(meta['fields']) or 'none'}"
+        )
+    return meta, None, geometry, fields
+
+
+def read_vector_labels(
+    path: Path,
+    crs: Any,
+    class_field: str | None,
+    line_width: float | None,
+    classes: Sequence[ClassInfo],
+) -> tuple[list[Any], list[int]]:
+    """Read, reproject and buffer label geometries.
+
+    Returns:
+        ``(geometries, class_ids)`` in the scene CRS; features without geometry are dropped.
+
+    """
+    import shapely
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_geom
+
+    meta, _, wkb, fields = _read_raw(path, [class_field] if class_field else [])
+    src_crs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else CRS.from_epsg(4326)
+    dst_crs = crs if crs is not None else src_crs
+    geoms_src = shapely.from_wkb(wkb)
+    values = (
+        [_class_of(v, classes, class_field, path) for v in fields[0]]
+        if class_field else [min(1, len(classes) - 1)] * len(geoms_src)
+    )
+    geoms: list[Any] = []
+    out_values: list[int] = []
+    for geom, value in zip(geoms_src, values, strict=True):
+        if geom is None or geom.is_empty:
+            continue
+        linear = geom.geom_type in ("LineString", "MultiLineString", "Point", "MultiPoint")
+        if linear:
+            if not line_width or line_width <= 0:
+                raise InputError(
+                    f"{path}: expected --line-width (metres) to rasterise {geom.geom_type} "
+                    "labels. Received: none"
+                )
+            geom = _buffer_metres(geom, line_width / 2, src_crs)
+        if src_crs != dst_crs:
+            geom = shapely.geometry.shape(transform_geom(src_crs, dst_crs, geom.__geo_interface__))
+        if not geom.is_valid:
+            geom = shapely.make_valid(geom)
+        geoms.append(geom)
+        out_values.append(value)
+    return geoms, out_values
+
+
+def _buffer_metres(geom: Any, distance: float, crs: Any) -> Any:
+    """Buffer ``geom`` (in ``crs``) by ``distance`` metres, through UTM if ``crs`` is angular."""
+    import shapely
+    from rasterio.warp import transform_geom
+
+    if crs.is_projected:
+        factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+        return geom.buffer(distance / factor)
+    centre = geom.centroid
+    lonlat = shapely.geometry.shape(transform_geom(crs, "EPSG:4326", centre.__geo_interface__))
+    utm = _utm_for(lonlat.x, lonlat.y)
+    projected = shapely.geometry.shape(transform_geom(crs, utm, geom.__geo_interface__))
+    return shapely.geometry.shape(
+        transform_geom(utm, crs, projected.buffer(distance).__geo_interface__)
+    )

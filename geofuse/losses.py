@@ -1,0 +1,143 @@
+"""Training loss and streaming metrics that skip ignored pixels.
+
+Labels are integer class ids with every value ``>= classes`` (255 in practice) meaning "ignore":
+such pixels carry no loss and never enter the confusion matrix.
+
+TensorFlow and Keras are imported when the module is imported: import it lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from geofuse.train_config import LOSSES
+
+
+@keras.saving.register_keras_serializable(package="geofuse")
+class SegmentationLoss(keras.losses.Loss):
+    """Cross-entropy (or focal) plus soft Dice over valid pixels.
+
+    Args:
+        classes: Number of classes.
+        mode: One of :data:`LOSSES`.
+        class_weights: Per-class weights of the cross-entropy/focal term (None: all 1).
+        gamma: Focal exponent.
+        smooth: Dice smoothing.
+    """
+
+    def __init__(
+        self,
+        classes: int,
+        mode: str = "ce+dice",
+        class_weights: Sequence[float] | None = None,
+        gamma: float = 2.0,
+        smooth: float = 1.0,
+        name: str = "segmentation_loss",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        if mode not in LOSSES:
+            raise ValueError(f"Expected loss one of {', '.join(LOSSES)}. Received: {mode!r}")
+        self.classes = int(classes)
+        self.mode = mode
+        self.class_weights = [float(w) for w in (class_weights or [1.0] * self.classes)]
+        self.gamma = float(gamma)
+        self.smooth = float(smooth)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        """Scalar loss of one batch: weighted mean CE/focal over valid pixels + Dice."""
+        y = tf.cast(tf.round(tf.cast(y_true, tf.float32)), tf.int32)
+        if y.shape.rank == 4:
+            y = y[..., 0]
+        valid = (y >= 0) & (y < self.classes)
+        yc = tf.where(valid, y, 0)
+        mask = tf.cast(valid, tf.float32)
+        onehot = tf.one_hot(yc, self.classes, dtype=tf.float32)
+        p = tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0 - 1e-7)
+        total = tf.constant(0.0)
+        if self.mode != "dice":
+            p_true = tf.reduce_sum(p * onehot, axis=-1)
+            pixel = -tf.math.log(p_true)
+            if self.mode.startswith("focal"):
+                pixel *= tf.pow(1.0 - p_true, self.gamma)
+            weights = tf.gather(tf.constant(self.class_weights, tf.float32), yc) * mask
+            total += tf.reduce_sum(pixel * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        if self.mode.endswith("dice"):
+            m = mask[..., None]
+            inter = tf.reduce_sum(p * onehot * m, axis=(0, 1, 2))
+            denom = tf.reduce_sum(p * m, axis=(0, 1, 2)) + tf.reduce_sum(onehot * m, axis=(0, 1, 2))
+            dice = (2.0 * inter + self.smooth) / (denom + self.smooth)
+            total += 1.0 - tf.reduce_mean(dice)
+        return total
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialisable configuration."""
+        return super().get_config() | {
+            "classes": self.classes, "mode": self.mode, "class_weights": self.class_weights,
+            "gamma": self.gamma, "smooth": self.smooth,
+        }
+
+
+@keras.saving.register_keras_serializable(package="geofuse")
+class ConfusionMetrics(keras.metrics.Metric):
+    """A streaming confusion matrix reported as mean IoU, mean F1 and per-class IoU.
+
+    ``result()`` returns a dict, so Keras logs ``mean_iou``, ``mean_f1`` and ``iou_<class>``
+    (``val_...`` on validation data). Classes absent from labels and predictions are skipped
+    in the means.
+    """
+
+    def __init__(self, names: Sequence[str], name: str = "confusion", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.names = [str(n) for n in names]
+        self.classes = len(self.names)
+        self.matrix = self.add_variable(
+            shape=(self.classes, self.classes), initializer="zeros", dtype="float64",
+            aggregation="sum", name="matrix",
+        )
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Add a batch: labels ``(b, h, w)``, probabilities ``(b, h, w, classes)``."""
+        y = tf.cast(tf.round(tf.cast(y_true, tf.float32)), tf.int32)
+        if y.shape.rank == 4:
+            y = y[..., 0]
+        pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
+        valid = (y >= 0) & (y < self.classes)
+        index = tf.boolean_mask(y * self.classes + pred, valid)
+        counts = tf.math.bincount(index, minlength=self.classes**2, maxlength=self.classes**2,
+                                  dtype=tf.float64)
+        self.matrix.assign_add(tf.reshape(counts, (self.classes, self.classes)))
+
+    def result(self) -> dict[str, Any]:
+        """``{"mean_iou", "mean_f1", "iou_<name>"...}``."""
+        cm = tf.convert_to_tensor(self.matrix)
+        tp = tf.linalg.diag_part(cm)
+        union = tf.reduce_sum(cm, 0) + tf.reduce_sum(cm, 1) - tp
+        present = union > 0
+        iou = tf.where(present, tp / tf.maximum(union, 1.0), 0.0)
+        f1 = tf.where(present, 2 * tp / tf.maximum(union + tp, 1.0), 0.0)
+        n = tf.maximum(tf.reduce_sum(tf.cast(present, tf.float64)), 1.0)
+        out = {
+            "mean_iou": tf.cast(tf.reduce_sum(iou) / n, tf.float32),
+            "mean_f1": tf.cast(tf.reduce_sum(f1) / n, tf.float32),
+        }
+        for i, name in enumerate(self.names):
+            out[f"iou_{metric_name(name)}"] = tf.cast(iou[i], tf.float32)
+        return out
+
+    def reset_state(self) -> None:
+        """Zero the matrix."""
+        self.matrix.assign(tf.zeros_like(self.matrix))
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialisable configuration."""
+        return super().get_config() | {"names": self.names}
+
+
+def metric_name(name: str) -> str:
+    """A class name as a log key: lower case, non-alphanumerics to ``_``."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_") or "class"

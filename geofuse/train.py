@@ -1,0 +1,345 @@
+"""``train()``: labelled tiles or scenes -> a fitted fusion U-Net in the one-file model format.
+
+Steps: find and open the data (:mod:`geofuse.datasets`), check it and count classes in one pass,
+hold out whole tiles or scene blocks for validation, compute per-band normalisation and class
+weights on the training part, then fit on chips sampled on the fly (:mod:`geofuse.chips`) with
+CE + Dice (:mod:`geofuse.losses`), keeping the best weights, stopping early, and checkpointing
+every epoch so ``resume=True`` continues after a kill. The run folder receives ``history.csv``,
+``curves.png``, ``metrics.json`` and ``checkpoints/``; the model file is written atomically at the
+end with its provenance.
+
+TensorFlow is imported inside :func:`train`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import geofuse
+from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
+from geofuse.datasets import (
+    VECTOR_EXTS,
+    LabelledRaster,
+    band_scale,
+    class_weights,
+    data_digest,
+    find_pairs,
+    make_units,
+    normalisation_stats,
+    scan,
+    split_units,
+)
+from geofuse.errors import ConfigError, InputError, OutputError
+from geofuse.labels import LabelCoding, default_colour, load_classes
+from geofuse.train_config import SceneSource, TilesSource, TrainConfig
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+Report = Callable[[int, Mapping[str, float]], None]
+
+__all__ = ["TrainConfig", "TrainResult", "train", "TilesSource", "SceneSource"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    model: Path
+    run_dir: Path
+    metrics: dict[str, Any]
+    epochs: int
+    best_epoch: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# -- data assembly ------------------------------------------------------------------------------
+
+
+def _resolve_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCoding | None]:
+    """The class table: explicit, from a classes file, from a tiles folder's classes.json."""
+    if config.classes is not None:
+        return tuple(config.classes), config.coding
+    if config.classes_file is not None:
+        classes, coding = load_classes(config.classes_file)
+        return classes, coding
+    for source in config.sources:
+        if isinstance(source, TilesSource) and (Path(source.root) / "classes.json").is_file():
+            return load_classes(Path(source.root) / "classes.json")
+    return (), None
+
+
+def _infer_classes(config: TrainConfig) -> tuple[ClassInfo, ...]:
+    """Class table when none is given: vector class names, or ids seen in id-coded masks."""
+    import rasterio
+
+    from geofuse.labels import vector_class_names
+
+    for source in config.sources:
+        if isinstance(source, SceneSource) and source.labels.suffix.lower() in VECTOR_EXTS:
+            if source.class_field is None:
+                names = ["background", Path(source.labels).stem]
+            else:
+                found = vector_class_names(source.labels, source.class_field)
+                if all(n.lstrip("-").isdigit() for n in found):
+                    top = max(1, max(int(n) for n in found))
+                    names = [f"class{i}" for i in range(top + 1)]
+                else:
+                    names = ["background", *found]
+            return tuple(ClassInfo(i, n, default_colour(i)) for i, n in enumerate(names))
+    top = 1
+    ignore = set(config.ignore_values)
+    masks = [m for s in config.sources for m in _mask_paths(s)]
+    for path in masks:
+        with rasterio.open(path) as ds:
+            if ds.count != 1:
+                raise InputError(
+                    f"{path}: expected a classes file (--classes) with colours for "
+                    "colour-coded masks. Received: none"
+                )
+            values = np.unique(ds.read(1))
+            values = [int(v) for v in values if int(v) not in ignore and v != ds.nodata]
+            if values and min(values) < 0:
+                raise InputError(
+                    f"{path}: expected class ids >= 0. Received: {min(values)} "
+                    "(use --ignore-value)"
+                )
+            top = max([top, *values])
+    return tuple(ClassInfo(i, f"class{i}", default_colour(i)) for i in range(top + 1))
+
+
+def _mask_paths(source: TilesSource | SceneSource) -> list[Path]:
+    if isinstance(source, TilesSource):
+        return [m for _, m in find_pairs(source)]
+    return [Path(source.labels)]
+
+
+def open_data(
+    config: TrainConfig, classes: tuple[ClassInfo, ...], coding: LabelCoding
+) -> tuple[list[LabelledRaster], list[str], list[Path]]:
+    """Open every source as labelled rasters; check bands, sizes and data types agree."""
+    rasters: list[LabelledRaster] = []
+    kinds: list[str] = []
+    files: list[Path] = []
+    expected: int | None = None
+    for index, source in enumerate(config.sources):
+        if isinstance(source, TilesSource):
+            pairs = find_pairs(source)
+            extra: dict[str, Any] = {}
+            kind = "tile"
+        else:
+            pairs = [(Path(source.scene), Path(source.labels))]
+            extra = {"class_field": source.class_field, "line_width": source.line_width}
+            kind = "scene"
+        for image, mask in pairs:
+            raster = LabelledRaster(
+                image, mask, source.coding or coding, classes, config.bands, expected, **extra
+            )
+            raster.source = index
+            expected = len(raster.bands)
+            if rasters and raster.dtype != rasters[0].dtype:
+                raise InputError(
+                    f"Expected {rasters[0].dtype} images like {rasters[0].name}. "
+                    f"Received: {raster.dtype} in {image}"
+                )
+            rasters.append(raster)
+            kinds.append(kind)
+            files += [image, mask]
+    if not rasters:
+        raise InputError("Expected at least one tiles folder or scene. Received: none")
+    return rasters, kinds, files
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def _check_outputs(config: TrainConfig) -> Path:
+    out = Path(config.out)
+    if out.suffix != ".keras":
+        raise OutputError(f"{out}: expected a model path ending in .keras")
+    if out.exists() and not (config.overwrite or config.resume):
+        raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise OutputError(f"{out}: folder is not writable")
+    return config.run_dir or out.with_suffix(".train")
+
+
+def train(
+    config: TrainConfig,
+    progress: Progress | None = None,
+    report: Report | None = None,
+) -> TrainResult:
+    """Train a fusion U-Net and write it as one model file.
+
+    Args:
+        config: What to train on and how.
+        progress: ``progress(done_epochs, total_epochs)`` after every epoch.
+        report: ``report(epoch, logs)`` after every epoch (loss, mean IoU, ...).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        GeofuseError: InputError for bad data (one line naming the file), OutputError for an
+            existing or unwritable model path, ConfigError for bad settings. Nothing is written
+            before the data has been checked.
+    """
+    start = time.perf_counter()
+    run_dir = _check_outputs(config)
+    classes, coding = _resolve_classes(config)
+    if not classes:
+        classes = _infer_classes(config)
+    coding = _merge_coding(coding, classes, config)
+    rasters, kinds, files = open_data(config, classes, coding)
+    if config.cache == "memory":
+        for raster in rasters:
+            raster.load()
+    elif config.cache == "auto":
+        for raster in rasters:
+            if raster.driver not in ("GTiff", "COG", "VRT"):
+                raster.load()
+    scale = band_scale(rasters[0].dtype)
+    block = config.val_block or max(4 * config.patch, 256)
+    units = make_units(rasters, kinds, block)
+    scan(rasters, units, len(classes), scale)
+    if sum(int(u.counts.sum()) for u in units) == 0:
+        raise InputError(f"{rasters[0].labels}: no labelled pixels in the training data")
+    split_units(units, config.val_fraction, config.seed)
+    mean, std = normalisation_stats(units)
+    norm = Normalization(mean=mean, std=std, scale=scale)
+    train_counts = sum(u.counts for u in units if not u.validation)
+    weights = _class_weights(config, train_counts, classes)
+    spec = ModelSpec(
+        bands=len(rasters[0].bands), classes=len(classes), depth=config.depth,
+        base_filters=config.base_filters, fusion=config.fusion,
+        fusion_width=config.fusion_width,
+    )
+    info = ModelInfo(
+        spec=spec, band_names=_band_names(rasters[0]), normalization=norm, classes=classes,
+        patch_size=config.patch, input_dtype=rasters[0].dtype,
+    )
+    from geofuse.fit import fit_model
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report)
+    digest = data_digest(files)
+    metrics = {
+        "validation": outcome.validation,
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": outcome.epochs,
+        "monitor": outcome.monitor,
+        "class_weights": [round(float(w), 4) for w in weights],
+        "class_pixels_train": {c.name: int(n) for c, n in zip(classes, train_counts, strict=True)},
+        "units": {"train": sum(not u.validation for u in units),
+                  "validation": sum(u.validation for u in units)},
+        "held_out": [_unit_name(rasters[u.raster], u, kinds[u.raster])
+                     for u in units if u.validation],
+        "replicas": outcome.replicas,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    provenance = {
+        "geofuse_version": geofuse.__version__,
+        "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data_digest": digest,
+        "data": [_describe_source(s) for s in config.sources],
+        "classes": [c.name for c in classes],
+        "fusion": spec.fusion,
+        "metrics": _short_metrics(outcome.validation),
+        "training_config": config.to_dict(),
+    }
+    final = ModelInfo(**{**info.__dict__, "provenance": provenance})
+    _write_json(run_dir / "metrics.json", metrics)
+    from geofuse.model import save_model
+
+    save_model(outcome.export_model, final, config.out)
+    os.chmod(config.out, 0o644)
+    return TrainResult(
+        model=Path(config.out), run_dir=run_dir, metrics=metrics, epochs=outcome.epochs,
+        best_epoch=outcome.best_epoch, seconds=time.perf_counter() - start,
+        history=outcome.history,
+    )
+
+
+def _merge_coding(
+    coding: LabelCoding | None, classes: tuple[ClassInfo, ...], config: TrainConfig
+) -> LabelCoding:
+    """The run's coding, plus ``ignore_values``/``ignore_colors`` and ``mask_mode`` settings."""
+    base = coding or LabelCoding(classes=len(classes),
+                                 colors=tuple(c.color for c in classes))
+    if base.classes != len(classes):
+        raise ConfigError(f"Expected a coding for {len(classes)} classes. Received: {base.classes}")
+    return LabelCoding(
+        classes=base.classes, values=base.values,
+        colors=base.colors or tuple(c.color for c in classes),
+        ignore_values=tuple(dict.fromkeys(base.ignore_values + config.ignore_values)),
+        ignore_colors=tuple(dict.fromkeys(base.ignore_colors + config.ignore_colors)),
+        mode=config.mask_mode if config.mask_mode != "auto" else base.mode,
+    )
+
+
+def _class_weights(
+    config: TrainConfig, counts: np.ndarray, classes: tuple[ClassInfo, ...]
+) -> np.ndarray:
+    if config.class_weights == "none":
+        return np.ones(len(classes))
+    if config.class_weights == "auto":
+        return class_weights(counts)
+    weights = np.asarray(config.class_weights, np.float64)
+    if len(weights) != len(classes):
+        raise ConfigError(
+            f"Expected {len(classes)} class weights. Received: {len(weights)}"
+        )
+    return weights
+
+
+def _band_names(raster: LabelledRaster) -> tuple[str, ...]:
+    names = tuple(n if n and n not in ("undefined", "gray") else f"b{b}"
+                  for n, b in zip(raster.band_names, raster.bands, strict=True))
+    return names if len(set(names)) == len(names) else tuple(f"b{b}" for b in raster.bands)
+
+
+def _unit_name(raster: LabelledRaster, unit: Any, kind: str) -> str:
+    if kind == "tile":
+        return str(raster.image)
+    w = unit.window
+    return f"{raster.image} rows {w.row_off}:{w.row_off + w.height} " \
+           f"cols {w.col_off}:{w.col_off + w.width}"
+
+
+def _describe_source(source: TilesSource | SceneSource) -> dict[str, Any]:
+    if isinstance(source, TilesSource):
+        return {"tiles": str(source.root), "images": source.images, "masks": source.masks,
+                "exclude": list(source.exclude)}
+    return {"scene": str(source.scene), "labels": str(source.labels),
+            "class_field": source.class_field, "line_width": source.line_width}
+
+
+def _short_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    if not summary:
+        return {}
+    return {
+        "split": "validation",
+        "mean_iou": summary.get("mean_iou"),
+        "mean_f1": summary.get("mean_f1"),
+        "iou": {k: v["iou"] for k, v in summary.get("classes", {}).items()},
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,136 @@
+"""Is the training input pipeline the bottleneck? Step time with chips read from GeoTIFFs
+(on the fly, as `geofuse train` does) versus the same chips already held in memory.
+
+It writes a tiled, deflate-compressed RGB GeoTIFF scene with a label raster, draws one table of
+random chips (with augmentation), and times the same compiled training step fed by
+
+  * disk:   geofuse.chips.train_dataset -> parallel GeoTIFF window reads + augmentation
+  * memory: the identical batches, precomputed into arrays (tf.data from_tensor_slices)
+
+plus the pipeline alone (no model). Goal: disk / memory <= 1.15.
+
+    nice -n 10 python scripts/bench_train.py [--size 4096 --steps 60 --batch-size 16 --patch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def write_scene(folder: Path, size: int) -> tuple[Path, Path]:
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    profile = {"driver": "GTiff", "width": size, "height": size, "crs": "EPSG:32633",
+               "transform": Affine(0.5, 0, 500000, 0, -0.5, 5000000), "tiled": True,
+               "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+    scene, labels = folder / "scene.tif", folder / "labels.tif"
+    with rasterio.open(scene, "w", count=3, dtype="uint8", nodata=0, **profile) as img, \
+            rasterio.open(labels, "w", count=1, dtype="uint8", nodata=255, **profile) as lab:
+        for r in range(0, size, 512):
+            h = min(512, size - r)
+            window = rasterio.windows.Window(0, r, size, h)
+            y = (rng.random((h // 16 + 1, size // 16 + 1)) * 5).astype(np.uint8)
+            y = np.kron(y, np.ones((16, 16), np.uint8))[:h, :size]
+            x = (y[None] * 40 + rng.integers(1, 60, (3, h, size))).astype(np.uint8)
+            img.write(x, window=window)
+            lab.write(y[None], window=window)
+    return scene, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--filters", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from geofuse.chips import ChipLoader, train_dataset
+    from geofuse.config import ClassInfo, ModelSpec, Normalization
+    from geofuse.datasets import LabelledRaster, band_scale, make_units, normalisation_stats, scan
+    from geofuse.labels import LabelCoding
+    from geofuse.losses import SegmentationLoss
+    from geofuse.model import build_unet
+
+    classes = tuple(ClassInfo(i, f"c{i}") for i in range(5))
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        scene, labels = write_scene(Path(tmp), args.size)
+        raster = LabelledRaster(scene, labels, LabelCoding(classes=5), classes)
+        units = make_units([raster], ["scene"], 512)
+        scan([raster], units, 5, band_scale("uint8"))
+        mean, std = normalisation_stats(units)
+        norm = Normalization(mean, std, scale=1 / 255)
+        loader = ChipLoader([raster], units, args.patch, norm, augment=True, seed=0)
+        n = (args.steps + 5) * args.batch_size
+        rows = loader.epoch_rows(0, n)
+
+        keras.utils.set_random_seed(0)
+        model = build_unet(ModelSpec(bands=3, classes=5, depth=args.depth,
+                                     base_filters=args.filters))
+        model.compile(keras.optimizers.Adam(1e-3), SegmentationLoss(5))
+
+        # pipeline alone
+        t = time.perf_counter()
+        for _ in train_dataset(loader, rows, args.batch_size, args.workers):
+            pass
+        pipeline = (time.perf_counter() - t) / (n // args.batch_size)
+
+        # the same batches in memory
+        t = time.perf_counter()
+        xs, ys = loader.load(rows)
+        load_all = time.perf_counter() - t
+        memory = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(
+            args.batch_size, drop_remainder=True).prefetch(2)
+        disk = train_dataset(loader, rows, args.batch_size, args.workers)
+
+        def timed(ds: object) -> float:
+            stamps: list[float] = []
+            cb = keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda b, logs: stamps.append(time.perf_counter()))
+            model.fit(ds, epochs=1, steps_per_epoch=args.steps + 5, verbose=0,
+                      callbacks=[cb], shuffle=False)
+            steps = np.diff(stamps[4:])  # skip warm-up steps
+            return float(np.median(steps)), float(np.mean(steps))
+
+        timed(memory)  # trace once
+        results = {}
+        for name, ds in (("memory", memory), ("disk", disk), ("memory", memory),
+                         ("disk", disk)):
+            results.setdefault(name, []).append(timed(ds))
+        raster.close()
+
+    mem = np.mean([r[1] for r in results["memory"]])
+    dsk = np.mean([r[1] for r in results["disk"]])
+    mpx = args.batch_size * args.patch**2 / 1e6
+    print(f"scene {args.size}x{args.size} GeoTIFF (tiled 256, deflate), chips {args.patch} px, "
+          f"batch {args.batch_size}, model depth {args.depth} / {args.filters} filters, "
+          f"{args.workers} parallel reads, {args.steps} timed steps x 2 rounds")
+    print(f"pipeline alone (read + augment): {pipeline * 1e3:7.1f} ms/batch "
+          f"({mpx / pipeline:.1f} Mpx/s); loading all {n} chips up front took {load_all:.1f} s")
+    print(f"train step, chips in memory    : {mem * 1e3:7.1f} ms/step "
+          f"(median {np.mean([r[0] for r in results['memory']]) * 1e3:.1f})")
+    print(f"train step, chips from GeoTIFF : {dsk * 1e3:7.1f} ms/step "
+          f"(median {np.mean([r[0] for r in results['disk']]) * 1e3:.1f})")
+    print(f"ratio disk / memory            : {dsk / mem:.3f} (goal <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()

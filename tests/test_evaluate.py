@@ -1,0 +1,137 @@
+"""`geofuse evaluate` and the metrics behind it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geofuse.cli import main
+from geofuse.metrics import confusion_matrix, summarize
+from geofuse.windows import TileGrid
+from tests.trainkit import make_scene, make_tiles, write_classes
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for a few steps on generated tiles (3 classes)."""
+    from geofuse.train import TilesSource, TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("trained")
+    tiles = make_tiles(folder / "tiles", count=5, size=64)
+    config = TrainConfig(sources=(TilesSource(tiles),), out=folder / "m.keras", depth=2,
+                         base_filters=4, patch=32, batch_size=8, epochs=2, steps_per_epoch=4)
+    return train(config).model
+
+
+def evaluate(*args: str | Path) -> object:
+    return CliRunner().invoke(main, ["evaluate", *map(str, args), "--quiet"])
+
+
+def test_metrics_by_hand() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 255])
+    preds = np.array([0, 1, 1, 1, 0, 2])
+    cm = confusion_matrix(labels, preds, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    report = summarize(cm, ["a", "b", "c"])
+    assert report["classes"]["a"]["iou"] == pytest.approx(1 / 3)
+    assert report["classes"]["b"]["iou"] == pytest.approx(2 / 3)
+    assert report["classes"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert report["classes"]["a"]["recall"] == pytest.approx(1 / 2)
+    assert report["classes"]["c"]["f1"] == 0.0
+    assert report["mean_iou"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+    assert report["pixels"] == 5 and report["accuracy"] == pytest.approx(3 / 5)
+    # a class absent everywhere is undefined and left out of the means
+    cm4 = confusion_matrix(labels, preds, 4)
+    assert summarize(cm4, list("abcd"))["classes"]["d"]["iou"] is None
+    assert summarize(cm4, list("abcd"))["mean_iou"] == report["mean_iou"]
+
+
+def test_evaluate_tiles_matches_segment_outputs(tmp_path: Path, trained: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=3, size=64, seed=40)
+    report = tmp_path / "r.json"
+    result = evaluate("--model", trained, "--tiles", tiles, "--report", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    # independently: segment each tile with the CLI and count with numpy
+    cm = np.zeros((3, 3), np.int64)
+    for image in sorted((tiles / "images").iterdir()):
+        out = tmp_path / f"seg_{image.name}"
+        seg = CliRunner().invoke(main, ["segment", str(image), str(out), "--model",
+                                        str(trained), "--tile", "64", "--quiet"])
+        assert seg.exit_code == 0, seg.output
+        with rasterio.open(out) as p, rasterio.open(tiles / "masks" / image.name) as m:
+            cm += confusion_matrix(m.read(1), p.read(1), 3)
+    assert data["confusion_matrix"] == cm.tolist()
+    assert data["pixels"] == 3 * 64 * 64
+    assert set(data["classes"]["building"]) == {"iou", "f1", "precision", "recall", "support"}
+    assert "IoU" in result.output and "mean IoU" in result.output
+
+    again = evaluate("--model", trained, "--tiles", tiles, "--report", report)
+    assert again.exit_code == 1 and "r.json" in again.output
+
+
+def test_evaluate_scene_with_seam_metric(tmp_path: Path, trained: Path) -> None:
+    scene, labels = make_scene(tmp_path, size=(160, 200), collar=8)
+    report = tmp_path / "scene.json"
+    result = evaluate("--model", trained, "--scene", scene, "--labels", labels,
+                      "--tile", "64", "--overlap", "16", "--seam-width", "4",
+                      "--report", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    with rasterio.open(labels) as ds:
+        lab = ds.read(1)
+    with rasterio.open(scene) as ds:
+        valid = ds.read_masks(1) > 0
+    scored = (lab < 3) & valid
+    assert data["pixels"] == int(scored.sum())
+    seams = data["seams"]
+    assert seams["seam"]["pixels"] + seams["interior"]["pixels"] == data["pixels"]
+    # the band: rows/cols within 4 px of interior core boundaries of the same tile grid
+    grid = TileGrid(160, 200, 64, 16)
+    row_b = sorted({int(t.core.row_off) for t in grid.tiles} - {0})
+    col_b = sorted({int(t.core.col_off) for t in grid.tiles} - {0})
+    band = np.zeros((160, 200), bool)
+    for b in row_b:
+        band[b - 4:b + 4, :] = True
+    for b in col_b:
+        band[:, b - 4:b + 4] = True
+    assert seams["seam"]["pixels"] == int((band & scored).sum())
+    assert "seam band" in result.output
+
+
+def test_evaluate_scene_with_vector_labels(tmp_path: Path, trained: Path) -> None:
+    from shapely.geometry import box, mapping
+
+    scene, _ = make_scene(tmp_path, size=(64, 64))
+    with rasterio.open(scene) as ds:
+        west, _, _, north = ds.bounds
+    geom = mapping(box(west + 4, north - 12, west + 12, north - 4))  # 8 x 8 m = 256 px
+    labels = tmp_path / "l.geojson"
+    labels.write_text(json.dumps({
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}},
+        "features": [{"type": "Feature", "properties": {"kind": "building"},
+                      "geometry": geom}]}))
+    result = evaluate("--model", trained, "--scene", scene, "--labels", labels,
+                      "--class-field", "kind", "--tile", "64", "--report", tmp_path / "v.json")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["classes"]["building"]["support"] == 256
+    assert data["pixels"] == 64 * 64
+
+
+def test_evaluate_bad_inputs(tmp_path: Path, trained: Path) -> None:
+    tiles = make_tiles(tmp_path / "t", count=2, size=32)
+    write_classes(tiles / "classes.json")
+    (tiles / "masks" / "t01.tif").unlink()
+    result = evaluate("--model", trained, "--tiles", tiles, "--report", tmp_path / "r.json")
+    assert result.exit_code == 1 and "t01.tif" in result.output
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.png").exists()
+    usage = evaluate("--model", trained)
+    assert usage.exit_code == 2

@@ -1,0 +1,438 @@
+"""`geofuse train` and `geofuse.train.train()` on generated tiles and scenes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from PIL import Image
+
+from geofuse.cli import main
+from geofuse.errors import InputError
+from tests.conftest import write_geotiff
+from tests.trainkit import CLASSES, make_scene, make_tiles, synth, write_classes
+
+TINY = ["--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "8",
+        "--epochs", "2", "--steps", "3", "--quiet"]
+
+
+def run_train(*args: str | Path) -> object:
+    return CliRunner().invoke(main, ["train", *map(str, args)])
+
+
+def history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_on_tiles_writes_model_history_curves_and_metrics(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=6)
+    out = tmp_path / "model.keras"
+    result = run_train("--tiles", tiles, "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "model.train"
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"loss", "mean_iou", "val_loss", "val_mean_iou", "val_iou_building"} <= set(rows[0])
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["units"] == {"train": 5, "validation": 1}  # whole tiles held out
+    assert set(metrics["validation"]["classes"]) == {"background", "building", "water"}
+    # every labelled pixel of the training tiles is counted once
+    assert sum(metrics["class_pixels_train"].values()) == 5 * 64 * 64
+
+    from geofuse.model import load_model
+
+    loaded = load_model(out)
+    info = loaded.info
+    assert [c.name for c in info.classes] == ["background", "building", "water"]
+    assert info.classes[1].color == "#d23c32"
+    assert info.normalization.scale == pytest.approx(1 / 255)
+    # stats are those of the 5 training tiles (the held-out tile is not used)
+    held_out = {Path(p).name for p in metrics["held_out"]}
+    assert len(held_out) == 1
+    pixels = []
+    for tile in sorted((tiles / "images").iterdir()):
+        if tile.name not in held_out:
+            with rasterio.open(tile) as ds:
+                pixels.append(ds.read().reshape(3, -1) / 255.0)
+    pixels = np.concatenate(pixels, axis=1)
+    assert np.allclose(info.normalization.mean, pixels.mean(axis=1), atol=1e-6)
+    assert np.allclose(info.normalization.std, pixels.std(axis=1), atol=1e-6)
+    prov = info.provenance
+    assert prov["fusion"] == "concat" and prov["classes"] == ["background", "building", "water"]
+    assert len(prov["data_digest"]) == 64
+    assert prov["training_config"]["patch"] == 32
+    assert prov["metrics"]["mean_iou"] == metrics["validation"]["mean_iou"]
+
+    # the model segments a GeoTIFF through `geofuse segment`
+    scene, _ = make_scene(tmp_path / "s")
+    seg = CliRunner().invoke(main, ["segment", str(scene), str(tmp_path / "m.tif"),
+                                    "--model", str(out), "--tile", "64", "--quiet"])
+    assert seg.exit_code == 0, seg.output
+    with rasterio.open(tmp_path / "m.tif") as m, rasterio.open(scene) as s:
+        assert (m.crs, m.transform, m.shape) == (s.crs, s.transform, s.shape)
+        assert set(np.unique(m.read(1))) <= {0, 1, 2}
+
+
+def test_jpeg_png_tiles_colour_masks_custom_folders_and_spaces(tmp_path: Path) -> None:
+    root = tmp_path / "my data"
+    ignore = (155, 155, 155)
+    counts = np.zeros(3, np.int64)
+    for t, palette in (("Tile 1", False), ("Tile 2", True)):
+        (root / t / "imgs").mkdir(parents=True)
+        (root / t / "labels").mkdir(parents=True)
+        for i in range(3):
+            image, labels = synth(10 * i + len(t) + palette, 48, 48)
+            labels[:4, :4] = 9  # "unlabeled" colour
+            counts += np.bincount(labels[labels < 3].ravel(), minlength=3)
+            Image.fromarray(np.moveaxis(image, 0, -1)).save(root / t / "imgs" / f"p {i}.jpg")
+            lut = np.zeros((256, 3), np.uint8)
+            for c in CLASSES:
+                lut[c["id"]] = [int(c["color"][k:k + 2], 16) for k in (1, 3, 5)]
+            lut[9] = ignore
+            if palette:
+                img = Image.fromarray(labels, mode="P")
+                img.putpalette(lut.ravel().tolist())
+            else:
+                img = Image.fromarray(lut[labels])
+            img.save(root / t / "labels" / f"p {i}.png")
+    classes = write_classes(tmp_path / "classes.json")
+    out = tmp_path / "out dir" / "m.keras"
+    result = run_train("--tiles", root, "--images-dir", "imgs", "--masks-dir", "labels",
+                       "--image-ext", ".jpg", "--mask-ext", "png", "--classes", classes,
+                       "--ignore-value", "#9b9b9b", "--val-fraction", "0", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out dir" / "m.train" / "metrics.json").read_text())
+    # colours decoded to the right classes; the ignored colour counts nowhere
+    assert list(metrics["class_pixels_train"].values()) == counts.tolist()
+    assert metrics["monitor"] == "mean_iou" and metrics["validation"] == {}
+
+    # without --ignore-value the unlabeled colour is a value outside the classes
+    bad = run_train("--tiles", root, "--images-dir", "imgs", "--masks-dir", "labels",
+                    "--classes", classes, "--out", tmp_path / "bad.keras", *TINY)
+    assert bad.exit_code == 1
+    assert "#9b9b9b" in bad.output and "p 0.png" in bad.output
+    assert not (tmp_path / "bad.keras").exists() and not (tmp_path / "bad.train").exists()
+
+
+def test_scene_with_label_raster_holds_out_blocks_and_ignores_invalid(tmp_path: Path) -> None:
+    from geofuse.train import SceneSource, TrainConfig, train
+
+    scene, labels = make_scene(tmp_path, size=(128, 192), collar=16)
+    with rasterio.open(labels) as ds:
+        lab = ds.read(1)
+    # a pixel invalid in the image but labelled must not count either
+    with rasterio.open(scene, "r+") as ds:
+        data = ds.read()
+        data[:, 100, 100] = 0
+        ds.write(data)
+    config = TrainConfig(
+        sources=(SceneSource(scene, labels),), out=tmp_path / "m.keras",
+        classes_file=write_classes(tmp_path / "c.json"), depth=2, base_filters=4, patch=32,
+        batch_size=8, epochs=1, steps_per_epoch=2, val_block=64, val_fraction=0.34,
+    )
+    result = train(config)
+    units = result.metrics["units"]
+    assert units == {"train": 4, "validation": 2}  # 2 x 3 blocks of 64 px
+    expected = int((lab < 3).sum()) - int(lab[100, 100] < 3)
+    counted = sum(result.metrics["class_pixels_train"].values())
+    counted += result.metrics["validation"]["pixels"]
+    assert counted == expected
+
+
+def test_same_seed_same_metrics_and_resume_after_interrupt(tmp_path: Path) -> None:
+    from geofuse.train import TilesSource, TrainConfig, train
+
+    tiles = make_tiles(tmp_path / "tiles", count=5, size=48)
+    common = dict(sources=(TilesSource(tiles),), depth=2, base_filters=4, patch=32,
+                  batch_size=8, epochs=3, steps_per_epoch=3, seed=7)
+    first = train(TrainConfig(out=tmp_path / "a.keras", **common))
+    second = train(TrainConfig(out=tmp_path / "b.keras", **common))
+    a, b = first.metrics["validation"], second.metrics["validation"]
+    assert a["mean_iou"] == pytest.approx(b["mean_iou"], abs=1e-6)
+    assert np.allclose(a["confusion_matrix"], b["confusion_matrix"], atol=2)
+    assert [h["loss"] for h in first.history] == pytest.approx(
+        [h["loss"] for h in second.history], rel=1e-5)
+
+    class Killed(KeyboardInterrupt):
+        pass
+
+    def kill_after_two(done: int, total: int) -> None:
+        if done == 2:
+            raise Killed
+
+    config = TrainConfig(out=tmp_path / "c.keras", **common)
+    with pytest.raises(Killed):
+        train(config, progress=kill_after_two)
+    assert not (tmp_path / "c.keras").exists()
+    assert len(history(tmp_path / "c.train")) == 2
+    resumed = train(TrainConfig(out=tmp_path / "c.keras", resume=True, **common))
+    assert [int(r["epoch"]) for r in history(tmp_path / "c.train")] == [0, 1, 2]
+    assert resumed.metrics["validation"]["mean_iou"] == pytest.approx(a["mean_iou"], abs=1e-4)
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [h["loss"] for h in first.history], rel=1e-4)
+
+
+def test_ignore_value_in_id_masks(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "t", count=3, size=48, classes=False)
+    for mask in (tiles / "masks").iterdir():
+        with rasterio.open(mask, "r+") as ds:
+            a = ds.read(1)
+            a[:8] = 9
+            ds.write(a, 1)
+    classes = write_classes(tmp_path / "classes.json")
+    bad = run_train("--tiles", tiles, "--classes", classes, "--out", tmp_path / "x.keras", *TINY)
+    assert bad.exit_code == 1 and "Received: 9" in bad.output
+    ok = run_train("--tiles", tiles, "--classes", classes, "--ignore-value", "9",
+                   "--out", tmp_path / "m.keras", *TINY)
+    assert ok.exit_code == 0, ok.output
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    seen = sum(metrics["class_pixels_train"].values()) + metrics["validation"]["pixels"]
+    assert seen == 3 * 40 * 48
+
+
+def bad_case(tmp_path: Path, case: str) -> tuple[list[str], str]:
+    tiles = make_tiles(tmp_path / "t", count=3, size=48)
+    if case == "image without mask":
+        (tiles / "masks" / "t01.tif").unlink()
+        return ["--tiles", str(tiles)], "t01.tif"
+    if case == "mask of another size":
+        write_geotiff(tiles / "masks" / "t02.tif", np.zeros((40, 48), np.uint8))
+        return ["--tiles", str(tiles)], "t02.tif"
+    if case == "mask values outside the classes":
+        write_geotiff(tiles / "masks" / "t00.tif", np.full((48, 48), 7, np.uint8))
+        return ["--tiles", str(tiles)], "t00.tif"
+    if case == "empty tiles folder":
+        (tmp_path / "empty" / "images").mkdir(parents=True)
+        (tmp_path / "empty" / "masks").mkdir(parents=True)
+        return ["--tiles", str(tmp_path / "empty")], "empty"
+    scene, labels = make_scene(tmp_path / "s", size=(64, 64))
+    if case == "labels that miss the scene":
+        far = {"type": "FeatureCollection", "features": [{
+            "type": "Feature", "properties": {},
+            "geometry": {"type": "Polygon", "coordinates": [
+                [[2.0, 48.0], [2.001, 48.0], [2.001, 48.001], [2.0, 48.0]]]}}]}
+        path = tmp_path / "far.geojson"
+        path.write_text(json.dumps(far))
+        return ["--scene", str(scene), "--labels", str(path)], "far.geojson"
+    assert case == "scene with fewer bands than asked"
+    return ["--scene", str(scene), "--labels", str(labels), "--bands", "1,2,3,4"], "scene.tif"
+
+
+@pytest.mark.parametrize("case", [
+    "image without mask", "mask of another size", "mask values outside the classes",
+    "empty tiles folder", "labels that miss the scene", "scene with fewer bands than asked",
+])
+def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path: Path, case: str) -> None:
+    args, name = bad_case(tmp_path, case)
+    out = tmp_path / "out" / "m.keras"
+    result = run_train(*args, "--out", out, *TINY)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and name in lines[0], lines
+    assert "Traceback" not in result.output
+    assert not out.exists() and not (tmp_path / "out" / "m.train").exists()
+
+
+def test_vector_labels_reprojected_buffered_and_rasterised(tmp_path: Path) -> None:
+    from rasterio.warp import transform_geom
+    from shapely.geometry import LineString, box, mapping
+
+    from geofuse.datasets import LabelledRaster
+    from geofuse.labels import LabelCoding
+    from geofuse.train_config import TrainConfig  # noqa: F401  (import check)
+
+    scene, _ = make_scene(tmp_path, size=(96, 96))
+    with rasterio.open(scene) as ds:
+        west, south, east, north = ds.bounds
+    square = box(west + 8, north - 18, west + 18, north - 8)  # 10 x 10 m -> 400 px
+    line = LineString([(west + 4, south + 10), (west + 34, south + 10)])  # 30 m x 2 m
+    outside = box(east + 100, north + 100, east + 110, north + 110)
+    features = []
+    for geom, kind in ((square, "building"), (line, "water"), (outside, "building")):
+        lonlat = transform_geom("EPSG:32633", "EPSG:4326", mapping(geom))
+        features.append({"type": "Feature", "properties": {"kind": kind}, "geometry": lonlat})
+    labels = tmp_path / "labels.geojson"
+    labels.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+
+    from geofuse.config import ClassInfo
+
+    classes = tuple(ClassInfo(**c) for c in CLASSES)
+    raster = LabelledRaster(scene, labels, LabelCoding(classes=3), classes,
+                            class_field="kind", line_width=2.0)
+    _, _, ids = raster.read(rasterio.windows.Window(0, 0, 96, 96))
+    assert abs(int((ids == 1).sum()) - 400) <= 24
+    assert abs(int((ids == 2).sum()) - (30 * 2 + np.pi) / 0.25) <= 30
+    rows, cols = np.nonzero(ids == 1)
+    assert (rows.min(), cols.min()) == (16, 16)  # 8 m from the top-left corner
+
+    classes_json = write_classes(tmp_path / "classes.json")
+    result = run_train("--scene", scene, "--labels", labels, "--class-field", "kind",
+                       "--line-width", "2", "--classes", classes_json, "--val-block", "32",
+                       "--out", tmp_path / "m.keras", *TINY)
+    assert result.exit_code == 0, result.output
+    no_width = run_train("--scene", scene, "--labels", labels, "--class-field", "kind",
+                         "--classes", classes_json, "--out", tmp_path / "n.keras", *TINY)
+    assert no_width.exit_code == 1 and "--line-width" in no_width.output
+
+
+def test_augmentation_keeps_image_and_labels_aligned(tmp_path: Path) -> None:
+    from geofuse.chips import ChipLoader
+    from geofuse.config import Normalization
+
+    loader = ChipLoader.__new__(ChipLoader)
+    loader.jitter, loader.bands = 0.2, 1
+    x = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
+    y = (np.arange(64) % 251).astype(np.uint8).reshape(8, 8)
+    valid = np.ones((8, 8), bool)
+    valid[0, 0] = False
+    seen = set()
+    for k in range(8):
+        xa, ya = loader.augment_chip(x, y, valid, k, seed=k)
+        # labels encode the original pixel index; the image went through the same transform
+        # then an affine jitter, so a linear fit of image on labels is exact
+        v = ya != 0
+        fit = np.polyfit(ya[v].astype(float), xa[v, 0], 1)
+        assert np.allclose(np.polyval(fit, ya[v]), xa[v, 0], atol=1e-3)
+        assert xa[ya == 0, 0] == 0  # invalid input stays 0 after jitter
+        seen.add(ya.tobytes())
+    assert len(seen) == 8
+    assert Normalization  # imported for type context
+
+
+def test_loss_and_metric_ignore_pixels() -> None:
+    import tensorflow as tf
+
+    from geofuse.losses import ConfusionMetrics, SegmentationLoss
+    from geofuse.metrics import confusion_matrix
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, (2, 8, 8)).astype(np.uint8)
+    p = rng.dirichlet(np.ones(3), (2, 8, 8)).astype(np.float32)
+    y_ignored = y.copy()
+    y_ignored[:, :4] = 255
+    for mode in ("ce+dice", "focal+dice", "ce"):
+        loss = SegmentationLoss(3, mode, [1.0, 2.0, 0.5])
+        base = float(loss(y_ignored, p))
+        p2 = p.copy()
+        p2[:, :4] = rng.dirichlet(np.ones(3), (2, 4, 8))  # change predictions where ignored
+        assert float(loss(y_ignored, p2)) == pytest.approx(base, rel=1e-6)
+        assert float(loss(y, p)) != pytest.approx(base, rel=1e-3)
+    metric = ConfusionMetrics(["a", "b", "c"])
+    metric.update_state(tf.constant(y_ignored), tf.constant(p))
+    cm = confusion_matrix(y_ignored, p.argmax(-1), 3)
+    tp = np.diag(cm)
+    iou = tp / (cm.sum(0) + cm.sum(1) - tp)
+    result = metric.result()
+    assert float(result["mean_iou"]) == pytest.approx(iou.mean(), rel=1e-5)
+    assert float(result["iou_b"]) == pytest.approx(iou[1], rel=1e-5)
+
+
+def test_bad_inputs_in_library_name_the_file(tmp_path: Path) -> None:
+    from geofuse.datasets import find_pairs
+    from geofuse.train_config import TilesSource
+
+    tiles = make_tiles(tmp_path / "t", count=2, size=32)
+    (tiles / "masks" / "t00.tif").unlink()
+    with pytest.raises(InputError, match="t00.tif: no mask"):
+        find_pairs(TilesSource(tiles))
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
+    script = textwrap.dedent(f"""
+        import json, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from click.testing import CliRunner
+        from geofuse.cli import main
+        r = CliRunner().invoke(main, ["train", "--tiles", {str(tiles)!r}, "--out",
+            {str(tmp_path / "m.keras")!r}, "--strategy", "mirrored", "--depth", "2",
+            "--filters", "4", "--patch", "32", "--batch-size", "8", "--epochs", "1",
+            "--steps", "2", "--quiet"])
+        print("EXIT", r.exit_code, r.output)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert "EXIT 0" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    from geofuse.model import load_model
+
+    assert load_model(tmp_path / "m.keras").info.spec.classes == 3
+
+
+def test_real_dubai_colour_masks_decode_to_the_provenance_classes(real: Path) -> None:
+    from geofuse.config import ClassInfo
+    from geofuse.datasets import LabelledRaster
+    from geofuse.labels import IGNORE, LabelCoding
+
+    # colours measured in the masks (PROVENANCE.md), in our class order
+    table = {"land": "#8429F6", "building": "#3C1098", "road": "#6EC1E4",
+             "water": "#E2A929", "vegetation": "#FEDD3A"}
+    classes = tuple(ClassInfo(i, n, c) for i, (n, c) in enumerate(table.items()))
+    coding = LabelCoding(classes=5, colors=tuple(table.values()),
+                         ignore_colors=("#9B9B9B", "#000000"))
+    for name in ("Tile 1/masks/image_part_001.png", "Tile 2/masks/image_part_002.png"):
+        mask = real / "dubai-aerial-hitl" / name
+        image = mask.parent.parent / "images" / mask.with_suffix(".jpg").name
+        raster = LabelledRaster(image, mask, coding, classes)
+        _, _, ids = raster.read(rasterio.windows.Window(0, 0, raster.width, raster.height))
+        with rasterio.open(mask) as ds:
+            if ds.count == 1:  # palette PNG
+                cmap = ds.colormap(1)
+                rgb = np.array([cmap[int(v)][:3] for v in range(256)])[ds.read(1)]
+            else:
+                rgb = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
+        packed = (rgb[..., 0].astype(int) << 16) | (rgb[..., 1].astype(int) << 8) | rgb[..., 2]
+        for i, colour in enumerate(table.values()):
+            assert int((ids == i).sum()) == int((packed == int(colour[1:], 16)).sum())
+        assert int((ids == IGNORE).sum()) == int(np.isin(packed, [0x9B9B9B, 0]).sum())
+
+
+@pytest.mark.slow
+def test_real_sentinel2_layout_trains_and_evaluates(tmp_path: Path, real: Path) -> None:
+    src = real / "sentinel2-forest-hu"
+    data = tmp_path / "s2 chips"
+    for split, names in (("train", range(100, 108)), ("test", range(0, 3))):
+        for kind, ext in (("images", ".jpg"), ("labels", ".png")):
+            folder = data / f"{split}_{kind}"
+            folder.mkdir(parents=True)
+            for n in names:
+                for suffix in (ext, ext + ".aux.xml"):
+                    (folder / f"cnn_{n}{suffix}").symlink_to(src / f"{split}_{kind}" /
+                                                             f"cnn_{n}{suffix}")
+    classes = tmp_path / "forest.json"
+    classes.write_text(json.dumps({"classes": [{"name": "background", "value": 2},
+                                               {"name": "forest", "value": 1}],
+                                   "ignore": [0]}))
+    layout = ["--image-ext", ".jpg", "--mask-ext", ".png", "--classes", str(classes)]
+    result = run_train("--tiles", data, "--images-dir", "train_images", "--masks-dir",
+                       "train_labels", *layout, "--out", tmp_path / "f.keras", *TINY)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "f.train" / "metrics.json").read_text())
+    values = np.concatenate([np.asarray(Image.open(p)).ravel()
+                             for p in sorted((data / "train_labels").glob("*.png"))])
+    counted = sum(metrics["class_pixels_train"].values()) + metrics["validation"]["pixels"]
+    assert counted == int(np.isin(values, [1, 2]).sum())
+    report = tmp_path / "r.json"
+    ev = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "f.keras"), "--tiles",
+                                   str(data), "--images-dir", "test_images", "--masks-dir",
+                                   "test_labels", *layout, "--report", str(report), "--quiet"])
+    assert ev.exit_code == 0, ev.output
+    test_values = np.concatenate([np.asarray(Image.open(p)).ravel()
+                                  for p in sorted((data / "test_labels").glob("*.png"))])
+    rep = json.loads(report.read_text())
+    assert rep["classes"]["forest"]["support"] == int((test_values == 1).sum())
+    assert rep["classes"]["background"]["support"] == int((test_values == 2).sum())
