@@ -337,7 +337,7 @@ class SegmentConfig:
     probabilities: Path | None = None
     probability_dtype: str = "uint8"
     overwrite: bool = False
-    gdal_cache_mb: int = 64
+    gdal_cache_mb: int = 32
     tta: str = "none"
     aoi: Path | None = None
     vector: Path | None = None

@@ -34,6 +34,7 @@ from geofuse.errors import OutputError
 from geofuse.windows import TileGrid, blend_weights, core_weights
 
 PROB_SCALE = 254  # uint8 probabilities: value / 254; 255 is nodata
+FLUSH_ROWS = 64  # rows normalised and written at a time
 
 
 def _first_line(exc: BaseException) -> str:
@@ -212,6 +213,7 @@ class Stitcher:
         rows = min(grid.tile, grid.height)
         self._acc = np.zeros((rows, grid.width, classes), dtype=np.float32)
         self._weight = np.zeros((rows, grid.width), dtype=np.float32)
+        self._scratch = np.empty((grid.tile, grid.tile, classes), dtype=np.float32)
         self._top = 0  # scene row held at buffer row 0
         self._row = 0  # grid row being accumulated
         self._hann = blend_weights(grid.tile) if blend == "hann" else None
@@ -236,7 +238,8 @@ class Stitcher:
         weight = weight[:h, :w]
         b0 = r0 - self._top
         self._weight[b0 : b0 + h, c0 : c0 + w] += weight
-        self._acc[b0 : b0 + h, c0 : c0 + w] += probs[:h, :w] * weight[..., None]
+        scratch = np.multiply(probs[:h, :w], weight[..., None], out=self._scratch[:h, :w])
+        self._acc[b0 : b0 + h, c0 : c0 + w] += scratch
 
     def finish(self) -> None:
         """Flush every remaining row, a buffer at a time (grid rows may have had no tiles)."""
@@ -247,22 +250,30 @@ class Stitcher:
         n = row - self._top
         if n <= 0:
             return
-        weight = self._weight[:n]
-        covered = weight > 0
-        probs = self._acc[:n] / np.where(covered, weight, 1.0)[..., None]
-        labels = np.argmax(probs, axis=-1).astype(np.uint8)
-        labels[~covered] = CLASS_NODATA
-        self.class_counts += np.bincount(labels[covered], minlength=self.classes)[: self.classes]
-        self.nodata_pixels += int((~covered).sum())
-        self.mask_sink.write(self._top, labels[None])
-        if self.prob_sink is not None:
-            self.prob_sink.write(self._top, self._encode_probs(probs, covered))
+        for start in range(0, n, FLUSH_ROWS):
+            self._emit(start, min(n, start + FLUSH_ROWS))
         keep = self._acc.shape[0] - n
         self._acc[:keep] = self._acc[n:]
         self._acc[keep:] = 0
         self._weight[:keep] = self._weight[n:]
         self._weight[keep:] = 0
         self._top = row
+
+    def _emit(self, start: int, stop: int) -> None:
+        """Normalise buffer rows ``[start, stop)``, classify them and hand them to the sinks.
+
+        Done in chunks of ``FLUSH_ROWS`` so the temporaries stay small on wide scenes.
+        """
+        weight = self._weight[start:stop]
+        covered = weight > 0
+        probs = self._acc[start:stop] / np.where(covered, weight, 1.0)[..., None]
+        labels = np.argmax(probs, axis=-1).astype(np.uint8)
+        labels[~covered] = CLASS_NODATA
+        self.class_counts += np.bincount(labels[covered], minlength=self.classes)[: self.classes]
+        self.nodata_pixels += int((~covered).sum())
+        self.mask_sink.write(self._top + start, labels[None])
+        if self.prob_sink is not None:
+            self.prob_sink.write(self._top + start, self._encode_probs(probs, covered))
 
     def _encode_probs(self, probs: np.ndarray, covered: np.ndarray) -> np.ndarray:
         out = np.moveaxis(probs, -1, 0)

@@ -5,8 +5,9 @@ bundled sample scene), then, each in a fresh process so peak RSS is its own:
 
 * **end-to-end**: ``segment_scene`` with a warmed-up predictor (read, normalise, predict,
   stitch, write, COG conversion);
-* **model-only**: the same predictor on batches of the same shape, sampled just before and
-  just after the end-to-end run and scaled to its batch count.
+* **model-only**: the same predictor on the scene's first batches (read and normalised
+  beforehand), timed just before and just after the end-to-end run and scaled to its batch
+  count.
 
 It prints Mpx/s for both, their ratio (model-only time / end-to-end time for the same patches;
 1.0 means the pipeline adds nothing), patch pixels / scene pixels, and the peak RSS of each
@@ -97,24 +98,27 @@ def child(args: argparse.Namespace) -> None:
     from geofuse.config import SegmentConfig, TilingConfig
     from geofuse.model import load_model
     from geofuse.segment import make_predictor, segment_scene
+    from geofuse.tiling import SceneReader, batched, stack_batch
     from geofuse.windows import TileGrid
 
     loaded = load_model(args.model)
     bands = loaded.info.spec.bands
     predict = make_predictor(loaded.model, args.batch_size, args.tile, bands)
-    x = np.random.default_rng(0).normal(size=(args.batch_size, args.tile, args.tile, bands))
-    x = x.astype(np.float32)
-    predict(x)  # trace once, outside the timings
     with rasterio.open(args.scene) as ds:
         grid = TileGrid(ds.height, ds.width, args.tile, args.overlap)
     n_batches = -(-len(grid) // args.batch_size)
     sample = min(n_batches, 8)
+    # model-only inputs: the scene's own first patches, normalised as segment_scene does
+    with SceneReader(args.scene, normalization=loaded.info.normalization) as reader:
+        patches = reader.patches(grid, grid.tiles[: sample * args.batch_size])
+        inputs = [stack_batch(b, args.batch_size) for b in batched(patches, args.batch_size)]
+    predict(inputs[0])  # trace once, outside the timings
 
     def model_only() -> float:
         start = time.perf_counter()
-        for _ in range(sample):
+        for x in inputs:
             predict(x)
-        return (time.perf_counter() - start) / sample
+        return (time.perf_counter() - start) / len(inputs)
 
     before = model_only()
     config = SegmentConfig(tiling=TilingConfig(tile=args.tile, overlap=args.overlap,
