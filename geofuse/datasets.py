@@ -149,6 +149,7 @@ class LabelledRaster:
             try:
                 with rasterio.open(self.labels) as mask:
                     size = (mask.height, mask.width)
+                    grid = (mask.crs, mask.transform)
                     self.decoder = MaskDecoder.for_dataset(mask, coding, str(self.labels))
             except RasterioError as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -157,6 +158,14 @@ class LabelledRaster:
                 raise InputError(
                     f"{self.labels}: expected a mask of {self.width}x{self.height} px like "
                     f"{self.image.name}. Received: {size[1]}x{size[0]} px"
+                )
+            if grid[0] and self.crs and (
+                grid[0] != self.crs or not grid[1].almost_equals(self.transform, 1e-6)
+            ):
+                raise InputError(
+                    f"{self.labels}: expected a mask on the grid of {self.image.name} "
+                    f"({self.crs}, origin {self.transform.c:.3f}, {self.transform.f:.3f}). "
+                    f"Received: {grid[0]}, origin {grid[1].c:.3f}, {grid[1].f:.3f}"
                 )
 
     @property

@@ -276,8 +276,11 @@ def fit_model(
     export.set_weights(model.get_weights())
     validation: dict[str, Any] = {}
     if len(val_rows):
-        probs = export.predict(xv, batch_size=config.batch_size, verbose=0)
-        cm = confusion_matrix(yv, probs.argmax(-1), info.spec.classes)
+        cm = np.zeros((info.spec.classes, info.spec.classes), np.int64)
+        for i in range(0, len(xv), config.batch_size):  # predict_on_batch: no tf.data here
+            probs = np.asarray(export.predict_on_batch(xv[i:i + config.batch_size]))
+            cm += confusion_matrix(yv[i:i + config.batch_size], probs.argmax(-1),
+                                   info.spec.classes)
         validation = summarize(cm, names)
     plot_curves(history, run_dir / "curves.png")
     return FitOutcome(

@@ -266,7 +266,6 @@ def train(
     from geofuse.model import save_model
 
     save_model(outcome.export_model, final, config.out)
-    os.chmod(config.out, 0o644)
     return TrainResult(
         model=Path(config.out), run_dir=run_dir, metrics=metrics, epochs=outcome.epochs,
         best_epoch=outcome.best_epoch, seconds=time.perf_counter() - start,

@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--val-block", type=int, default=200)
     parser.add_argument("--loss", default="ce+dice")
+    parser.add_argument("--class-weights", default="auto")
+    parser.add_argument("--jitter", type=float, default=0.2)
     parser.add_argument("--keep", type=Path, default=None, help="copy the model here")
     args = parser.parse_args()
 
@@ -119,7 +121,7 @@ def main() -> None:
             fusion=args.fusion, depth=args.depth, base_filters=args.filters, patch=args.patch,
             batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps,
             learning_rate=args.lr, val_fraction=args.val_fraction, val_block=args.val_block,
-            loss=args.loss, patience=0,
+            loss=args.loss, class_weights=args.class_weights, jitter=args.jitter, patience=0,
             seed=args.seed, overwrite=True,
         )
         start = time.perf_counter()

@@ -27,8 +27,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "data_samples"
-DUBAI = ROOT.parent / "shared" / "data" / "real" / "dubai-aerial-hitl"
+# relative to the repository root (the script changes into it), so that the provenance stored
+# in the model names the data without machine-specific paths
+SAMPLES = Path("data_samples")
+DUBAI = Path("..") / "shared" / "data" / "real" / "dubai-aerial-hitl"
 IGNORE_COLOURS = ("#9B9B9B", "#000000")
 
 
@@ -50,6 +52,9 @@ def main() -> None:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training; evaluate --out and record the scores")
     args = parser.parse_args()
+    args.out = args.out.resolve()
+    args.run_dir = args.run_dir.resolve()
+    os.chdir(ROOT)
     logging.basicConfig(level=logging.WARNING)
 
     from geofuse.evaluate import EvaluateConfig, evaluate
@@ -112,7 +117,6 @@ def main() -> None:
     }
     info = loaded.info.__class__(**{**loaded.info.__dict__, "provenance": provenance})
     save_model(loaded.model, info, args.out)
-    os.chmod(args.out, 0o644)
     args.run_dir.mkdir(parents=True, exist_ok=True)
     (args.run_dir / "evaluation.json").write_text(json.dumps(evaluations, indent=2))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")

@@ -346,6 +346,18 @@ def test_bad_inputs_in_library_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="t00.tif: no mask"):
         find_pairs(TilesSource(tiles))
 
+    from affine import Affine
+
+    from geofuse.datasets import LabelledRaster
+    from geofuse.labels import LabelCoding
+
+    scene, labels = make_scene(tmp_path / "s", size=(32, 32))
+    shifted = write_geotiff(tmp_path / "shifted.tif", np.zeros((32, 32), np.uint8),
+                            transform=Affine(0.5, 0, 500000.0, 0, -0.5, 5000000.0))
+    with pytest.raises(InputError, match="shifted.tif: expected a mask on the grid"):
+        LabelledRaster(scene, shifted, LabelCoding(classes=3), ())
+    assert LabelledRaster(scene, labels, LabelCoding(classes=3), ()).height == 32
+
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
@@ -392,7 +404,7 @@ def test_real_dubai_colour_masks_decode_to_the_provenance_classes(real: Path) ->
         with rasterio.open(mask) as ds:
             if ds.count == 1:  # palette PNG
                 cmap = ds.colormap(1)
-                rgb = np.array([cmap[int(v)][:3] for v in range(256)])[ds.read(1)]
+                rgb = np.array([cmap.get(v, (0, 0, 0))[:3] for v in range(256)])[ds.read(1)]
             else:
                 rgb = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
         packed = (rgb[..., 0].astype(int) << 16) | (rgb[..., 1].astype(int) << 8) | rgb[..., 2]
