@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,23 +51,10 @@ def _worker_name() -> str:
 
 
 def _import_tensorflow() -> Any:
-    """Import TensorFlow; its C++ start-up banner is hidden when TF_CPP_MIN_LOG_LEVEL >= 1.
+    """Import TensorFlow; its banner is hidden when TF_CPP_MIN_LOG_LEVEL >= 1."""
+    from geofuse.tfimport import import_tensorflow
 
-    The banner goes straight to file descriptor 2, so that is pointed at /dev/null meanwhile.
-    """
-    if "tensorflow" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0":
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-        try:
-            sys.stderr.flush()
-            os.dup2(devnull, 2)
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
-    import tensorflow as tf
-
-    return tf
+    return import_tensorflow(quiet=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0")
 
 
 def _configure_tensorflow(threads: int | None) -> tuple[int, int]:

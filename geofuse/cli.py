@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,28 +30,11 @@ from geofuse.errors import GeofuseError
 
 
 def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up banner (oneDNN, CPU features) silenced.
+    """Import TensorFlow with its start-up banner hidden, unless --verbose."""
+    from geofuse.tfimport import import_tensorflow
 
-    The banner is written straight to file descriptor 2 before any Python logging exists, so
-    stderr is pointed at /dev/null for the import only. Python exceptions still propagate.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    if "tensorflow" in sys.modules or logging.getLogger().isEnabledFor(logging.INFO):
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (e.g. captured by a test runner)
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    import_tensorflow(quiet=not logging.getLogger().isEnabledFor(logging.INFO))
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
