@@ -246,13 +246,11 @@ def segment_scene(
                 else:
                     sink.commit()
             polygons = _products(config, scene, out, prob_path or (prob_sink and prob_sink.tmp))
-        except BaseException:
+        finally:
+            # on failure: every temporary file; on success: only the uncommitted probabilities
+            # kept for --vector (abort never touches a committed output)
             for sink in sinks:
                 sink.abort()
-            raise
-        finally:
-            for sink in sinks:
-                sink.abort()  # the uncommitted probabilities for --vector, if any
     seconds = time.perf_counter() - start
     counts = {c.name: int(n) for c, n in zip(info.classes, stitcher.class_counts, strict=True)}
     log.info("%s: %d tiles in %.1f s", scene.name, len(tiles), seconds)
