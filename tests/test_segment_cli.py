@@ -49,6 +49,7 @@ REAL_SCENES = [
     "landsat-rasterio/world.byte.tif",
     "sen1floods11-sample/S1/Spain_7370579_S1Hand.tif",
     "sen1floods11-sample/S2/Spain_7370579_S2Hand.tif",
+    "sen1floods11-sample/Labels/Spain_7370579_LabelHand.tif",
     "spacenet-solaris/sample_geotiff.tif",
     "spacenet-solaris/ms1.tif",
     "spacenet-solaris/pan1.tif",
