@@ -27,7 +27,7 @@ from shapely import affinity
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import GEOMETRY_TYPES
 
-from geofuse.errors import InputError
+from geofuse.errors import InputError, first_line
 from geofuse.windows import Tile, TileGrid
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ def read_polygons(path: Path) -> tuple[shapely.Geometry, str | None]:
     try:
         meta, _, wkb, _ = read_vector(path, columns=[])
     except (DataSourceError, DataLayerError, FeatureError, GeometryError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable vector file ({reason})") from exc
+        raise InputError(f"{path}: not a readable vector file ({first_line(exc)})") from exc
     geoms = shapely.from_wkb(wkb) if wkb is not None else np.array([], dtype=object)
     geoms = geoms[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
     if len(geoms) == 0:

@@ -37,9 +37,9 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 import geofuse
-from geofuse.batch_worker import SceneTask, describe_failure, first_line, run_scene
+from geofuse.batch_worker import SceneTask, describe_failure, run_scene
 from geofuse.config import ModelInfo, SegmentConfig
-from geofuse.errors import ConfigError, InputError, OutputError
+from geofuse.errors import ConfigError, InputError, OutputError, first_line
 from geofuse.model import default_model_path, file_digest, read_info
 from geofuse.tiling import SceneReader
 

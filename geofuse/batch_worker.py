@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geofuse.config import SegmentConfig
-from geofuse.errors import GeofuseError, ModelError
+from geofuse.errors import GeofuseError, ModelError, first_line
 from geofuse.model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,6 @@ def worker_model(task: SceneTask) -> tuple[LoadedModel, Callable[..., Any], floa
 
             _predictors[pkey] = make_predictor(loaded.model, *pkey[2:])
         return loaded, _predictors[pkey], seconds
-
-
-def first_line(exc: BaseException) -> str:
-    """Return the first line of an exception's message (or its type name)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def describe_failure(scene: str | os.PathLike[str], exc: Exception) -> str:

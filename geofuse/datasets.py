@@ -27,7 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geofuse.config import ClassInfo
-from geofuse.errors import InputError
+from geofuse.errors import InputError, first_line
 from geofuse.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder, VectorLabels
 from geofuse.tiling import SceneReader
 from geofuse.train_config import TilesSource
@@ -152,8 +152,7 @@ class LabelledRaster:
                     grid = (mask.crs, mask.transform)
                     self.decoder = MaskDecoder.for_dataset(mask, coding, str(self.labels))
             except RasterioError as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise InputError(f"{self.labels}: not a readable mask ({reason})") from exc
+                raise InputError(f"{self.labels}: not a readable mask ({first_line(exc)})") from exc
             if size != (self.height, self.width):
                 raise InputError(
                     f"{self.labels}: expected a mask of {self.width}x{self.height} px like "

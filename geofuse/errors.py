@@ -31,3 +31,9 @@ class ConfigError(GeofuseError, ValueError):
 def plural(count: int, noun: str) -> str:
     """Return ``"1 band"`` / ``"3 bands"``."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an exception's message (or its type name), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

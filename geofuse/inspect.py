@@ -10,7 +10,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from geofuse.config import ModelSpec
-from geofuse.errors import InputError
+from geofuse.errors import InputError, first_line
 from geofuse.model import decoder_sources, file_digest, load_model, read_info
 
 
@@ -99,7 +99,7 @@ def describe_scene(path: Path) -> dict[str, Any]:
                 "tags": ds.tags(),
             }
     except RasterioError as exc:
-        raise InputError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from exc
+        raise InputError(f"{path}: not a readable raster ({first_line(exc)})") from exc
 
 
 def describe(path: Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from geofuse.config import CLASS_NODATA, ClassInfo
-from geofuse.errors import ConfigError, InputError
+from geofuse.errors import ConfigError, InputError, first_line
 
 IGNORE = CLASS_NODATA
 UNKNOWN = CLASS_NODATA - 1
@@ -395,8 +395,7 @@ def _read_raw(path: Path, columns: list[str]) -> tuple[Any, Any, Any, Any]:
     except FieldError as exc:
         raise InputError(f"{path}: no field {columns[0]!r} ({exc})") from exc
     except (DataSourceError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable vector file ({reason})") from exc
+        raise InputError(f"{path}: not a readable vector file ({first_line(exc)})") from exc
     if columns and columns[0] not in list(meta["fields"]):
         raise InputError(
             f"{path}: expected a field {columns[0]!r}. "

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from geofuse.atomic import atomic_path
 from geofuse.config import ModelInfo, ModelSpec
-from geofuse.errors import ConfigError, ModelError
+from geofuse.errors import ConfigError, ModelError, first_line
 
 if TYPE_CHECKING:
     import keras
@@ -178,8 +178,7 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load the network ({first})") from exc
+        raise ModelError(f"{path}: cannot load the network ({first_line(exc)})") from exc
     if model.input_shape[-1] != info.spec.bands or model.output_shape[-1] != info.spec.classes:
         raise ModelError(
             f"{path}: metadata says {info.spec.bands} bands and {info.spec.classes} classes; "

@@ -30,16 +30,11 @@ from rasterio.windows import Window
 
 from geofuse.atomic import publish, reserve_temp
 from geofuse.config import CLASS_NODATA
-from geofuse.errors import OutputError
+from geofuse.errors import OutputError, first_line
 from geofuse.windows import TileGrid, blend_weights, core_weights
 
 PROB_SCALE = 254  # uint8 probabilities: value / 254; 255 is nodata
 FLUSH_ROWS = 64  # rows normalised and written at a time
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_destination(path: Path, overwrite: bool) -> None:
@@ -134,7 +129,7 @@ class GeoTiffSink:
                 self.dataset.gcps = gcps
         except (RasterioError, OSError) as exc:
             self.abort()
-            raise OutputError(f"{self.path}: cannot create output ({_first_line(exc)})") from exc
+            raise OutputError(f"{self.path}: cannot create output ({first_line(exc)})") from exc
 
     def _reserve(self, suffix: str) -> Path:
         tmp = reserve_temp(self.path, suffix)
@@ -147,7 +142,7 @@ class GeoTiffSink:
         try:
             self.dataset.write(array, window=window)
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"{self.path}: write failed ({_first_line(exc)})") from exc
+            raise OutputError(f"{self.path}: write failed ({first_line(exc)})") from exc
 
     def commit(self) -> Path:
         """Convert to a COG with overviews and rename it to the final path."""
@@ -166,7 +161,7 @@ class GeoTiffSink:
             )
             publish(final_tmp, self.path)
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"{self.path}: cannot finish output ({_first_line(exc)})") from exc
+            raise OutputError(f"{self.path}: cannot finish output ({first_line(exc)})") from exc
         finally:
             self.abort()
         return self.path

@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 
 from geofuse.atomic import publish, reserve_temp
 from geofuse.config import VECTOR_FORMATS
-from geofuse.errors import OutputError
+from geofuse.errors import OutputError, first_line
 
 DRIVERS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson")}
 LAYER = "polygons"
@@ -90,8 +90,7 @@ class FeatureWriter:
                 append=self.created, promote_to_multi=False,
             )
         except (DataSourceError, FeatureError, FieldError, GeometryError, OSError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OutputError(f"{self.dest}: cannot write polygons ({reason})") from exc
+            raise OutputError(f"{self.dest}: cannot write polygons ({first_line(exc)})") from exc
         self.created = True
 
     def commit(self) -> Path:
