@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,14 +39,13 @@ from geofuse.batch_worker import SceneTask, describe_failure, run_scene
 from geofuse.config import ModelInfo, SegmentConfig
 from geofuse.errors import ConfigError, InputError, OutputError, first_line
 from geofuse.model import default_model_path, file_digest, read_info
+from geofuse.outputs import TAGS, Progress, write_json
 from geofuse.tiling import SceneReader
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "geofuse-report.json"
 LOCK_NAME = ".geofuse-batch.lock"
-Progress = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` with counts of scenes (skipped ones count as done)."""
 
 
 @dataclass(frozen=True)
@@ -171,15 +168,7 @@ class BatchReport:
 
     def write(self) -> None:
         """Write the report atomically (temporary file, then rename)."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", suffix=".part", dir=self.out_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2)
-                f.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self.path, self.to_dict())
 
     def summary(self) -> list[str]:
         """Return a few lines for the terminal: counts, throughput, failures, report path."""
@@ -270,9 +259,9 @@ def _output_matches(path: Path, src: Any, config: SegmentConfig, digest: str,
         if not dst.transform.almost_equals(src.transform) or (count and dst.count != count):
             return False
         tags, tiling = dst.tags(), config.tiling
-        expected = {"GEOFUSE_MODEL_SHA256": digest, "GEOFUSE_TILE": str(tiling.tile),
-                    "GEOFUSE_OVERLAP": str(tiling.overlap), "GEOFUSE_BLEND": tiling.blend,
-                    "GEOFUSE_TTA": config.tta}
+        expected = {TAGS.MODEL_SHA256: digest, TAGS.TILE: str(tiling.tile),
+                    TAGS.OVERLAP: str(tiling.overlap), TAGS.BLEND: tiling.blend,
+                    TAGS.TTA: config.tta}
         if any(tags.get(k) != v for k, v in expected.items()):
             return False
         dst.read(window=Window(dst.width - 1, dst.height - 1, 1, 1))  # the last block decodes
@@ -412,9 +401,7 @@ def segment_directory(
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     model_path = Path(model) if model is not None else default_model_path()
     info = read_info(model_path)
-    if config.segment.tiling.tile % info.spec.multiple:
-        raise ConfigError(f"Expected a tile size that is a multiple of {info.spec.multiple} for "
-                          f"{model_path.name}. Received: {config.segment.tiling.tile}")
+    info.spec.arch.check_tile(config.segment.tiling.tile)
     digest = file_digest(model_path)
     jobs = plan_jobs(in_dir, out_dir, config)
     try:

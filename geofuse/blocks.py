@@ -1,6 +1,6 @@
 """Building blocks of the fusion layers: alignment, upsampling, conv-BN-ReLU, fusion bases.
 
-:class:`MultiLevelFusion` is the base of every fusion mode (see :mod:`geofuse.fusion`): it aligns
+:class:`MultiLevelFusion` is the base of the fusion layers (:mod:`geofuse.fusion_layers`): it aligns
 each input map to the target level with :class:`Align`, lets the subclass fuse them, and applies
 a 3x3 conv-BN-ReLU. :class:`MergedFusion` adds the ``merge`` step of the attention modes.
 

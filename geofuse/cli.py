@@ -7,6 +7,7 @@ imported only inside the commands that need it, so ``geofuse --help`` is instant
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -19,14 +20,38 @@ import click
 
 from geofuse import __version__
 from geofuse.config import (
+    BLEND_MODES,
+    FUSION_LEVELS,
+    OVERLAP_DIVISOR,
+    PROBABILITY_DTYPES,
     TTA_MODES,
     VECTOR_FORMATS,
+    Architecture,
     SegmentConfig,
     TilingConfig,
     VectorizeConfig,
     parse_bands,
 )
 from geofuse.errors import GeofuseError
+from geofuse.fusion import all_options, fusion_mode, fusion_modes
+from geofuse.training.config import (
+    CACHES,
+    LOSSES,
+    SAMPLING,
+    STRATEGIES,
+    EvaluateConfig,
+    LabelOptions,
+    SceneSource,
+    TilesSource,
+    TrainConfig,
+)
+from geofuse.training.labels import MASK_MODES
+
+
+def default(cls: Any, name: str) -> Any:
+    """The library's default of field ``name`` of the dataclass ``cls`` (shown by --help)."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def _quiet_tensorflow() -> None:
@@ -79,25 +104,45 @@ class ProgressBar:
             self.bar.__exit__(None, None, None)
 
 
+def grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Tile grid options shared by ``segment``, ``batch`` and ``evaluate``."""
+    options = [
+        click.option("--tile", default=default(TilingConfig, "tile"), show_default=True,
+                     help="Tile side in pixels (a multiple of 2**depth of the model)."),
+        click.option("--overlap", type=int, default=None,
+                     help=f"Pixels shared by neighbouring tiles. Default: tile / "
+                          f"{OVERLAP_DIVISOR}."),
+        click.option("--blend", type=click.Choice(BLEND_MODES),
+                     default=default(TilingConfig, "blend"), show_default=True,
+                     help="Weighted blending or keep tile cores."),
+        click.option("--batch-size", default=default(TilingConfig, "batch_size"),
+                     show_default=True, help="Tiles per model call."),
+        click.option("--bands", default=None,
+                     help="1-based bands to use, e.g. 4,3,2. Default: all but alpha."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_tiling(tile: int, overlap: int | None, blend: str, batch_size: int,
+                 bands: str | None) -> TilingConfig:
+    """TilingConfig from the :func:`grid_options` values."""
+    return TilingConfig(tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
+                        bands=parse_bands(bands))
+
+
 def tiling_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``segment`` and ``batch``."""
     options = [
         click.option("--model", "model_path", type=click.Path(dir_okay=False),
                      help="Model file (.keras). Default: the embedded model."),
-        click.option("--tile", default=512, show_default=True,
-                     help="Tile side in pixels (a multiple of 2**depth of the model)."),
-        click.option("--overlap", type=int, default=None,
-                     help="Pixels shared by neighbouring tiles. Default: tile / 8."),
-        click.option("--blend", type=click.Choice(["hann", "center"]), default="hann",
-                     show_default=True, help="Weighted blending or keep tile cores."),
-        click.option("--batch-size", default=4, show_default=True, help="Tiles per model call."),
-        click.option("--bands", default=None,
-                     help="1-based bands to use, e.g. 4,3,2. Default: all but alpha."),
-        click.option("--probability-dtype", type=click.Choice(["uint8", "float32"]),
-                     default="uint8", show_default=True,
+        grid_options,
+        click.option("--probability-dtype", type=click.Choice(PROBABILITY_DTYPES),
+                     default=default(SegmentConfig, "probability_dtype"), show_default=True,
                      help="uint8 stores p*254 (nodata 255); float32 stores p (nodata NaN)."),
-        click.option("--tta", type=click.Choice(TTA_MODES), default="none", is_flag=False,
-                     flag_value="all", show_default=True,
+        click.option("--tta", type=click.Choice(TTA_MODES), default=default(SegmentConfig, "tta"),
+                     is_flag=False, flag_value="all", show_default=True,
                      help="Test-time augmentation: average the predictions of the 8 "
                           "flips/rotations (--tta or --tta all) or of 4 (flips, rotations). "
                           "Costs that many model passes per tile."),
@@ -116,15 +161,8 @@ def build_segment_config(
     vectorize: VectorizeConfig | None = None, preview: str | None = None,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
-    tiling = TilingConfig(
-        tile=tile,
-        overlap=tile // 8 if overlap is None else overlap,
-        blend=blend,
-        batch_size=batch_size,
-        bands=parse_bands(bands),
-    )
     return SegmentConfig(
-        tiling=tiling,
+        tiling=build_tiling(tile, overlap, blend, batch_size, bands),
         probabilities=Path(probabilities) if probabilities else None,
         probability_dtype=probability_dtype,
         overwrite=overwrite,
@@ -139,10 +177,12 @@ def build_segment_config(
 def vector_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Polygon options shared by ``vectorize`` and ``segment --vector``."""
     options = [
-        click.option("--simplify", type=click.FloatRange(min=0), default=1.5, show_default=True,
+        click.option("--simplify", type=click.FloatRange(min=0),
+                     default=default(VectorizeConfig, "simplify"), show_default=True,
                      help="Simplification tolerance in pixels (1.5 = 1.5 x the pixel size); "
                           "0 keeps the exact pixel outlines."),
-        click.option("--min-area", type=click.FloatRange(min=0), default=0.0, show_default=True,
+        click.option("--min-area", type=click.FloatRange(min=0),
+                     default=default(VectorizeConfig, "min_area"), show_default=True,
                      help="Drop polygons smaller than this many square metres."),
         click.option("--classes", default=None,
                      help="Classes to vectorize, by name or id, e.g. building,2, or 'all'. "
@@ -303,21 +343,15 @@ def info(path: str, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
-def _tiles_sources(tiles: tuple[str, ...], images_dir: str, masks_dir: str,
-                   image_ext: str | None, mask_ext: str | None) -> tuple[Any, ...]:
-    from geofuse.train_config import TilesSource
-
-    return tuple(TilesSource(Path(t), images_dir, masks_dir, image_ext, mask_ext) for t in tiles)
-
-
 def label_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``train`` and ``evaluate``: data layout and label coding."""
+    tiles = default(TilesSource, "images"), default(TilesSource, "masks")
     options = [
         click.option("--tiles", multiple=True, type=click.Path(),
                      help="Tiles folder with IMAGES/NAME.ext and MASKS/NAME.ext (repeatable)."),
-        click.option("--images-dir", default="images", show_default=True,
+        click.option("--images-dir", default=tiles[0], show_default=True,
                      help="Name of the image folder inside --tiles."),
-        click.option("--masks-dir", default="masks", show_default=True,
+        click.option("--masks-dir", default=tiles[1], show_default=True,
                      help="Name of the mask folder inside --tiles."),
         click.option("--image-ext", default=None, help="Image extension, e.g. .jpg."),
         click.option("--mask-ext", default=None, help="Mask extension, e.g. .png."),
@@ -332,8 +366,8 @@ def label_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="classes.json: names, colours, mask values, ignored values."),
         click.option("--ignore-value", multiple=True,
                      help="Mask value or colour (#9b9b9b) to ignore (repeatable)."),
-        click.option("--mask-mode", type=click.Choice(["auto", "ids", "colors"]),
-                     default="auto", show_default=True,
+        click.option("--mask-mode", type=click.Choice(MASK_MODES),
+                     default=default(LabelOptions, "mask_mode"), show_default=True,
                      help="How masks encode classes: auto, class ids, or colours."),
     ]
     for option in reversed(options):
@@ -341,11 +375,80 @@ def label_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _check_data_options(tiles: tuple[str, ...], scene: str | None, labels: str | None) -> None:
+def build_data(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: str | None,
+               mask_ext: str | None, scene: str | None, labels: str | None,
+               class_field: str | None, line_width: float | None, classes_file: str | None,
+               ignore_value: tuple[str, ...], mask_mode: str,
+               ) -> tuple[tuple[TilesSource | SceneSource, ...], LabelOptions]:
+    """Sources and label options from the :func:`label_options` values."""
+    from geofuse.training.labels import parse_ignore
+
     if bool(tiles) == bool(scene):
         raise click.UsageError("use --tiles DIR or --scene S.tif --labels L (one of them)")
     if scene and not labels:
         raise click.UsageError("--scene needs --labels (a mask raster or a vector file)")
+    sources: tuple[TilesSource | SceneSource, ...]
+    if tiles:
+        sources = tuple(TilesSource(Path(t), images_dir, masks_dir, image_ext, mask_ext)
+                        for t in tiles)
+    else:
+        sources = (SceneSource(Path(scene), Path(labels), class_field, line_width),)
+    ignore_values, ignore_colors = parse_ignore(ignore_value)
+    options = LabelOptions(classes_file=Path(classes_file) if classes_file else None,
+                           ignore_values=ignore_values, ignore_colors=ignore_colors,
+                           mask_mode=mask_mode)
+    return sources, options
+
+
+DATA_ARGS = ("tiles", "images_dir", "masks_dir", "image_ext", "mask_ext", "scene", "labels",
+             "class_field", "line_width", "classes_file", "ignore_value", "mask_mode")
+
+
+def architecture_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--fusion`` and every option of every registered fusion mode, plus the U-Net shape."""
+    options = [
+        click.option("--fusion", type=click.Choice(fusion_modes()),
+                     default=default(Architecture, "fusion"), show_default=True,
+                     help="Decoder fusion mode: "
+                          + "; ".join(f"{m}: {fusion_mode(m).doc}" for m in fusion_modes())),
+        click.option("--depth", default=default(Architecture, "depth"), show_default=True,
+                     help="U-Net depth."),
+        click.option("--filters", default=default(Architecture, "base_filters"),
+                     show_default=True, help="Filters of the first level."),
+        click.option("--fusion-width", type=click.IntRange(min=1), default=None,
+                     help="Width of the aligned maps in fusion blocks. Default: --filters."),
+        click.option("--fusion-levels", type=click.Choice(FUSION_LEVELS),
+                     default=default(Architecture, "fusion_levels"), show_default=True,
+                     help="Encoder levels each decoder level fuses: all, or its own and the "
+                          "adjacent ones."),
+    ]
+    for option in all_options().values():
+        if isinstance(option.default, bool):
+            name = option.flag[2:]
+            options.append(click.option(f"--{name}/--no-{name}", option.name, default=None,
+                                        help=f"{option.help}  [default: {option.default}]"))
+        else:
+            options.append(click.option(option.flag, option.name, type=type(option.default),
+                                        default=None,
+                                        help=f"{option.help}  [default: {option.default}]"))
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_architecture(values: dict[str, Any]) -> Architecture:
+    """Architecture from the :func:`architecture_options` values (removed from ``values``)."""
+    given = {name: values.pop(name) for name in all_options()}
+    return Architecture(
+        depth=values.pop("depth"), base_filters=values.pop("filters"),
+        fusion=values.pop("fusion"), fusion_width=values.pop("fusion_width"),
+        fusion_levels=values.pop("fusion_levels"),
+        fusion_options={k: v for k, v in given.items() if v is not None},
+    )
+
+
+def _train_default(name: str) -> Any:
+    return default(TrainConfig, name)
 
 
 @main.command()
@@ -355,65 +458,51 @@ def _check_data_options(tiles: tuple[str, ...], scene: str | None, labels: str |
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="History, curves, metrics and checkpoints. Default: OUT with .train.")
 @click.option("--bands", default=None, help="1-based bands to use. Default: all but alpha.")
-@click.option("--fusion", type=click.Choice(["concat", "weighted", "attention",
-                                             "cross_attention", "none"]),
-              default="concat", show_default=True, help="Decoder fusion mode.")
-@click.option("--depth", default=3, show_default=True, help="U-Net depth.")
-@click.option("--filters", default=16, show_default=True, help="Filters of the first level.")
-@click.option("--patch", default=64, show_default=True, help="Training chip side in pixels.")
-@click.option("--batch-size", default=16, show_default=True, help="Chips per step.")
-@click.option("--epochs", default=20, show_default=True, help="Maximum epochs.")
-@click.option("--steps", "steps_per_epoch", default=50, show_default=True,
-              help="Steps per epoch.")
-@click.option("--lr", "learning_rate", default=3e-3, show_default=True,
-              help="Adam learning rate (cosine decay).")
-@click.option("--loss", type=click.Choice(["ce+dice", "focal+dice", "ce", "focal", "dice"]),
-              default="ce+dice", show_default=True, help="Loss.")
-@click.option("--class-weights", default="auto", show_default=True,
+@architecture_options
+@click.option("--patch", default=_train_default("patch"), show_default=True,
+              help="Training chip side in pixels.")
+@click.option("--batch-size", default=_train_default("batch_size"), show_default=True,
+              help="Chips per step.")
+@click.option("--epochs", default=_train_default("epochs"), show_default=True,
+              help="Maximum epochs.")
+@click.option("--steps", "steps_per_epoch", default=_train_default("steps_per_epoch"),
+              show_default=True, help="Steps per epoch.")
+@click.option("--lr", "learning_rate", default=_train_default("learning_rate"),
+              show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--loss", type=click.Choice(LOSSES), default=_train_default("loss"),
+              show_default=True, help="Loss.")
+@click.option("--class-weights", default=_train_default("class_weights"), show_default=True,
               help="auto (inverse sqrt frequency), none, or comma-separated weights.")
-@click.option("--augment/--no-augment", default=True, show_default=True,
+@click.option("--augment/--no-augment", default=_train_default("augment"), show_default=True,
               help="8 flips/rotations and brightness/contrast jitter.")
-@click.option("--sampling", type=click.Choice(["random", "grid"]), default="random",
+@click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
               show_default=True, help="Random chip positions or a shuffled grid.")
-@click.option("--val-fraction", default=0.2, show_default=True,
+@click.option("--val-fraction", default=_train_default("val_fraction"), show_default=True,
               help="Share of tiles / scene blocks held out for validation.")
 @click.option("--val-block", type=int, default=None,
               help="Side of scene validation blocks. Default: max(4 x patch, 256).")
-@click.option("--patience", default=5, show_default=True,
+@click.option("--patience", default=_train_default("patience"), show_default=True,
               help="Stop after this many epochs without improvement (0: never).")
-@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--seed", default=_train_default("seed"), show_default=True, help="Random seed.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
-@click.option("--strategy", type=click.Choice(["none", "mirrored", "multi-worker"]),
-              default="none", show_default=True,
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=_train_default("strategy"),
+              show_default=True,
               help="tf.distribute: mirrored over local devices, multi-worker via TF_CONFIG.")
-@click.option("--cache", type=click.Choice(["auto", "memory", "disk"]), default="auto",
+@click.option("--cache", type=click.Choice(CACHES), default=_train_default("cache"),
               show_default=True, help="Hold images in memory (auto: non-GeoTIFF ones).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
 @handle_errors
-def train(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: str | None,
-          mask_ext: str | None, scene: str | None, labels: str | None, class_field: str | None,
-          line_width: float | None, classes_file: str | None, ignore_value: tuple[str, ...],
-          mask_mode: str, out: str, run_dir: str | None, bands: str | None, fusion: str,
-          depth: int, filters: int, patch: int, batch_size: int, epochs: int,
-          steps_per_epoch: int, learning_rate: float, loss: str, class_weights: str,
-          augment: bool, sampling: str, val_fraction: float, val_block: int | None,
-          patience: int, seed: int, resume: bool, strategy: str, cache: str, overwrite: bool,
-          quiet: bool) -> None:
+def train(**values: Any) -> None:
     """Train a model on labelled tiles or a scene with labels; write one .keras file.
 
     For example `geofuse train --tiles data/ --out model.keras` or `geofuse train --scene
     s.tif --labels buildings.gpkg --out model.keras`.
     """
-    _check_data_options(tiles, scene, labels)
-    from geofuse.labels import parse_ignore
-    from geofuse.train_config import SceneSource, TrainConfig
-
-    ignore_values, ignore_colors = parse_ignore(ignore_value)
-    if tiles:
-        sources = _tiles_sources(tiles, images_dir, masks_dir, image_ext, mask_ext)
-    else:
-        sources = (SceneSource(Path(scene), Path(labels), class_field, line_width),)
+    sources, labels = build_data(**{k: values.pop(k) for k in DATA_ARGS})
+    arch = build_architecture(values)
+    quiet = values.pop("quiet")
+    class_weights = values.pop("class_weights")
     weights: Any = class_weights
     if class_weights not in ("auto", "none"):
         try:
@@ -421,18 +510,15 @@ def train(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: st
         except ValueError:
             raise click.BadParameter(f"expected auto, none or numbers, got {class_weights!r}",
                                      param_hint="--class-weights") from None
+    run_dir = values.pop("run_dir")
     config = TrainConfig(
-        sources=sources, out=Path(out), run_dir=Path(run_dir) if run_dir else None,
-        classes_file=Path(classes_file) if classes_file else None,
-        ignore_values=ignore_values, ignore_colors=ignore_colors, mask_mode=mask_mode,
-        bands=parse_bands(bands), fusion=fusion, depth=depth, base_filters=filters,
-        patch=patch, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        learning_rate=learning_rate, loss=loss, class_weights=weights, augment=augment,
-        sampling=sampling, val_fraction=val_fraction, val_block=val_block, patience=patience,
-        seed=seed, resume=resume, overwrite=overwrite, strategy=strategy, cache=cache,
+        sources=sources, out=Path(values.pop("out")), labels=labels, arch=arch,
+        run_dir=Path(run_dir) if run_dir else None, bands=parse_bands(values.pop("bands")),
+        class_weights=weights, **values,
     )
+    epochs = config.epochs
     _quiet_tensorflow()
-    from geofuse.train import train as run_training
+    from geofuse.training.train import train as run_training
 
     def report(epoch: int, logs: Any) -> None:
         if quiet:
@@ -461,47 +547,27 @@ def train(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: st
               help="Write the JSON report here (and the confusion matrix as .png beside it).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Confusion-matrix PNG. Default: the report path with .png.")
-@click.option("--tile", default=512, show_default=True, help="Inference tile side.")
-@click.option("--overlap", type=int, default=None, help="Tile overlap. Default: tile / 8.")
-@click.option("--blend", type=click.Choice(["hann", "center"]), default="hann",
-              show_default=True, help="Weighted blending or keep tile cores.")
-@click.option("--batch-size", default=4, show_default=True, help="Tiles per model call.")
-@click.option("--bands", default=None, help="1-based bands to use. Default: all but alpha.")
-@click.option("--seam-width", default=8, show_default=True,
+@grid_options
+@click.option("--seam-width", default=default(EvaluateConfig, "seam_width"), show_default=True,
               help="Half-width in pixels of the band around tile seams (scene only).")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @handle_errors
-def evaluate(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: str | None,
-             mask_ext: str | None, scene: str | None, labels: str | None,
-             class_field: str | None, line_width: float | None, classes_file: str | None,
-             ignore_value: tuple[str, ...], mask_mode: str, model_path: str | None,
-             report: str | None, plot: str | None, tile: int, overlap: int | None, blend: str,
-             batch_size: int, bands: str | None, seam_width: int, overwrite: bool,
-             quiet: bool) -> None:
+def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
+             overlap: int | None, blend: str, batch_size: int, bands: str | None,
+             seam_width: int, overwrite: bool, quiet: bool, **data: Any) -> None:
     """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
-    _check_data_options(tiles, scene, labels)
-    if len(tiles) > 1:
+    sources, labels = build_data(**data)
+    if len(sources) > 1:
         raise click.UsageError("evaluate takes one --tiles folder")
-    from geofuse.evaluate import EvaluateConfig
-    from geofuse.labels import parse_ignore
-
-    ignore_values, ignore_colors = parse_ignore(ignore_value)
     config = EvaluateConfig(
-        model=Path(model_path) if model_path else None,
-        tiles=_tiles_sources(tiles, images_dir, masks_dir, image_ext, mask_ext)[0]
-        if tiles else None,
-        scene=Path(scene) if scene else None, labels=Path(labels) if labels else None,
-        class_field=class_field, line_width=line_width,
-        classes_file=Path(classes_file) if classes_file else None,
-        ignore_values=ignore_values, ignore_colors=ignore_colors, mask_mode=mask_mode,
-        tiling=TilingConfig(tile=tile, overlap=tile // 8 if overlap is None else overlap,
-                            blend=blend, batch_size=batch_size, bands=parse_bands(bands)),
+        source=sources[0], model=Path(model_path) if model_path else None, labels=labels,
+        tiling=build_tiling(tile, overlap, blend, batch_size, bands),
         seam_width=seam_width, report=Path(report) if report else None,
         plot=Path(plot) if plot else None, overwrite=overwrite,
     )
     _quiet_tensorflow()
-    from geofuse.evaluate import evaluate as run_evaluation
+    from geofuse.training.evaluate import evaluate as run_evaluation
 
     bar = ProgressBar("images", quiet)
     try:

@@ -14,78 +14,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geofuse.checks import bands as check_bands
+from geofuse.checks import choice, non_negative, positive_int, require
 from geofuse.errors import ConfigError
+from geofuse.fusion import fusion_mode
 
-FUSION_MODES = ("none", "concat", "weighted", "attention", "cross_attention")
 BLEND_MODES = ("hann", "center")
 PROBABILITY_DTYPES = ("uint8", "float32")
 TTA_MODES = ("none", "flips", "rotations", "all")
 VECTOR_FORMATS = ("gpkg", "geojson")
+FUSION_LEVELS = ("all", "adjacent")
 CLASS_NODATA = 255
+OVERLAP_DIVISOR = 8  # default overlap: an eighth of the tile
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
-def _positive_int(name: str, value: Any) -> None:
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        f"Expected {name} to be a positive integer. Received: {value!r}",
-    )
-
-
 @dataclass(frozen=True)
-class ModelSpec:
-    """The architecture of a fusion U-Net.
+class Architecture:
+    """The shape of a fusion U-Net, independent of its bands and classes.
+
+    ``geofuse train`` takes one (every field is a command-line option); a :class:`ModelSpec`
+    adds the bands and classes of the data.
 
     Attributes:
-        bands: Number of input bands.
-        classes: Number of output classes (softmax over classes).
         depth: Number of downsampling steps; tiles must be multiples of ``2**depth``.
         base_filters: Filters of the first encoder level; doubled at each level.
-        fusion: How each decoder level fuses encoder levels, one of ``FUSION_MODES``.
+        fusion: How each decoder level fuses encoder levels: a mode of :mod:`geofuse.fusion`.
         fusion_width: Common width of the aligned maps; defaults to ``base_filters``.
         fusion_levels: Encoder levels each decoder level draws on: ``"all"`` or ``"adjacent"``
             (its own level and the ones directly above and below).
-        gates: For ``weighted`` fusion, input-dependent gates from global pooling.
-        attention_size: For ``cross_attention``, the side of the pooled grid attention runs on.
+        fusion_options: The fusion mode's own options (e.g. ``gates`` for ``weighted``);
+            missing ones take the mode's defaults, unknown ones are refused.
 
     """
 
-    bands: int
-    classes: int
     depth: int = 3
     base_filters: int = 16
     fusion: str = "concat"
     fusion_width: int | None = None
     fusion_levels: str = "all"
-    gates: bool = False
-    attention_size: int = 16
+    fusion_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _positive_int("bands", self.bands)
-        _positive_int("classes", self.classes)
-        _require(
-            self.classes >= 2 and self.classes < CLASS_NODATA,
-            f"Expected 2 to {CLASS_NODATA - 1} classes. Received: {self.classes}",
-        )
-        _positive_int("depth", self.depth)
-        _require(self.depth <= 6, f"Expected depth <= 6. Received: {self.depth}")
-        _positive_int("base_filters", self.base_filters)
-        _require(
-            self.fusion in FUSION_MODES,
-            f"Expected fusion to be one of {', '.join(FUSION_MODES)}. Received: {self.fusion!r}",
-        )
+        positive_int("depth", self.depth)
+        require(self.depth <= 6, f"Expected depth <= 6. Received: {self.depth}")
+        positive_int("base_filters", self.base_filters)
+        mode = fusion_mode(self.fusion)
         if self.fusion_width is not None:
-            _positive_int("fusion_width", self.fusion_width)
-        _require(
-            self.fusion_levels in ("all", "adjacent"),
-            f"Expected fusion_levels 'all' or 'adjacent'. Received: {self.fusion_levels!r}",
-        )
-        _positive_int("attention_size", self.attention_size)
+            positive_int("fusion_width", self.fusion_width)
+        choice("fusion_levels", self.fusion_levels, FUSION_LEVELS)
+        object.__setattr__(self, "fusion_options", mode.resolve_options(self.fusion_options))
 
     @property
     def multiple(self) -> int:
@@ -97,6 +75,65 @@ class ModelSpec:
         """The common width of aligned maps in fusion blocks."""
         return self.fusion_width or self.base_filters
 
+    def check_tile(self, tile: int) -> None:
+        """Refuse a tile (or patch) side the network cannot take.
+
+        Raises:
+            ConfigError: When ``tile`` is not a multiple of ``2**depth``.
+        """
+        require(tile % self.multiple == 0,
+                f"Expected a tile size that is a multiple of {self.multiple} for this model "
+                f"(2**depth, depth {self.depth}). Received: {tile}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Architecture:
+        """Rebuild from :func:`dataclasses.asdict` output or an older flat layout.
+
+        Model files written before architectures were nested keep the fields, and the mode's
+        options (``gates``, ``attention_size``), flat in the spec.
+        """
+        data = dict(data)
+        if "fusion_options" not in data:
+            mode = fusion_mode(data.get("fusion", cls.fusion))
+            data["fusion_options"] = {o.name: data[o.name] for o in mode.options if o.name in data}
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network: its input bands, output classes and architecture.
+
+    Attributes:
+        bands: Number of input bands.
+        classes: Number of output classes (softmax over classes).
+        arch: The architecture.
+
+    """
+
+    bands: int
+    classes: int
+    arch: Architecture = field(default_factory=Architecture)
+
+    def __post_init__(self) -> None:
+        positive_int("bands", self.bands)
+        positive_int("classes", self.classes)
+        require(
+            self.classes >= 2 and self.classes < CLASS_NODATA,
+            f"Expected 2 to {CLASS_NODATA - 1} classes. Received: {self.classes}",
+        )
+        require(isinstance(self.arch, Architecture),
+                f"Expected an Architecture. Received: {type(self.arch).__name__}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """Rebuild from :func:`dataclasses.asdict` output (or an older flat layout)."""
+        arch = data["arch"] if "arch" in data else {
+            k: v for k, v in data.items() if k not in ("bands", "classes")
+        }
+        return cls(bands=data["bands"], classes=data["classes"],
+                   arch=Architecture.from_dict(arch))
+
 
 @dataclass(frozen=True)
 class ClassInfo:
@@ -107,11 +144,11 @@ class ClassInfo:
     color: str = "#808080"
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             isinstance(self.id, int) and 0 <= self.id < CLASS_NODATA,
             f"Expected a class id in 0..{CLASS_NODATA - 1}. Received: {self.id!r}",
         )
-        _require(
+        require(
             bool(_HEX_COLOUR.match(self.color)),
             f"Expected a colour like '#1a2b3c' for class {self.name!r}. Received: {self.color!r}",
         )
@@ -138,16 +175,16 @@ class Normalization:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        _require(
+        require(
             len(self.mean) == len(self.std),
             f"Expected as many std values as mean values ({len(self.mean)}). "
             f"Received: {len(self.std)}",
         )
-        _require(
+        require(
             all(s > 0 for s in self.std),
             f"Expected positive std values. Received: {self.std}",
         )
-        _require(self.scale != 0, "Expected a non-zero scale. Received: 0")
+        require(self.scale != 0, "Expected a non-zero scale. Received: 0")
 
     @classmethod
     def identity(cls, bands: int, scale: float = 1.0) -> Normalization:
@@ -181,25 +218,25 @@ class ModelInfo:
     def __post_init__(self) -> None:
         object.__setattr__(self, "band_names", tuple(self.band_names))
         object.__setattr__(self, "classes", tuple(self.classes))
-        _require(
+        require(
             len(self.band_names) == self.spec.bands,
             f"Expected {self.spec.bands} band names. Received: {len(self.band_names)}",
         )
-        _require(
+        require(
             len(self.normalization.mean) == self.spec.bands,
             f"Expected normalisation for {self.spec.bands} bands. "
             f"Received: {len(self.normalization.mean)}",
         )
-        _require(
+        require(
             len(self.classes) == self.spec.classes,
             f"Expected {self.spec.classes} classes. Received: {len(self.classes)}",
         )
-        _require(
+        require(
             [c.id for c in self.classes] == list(range(self.spec.classes)),
             "Expected class ids 0..N-1 in order. "
             f"Received: {[c.id for c in self.classes]}",
         )
-        _positive_int("patch_size", self.patch_size)
+        positive_int("patch_size", self.patch_size)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
@@ -210,7 +247,7 @@ class ModelInfo:
         """Rebuild from :meth:`to_dict` output; raises ConfigError on bad content."""
         try:
             return cls(
-                spec=ModelSpec(**data["spec"]),
+                spec=ModelSpec.from_dict(data["spec"]),
                 band_names=tuple(data["band_names"]),
                 normalization=Normalization(**data["normalization"]),
                 classes=tuple(ClassInfo(**c) for c in data["classes"]),
@@ -218,7 +255,7 @@ class ModelInfo:
                 input_dtype=str(data.get("input_dtype", "uint8")),
                 provenance=dict(data.get("provenance", {})),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"Expected a complete model description. Received: {exc}") from exc
 
     def to_json(self) -> str:
@@ -238,6 +275,7 @@ class TilingConfig:
     Attributes:
         tile: Side of each square model input, in pixels (a multiple of the model's ``2**depth``).
         overlap: Pixels shared by neighbouring tiles; the stride is ``tile - overlap``.
+            None (the default) means ``tile // OVERLAP_DIVISOR`` (64 for the default tile).
         blend: ``"hann"`` (weighted blending) or ``"center"`` (keep each tile's core).
         batch_size: Tiles per model call.
         bands: 1-based band indexes to read, or None for every non-alpha band.
@@ -245,27 +283,22 @@ class TilingConfig:
     """
 
     tile: int = 512
-    overlap: int = 64
+    overlap: int | None = None
     blend: str = "hann"
     batch_size: int = 4
     bands: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        _positive_int("tile", self.tile)
-        _require(
+        positive_int("tile", self.tile)
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", self.tile // OVERLAP_DIVISOR)
+        require(
             isinstance(self.overlap, int) and 0 <= self.overlap < self.tile,
             f"Expected 0 <= overlap < tile ({self.tile}). Received: overlap={self.overlap!r}",
         )
-        _require(
-            self.blend in BLEND_MODES,
-            f"Expected blend to be one of {', '.join(BLEND_MODES)}. Received: {self.blend!r}",
-        )
-        _positive_int("batch_size", self.batch_size)
-        if self.bands is not None:
-            object.__setattr__(self, "bands", tuple(self.bands))
-            _require(len(self.bands) > 0, "Expected at least one band. Received: none")
-            for b in self.bands:
-                _positive_int("band index (1-based)", b)
+        choice("blend", self.blend, BLEND_MODES)
+        positive_int("batch_size", self.batch_size)
+        object.__setattr__(self, "bands", check_bands(self.bands))
 
     @property
     def stride(self) -> int:
@@ -299,18 +332,15 @@ class VectorizeConfig:
     def __post_init__(self) -> None:
         for name in ("simplify", "min_area"):
             value = getattr(self, name)
-            _require(
-                isinstance(value, int | float) and not isinstance(value, bool) and value >= 0,
-                f"Expected {name} >= 0. Received: {value!r}",
-            )
+            non_negative(name, value)
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(c).strip() for c in self.classes))
-            _require(all(self.classes), f"Expected class names or ids. Received: {self.classes}")
-        _require(
+            require(all(self.classes), f"Expected class names or ids. Received: {self.classes}")
+        require(
             self.format is None or self.format in VECTOR_FORMATS,
             f"Expected format one of {', '.join(VECTOR_FORMATS)}. Received: {self.format!r}",
         )
-        _positive_int("block_pixels", self.block_pixels)
+        positive_int("block_pixels", self.block_pixels)
 
 
 @dataclass(frozen=True)
@@ -345,16 +375,9 @@ class SegmentConfig:
     preview: Path | None = None
 
     def __post_init__(self) -> None:
-        _require(
-            self.probability_dtype in PROBABILITY_DTYPES,
-            f"Expected probability dtype one of {', '.join(PROBABILITY_DTYPES)}. "
-            f"Received: {self.probability_dtype!r}",
-        )
-        _positive_int("gdal_cache_mb", self.gdal_cache_mb)
-        _require(
-            self.tta in TTA_MODES,
-            f"Expected tta one of {', '.join(TTA_MODES)}. Received: {self.tta!r}",
-        )
+        choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)
+        positive_int("gdal_cache_mb", self.gdal_cache_mb)
+        choice("tta", self.tta, TTA_MODES)
 
 
 def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:

@@ -9,8 +9,9 @@ from typing import Any
 import rasterio
 from rasterio.errors import RasterioError
 
-from geofuse.config import ModelSpec
+from geofuse.config import Architecture
 from geofuse.errors import InputError, first_line
+from geofuse.fusion import fusion_mode
 from geofuse.model import decoder_sources, file_digest, load_model, read_info
 
 
@@ -18,6 +19,7 @@ def describe_model(path: Path) -> dict[str, Any]:
     """Metadata of a model file."""
     info = read_info(path)
     spec = info.spec
+    learns_weights = fusion_mode(spec.arch.fusion).learns_level_weights
     return {
         "model": str(path),
         "sha256": file_digest(path),
@@ -31,31 +33,28 @@ def describe_model(path: Path) -> dict[str, Any]:
         },
         "classes": [{"id": c.id, "name": c.name, "color": c.color} for c in info.classes],
         "patch_size": info.patch_size,
-        "architecture": architecture(spec),
-        **({"fusion_weights": fusion_weights(path, spec)} if spec.fusion == "weighted" else {}),
+        "architecture": architecture(spec.arch),
+        **({"fusion_weights": fusion_weights(path, spec.arch)} if learns_weights else {}),
         "provenance": dict(info.provenance),
     }
 
 
-def architecture(spec: ModelSpec) -> dict[str, Any]:
+def architecture(arch: Architecture) -> dict[str, Any]:
     """The architecture facts, with the options of the model's fusion mode."""
-    facts: dict[str, Any] = {
-        "fusion": spec.fusion,
-        "depth": spec.depth,
-        "base_filters": spec.base_filters,
-        "fusion_width": spec.width,
-        "fusion_levels": spec.fusion_levels,
-        "tile_multiple": spec.multiple,
+    return {
+        "fusion": arch.fusion,
+        "fusion_doc": fusion_mode(arch.fusion).doc,
+        **arch.fusion_options,
+        "depth": arch.depth,
+        "base_filters": arch.base_filters,
+        "fusion_width": arch.width,
+        "fusion_levels": arch.fusion_levels,
+        "tile_multiple": arch.multiple,
     }
-    if spec.fusion == "weighted":
-        facts["gates"] = spec.gates
-    if spec.fusion == "cross_attention":
-        facts["attention_size"] = spec.attention_size
-    return facts
 
 
-def fusion_weights(path: Path, spec: ModelSpec) -> dict[str, str]:
-    """The learned normalised weight of each input of each ``weighted`` decoder block.
+def fusion_weights(path: Path, arch: Architecture) -> dict[str, str]:
+    """The learned normalised weight of each input of each decoder block that learns them.
 
     Loads the network (this imports TensorFlow). Keys are the decoder blocks, coarsest first
     (``"level 2"``); values list each input with its weight: ``decoder3`` is the decoder map
@@ -64,9 +63,9 @@ def fusion_weights(path: Path, spec: ModelSpec) -> dict[str, str]:
     """
     model = load_model(path).model
     weights = {}
-    for level in reversed(range(spec.depth)):
+    for level in reversed(range(arch.depth)):
         values = model.get_layer(f"fuse{level}").normalized_weights()
-        names = [f"decoder{level + 1}"] + [f"enc{j}" for j in decoder_sources(spec, level)]
+        names = [f"decoder{level + 1}"] + [f"enc{j}" for j in decoder_sources(arch, level)]
         weights[f"level {level}"] = ", ".join(
             f"{name} {value:.3f}" for name, value in zip(names, values, strict=True)
         )

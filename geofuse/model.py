@@ -19,9 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geofuse.atomic import atomic_path
-from geofuse.config import ModelInfo, ModelSpec
+from geofuse.config import Architecture, ModelInfo, ModelSpec
 from geofuse.errors import ConfigError, ModelError, first_line
+from geofuse.fusion import fusion_mode
+from geofuse.outputs import atomic_path
 
 if TYPE_CHECKING:
     import keras
@@ -35,13 +36,13 @@ def default_model_path() -> Path:
     return Path(str(resources.files("geofuse") / "models" / DEFAULT_MODEL))
 
 
-def decoder_sources(spec: ModelSpec, level: int) -> list[int]:
+def decoder_sources(arch: Architecture, level: int) -> list[int]:
     """Encoder levels that the decoder at ``level`` fuses (besides the coarser decoder map)."""
-    if spec.fusion == "none":
+    if not fusion_mode(arch.fusion).multi_level:
         return [level]
-    if spec.fusion_levels == "adjacent":
-        return [j for j in (level - 1, level, level + 1) if 0 <= j < spec.depth]
-    return list(range(spec.depth))
+    if arch.fusion_levels == "adjacent":
+        return [j for j in (level - 1, level, level + 1) if 0 <= j < arch.depth]
+    return list(range(arch.depth))
 
 
 def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
@@ -49,8 +50,8 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
 
     Encoder level ``i`` (``0`` = full resolution) has ``base_filters * 2**i`` filters; the
     bottleneck sits at level ``depth``. Decoder level ``i`` fuses the decoder map from level
-    ``i + 1`` with the encoder levels of :func:`decoder_sources` through the layer for
-    ``spec.fusion`` (``none`` is the plain U-Net skip: upsample, concatenate, convolve).
+    ``i + 1`` with the encoder levels of :func:`decoder_sources` through the layer of the
+    fusion mode (:mod:`geofuse.fusion`), then applies a conv-BN-ReLU.
 
     The model is fully convolutional: input ``(None, None, bands)``, with sides multiples of
     ``2**depth``; output per-pixel class probabilities (softmax, float32).
@@ -58,38 +59,31 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     import keras
     from keras import layers
 
-    from geofuse.fusion import ConvBNReLU, Upsample, make_fusion
+    from geofuse.blocks import ConvBNReLU
 
+    arch = spec.arch
+    fusion_layer = fusion_mode(arch.fusion).layer_class()
     inputs = keras.Input((None, None, spec.bands), name="image")
     x = inputs
     skips = []
-    for level in range(spec.depth):
-        filters = spec.base_filters * 2**level
+    for level in range(arch.depth):
+        filters = arch.base_filters * 2**level
         x = ConvBNReLU(filters, name=f"enc{level}_a")(x)
         x = ConvBNReLU(filters, name=f"enc{level}_b")(x)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"down{level}")(x)
-    bottleneck = spec.base_filters * 2**spec.depth
+    bottleneck = arch.base_filters * 2**arch.depth
     x = ConvBNReLU(bottleneck, name="bottleneck_a")(x)
     x = ConvBNReLU(bottleneck, name="bottleneck_b")(x)
 
-    options: dict[str, Any] = {}
-    if spec.fusion == "weighted":
-        options["gates"] = spec.gates
-    if spec.fusion == "cross_attention":
-        options["attention_size"] = spec.attention_size
-    for level in reversed(range(spec.depth)):
-        filters = spec.base_filters * 2**level
-        if spec.fusion == "none":
-            up = Upsample(2, name=f"up{level}")(x)
-            x = layers.Concatenate(name=f"skip{level}")([up, skips[level]])
-        else:
-            sources = decoder_sources(spec, level)
-            scales = [1] + [j - level for j in sources]
-            fusion = make_fusion(
-                spec.fusion, filters, spec.width, scales, name=f"fuse{level}", **options
-            )
-            x = fusion([x] + [skips[j] for j in sources])
+    for level in reversed(range(arch.depth)):
+        filters = arch.base_filters * 2**level
+        sources = decoder_sources(arch, level)
+        fusion = fusion_layer(
+            filters=filters, width=arch.width, scales=[1] + [j - level for j in sources],
+            name=f"fuse{level}", **arch.fusion_options,
+        )
+        x = fusion([x] + [skips[j] for j in sources])
         x = ConvBNReLU(filters, name=f"dec{level}")(x)
     logits = layers.Conv2D(spec.classes, 1, name="logits")(x)
     probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
@@ -171,7 +165,7 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     """
     import keras
 
-    import geofuse.fusion  # noqa: F401  (registers the custom layers)
+    import geofuse.fusion_layers  # noqa: F401  (registers the custom layers)
 
     path = Path(path) if path is not None else default_model_path()
     info = read_info(path)

@@ -19,10 +19,9 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import ColorInterp, Resampling
 
-from geofuse.atomic import atomic_path
 from geofuse.errors import ConfigError, InputError, OutputError, plural
-from geofuse.stitcher import check_destination
-from geofuse.tiling import _open as open_raster
+from geofuse.outputs import atomic_path, check_destination
+from geofuse.tiling import open_raster
 from geofuse.vectorize import mask_classes
 
 LEGEND_WIDTH = 200

@@ -20,17 +20,16 @@ import rasterio
 import geofuse
 from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
-from geofuse.errors import ConfigError, OutputError
+from geofuse.errors import OutputError
 from geofuse.model import LoadedModel, load_model
-from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher, check_destination
+from geofuse.outputs import TAGS, Progress, check_destination
+from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher
 from geofuse.tiling import Patch, SceneReader, batched, prefetch, stack_batch
 from geofuse.tta import passes, tta_predictor
 from geofuse.windows import TileGrid
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` with counts of tiles."""
 
 
 @dataclass(frozen=True)
@@ -85,25 +84,16 @@ def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Path) -> dict
     """Tags recorded in every output: version, model digest, tiling, classes."""
     tiling = config.tiling
     return {
-        "GEOFUSE_VERSION": geofuse.__version__,
-        "GEOFUSE_MODEL": loaded.path.name,
-        "GEOFUSE_MODEL_SHA256": loaded.digest,
-        "GEOFUSE_TILE": str(tiling.tile),
-        "GEOFUSE_OVERLAP": str(tiling.overlap),
-        "GEOFUSE_BLEND": tiling.blend,
-        "GEOFUSE_SOURCE": scene.name,
-        "GEOFUSE_CLASSES": ",".join(c.name for c in loaded.info.classes),
-        "GEOFUSE_TTA": config.tta,
-    } | ({"GEOFUSE_AOI": Path(config.aoi).name} if config.aoi else {})
-
-
-def _check_tiling(loaded: LoadedModel, config: SegmentConfig) -> None:
-    multiple = loaded.info.spec.multiple
-    if config.tiling.tile % multiple:
-        raise ConfigError(
-            f"Expected a tile size that is a multiple of {multiple} for this model "
-            f"(depth {loaded.info.spec.depth}). Received: {config.tiling.tile}"
-        )
+        TAGS.VERSION: geofuse.__version__,
+        TAGS.MODEL: loaded.path.name,
+        TAGS.MODEL_SHA256: loaded.digest,
+        TAGS.TILE: str(tiling.tile),
+        TAGS.OVERLAP: str(tiling.overlap),
+        TAGS.BLEND: tiling.blend,
+        TAGS.SOURCE: scene.name,
+        TAGS.CLASSES: ",".join(c.name for c in loaded.info.classes),
+        TAGS.TTA: config.tta,
+    } | ({TAGS.AOI: Path(config.aoi).name} if config.aoi else {})
 
 
 def run_pipeline(
@@ -181,7 +171,7 @@ def segment_scene(
         check_destination(prob_path, config.overwrite)
     _check_products(config, out, prob_path)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    _check_tiling(loaded, config)
+    loaded.info.spec.arch.check_tile(config.tiling.tile)
     info, tiling = loaded.info, config.tiling
     env = {"GDAL_CACHEMAX": config.gdal_cache_mb * 1024 * 1024}
 
@@ -201,34 +191,10 @@ def segment_scene(
             "gcps": reader.gcps,
             "tags": output_tags(loaded, config, scene),
         }
-        sinks: list[GeoTiffSink] = []
+        sinks = Sinks(loaded, config, out, prob_path, common)
         try:
-            mask_sink = GeoTiffSink(
-                out, count=1, dtype="uint8", nodata=CLASS_NODATA,
-                colormap=class_colormap(loaded), band_descriptions=["class"],
-                overview_resampling="nearest", **common,
-            )
-            sinks.append(mask_sink)
-            prob_sink = None
-            if prob_path is not None:
-                uint8 = config.probability_dtype == "uint8"
-                prob_sink = GeoTiffSink(
-                    prob_path, count=info.spec.classes, dtype=config.probability_dtype,
-                    nodata=255 if uint8 else float("nan"),
-                    band_descriptions=[c.name for c in info.classes],
-                    overview_resampling="average",
-                    scale=1.0 / PROB_SCALE if uint8 else None, **common,
-                )
-                sinks.append(prob_sink)
-            elif config.vector is not None:  # uncommitted, for the polygons' mean probability
-                prob_sink = GeoTiffSink(
-                    Path(config.vector).with_name(Path(config.vector).name + ".probs.tif"),
-                    count=info.spec.classes, dtype="uint8", nodata=255,
-                    scale=1.0 / PROB_SCALE, **common,
-                )
-                sinks.append(prob_sink)
             stitcher = Stitcher(
-                grid, info.spec.classes, tiling.blend, mask_sink, prob_sink,
+                grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
                 config.probability_dtype,
             )
             predict = tta_predictor(predictor or make_predictor(
@@ -240,17 +206,10 @@ def segment_scene(
             )
             run_pipeline(patches, predict, stitcher, tiling.batch_size, len(tiles), progress)
             stitcher.finish()
-            for sink in sinks:
-                if prob_path is None and sink is prob_sink:
-                    sink.dataset.close()  # read by vectorize below, then deleted
-                else:
-                    sink.commit()
-            polygons = _products(config, scene, out, prob_path or (prob_sink and prob_sink.tmp))
+            sinks.commit()
+            polygons = _products(config, scene, out, sinks.probabilities_file)
         finally:
-            # on failure: every temporary file; on success: only the uncommitted probabilities
-            # kept for --vector (abort never touches a committed output)
-            for sink in sinks:
-                sink.abort()
+            sinks.abort()
     seconds = time.perf_counter() - start
     counts = {c.name: int(n) for c, n in zip(info.classes, stitcher.class_counts, strict=True)}
     log.info("%s: %d tiles in %.1f s", scene.name, len(tiles), seconds)
@@ -262,6 +221,66 @@ def segment_scene(
         vector=Path(config.vector) if config.vector else None, polygons=polygons,
         preview=Path(config.preview) if config.preview else None,
     )
+
+
+class Sinks:
+    """The writers of one run: the class mask, and probabilities when asked or needed.
+
+    Probabilities are written when the user asks for them (``config.probabilities``), or, for
+    ``--vector`` alone, to a scratch file beside the polygons that gives each polygon its mean
+    probability and is deleted at the end (never committed).
+    """
+
+    def __init__(self, loaded: LoadedModel, config: SegmentConfig, out: Path,
+                 prob_path: Path | None, common: dict[str, Any]) -> None:
+        info = loaded.info
+        self.keep_probabilities = prob_path is not None
+        self.mask = GeoTiffSink(
+            out, count=1, dtype="uint8", nodata=CLASS_NODATA, colormap=class_colormap(loaded),
+            band_descriptions=["class"], overview_resampling="nearest", **common,
+        )
+        self.probabilities: GeoTiffSink | None = None
+        try:
+            if prob_path is not None:
+                uint8 = config.probability_dtype == "uint8"
+                self.probabilities = GeoTiffSink(
+                    prob_path, count=info.spec.classes, dtype=config.probability_dtype,
+                    nodata=255 if uint8 else float("nan"),
+                    band_descriptions=[c.name for c in info.classes],
+                    overview_resampling="average",
+                    scale=1.0 / PROB_SCALE if uint8 else None, **common,
+                )
+            elif config.vector is not None:
+                scratch = Path(config.vector).with_name(Path(config.vector).name + ".probs.tif")
+                self.probabilities = GeoTiffSink(
+                    scratch, count=info.spec.classes, dtype="uint8", nodata=255,
+                    scale=1.0 / PROB_SCALE, **common,
+                )
+        except BaseException:
+            self.mask.abort()
+            raise
+
+    @property
+    def probabilities_file(self) -> Path | None:
+        """Where the finished probabilities are: the output, or the scratch file."""
+        if self.probabilities is None:
+            return None
+        return self.probabilities.path if self.keep_probabilities else self.probabilities.tmp
+
+    def commit(self) -> None:
+        """Publish the outputs; a scratch probability file is only closed (read, then removed)."""
+        self.mask.commit()
+        if self.probabilities is not None:
+            if self.keep_probabilities:
+                self.probabilities.commit()
+            else:
+                self.probabilities.dataset.close()
+
+    def abort(self) -> None:
+        """Remove every temporary file (a committed output is never touched)."""
+        self.mask.abort()
+        if self.probabilities is not None:
+            self.probabilities.abort()
 
 
 def _masked(patches: Iterator[Patch], aoi: AreaOfInterest | None) -> Iterator[Patch]:

@@ -15,7 +15,6 @@ final name.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,34 +27,13 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from geofuse.atomic import publish, reserve_temp
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError, first_line
+from geofuse.outputs import publish, reserve_temp
 from geofuse.windows import TileGrid, blend_weights, core_weights
 
 PROB_SCALE = 254  # uint8 probabilities: value / 254; 255 is nodata
 FLUSH_ROWS = 64  # rows normalised and written at a time
-
-
-def check_destination(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output (unless ``overwrite``) or a folder that cannot take files.
-
-    Raises:
-        OutputError: With the path and the reason.
-
-    """
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory, expected an output file name")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{path}: folder {parent} does not exist")
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as exc:
-        raise OutputError(f"{path}: folder {parent} is not writable ({exc.strerror})") from exc
 
 
 class GeoTiffSink:

@@ -74,7 +74,8 @@ def gdal_reason(exc: BaseException) -> str:
     return reasons[-1] if reasons else "unknown GDAL error"
 
 
-def _open(path: Path) -> rasterio.io.DatasetReader:
+def open_raster(path: Path) -> rasterio.io.DatasetReader:
+    """Open a raster for reading, or raise InputError with one line naming the file."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
@@ -104,7 +105,7 @@ class SceneReader:
         expected_bands: int | None = None,
     ) -> None:
         self.path = Path(path)
-        self.dataset = _open(self.path)
+        self.dataset = open_raster(self.path)
         try:
             self._setup(bands, normalization, expected_bands)
         except BaseException:

@@ -16,9 +16,9 @@ from pyogrio.errors import DataSourceError, FeatureError, FieldError, GeometryEr
 from pyogrio.raw import write as write_vector
 from rasterio.crs import CRS
 
-from geofuse.atomic import publish, reserve_temp
 from geofuse.config import VECTOR_FORMATS
 from geofuse.errors import OutputError, first_line
+from geofuse.outputs import publish, reserve_temp
 
 DRIVERS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson")}
 LAYER = "polygons"

@@ -40,13 +40,12 @@ from shapely.geometry import shape
 
 from geofuse.config import VectorizeConfig
 from geofuse.errors import InputError, OutputError, plural
-from geofuse.stitcher import check_destination
-from geofuse.tiling import _open as open_raster
+from geofuse.outputs import TAGS, Progress, check_destination
+from geofuse.tiling import open_raster
 from geofuse.vector_io import FeatureWriter, output_format
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 MASK_DTYPES = ("uint8", "uint16", "int16", "int32")
 FLUSH_EVERY = 20_000  # polygons per write to the output
 
@@ -75,7 +74,7 @@ class _Group:
 
 def mask_classes(ds: rasterio.io.DatasetReader) -> dict[int, str]:
     """Class names by id, from the ``GEOFUSE_CLASSES`` tag that ``segment`` writes."""
-    tag = ds.tags().get("GEOFUSE_CLASSES", "")
+    tag = ds.tags().get(TAGS.CLASSES, "")
     return {i: name for i, name in enumerate(tag.split(","))} if tag else {}
 
 

@@ -22,56 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data_samples" / "scene_a.tif"
-
-
-def make_scene(path: Path, size: int) -> None:
-    """Write a ``size`` x ``size`` RGB scene by mirroring the sample scene, block by block."""
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(SAMPLE) as src:
-        texture = src.read()
-        profile = src.profile
-    th, tw = texture.shape[1:]
-    tiles = [[texture, texture[:, :, ::-1]], [texture[:, ::-1], texture[:, ::-1, ::-1]]]
-    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512,
-                   compress="deflate", nodata=0, BIGTIFF="IF_SAFER")
-    with rasterio.open(path, "w", **profile) as dst:
-        for r0 in range(0, size, 512):
-            for c0 in range(0, size, 512):
-                h, w = min(512, size - r0), min(512, size - c0)
-                rows = np.arange(r0, r0 + h)
-                cols = np.arange(c0, c0 + w)
-                block = np.empty((3, h, w), np.uint8)
-                for i, r in enumerate(rows):
-                    ty, ry = divmod(r, th)
-                    for tx in range(2):
-                        sel = (cols // tw) % 2 == tx
-                        src_tile = tiles[ty % 2][tx]
-                        block[:, i, sel] = src_tile[:, ry, cols[sel] % tw]
-                dst.write(block, window=Window(c0, r0, w, h))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), in MB.
-
-    Unlike ``ru_maxrss``, VmHWM is not inherited from the parent across fork/exec.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _common import peak_rss_mb, synthetic_scene
 
 
 def run_child(scene: str, args: argparse.Namespace) -> dict:
@@ -157,7 +114,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             scene = Path(tmp) / f"scene_{size}.tif"
-            make_scene(scene, size)
+            synthetic_scene(scene, size, "sample")
             e2e = run_child(str(scene), args)
             scene.unlink()
             scene_mpx, patch_mpx = e2e["scene_px"] / 1e6, e2e["patch_px"] / 1e6

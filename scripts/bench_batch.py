@@ -1,10 +1,11 @@
 """Benchmark `geofuse batch`: scenes per minute for 1 and 2 local Dask workers.
 
-Generates N scenes (default 8 of 1024x1024, 3-band uint8, tiled deflate GeoTIFFs with smooth
-random texture) in a temporary folder, then runs ``segment_directory`` on them once per worker
-count, each time into a fresh output folder. It uses the embedded default model when
-``geofuse/models/default.keras`` exists (copied first, so a retrain meanwhile cannot change it),
-else a small untrained fusion U-Net built on the fly (base filters 16, depth 3; same cost).
+Generates N scenes (default 8 of 1024x1024, 3-band uint8, tiled deflate GeoTIFFs: random
+32-pixel blocks plus noise, ``_common.synthetic_scene``) in a temporary folder, then runs
+``segment_directory`` on them once per worker count, each time into a fresh output folder. It
+uses the embedded default model when ``geofuse/models/default.keras`` exists (copied first, so
+a retrain meanwhile cannot change it), else a small untrained fusion U-Net built on the fly
+(base filters 16, depth 3; same cost).
 
 Printed per worker count: wall time from the call to the report (cluster start, model loads
 and everything), scenes/minute over that wall time, the mean worker seconds per scene, and the
@@ -25,25 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_scene(path: Path, size: int, seed: int) -> None:
-    """A size x size RGB uint8 GeoTIFF: blocky random colours plus noise, UTM georeferenced."""
-    import rasterio
-    from affine import Affine
-
-    rng = np.random.default_rng(seed)
-    cells = size // 32 + 1
-    coarse = rng.integers(0, 256, (3, cells, cells), dtype=np.uint8)
-    image = np.repeat(np.repeat(coarse, 32, axis=1), 32, axis=2)[:, :size, :size]
-    image = np.clip(image.astype(np.int16) + rng.integers(-20, 21, image.shape), 0, 255)
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8",
-               "crs": "EPSG:32633", "transform": Affine(0.5, 0, 500000.0, 0, -0.5, 5200000.0),
-               "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate"}
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(image.astype(np.uint8))
+from _common import synthetic_scene
 
 
 def get_model(folder: Path) -> tuple[Path, str]:
@@ -55,11 +38,11 @@ def get_model(folder: Path) -> tuple[Path, str]:
         return Path(shutil.copy(default, folder / "default.keras")), "embedded default"
     import keras
 
-    from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
+    from geofuse.config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
     from geofuse.model import build_unet, save_model
 
     keras.utils.set_random_seed(0)
-    spec = ModelSpec(bands=3, classes=5, depth=3, base_filters=16, fusion="concat")
+    spec = ModelSpec(bands=3, classes=5, arch=Architecture(depth=3, base_filters=16))
     info = ModelInfo(spec=spec, band_names=("red", "green", "blue"),
                      normalization=Normalization.identity(3, scale=1 / 255),
                      classes=tuple(ClassInfo(i, f"class{i}") for i in range(5)), patch_size=64)
@@ -89,7 +72,7 @@ def main() -> None:
         scenes = folder / "scenes"
         scenes.mkdir()
         for i in range(args.scenes):
-            make_scene(scenes / f"scene{i:02d}.tif", args.size, seed=i)
+            synthetic_scene(scenes / f"scene{i:02d}.tif", args.size, "blocks", seed=i, cell=32)
         model, which = get_model(folder)
         print(f"{args.scenes} scenes of {args.size}x{args.size} px, tile {args.tile}, overlap "
               f"{overlap}, batch {args.batch_size}; model: {which}; {available_cpus()} CPUs")

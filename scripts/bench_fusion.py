@@ -28,15 +28,15 @@ MODES = ["none", "concat", "weighted", "weighted+gates", "attention", "cross_att
 
 def build(mode: str, args: argparse.Namespace):  # noqa: ANN201 - keras.Model
     """Network for ``mode`` (``weighted+gates`` is ``weighted`` with gates)."""
-    from geofuse.config import ModelSpec
+    from geofuse.config import Architecture, ModelSpec
     from geofuse.model import build_unet
 
     fusion, _, gates = mode.partition("+")
-    spec = ModelSpec(
-        bands=args.bands, classes=args.classes, depth=args.depth, base_filters=args.filters,
-        fusion=fusion, fusion_width=args.width, fusion_levels=args.levels, gates=bool(gates),
-        attention_size=args.attention_size,
-    )
+    options = {"weighted": {"gates": bool(gates)},
+               "cross_attention": {"attention_size": args.attention_size}}.get(fusion, {})
+    spec = ModelSpec(bands=args.bands, classes=args.classes, arch=Architecture(
+        depth=args.depth, base_filters=args.filters, fusion=fusion, fusion_width=args.width,
+        fusion_levels=args.levels, fusion_options=options))
     return build_unet(spec)
 
 

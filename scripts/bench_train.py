@@ -4,7 +4,7 @@
 It writes a tiled, deflate-compressed RGB GeoTIFF scene with a label raster, draws one table of
 random chips (with augmentation), and times the same compiled training step fed by
 
-  * disk:   geofuse.chips.train_dataset -> parallel GeoTIFF window reads + augmentation
+  * disk:   geofuse.training.chips.train_dataset -> parallel GeoTIFF window reads + augmentation
   * memory: the identical batches, precomputed into arrays (tf.data from_tensor_slices)
 
 plus the pipeline alone (no model). Goal: disk / memory <= 1.15.
@@ -22,31 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import synthetic_scene
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def write_scene(folder: Path, size: int) -> tuple[Path, Path]:
-    import rasterio
-    from affine import Affine
-
-    rng = np.random.default_rng(0)
-    profile = {"driver": "GTiff", "width": size, "height": size, "crs": "EPSG:32633",
-               "transform": Affine(0.5, 0, 500000, 0, -0.5, 5000000), "tiled": True,
-               "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
-    scene, labels = folder / "scene.tif", folder / "labels.tif"
-    with rasterio.open(scene, "w", count=3, dtype="uint8", nodata=0, **profile) as img, \
-            rasterio.open(labels, "w", count=1, dtype="uint8", nodata=255, **profile) as lab:
-        for r in range(0, size, 512):
-            h = min(512, size - r)
-            window = rasterio.windows.Window(0, r, size, h)
-            y = (rng.random((h // 16 + 1, size // 16 + 1)) * 5).astype(np.uint8)
-            y = np.kron(y, np.ones((16, 16), np.uint8))[:h, :size]
-            x = (y[None] * 40 + rng.integers(1, 60, (3, h, size))).astype(np.uint8)
-            img.write(x, window=window)
-            lab.write(y[None], window=window)
-    return scene, labels
 
 
 def main() -> None:
@@ -63,16 +42,23 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from geofuse.chips import ChipLoader, train_dataset
-    from geofuse.config import ClassInfo, ModelSpec, Normalization
-    from geofuse.datasets import LabelledRaster, band_scale, make_units, normalisation_stats, scan
-    from geofuse.labels import LabelCoding
-    from geofuse.losses import SegmentationLoss
+    from geofuse.config import Architecture, ClassInfo, ModelSpec, Normalization
     from geofuse.model import build_unet
+    from geofuse.training.chips import ChipLoader, train_dataset
+    from geofuse.training.datasets import (
+        LabelledRaster,
+        band_scale,
+        make_units,
+        normalisation_stats,
+        scan,
+    )
+    from geofuse.training.labels import LabelCoding
+    from geofuse.training.losses import SegmentationLoss
 
     classes = tuple(ClassInfo(i, f"c{i}") for i in range(5))
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        scene, labels = write_scene(Path(tmp), args.size)
+        scene, labels = Path(tmp) / "scene.tif", Path(tmp) / "labels.tif"
+        synthetic_scene(scene, args.size, "blocks", labels=labels, block=256)
         raster = LabelledRaster(scene, labels, LabelCoding(classes=5), classes)
         units = make_units([raster], ["scene"], 512)
         scan([raster], units, 5, band_scale("uint8"))
@@ -83,8 +69,8 @@ def main() -> None:
         rows = loader.epoch_rows(0, n)
 
         keras.utils.set_random_seed(0)
-        model = build_unet(ModelSpec(bands=3, classes=5, depth=args.depth,
-                                     base_filters=args.filters))
+        model = build_unet(ModelSpec(bands=3, classes=5, arch=Architecture(
+            depth=args.depth, base_filters=args.filters)))
         model.compile(keras.optimizers.Adam(1e-3), SegmentationLoss(5))
 
         # pipeline alone

@@ -1,10 +1,11 @@
 """Benchmark ``geofuse vectorize`` on a generated mask larger than comfortable for memory.
 
 Generates a SIZE x SIZE class mask (default 20000 x 20000) on disk, tiled and compressed,
-written band by band (never whole in memory): background 0, ~1 building (class 1) per 40 x 40
-pixels, a road grid (class 2) that forms one polygon spanning the whole scene, a few lakes
-(class 3) of thousands of pixels across, and a nodata corner. Then runs the real CLI in a
-subprocess and prints its wall time and peak resident memory (``getrusage`` of the child).
+written a band of rows at a time by ``_common.synthetic_scene`` (never whole in memory):
+background 0, ~1 building (class 1) per 40 x 40 pixels, a road grid (class 2) that forms one
+polygon spanning the whole scene, a few lakes (class 3) of thousands of pixels across, and a
+nodata corner. Then runs the real CLI in a subprocess and prints its wall time and peak
+resident memory (``getrusage`` of the child).
 
     python scripts/bench_vectorize.py [--size 20000] [--workdir DIR] [--keep]
 """
@@ -21,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
-import rasterio
-from affine import Affine
-
-BAND = 1024
+from _common import Texture, synthetic_scene
 
 
-def generate(path: Path, size: int, seed: int = 0) -> None:
+def mask_texture(size: int, seed: int = 0) -> Texture:
+    """Rows of the class mask (a ``synthetic_scene`` texture): buildings, roads, lakes, nodata."""
     rng = np.random.default_rng(seed)
     n = size * size // 1600
     rows = rng.integers(0, size - 40, n)
@@ -38,33 +37,27 @@ def generate(path: Path, size: int, seed: int = 0) -> None:
     rows, cols, heights, widths = rows[order], cols[order], heights[order], widths[order]
     lakes = [(rng.uniform(0, size), rng.uniform(0, size), rng.uniform(size / 40, size / 12))
              for _ in range(6)]
-    profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "uint8",
-        "crs": "EPSG:32616", "transform": Affine(0.5, 0, 740000.0, 0, -0.5, 3740000.0),
-        "nodata": 255, "tiled": True, "blockxsize": 512, "blockysize": 512,
-        "compress": "deflate", "BIGTIFF": "IF_SAFER",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.update_tags(GEOFUSE_CLASSES="background,building,road,water")
-        for r0 in range(0, size, BAND):
-            r1 = min(size, r0 + BAND)
-            band = np.zeros((r1 - r0, size), dtype=np.uint8)
-            lo = np.searchsorted(rows, r0 - 40)
-            hi = np.searchsorted(rows, r1)
-            for r, c, h, w in zip(rows[lo:hi], cols[lo:hi], heights[lo:hi], widths[lo:hi],
-                                  strict=True):
-                a, b = max(r, r0), min(r + h, r1)
-                if a < b:
-                    band[a - r0 : b - r0, c : c + w] = 1
-            yy = np.arange(r0, r1)[:, None]
-            xx = np.arange(size)[None, :]
-            for cx, cy, radius in lakes:
-                if cy + radius < r0 or cy - radius > r1:
-                    continue
-                band[(xx - cx) ** 2 + (yy - cy) ** 2 < radius**2] = 3
-            band[(yy % 600 < 8) | (xx % 600 < 8)] = 2
-            band[(xx + yy) < size // 10] = 255  # nodata corner
-            dst.write(band, 1, window=rasterio.windows.Window(0, r0, size, r1 - r0))
+
+    def render(r0: int, r1: int) -> tuple[np.ndarray, None]:
+        band = np.zeros((r1 - r0, size), dtype=np.uint8)
+        lo = np.searchsorted(rows, r0 - 40)
+        hi = np.searchsorted(rows, r1)
+        for r, c, h, w in zip(rows[lo:hi], cols[lo:hi], heights[lo:hi], widths[lo:hi],
+                              strict=True):
+            a, b = max(r, r0), min(r + h, r1)
+            if a < b:
+                band[a - r0 : b - r0, c : c + w] = 1
+        yy = np.arange(r0, r1)[:, None]
+        xx = np.arange(size)[None, :]
+        for cx, cy, radius in lakes:
+            if cy + radius < r0 or cy - radius > r1:
+                continue
+            band[(xx - cx) ** 2 + (yy - cy) ** 2 < radius**2] = 3
+        band[(yy % 600 < 8) | (xx % 600 < 8)] = 2
+        band[(xx + yy) < size // 10] = 255  # nodata corner
+        return band[None], None
+
+    return render
 
 
 def main() -> None:
@@ -77,7 +70,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     mask, out = workdir / "mask.tif", workdir / "polygons.gpkg"
     t0 = time.perf_counter()
-    generate(mask, args.size)
+    synthetic_scene(mask, args.size, mask_texture(args.size), nodata=255,
+                    tags={"GEOFUSE_CLASSES": "background,building,road,water"})
     print(f"generated {args.size}x{args.size} mask in {time.perf_counter() - t0:.1f} s "
           f"({mask.stat().st_size / 1e6:.1f} MB on disk)")
     out.unlink(missing_ok=True)

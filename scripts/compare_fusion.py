@@ -1,7 +1,7 @@
 """Compare the fusion modes on two real sets and write docs/fusion.md (issue 6, "Compare").
 
-Every mode is trained with ``geofuse.train.train`` under the same settings, seeds and data
-splits, then scored on held-out data with ``geofuse.evaluate.evaluate`` (the real inference
+Every mode is trained with ``geofuse.training.train.train`` under the same settings, seeds and data
+splits, then scored on held-out data with ``geofuse.training.evaluate.evaluate`` (the real inference
 path):
 
 * **spacenet**: ``shared/data/real/spacenet-solaris/sample_geotiff.tif`` (0.5 m panchromatic) with
@@ -40,58 +40,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import (
+    ROOT,
+    SPACENET_LABELS,
+    SPACENET_VAL_BLOCK,
+    dubai_coding,
+    dubai_holdout,
+    dubai_training,
+    peak_rss_mb,
+    spacenet_classes,
+    spacenet_split,
+    synthetic_scene,
+)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "real"
-SPACENET = REAL / "spacenet-solaris"
-DUBAI = REAL / "dubai-aerial-hitl"
-SAMPLES = ROOT / "data_samples"
 MODES = ["none", "concat", "weighted", "attention", "cross_attention"]
 SETS = ["spacenet", "dubai"]
 WIDTHS = [8, 12, 16, 20, 24, 32, 40, 48]
-DUBAI_IGNORE = ("#9B9B9B", "#000000")
-
-
-# -- data --------------------------------------------------------------------------------------
-
-
-def spacenet_split(work: Path) -> tuple[Path, Path]:
-    """Write the western two thirds and the eastern third of the SpaceNet scene as GeoTIFFs."""
-    import rasterio
-    from rasterio.windows import Window
-
-    west, east = work / "spacenet_west.tif", work / "spacenet_east.tif"
-    if west.exists() and east.exists():
-        return west, east
-    with rasterio.open(SPACENET / "sample_geotiff.tif") as src:
-        cut = src.width * 2 // 3
-        for path, window in ((west, Window(0, 0, cut, src.height)),
-                             (east, Window(cut, 0, src.width - cut, src.height))):
-            profile = src.profile | {"width": int(window.width), "height": int(window.height),
-                                     "transform": src.window_transform(window)}
-            tmp = path.with_suffix(".tmp.tif")
-            with rasterio.open(tmp, "w", **profile) as dst:
-                dst.write(src.read(window=window))
-            os.replace(tmp, path)
-    return west, east
-
-
-def dubai_coding():  # noqa: ANN201 - (classes, LabelCoding)
-    """The Dubai classes and mask colours (measured colours, see the set's PROVENANCE.md)."""
-    from geofuse.labels import LabelCoding, load_classes
-
-    classes, _ = load_classes(SAMPLES / "classes.json")
-    coding = LabelCoding(classes=len(classes), colors=tuple(c.color for c in classes),
-                         ignore_colors=DUBAI_IGNORE, mode="colors")
-    return classes, coding
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -100,11 +72,11 @@ def dubai_coding():  # noqa: ANN201 - (classes, LabelCoding)
 def param_count(mode: str, bands: int, classes: int, args: argparse.Namespace,
                 width: int | None) -> int:
     """Parameters of the network for ``mode`` (untrained; the count does not depend on data)."""
-    from geofuse.config import ModelSpec
+    from geofuse.config import Architecture, ModelSpec
     from geofuse.model import build_unet
 
-    spec = ModelSpec(bands=bands, classes=classes, depth=args.depth, base_filters=args.filters,
-                     fusion=mode, fusion_width=width)
+    spec = ModelSpec(bands=bands, classes=classes, arch=Architecture(
+        depth=args.depth, base_filters=args.filters, fusion=mode, fusion_width=width))
     return build_unet(spec).count_params()
 
 
@@ -118,40 +90,40 @@ def matched_width(mode: str, bands: int, classes: int, args: argparse.Namespace)
 
 def train_and_score(name: str, mode: str, seed: int, args: argparse.Namespace) -> dict:
     """Train one mode on one set with one seed and score it on the held-out part."""
-    from geofuse.config import ClassInfo, TilingConfig
-    from geofuse.evaluate import EvaluateConfig, evaluate
+    from geofuse.config import Architecture, TilingConfig
     from geofuse.model import load_model
-    from geofuse.train import SceneSource, TilesSource, TrainConfig, train
+    from geofuse.training.config import LabelOptions
+    from geofuse.training.evaluate import EvaluateConfig, evaluate
+    from geofuse.training.train import SceneSource, TrainConfig, train
 
     run = args.work / name / f"{mode}_seed{seed}"
     if name == "spacenet":
         west, east = spacenet_split(args.work)
-        classes = (ClassInfo(0, "background", "#000000"), ClassInfo(1, "building", "#ff3030"))
-        sources: tuple = (SceneSource(west, SPACENET / "geotiff_labels.geojson"),)
-        bands, coding = 1, None
+        classes = spacenet_classes()
+        sources: tuple = (SceneSource(west, SPACENET_LABELS),)
+        bands = 1
     else:
-        classes, coding = dubai_coding()
-        sources = (TilesSource(DUBAI, exclude=(f"{args.holdout}/images/*",), coding=coding),)
+        classes, _ = dubai_coding()
+        sources = (dubai_training(args.holdout),)
         bands = 3
     width = matched_width(mode, bands, len(classes), args)
     config = TrainConfig(
-        sources=sources, out=run / "model.keras", run_dir=run / "train", classes=classes,
-        fusion=mode, depth=args.depth, base_filters=args.filters, fusion_width=width,
+        sources=sources, out=run / "model.keras", run_dir=run / "train",
+        labels=LabelOptions(classes=classes), arch=Architecture(
+            depth=args.depth, base_filters=args.filters, fusion=mode, fusion_width=width),
         patch=args.patch, batch_size=args.batch_size, epochs=args.epochs,
         steps_per_epoch=args.steps, learning_rate=args.lr, val_fraction=0.15,
         patience=args.patience, seed=seed, overwrite=True,
-        val_block=200 if name == "spacenet" else None,  # as scripts/spacenet_experiment.py
+        val_block=SPACENET_VAL_BLOCK if name == "spacenet" else None,
     )
     result = train(config)
     tiling = TilingConfig(tile=args.tile, overlap=args.overlap, batch_size=4)
     if name == "spacenet":
         evaluation = evaluate(EvaluateConfig(
-            model=config.out, scene=east, labels=SPACENET / "geotiff_labels.geojson",
-            tiling=tiling, seam_width=8))
+            source=SceneSource(east, SPACENET_LABELS), model=config.out, tiling=tiling,
+            seam_width=8))
     else:
-        evaluation = evaluate(EvaluateConfig(
-            model=config.out, tiles=TilesSource(DUBAI / args.holdout),
-            ignore_colors=DUBAI_IGNORE, mask_mode="colors", tiling=tiling))
+        evaluation = evaluate(dubai_holdout(config.out, args.holdout, tiling=tiling))
     report = evaluation.report
     return {
         "set": name, "mode": mode, "seed": seed, "fusion_width": width,
@@ -179,10 +151,7 @@ def cost_scene(work: Path) -> Path:
     """A 2048 x 2048 RGB GeoTIFF (the bench scene), shared by every mode's cost measurement."""
     path = work / "cost_scene_2048.tif"
     if not path.exists():
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from bench import make_scene
-
-        make_scene(path, 2048)
+        synthetic_scene(path, 2048, "sample")
     return path
 
 
@@ -204,18 +173,6 @@ def measure_child(model: str, scene: str, tile: int, overlap: int) -> None:
     out.unlink(missing_ok=True)
     print(json.dumps({"mpx_s": result.megapixels / seconds,
                       "cpu_s_per_mpx": cpu / result.megapixels, "peak_rss_mb": peak_rss_mb()}))
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process, in MB.
-
-    ``VmHWM`` (Linux), not ``getrusage().ru_maxrss``: Linux carries ``ru_maxrss`` across
-    fork + exec, so a child started by a large parent reports the parent's peak.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(model: str, scene: Path, args: argparse.Namespace) -> dict:
@@ -286,7 +243,7 @@ def write_report(results: list[dict], costs: dict[str, dict], args: argparse.Nam
                       "are scored one by one (tile mode). Class colours are those measured "
                       "in the masks (data_samples/classes.json, see the set's PROVENANCE.md; "
                       "the dataset's own classes.json colours are wrong); Unlabeled "
-                      "(#9B9B9B) and black pixels are ignored. `geofuse.evaluate` computes "
+                      "(#9B9B9B) and black pixels are ignored. `evaluate` computes "
                       "the seam metric for scenes only, so it is reported for SpaceNet.", ""]
         header = ["mode", "fusion width", "params", "train min", "mean IoU"]
         header += [f"IoU {c}" for c in class_names] + [f"F1 {c}" for c in class_names]
@@ -313,11 +270,11 @@ def write_report(results: list[dict], costs: dict[str, dict], args: argparse.Nam
         lines += [f"## Cost (same 2048 x 2048 RGB scene, tile {args.tile}, batch 4, "
                   f"{os.cpu_count()} CPUs; best of {args.cost_rounds} interleaved runs)", "",
                   "Each mode's seed-0 Dubai model segments the same synthetic 2048 x 2048 RGB "
-                  "GeoTIFF (scripts/bench.py make_scene) through `segment_scene`, in a fresh "
-                  "process per measurement: Mpx/s of the second pass (the first traces), "
-                  "CPU seconds per Mpx over all threads (less sensitive to other jobs on the "
-                  "machine than wall time), peak RSS = VmHWM of that process (TensorFlow "
-                  "included).", "",
+                  "GeoTIFF (scripts/_common.py synthetic_scene, sample texture) through "
+                  "`segment_scene`, in a fresh process per measurement: Mpx/s of the second "
+                  "pass (the first traces), CPU seconds per Mpx over all threads (less "
+                  "sensitive to other jobs on the machine than wall time), peak RSS = VmHWM "
+                  "of that process (TensorFlow included).", "",
                   "| mode | params | Mpx/s | time / none | CPU s/Mpx | CPU / none | peak RSS MB |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         base = costs.get("none")

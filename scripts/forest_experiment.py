@@ -23,13 +23,13 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
+
+from _common import REAL, epoch_report
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / \
-    "sentinel2-forest-hu"
+DATA = REAL / "sentinel2-forest-hu"
 CLASSES = {"classes": [{"id": 0, "name": "background", "color": "#e6e6b4", "value": 2},
                        {"id": 1, "name": "forest", "color": "#1b7837", "value": 1}],
            "ignore": [0]}
@@ -47,8 +47,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="copy the model here")
     args = parser.parse_args()
 
-    from geofuse.evaluate import EvaluateConfig, evaluate
-    from geofuse.train import TilesSource, TrainConfig, train
+    from geofuse.config import Architecture
+    from geofuse.training.config import LabelOptions
+    from geofuse.training.evaluate import EvaluateConfig, evaluate
+    from geofuse.training.train import TilesSource, TrainConfig, train
 
     with tempfile.TemporaryDirectory(prefix="forest-") as tmp:
         tmp = Path(tmp)
@@ -57,22 +59,16 @@ def main() -> None:
         model = args.keep or tmp / "forest.keras"
         config = TrainConfig(
             sources=(TilesSource(DATA, "train_images", "train_labels", ".jpg", ".png"),),
-            out=model, run_dir=tmp / "run", classes_file=classes, depth=args.depth,
-            base_filters=args.filters, patch=args.patch, batch_size=args.batch_size,
+            out=model, run_dir=tmp / "run", labels=LabelOptions(classes_file=classes),
+            arch=Architecture(depth=args.depth, base_filters=args.filters),
+            patch=args.patch, batch_size=args.batch_size,
             epochs=args.epochs, steps_per_epoch=args.steps, val_fraction=0.1, patience=0,
             seed=args.seed, overwrite=True,
         )
-        start = time.perf_counter()
-
-        def report(epoch: int, logs: dict) -> None:
-            print(f"epoch {epoch}/{args.epochs} {time.perf_counter() - start:5.0f} s  "
-                  f"loss {logs['loss']:.4f}  val_iou_forest "
-                  f"{logs.get('val_iou_forest', float('nan')):.4f}", flush=True)
-
-        result = train(config, report=report)
+        result = train(config, report=epoch_report(args.epochs, "val_iou_forest"))
         ev = evaluate(EvaluateConfig(
-            model=model, tiles=TilesSource(DATA, "test_images", "test_labels", ".jpg", ".png"),
-            classes_file=classes,
+            source=TilesSource(DATA, "test_images", "test_labels", ".jpg", ".png"),
+            model=model, labels=LabelOptions(classes_file=classes),
         ))
     r = ev.report
     forest = r["classes"]["forest"]

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
-from rasterio.transform import from_origin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import LABEL_NODATA, geotiff_profile
 from synth_noise import value_noise
 from synth_scene import (
     Canvas,
@@ -36,9 +36,6 @@ from synth_scene import (
     render_water,
 )
 
-CRS = "EPSG:32633"
-PIXEL_SIZE = 0.5
-LABEL_NODATA = 255
 CLASSES = [
     {"id": 0, "name": "land", "color": "#8429F6"},
     {"id": 1, "name": "building", "color": "#3C1098"},
@@ -57,7 +54,7 @@ class SceneSpec:
         width: Width in pixels.
         height: Height in pixels.
         seed: Seed for ``numpy.random.default_rng``.
-        origin: Upper-left corner ``(x, y)`` in EPSG:32633 metres.
+        origin: Upper-left corner ``(x, y)`` in EPSG:32633 metres (``_common.CRS``).
         water: ``"river"`` or ``"lake"``.
         buildings: Target number of buildings.
         collar: Nodata collar edges as ``(edge, start_px, end_px)``; the collar is
@@ -143,23 +140,8 @@ def generate_scene(spec: SceneSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _profile(spec: SceneSpec, count: int, nodata: int) -> dict:
-    return {
-        "driver": "GTiff",
-        "width": spec.width,
-        "height": spec.height,
-        "count": count,
-        "dtype": "uint8",
-        "crs": CRS,
-        "transform": from_origin(spec.origin[0], spec.origin[1], PIXEL_SIZE, PIXEL_SIZE),
-        "nodata": nodata,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "predictor": 2,
-        "zlevel": 9,
-        "interleave": "pixel",
-    }
+    return geotiff_profile(spec.width, spec.height, count, nodata, origin=spec.origin, block=256,
+                           predictor=2, zlevel=9, interleave="pixel")
 
 
 def write_scene(out: Path, spec: SceneSpec, rgb: np.ndarray, labels: np.ndarray) -> list[Path]:

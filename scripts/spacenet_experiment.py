@@ -22,53 +22,29 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
+from _common import (
+    SPACENET_LABELS,
+    SPACENET_VAL_BLOCK,
+    building_scores,
+    epoch_report,
+    figure,
+    spacenet_classes,
+    spacenet_split,
+)
 from rasterio.windows import Window
 
-from geofuse.config import ClassInfo
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-SCENE = REAL / "spacenet-solaris" / "sample_geotiff.tif"
-LABELS = REAL / "spacenet-solaris" / "geotiff_labels.geojson"
-SPLIT = 600
-CLASSES = (ClassInfo(0, "background", "#202020"), ClassInfo(1, "building", "#e31a1c"))
-
-
-def crop(src: Path, dst: Path, window: Window) -> Path:
-    with rasterio.open(src) as ds:
-        profile = ds.profile | {"width": int(window.width), "height": int(window.height),
-                                "transform": ds.window_transform(window), "tiled": True,
-                                "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
-        data = ds.read(window=window)
-    with rasterio.open(dst, "w", **profile) as out:
-        out.write(data)
-    return dst
-
-
-def scores(labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    tp = int(((pred == 1) & (labels == 1)).sum())
-    fp = int(((pred == 1) & (labels == 0)).sum())
-    fn = int(((pred == 0) & (labels == 1)).sum())
-    return {
-        "iou": tp / max(tp + fp + fn, 1),
-        "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-        "precision": tp / max(tp + fp, 1),
-        "recall": tp / max(tp + fn, 1),
-    }
 
 
 def labelled_pixels(scene: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image values, building labels and validity of a part, via geofuse's own rasteriser."""
-    from geofuse.datasets import LabelledRaster
-    from geofuse.labels import LabelCoding
+    from geofuse.training.datasets import LabelledRaster
+    from geofuse.training.labels import LabelCoding
 
-    raster = LabelledRaster(scene, LABELS, LabelCoding(classes=2), CLASSES)
+    raster = LabelledRaster(scene, SPACENET_LABELS, LabelCoding(classes=2), spacenet_classes())
     data, valid, labels = raster.read(Window(0, 0, raster.width, raster.height))
     raster.close()
     return data[0].astype(np.float64), labels, valid
@@ -101,39 +77,36 @@ def main() -> None:
     parser.add_argument("--fusion", default="concat")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--val-block", type=int, default=200)
+    parser.add_argument("--val-block", type=int, default=SPACENET_VAL_BLOCK)
     parser.add_argument("--loss", default="ce+dice")
     parser.add_argument("--class-weights", default="auto")
     parser.add_argument("--jitter", type=float, default=0.2)
     parser.add_argument("--keep", type=Path, default=None, help="copy the model here")
     args = parser.parse_args()
 
-    from geofuse.evaluate import EvaluateConfig, evaluate
-    from geofuse.train import SceneSource, TrainConfig, train
+    from geofuse.config import Architecture
+    from geofuse.training.config import LabelOptions
+    from geofuse.training.evaluate import EvaluateConfig, evaluate
+    from geofuse.training.train import SceneSource, TrainConfig, train
 
     with tempfile.TemporaryDirectory(prefix="spacenet-") as tmp:
         tmp = Path(tmp)
-        west = crop(SCENE, tmp / "west.tif", Window(0, 0, SPLIT, 900))
-        east = crop(SCENE, tmp / "east.tif", Window(SPLIT, 0, 900 - SPLIT, 900))
+        west, east = spacenet_split(tmp)
         model = args.keep or tmp / "spacenet.keras"
         config = TrainConfig(
-            sources=(SceneSource(west, LABELS),), out=model, classes=CLASSES, run_dir=tmp / "run",
-            fusion=args.fusion, depth=args.depth, base_filters=args.filters, patch=args.patch,
+            sources=(SceneSource(west, SPACENET_LABELS),), out=model, run_dir=tmp / "run",
+            labels=LabelOptions(classes=spacenet_classes()), arch=Architecture(
+                fusion=args.fusion, depth=args.depth, base_filters=args.filters),
+            patch=args.patch,
             batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps,
             learning_rate=args.lr, val_fraction=args.val_fraction, val_block=args.val_block,
             loss=args.loss, class_weights=args.class_weights, jitter=args.jitter, patience=0,
             seed=args.seed, overwrite=True,
         )
-        start = time.perf_counter()
-
-        def report(epoch: int, logs: dict) -> None:
-            print(f"epoch {epoch}/{args.epochs} {time.perf_counter() - start:5.0f} s  "
-                  f"loss {logs['loss']:.4f}  val_iou_building "
-                  f"{logs.get('val_iou_building', float('nan')):.4f}", flush=True)
-
-        result = train(config, report=report)
+        result = train(config, report=epoch_report(args.epochs, "val_iou_building"))
         train_seconds = result.seconds
-        ev = evaluate(EvaluateConfig(model=model, scene=east, labels=LABELS, seam_width=8))
+        ev = evaluate(EvaluateConfig(source=SceneSource(east, SPACENET_LABELS), model=model,
+                                     seam_width=8))
         building = ev.report["classes"]["building"]
 
         values_w, labels_w, valid_w = labelled_pixels(west)
@@ -142,11 +115,11 @@ def main() -> None:
         keep_e = valid_e & (labels_e < 2)
         t, direction, train_iou = best_threshold(values_w[keep_w], labels_w[keep_w])
         pred_t = values_e > t if direction == ">" else values_e < t
-        threshold = scores(labels_e[keep_e], pred_t[keep_e].astype(np.uint8))
-        background = scores(labels_e[keep_e], np.zeros(int(keep_e.sum()), np.uint8))
+        threshold = building_scores(labels_e, pred_t, keep_e)
+        background = building_scores(labels_e, np.zeros_like(labels_e), keep_e)
 
     rows = {
-        "geofuse": {k: building[k] for k in ("iou", "f1", "precision", "recall")},
+        "geofuse": building,
         "all background": background,
         f"threshold {direction} {t:.0f}": threshold,
     }
@@ -155,8 +128,8 @@ def main() -> None:
           f"(best epoch {result.best_epoch} of {result.epochs})")
     print(f"{'method':<22}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}")
     for name, s in rows.items():
-        print(f"{name:<22}" + "".join(f"{s[k]:>8.3f}" for k in ("iou", "f1", "precision",
-                                                                  "recall")))
+        print(f"{name:<22}" + "".join(figure(s[k]) for k in ("iou", "f1", "precision",
+                                                              "recall")))
     print(f"(threshold chosen on the western part: train IoU {train_iou:.3f})")
     print("seams:", json.dumps(ev.report.get("seams", {}).get("seam", {}).get("mean_iou")),
           "interior:", json.dumps(ev.report.get("seams", {}).get("interior", {})

@@ -26,15 +26,14 @@ import numpy as np
 import pyogrio
 import rasterio
 import shapely
+from _common import SPACENET_LABELS, SPACENET_SCENE, building_scores, figure, spacenet_split
 from rasterio.features import rasterize
-from rasterio.windows import Window
-from spacenet_experiment import LABELS, SCENE, SPLIT, crop
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def footprints(bounds: tuple[float, float, float, float]) -> np.ndarray:
-    _, _, wkb, _ = pyogrio.raw.read(LABELS)
+    _, _, wkb, _ = pyogrio.raw.read(SPACENET_LABELS)
     geoms = shapely.from_wkb(wkb)
     return shapely.intersection(geoms[shapely.intersects(geoms, shapely.box(*bounds))],
                                 shapely.box(*bounds))
@@ -103,7 +102,7 @@ def main() -> None:
     predictor = make_predictor(loaded.model, tiling.batch_size, tiling.tile, 1)
     with tempfile.TemporaryDirectory(prefix="spacenet-products-") as tmp:
         tmp = Path(tmp)
-        east = crop(SCENE, tmp / "east.tif", Window(SPLIT, 0, 900 - SPLIT, 900))
+        _, east = spacenet_split(tmp)
         with rasterio.open(east) as ds:
             valid = ds.read_masks(1) > 0
             truth = rasterize(footprints(tuple(ds.bounds)), out_shape=ds.shape,
@@ -120,21 +119,19 @@ def main() -> None:
             result = segment_scene(east, out, loaded, config, predictor=predictor)
             with rasterio.open(out) as ds:
                 pred = ds.read(1) == 1
-            tp = (pred & truth & valid).sum()
-            union = ((pred | truth) & valid).sum()
-            fp_fn = union - tp
+            scores = building_scores(truth, pred, valid)
             print(f"{tta:<10}{result.tiles * result.tta_passes:>8}{result.seconds:>9.2f}"
-                  f"{tp / max(union, 1):>8.3f}{2 * tp / max(2 * tp + fp_fn, 1):>8.3f}")
+                  f"{figure(scores['iou'])}{figure(scores['f1'])}")
 
         vector = VectorizeConfig(min_area=args.min_area, classes=("building",))
         vectorize_mask(tmp / "east_none.tif", tmp / "east.gpkg", vector)
         compare("held-out eastern part, --tta none", tmp / "east.gpkg", east_bounds)
         vectorize_mask(tmp / "east_all.tif", tmp / "east_tta.gpkg", vector)
         compare("held-out eastern part, --tta all", tmp / "east_tta.gpkg", east_bounds)
-        full = segment_scene(SCENE, tmp / "full.tif", loaded, SegmentConfig(tiling=tiling),
+        full = segment_scene(SPACENET_SCENE, tmp / "full.tif", loaded, SegmentConfig(tiling=tiling),
                              predictor=predictor)
         vectorize_mask(full.mask, tmp / "full.gpkg", vector)
-        with rasterio.open(SCENE) as ds:
+        with rasterio.open(SPACENET_SCENE) as ds:
             compare("whole scene (western 2/3 were training data), --tta none",
                     tmp / "full.gpkg", tuple(ds.bounds))
             # ceiling: the footprints rasterised onto the scene grid, then vectorized

@@ -1,4 +1,4 @@
-"""Rebuild the embedded default model, geofuse/models/default.keras, through geofuse.train().
+"""Rebuild the embedded default model, geofuse/models/default.keras, through training.train().
 
 Training data:
   * the synthetic sample scene data_samples/scene_a.tif with scene_a_labels.tif (class ids);
@@ -21,17 +21,17 @@ import argparse
 import json
 import logging
 import os
-import time
 from pathlib import Path
+
+import _common
+from _common import ROOT, dubai_holdout, dubai_training, epoch_report
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
 # relative to the repository root (the script changes into it), so that the provenance stored
 # in the model names the data without machine-specific paths
-SAMPLES = Path("data_samples")
-DUBAI = Path("..") / "shared" / "data" / "real" / "dubai-aerial-hitl"
-IGNORE_COLOURS = ("#9B9B9B", "#000000")
+SAMPLES = Path(os.path.relpath(_common.SAMPLES, ROOT))
+DUBAI = Path(os.path.relpath(_common.DUBAI, ROOT))
 
 
 def main() -> None:
@@ -57,50 +57,40 @@ def main() -> None:
     os.chdir(ROOT)
     logging.basicConfig(level=logging.WARNING)
 
-    from geofuse.evaluate import EvaluateConfig, evaluate
-    from geofuse.labels import LabelCoding, load_classes
+    from geofuse.config import Architecture
     from geofuse.model import load_model, save_model
-    from geofuse.train import SceneSource, TilesSource, TrainConfig, train
+    from geofuse.training.config import LabelOptions
+    from geofuse.training.evaluate import EvaluateConfig, evaluate
+    from geofuse.training.labels import LabelCoding, load_classes
+    from geofuse.training.train import SceneSource, TrainConfig, train
 
     classes, _ = load_classes(SAMPLES / "classes.json")
-    colours = tuple(c.color for c in classes)
-    dubai_coding = LabelCoding(classes=len(classes), colors=colours,
-                               ignore_colors=IGNORE_COLOURS, mode="colors")
     sources: list = [SceneSource(SAMPLES / "scene_a.tif", SAMPLES / "scene_a_labels.tif",
                                  coding=LabelCoding(classes=len(classes), mode="ids"))]
     weights = None
     if not args.quick:
-        sources.append(TilesSource(DUBAI, exclude=(f"{args.holdout}/images/*",),
-                                   coding=dubai_coding))
+        sources.append(dubai_training(args.holdout, DUBAI))
         weights = (args.synthetic_share, 1.0 - args.synthetic_share)
     epochs, steps = (12, 40) if args.quick else (args.epochs, args.steps)
     config = TrainConfig(
-        sources=tuple(sources), out=args.out, run_dir=args.run_dir, classes=classes,
-        fusion="concat", depth=args.depth, base_filters=args.filters, patch=args.patch,
+        sources=tuple(sources), out=args.out, run_dir=args.run_dir,
+        labels=LabelOptions(classes=classes),
+        arch=Architecture(depth=args.depth, base_filters=args.filters), patch=args.patch,
         batch_size=args.batch_size, epochs=epochs, steps_per_epoch=steps,
         learning_rate=args.lr, val_fraction=0.15, patience=10, seed=args.seed,
         source_weights=weights, overwrite=True, max_val_chips=384,
     )
-    start = time.perf_counter()
-
-    def report(epoch: int, logs: dict) -> None:
-        print(f"epoch {epoch}/{epochs} {time.perf_counter() - start:6.0f} s  loss "
-              f"{logs['loss']:.4f}  mean_iou {logs['mean_iou']:.4f}  "
-              f"val_mean_iou {logs.get('val_mean_iou', float('nan')):.4f}", flush=True)
-
     if not args.evaluate_only:
-        result = train(config, report=report)
+        result = train(config, report=epoch_report(epochs, "mean_iou", "val_mean_iou"))
         print(f"trained in {result.seconds:.0f} s; best epoch {result.best_epoch}")
 
     evaluations = {}
-    scene_b = evaluate(EvaluateConfig(model=args.out, scene=SAMPLES / "scene_b.tif",
-                                      labels=SAMPLES / "scene_b_labels.tif", seam_width=8))
+    scene_b = evaluate(EvaluateConfig(
+        source=SceneSource(SAMPLES / "scene_b.tif", SAMPLES / "scene_b_labels.tif"),
+        model=args.out, seam_width=8))
     evaluations["scene_b"] = scene_b.report
     if not args.quick:
-        holdout = evaluate(EvaluateConfig(
-            model=args.out, tiles=TilesSource(DUBAI / args.holdout),
-            ignore_colors=IGNORE_COLOURS, mask_mode="colors",
-        ))
+        holdout = evaluate(dubai_holdout(args.out, args.holdout, DUBAI))
         evaluations[f"dubai {args.holdout}"] = holdout.report
     for name, rep in evaluations.items():
         ious = ", ".join(f"{k} {v['iou']:.3f}" for k, v in rep["classes"].items()

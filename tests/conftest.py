@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+
+from geofuse.config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,6 +47,16 @@ def write_geotiff(
     return path
 
 
+def tiny_spec(bands: int, classes: int, depth: int = 2, filters: int = 4,
+              fusion: str = "concat", **options: object) -> ModelSpec:
+    """A ModelSpec; ``options`` are Architecture fields or options of the fusion mode."""
+    fields = {f.name for f in dataclasses.fields(Architecture)}
+    arch = {k: v for k, v in options.items() if k in fields}
+    mode_options = {k: v for k, v in options.items() if k not in fields}
+    return ModelSpec(bands=bands, classes=classes, arch=Architecture(
+        depth=depth, base_filters=filters, fusion=fusion, fusion_options=mode_options, **arch))
+
+
 def make_tiny_model(
     path: Path,
     bands: int = 3,
@@ -53,25 +66,25 @@ def make_tiny_model(
     filters: int = 4,
     scale: float = 1 / 255,
     seed: int = 0,
+    class_names: tuple[str, ...] | None = None,
     **spec_options: object,
 ) -> Path:
     """Build, save and return a tiny untrained fusion U-Net model file.
 
-    ``spec_options`` go to :class:`~geofuse.config.ModelSpec` (e.g. ``gates=True``).
+    ``spec_options`` go to :func:`tiny_spec` (e.g. ``gates=True``).
     """
     import keras
 
-    from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
     from geofuse.model import build_unet, save_model
 
     keras.utils.set_random_seed(seed)
-    spec = ModelSpec(bands=bands, classes=classes, depth=depth, base_filters=filters,
-                     fusion=fusion, **spec_options)  # type: ignore[arg-type]
+    spec = tiny_spec(bands, classes, depth, filters, fusion, **spec_options)
     info = ModelInfo(
         spec=spec,
         band_names=tuple(f"b{i + 1}" for i in range(bands)),
         normalization=Normalization.identity(bands, scale=scale),
-        classes=tuple(ClassInfo(i, f"class{i}", f"#{40 * i % 256:02x}5a{(200 - 40 * i) % 256:02x}")
+        classes=tuple(ClassInfo(i, class_names[i] if class_names else f"class{i}",
+                                f"#{40 * i % 256:02x}5a{(200 - 40 * i) % 256:02x}")
                       for i in range(classes)),
         patch_size=64,
     )

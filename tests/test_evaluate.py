@@ -11,21 +11,18 @@ import rasterio
 from click.testing import CliRunner
 
 from geofuse.cli import main
-from geofuse.metrics import confusion_matrix, summarize
+from geofuse.training.metrics import confusion_matrix, summarize
 from geofuse.windows import TileGrid
-from tests.trainkit import make_scene, make_tiles, write_classes
+from tests.conftest import make_tiny_model
+from tests.trainkit import CLASSES, make_scene, make_tiles, write_classes
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model trained for a few steps on generated tiles (3 classes)."""
-    from geofuse.train import TilesSource, TrainConfig, train
-
-    folder = tmp_path_factory.mktemp("trained")
-    tiles = make_tiles(folder / "tiles", count=5, size=64)
-    config = TrainConfig(sources=(TilesSource(tiles),), out=folder / "m.keras", depth=2,
-                         base_filters=4, patch=32, batch_size=8, epochs=2, steps_per_epoch=4)
-    return train(config).model
+    """A tiny (untrained, seeded) 3-class model: the scores are compared with the model's own
+    segment outputs, so nothing here needs a trained one."""
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "m.keras", bands=3, classes=3,
+                           class_names=tuple(c["name"] for c in CLASSES))
 
 
 def evaluate(*args: str | Path) -> object:

@@ -35,6 +35,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _generate(base / "run1"), _generate(base / "run2")
 
 
+@pytest.mark.slow
 def test_runs_are_byte_identical(runs: tuple[Path, Path]) -> None:
     first, second = runs
     for name in FILES:

@@ -23,7 +23,7 @@ def run_segment(scene: Path, out: Path, tile: int, overlap: int, blend: str) -> 
 
 def test_tiled_hann_blend_agrees_with_a_whole_scene_prediction(tmp_path: Path) -> None:
     scene = SAMPLES / "scene_b.tif"
-    multiple = read_info(default_model_path()).spec.multiple
+    multiple = read_info(default_model_path()).spec.arch.multiple
     with rasterio.open(scene) as ds:
         side = -(-max(ds.shape) // multiple) * multiple
         labels_valid = ds.read_masks(1) > 0

@@ -1,4 +1,4 @@
-"""`geofuse train` and `geofuse.train.train()` on generated tiles and scenes."""
+"""`geofuse train` and `geofuse.training.train.train()` on generated tiles and scenes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geofuse.cli import main
+from geofuse.config import Architecture
 from geofuse.errors import InputError
 from tests.conftest import write_geotiff
 from tests.trainkit import CLASSES, make_scene, make_tiles, synth, write_classes
@@ -33,6 +34,7 @@ def history(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_on_tiles_writes_model_history_curves_and_metrics(tmp_path: Path) -> None:
     tiles = make_tiles(tmp_path / "tiles", count=6)
     out = tmp_path / "model.keras"
@@ -83,6 +85,7 @@ def test_train_on_tiles_writes_model_history_curves_and_metrics(tmp_path: Path) 
         assert set(np.unique(m.read(1))) <= {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_jpeg_png_tiles_colour_masks_custom_folders_and_spaces(tmp_path: Path) -> None:
     root = tmp_path / "my data"
     ignore = (155, 155, 155)
@@ -124,8 +127,10 @@ def test_jpeg_png_tiles_colour_masks_custom_folders_and_spaces(tmp_path: Path) -
     assert not (tmp_path / "bad.keras").exists() and not (tmp_path / "bad.train").exists()
 
 
+@pytest.mark.slow
 def test_scene_with_label_raster_holds_out_blocks_and_ignores_invalid(tmp_path: Path) -> None:
-    from geofuse.train import SceneSource, TrainConfig, train
+    from geofuse.training.config import LabelOptions
+    from geofuse.training.train import SceneSource, TrainConfig, train
 
     scene, labels = make_scene(tmp_path, size=(128, 192), collar=16)
     with rasterio.open(labels) as ds:
@@ -137,7 +142,8 @@ def test_scene_with_label_raster_holds_out_blocks_and_ignores_invalid(tmp_path: 
         ds.write(data)
     config = TrainConfig(
         sources=(SceneSource(scene, labels),), out=tmp_path / "m.keras",
-        classes_file=write_classes(tmp_path / "c.json"), depth=2, base_filters=4, patch=32,
+        labels=LabelOptions(classes_file=write_classes(tmp_path / "c.json")),
+        arch=Architecture(depth=2, base_filters=4), patch=32,
         batch_size=8, epochs=1, steps_per_epoch=2, val_block=64, val_fraction=0.34,
     )
     result = train(config)
@@ -149,11 +155,13 @@ def test_scene_with_label_raster_holds_out_blocks_and_ignores_invalid(tmp_path: 
     assert counted == expected
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_resume_after_interrupt(tmp_path: Path) -> None:
-    from geofuse.train import TilesSource, TrainConfig, train
+    from geofuse.training.train import TilesSource, TrainConfig, train
 
     tiles = make_tiles(tmp_path / "tiles", count=5, size=48)
-    common = dict(sources=(TilesSource(tiles),), depth=2, base_filters=4, patch=32,
+    common = dict(sources=(TilesSource(tiles),), arch=Architecture(depth=2, base_filters=4),
+                  patch=32,
                   batch_size=8, epochs=3, steps_per_epoch=3, seed=7)
     first = train(TrainConfig(out=tmp_path / "a.keras", **common))
     second = train(TrainConfig(out=tmp_path / "b.keras", **common))
@@ -182,6 +190,7 @@ def test_same_seed_same_metrics_and_resume_after_interrupt(tmp_path: Path) -> No
         [h["loss"] for h in first.history], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_ignore_value_in_id_masks(tmp_path: Path) -> None:
     tiles = make_tiles(tmp_path / "t", count=3, size=48, classes=False)
     for mask in (tiles / "masks").iterdir():
@@ -243,13 +252,14 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path: Path, case: s
     assert not out.exists() and not (tmp_path / "out" / "m.train").exists()
 
 
+@pytest.mark.slow
 def test_vector_labels_reprojected_buffered_and_rasterised(tmp_path: Path) -> None:
     from rasterio.warp import transform_geom
     from shapely.geometry import LineString, box, mapping
 
-    from geofuse.datasets import LabelledRaster
-    from geofuse.labels import LabelCoding
-    from geofuse.train_config import TrainConfig  # noqa: F401  (import check)
+    from geofuse.training.config import TrainConfig  # noqa: F401  (import check)
+    from geofuse.training.datasets import LabelledRaster
+    from geofuse.training.labels import LabelCoding
 
     scene, _ = make_scene(tmp_path, size=(96, 96))
     with rasterio.open(scene) as ds:
@@ -286,8 +296,8 @@ def test_vector_labels_reprojected_buffered_and_rasterised(tmp_path: Path) -> No
 
 
 def test_augmentation_keeps_image_and_labels_aligned(tmp_path: Path) -> None:
-    from geofuse.chips import ChipLoader
     from geofuse.config import Normalization
+    from geofuse.training.chips import ChipLoader
 
     loader = ChipLoader.__new__(ChipLoader)
     loader.jitter, loader.bands = 0.2, 1
@@ -312,8 +322,8 @@ def test_augmentation_keeps_image_and_labels_aligned(tmp_path: Path) -> None:
 def test_loss_and_metric_ignore_pixels() -> None:
     import tensorflow as tf
 
-    from geofuse.losses import ConfusionMetrics, SegmentationLoss
-    from geofuse.metrics import confusion_matrix
+    from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
+    from geofuse.training.metrics import confusion_matrix
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, (2, 8, 8)).astype(np.uint8)
@@ -338,8 +348,8 @@ def test_loss_and_metric_ignore_pixels() -> None:
 
 
 def test_bad_inputs_in_library_name_the_file(tmp_path: Path) -> None:
-    from geofuse.datasets import find_pairs
-    from geofuse.train_config import TilesSource
+    from geofuse.training.config import TilesSource
+    from geofuse.training.datasets import find_pairs
 
     tiles = make_tiles(tmp_path / "t", count=2, size=32)
     (tiles / "masks" / "t00.tif").unlink()
@@ -348,8 +358,8 @@ def test_bad_inputs_in_library_name_the_file(tmp_path: Path) -> None:
 
     from affine import Affine
 
-    from geofuse.datasets import LabelledRaster
-    from geofuse.labels import LabelCoding
+    from geofuse.training.datasets import LabelledRaster
+    from geofuse.training.labels import LabelCoding
 
     scene, labels = make_scene(tmp_path / "s", size=(32, 32))
     shifted = write_geotiff(tmp_path / "shifted.tif", np.zeros((32, 32), np.uint8),
@@ -387,8 +397,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
 
 def test_real_dubai_colour_masks_decode_to_the_provenance_classes(real: Path) -> None:
     from geofuse.config import ClassInfo
-    from geofuse.datasets import LabelledRaster
-    from geofuse.labels import IGNORE, LabelCoding
+    from geofuse.training.datasets import LabelledRaster
+    from geofuse.training.labels import IGNORE, LabelCoding
 
     # colours measured in the masks (PROVENANCE.md), in our class order
     table = {"land": "#8429F6", "building": "#3C1098", "road": "#6EC1E4",

@@ -126,13 +126,13 @@ def test_segment_tta_matches_segmenting_the_eight_transformed_scenes(
 def test_tta_changes_nothing_for_a_pixelwise_model_and_keeps_nodata(tmp_path: Path) -> None:
     import keras
 
-    from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
+    from geofuse.config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
     from geofuse.model import save_model
 
     keras.utils.set_random_seed(3)
     net = keras.Sequential([keras.Input((None, None, 3)),
                             keras.layers.Conv2D(3, 1, activation="softmax")])
-    info = ModelInfo(spec=ModelSpec(bands=3, classes=3, depth=2, base_filters=4),
+    info = ModelInfo(spec=ModelSpec(bands=3, classes=3, arch=Architecture(depth=2, base_filters=4)),
                      band_names=("r", "g", "b"),
                      normalization=Normalization.identity(3, scale=1 / 255),
                      classes=tuple(ClassInfo(i, f"c{i}") for i in range(3)))

@@ -15,12 +15,9 @@ the seam metric) and a confusion-matrix PNG, each written to a temporary name an
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,69 +25,17 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geofuse.config import SegmentConfig, TilingConfig
-from geofuse.datasets import LabelledRaster, find_pairs
-from geofuse.errors import ConfigError, InputError
-from geofuse.labels import IGNORE, LabelCoding, load_classes
-from geofuse.metrics import confusion_matrix, plot_confusion, summarize
-from geofuse.stitcher import check_destination
-from geofuse.train_config import TilesSource
+from geofuse.config import ClassInfo, SegmentConfig, TilingConfig
+from geofuse.errors import InputError
+from geofuse.outputs import Progress, atomic_path, check_destination, write_json
+from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
+from geofuse.training.datasets import LabelledRaster, find_pairs
+from geofuse.training.labels import IGNORE, LabelCoding, load_classes
+from geofuse.training.metrics import confusion_matrix, plot_confusion, summarize
 from geofuse.windows import TileGrid, axis_cores
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """One evaluation run.
-
-    Attributes:
-        model: Model file (None: the embedded default).
-        tiles: A tiles folder to score (exclusive with ``scene``).
-        scene: A scene to score, with ``labels`` (a label raster or vector file).
-        labels: Labels of ``scene``.
-        class_field: Vector attribute with class ids or names.
-        line_width: Buffer in metres for vector lines.
-        classes_file: A classes.json that says how masks encode the model's classes
-            (default: ids 0..N-1, or the model's class colours for colour-coded masks).
-        ignore_values: Mask values to ignore.
-        ignore_colors: Mask colours to ignore.
-        mask_mode: ``auto``, ``ids`` or ``colors``.
-        tiling: Tile grid for inference (``bands`` selects input bands).
-        seam_width: Half-width in pixels of the seam band (0: no seam metric).
-        report: JSON report path.
-        plot: Confusion-matrix PNG path (default: the report path with ``.png``).
-        overwrite: Replace existing report files.
-    """
-
-    model: Path | None = None
-    tiles: TilesSource | None = None
-    scene: Path | None = None
-    labels: Path | None = None
-    class_field: str | None = None
-    line_width: float | None = None
-    classes_file: Path | None = None
-    ignore_values: tuple[int, ...] = ()
-    ignore_colors: tuple[str, ...] = ()
-    mask_mode: str = "auto"
-    tiling: TilingConfig = field(default_factory=TilingConfig)
-    seam_width: int = 8
-    report: Path | None = None
-    plot: Path | None = None
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if (self.tiles is None) == (self.scene is None):
-            raise ConfigError("Expected either --tiles or --scene with --labels. Received: "
-                              + ("both" if self.tiles is not None else "neither"))
-        if self.scene is not None and self.labels is None:
-            raise ConfigError(f"Expected --labels for the scene {self.scene}. Received: none")
-        if not isinstance(self.seam_width, int) or self.seam_width < 0:
-            raise ConfigError(f"Expected seam width >= 0. Received: {self.seam_width!r}")
-        if self.report is not None and self.plot is None:
-            object.__setattr__(self, "plot", Path(self.report).with_suffix(".png"))
 
 
 @dataclass(frozen=True)
@@ -118,22 +63,17 @@ def seam_band(grid: TileGrid, width: int) -> tuple[np.ndarray, np.ndarray]:
     return axis(grid.row_starts, grid.height), axis(grid.col_starts, grid.width)
 
 
-def _coding(config: EvaluateConfig, classes: tuple[Any, ...]) -> LabelCoding:
-    base = LabelCoding(classes=len(classes), colors=tuple(c.color for c in classes))
-    if config.classes_file is not None:
-        file_classes, base = load_classes(config.classes_file)
+def _coding(options: LabelOptions, classes: tuple[ClassInfo, ...]) -> LabelCoding:
+    """The model's classes as the masks encode them (a classes file may say how)."""
+    base = None
+    if options.classes_file is not None:
+        file_classes, base = load_classes(options.classes_file)
         if len(file_classes) != len(classes):
             raise InputError(
-                f"{config.classes_file}: expected {len(classes)} classes like the model. "
+                f"{options.classes_file}: expected {len(classes)} classes like the model. "
                 f"Received: {len(file_classes)}"
             )
-    return LabelCoding(
-        classes=len(classes), values=base.values,
-        colors=base.colors or tuple(c.color for c in classes),
-        ignore_values=base.ignore_values + tuple(config.ignore_values),
-        ignore_colors=base.ignore_colors + tuple(config.ignore_colors),
-        mode=config.mask_mode if config.mask_mode != "auto" else base.mode,
-    )
+    return options.merge(base, classes)
 
 
 def _read_prediction(path: Path, window: Window) -> np.ndarray:
@@ -158,34 +98,30 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     info = loaded.info
     classes = info.classes
     names = [c.name for c in classes]
-    coding = _coding(config, classes)
+    coding = _coding(config.labels, classes)
     spec = info.spec
-    if config.tiling.tile % spec.multiple:
-        raise ConfigError(
-            f"Expected a tile size that is a multiple of {spec.multiple} for this model. "
-            f"Received: {config.tiling.tile}"
-        )
-    if config.tiles is not None:
-        items = [(image, mask) for image, mask in find_pairs(config.tiles)]
+    spec.arch.check_tile(config.tiling.tile)
+    source = config.source
+    scene_mode = isinstance(source, SceneSource)
+    if scene_mode:
+        rasters = [LabelledRaster(source.scene, source.labels, source.coding or coding, classes,
+                                  config.tiling.bands, spec.bands, source.class_field,
+                                  source.line_width)]
     else:
-        items = [(Path(config.scene), Path(config.labels))]
-    rasters = [
-        LabelledRaster(image, mask, coding, classes, config.tiling.bands, spec.bands,
-                       config.class_field, config.line_width)
-        for image, mask in items
-    ]
+        rasters = [LabelledRaster(image, mask, source.coding or coding, classes,
+                                  config.tiling.bands, spec.bands)
+                   for image, mask in find_pairs(source)]
     predictors: dict[int, Any] = {}
     total = np.zeros((spec.classes, spec.classes), np.int64)
     seam_cm = np.zeros_like(total)
     inner_cm = np.zeros_like(total)
     per_item = []
-    scene_mode = config.scene is not None
     with tempfile.TemporaryDirectory(prefix="geofuse-eval-") as tmp:
         for n, raster in enumerate(rasters):
             tile = config.tiling.tile
             if not scene_mode:
                 side = max(raster.height, raster.width)
-                tile = min(tile, -(-side // spec.multiple) * spec.multiple)
+                tile = min(tile, -(-side // spec.arch.multiple) * spec.arch.multiple)
             overlap = min(config.tiling.overlap, tile // 2)
             tiling = TilingConfig(tile=tile, overlap=overlap, blend=config.tiling.blend,
                                   batch_size=config.tiling.batch_size, bands=config.tiling.bands)
@@ -231,15 +167,9 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
             | {"iou": {k: v["iou"] for k, v in inner["classes"].items()}},
         }
     if config.report is not None:
-        _write_report(Path(config.report), report)
+        write_json(config.report, report)
     if config.plot is not None:
-        tmp_png = Path(config.plot).with_name(f".{Path(config.plot).name}.tmp")
-        plot_confusion(total, names, str(tmp_png), title=f"{loaded.path.name}")
-        os.replace(tmp_png, config.plot)
+        with atomic_path(config.plot, ".png") as tmp_png:
+            plot_confusion(total, names, str(tmp_png), title=f"{loaded.path.name}")
     return EvaluationResult(report=report, report_path=config.report, plot_path=config.plot)
 
-
-def _write_report(path: Path, report: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    os.replace(tmp, path)

@@ -28,9 +28,9 @@ from rasterio.windows import Window
 
 from geofuse.config import ClassInfo
 from geofuse.errors import InputError, first_line
-from geofuse.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder, VectorLabels
 from geofuse.tiling import SceneReader
-from geofuse.train_config import TilesSource
+from geofuse.training.config import TilesSource
+from geofuse.training.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder, VectorLabels
 
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 

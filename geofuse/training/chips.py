@@ -18,8 +18,8 @@ import numpy as np
 from rasterio.windows import Window
 
 from geofuse.config import Normalization
-from geofuse.datasets import LabelledRaster, Unit
-from geofuse.labels import IGNORE
+from geofuse.training.datasets import LabelledRaster, Unit
+from geofuse.training.labels import IGNORE
 from geofuse.windows import axis_starts
 
 

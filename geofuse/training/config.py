@@ -8,13 +8,15 @@ trained model's provenance (:meth:`TrainConfig.to_dict`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geofuse.config import FUSION_MODES, ClassInfo
+from geofuse.checks import bands as check_bands
+from geofuse.checks import choice, positive_int, require
+from geofuse.config import Architecture, ClassInfo, TilingConfig
 from geofuse.errors import ConfigError
-from geofuse.labels import MASK_MODES, LabelCoding
+from geofuse.training.labels import MASK_MODES, LabelCoding
 
 LOSSES = ("ce+dice", "focal+dice", "ce", "focal", "dice")
 STRATEGIES = ("none", "mirrored", "multi-worker")
@@ -77,18 +79,52 @@ class SceneSource:
             raise ConfigError(f"Expected a positive line width. Received: {self.line_width}")
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+@dataclass(frozen=True)
+class LabelOptions:
+    """How label masks encode classes: shared by ``train`` and ``evaluate``.
 
+    Attributes:
+        classes: The class table; None reads ``classes_file``, a tiles folder's
+            ``classes.json``, or (training) infers ids from the masks.
+        classes_file: A ``classes.json`` (names, colours, mask values, ignored values).
+        coding: How masks encode classes (None: from the classes file / class colours).
+        ignore_values: Id-mask values to ignore (e.g. -1 or 0).
+        ignore_colors: Mask colours to ignore (``#rrggbb``).
+        mask_mode: ``auto``, ``ids`` or ``colors``.
+    """
 
-def _positive(name: str, value: Any) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-           f"Expected {name} to be a positive integer. Received: {value!r}")
+    classes: tuple[ClassInfo, ...] | None = None
+    classes_file: Path | None = None
+    coding: LabelCoding | None = None
+    ignore_values: tuple[int, ...] = ()
+    ignore_colors: tuple[str, ...] = ()
+    mask_mode: str = "auto"
 
+    def __post_init__(self) -> None:
+        if self.classes_file is not None:
+            object.__setattr__(self, "classes_file", Path(self.classes_file))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "ignore_values", tuple(int(v) for v in self.ignore_values))
+        object.__setattr__(self, "ignore_colors", tuple(self.ignore_colors))
+        choice("mask mode", self.mask_mode, MASK_MODES)
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"Expected {name} one of {', '.join(choices)}. Received: {value!r}")
+    def merge(self, base: LabelCoding | None, classes: tuple[ClassInfo, ...]) -> LabelCoding:
+        """``base`` (default: the class colours) plus these ignored values and mask mode.
+
+        Raises:
+            ConfigError: When ``base`` codes another number of classes.
+        """
+        base = base or LabelCoding(classes=len(classes), colors=tuple(c.color for c in classes))
+        require(base.classes == len(classes),
+                f"Expected a coding for {len(classes)} classes. Received: {base.classes}")
+        return LabelCoding(
+            classes=base.classes, values=base.values,
+            colors=base.colors or tuple(c.color for c in classes),
+            ignore_values=tuple(dict.fromkeys(base.ignore_values + self.ignore_values)),
+            ignore_colors=tuple(dict.fromkeys(base.ignore_colors + self.ignore_colors)),
+            mode=self.mask_mode if self.mask_mode != "auto" else base.mode,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,18 +135,9 @@ class TrainConfig:
         sources: Tiles folders and/or scenes with labels.
         out: The model file to write (``.keras``).
         run_dir: Folder for history, curves, metrics and checkpoints (default ``OUT.train``).
-        classes: The class table; None reads ``classes_file``, a tiles folder's
-            ``classes.json``, or infers ids from the masks (names from vector labels).
-        classes_file: A ``classes.json`` (names, colours, mask values, ignored values).
-        coding: How masks encode classes (None: from the classes file / class colours).
-        ignore_values: Id-mask values to ignore (e.g. -1 or 0).
-        ignore_colors: Mask colours to ignore (``#rrggbb``).
-        mask_mode: ``auto``, ``ids`` or ``colors``.
+        labels: The class table and how masks encode it.
         bands: 1-based image bands to use (None: all but alpha).
-        fusion: Decoder fusion mode.
-        depth: U-Net depth.
-        base_filters: Filters of the first level.
-        fusion_width: Width of the aligned maps in fusion blocks (None: base_filters).
+        arch: The network's architecture (fusion mode and its options included).
         patch: Chip side in pixels (a multiple of ``2**depth``).
         batch_size: Chips per step (a multiple of the replica count with a strategy).
         epochs: Maximum epochs.
@@ -138,17 +165,9 @@ class TrainConfig:
     sources: tuple[TilesSource | SceneSource, ...]
     out: Path
     run_dir: Path | None = None
-    classes: tuple[ClassInfo, ...] | None = None
-    classes_file: Path | None = None
-    coding: LabelCoding | None = None
-    ignore_values: tuple[int, ...] = ()
-    ignore_colors: tuple[str, ...] = ()
-    mask_mode: str = "auto"
+    labels: LabelOptions = field(default_factory=LabelOptions)
     bands: tuple[int, ...] | None = None
-    fusion: str = "concat"
-    depth: int = 3
-    base_filters: int = 16
-    fusion_width: int | None = None
+    arch: Architecture = field(default_factory=Architecture)
     patch: int = 64
     batch_size: int = 16
     epochs: int = 20
@@ -177,18 +196,11 @@ class TrainConfig:
         object.__setattr__(self, "out", Path(self.out))
         if self.run_dir is not None:
             object.__setattr__(self, "run_dir", Path(self.run_dir))
-        if self.classes_file is not None:
-            object.__setattr__(self, "classes_file", Path(self.classes_file))
-        if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "ignore_values", tuple(int(v) for v in self.ignore_values))
-        object.__setattr__(self, "ignore_colors", tuple(self.ignore_colors))
-        if self.bands is not None:
-            object.__setattr__(self, "bands", tuple(self.bands))
+        object.__setattr__(self, "bands", check_bands(self.bands))
         if self.source_weights is not None:
             object.__setattr__(self, "source_weights",
                                tuple(float(w) for w in self.source_weights))
-            _check(len(self.source_weights) == len(self.sources)
+            require(len(self.source_weights) == len(self.sources)
                    and all(w >= 0 for w in self.source_weights)
                    and sum(self.source_weights) > 0,
                    f"Expected {len(self.sources)} non-negative source weights. "
@@ -196,37 +208,28 @@ class TrainConfig:
         if not isinstance(self.class_weights, str):
             object.__setattr__(self, "class_weights",
                                tuple(float(w) for w in self.class_weights))
-        _check(len(self.sources) > 0,
+        require(len(self.sources) > 0,
                "Expected --tiles or --scene with --labels. Received: no training data")
-        _choice("fusion", self.fusion, FUSION_MODES)
-        _choice("loss", self.loss, LOSSES)
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("cache", self.cache, CACHES)
-        _choice("sampling", self.sampling, SAMPLING)
-        _choice("mask mode", self.mask_mode, MASK_MODES)
+        choice("loss", self.loss, LOSSES)
+        choice("strategy", self.strategy, STRATEGIES)
+        choice("cache", self.cache, CACHES)
+        choice("sampling", self.sampling, SAMPLING)
         if isinstance(self.class_weights, str):
-            _choice("class weights", self.class_weights, ("auto", "none"))
-        for name in ("depth", "base_filters", "patch", "batch_size", "epochs",
-                     "steps_per_epoch", "max_val_chips", "workers"):
-            _positive(name, getattr(self, name))
-        _check(self.depth <= 6, f"Expected depth <= 6. Received: {self.depth}")
-        _check(self.patch % 2**self.depth == 0,
-               f"Expected a patch size that is a multiple of {2**self.depth} "
-               f"(2**depth). Received: {self.patch}")
-        _check(0.0 <= self.val_fraction < 1.0,
+            choice("class weights", self.class_weights, ("auto", "none"))
+        for name in ("patch", "batch_size", "epochs", "steps_per_epoch", "max_val_chips",
+                     "workers"):
+            positive_int(name, getattr(self, name))
+        self.arch.check_tile(self.patch)
+        require(0.0 <= self.val_fraction < 1.0,
                f"Expected 0 <= val_fraction < 1. Received: {self.val_fraction}")
-        _check(self.learning_rate > 0,
+        require(self.learning_rate > 0,
                f"Expected a positive learning rate. Received: {self.learning_rate}")
-        _check(0.0 <= self.jitter < 1.0, f"Expected 0 <= jitter < 1. Received: {self.jitter}")
-        _check(isinstance(self.patience, int) and self.patience >= 0,
+        require(0.0 <= self.jitter < 1.0, f"Expected 0 <= jitter < 1. Received: {self.jitter}")
+        require(isinstance(self.patience, int) and self.patience >= 0,
                f"Expected patience >= 0. Received: {self.patience!r}")
         if self.val_block is not None:
-            _check(isinstance(self.val_block, int) and self.val_block >= self.patch,
+            require(isinstance(self.val_block, int) and self.val_block >= self.patch,
                    f"Expected val_block >= patch ({self.patch}). Received: {self.val_block!r}")
-        if self.bands is not None:
-            _check(len(self.bands) > 0, "Expected at least one band. Received: none")
-            for b in self.bands:
-                _positive("band index (1-based)", b)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (paths as strings)."""
@@ -241,3 +244,38 @@ class TrainConfig:
             return value
 
         return plain(self)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """One evaluation run.
+
+    Attributes:
+        source: A tiles folder, or a scene with its labels (a label raster or vector file).
+        model: Model file (None: the embedded default).
+        labels: How masks encode the model's classes (a ``classes_file`` says; default: ids
+            0..N-1, or the model's class colours for colour-coded masks) and what to ignore.
+        tiling: Tile grid for inference (``bands`` selects input bands).
+        seam_width: Half-width in pixels of the seam band (0: no seam metric).
+        report: JSON report path.
+        plot: Confusion-matrix PNG path (default: the report path with ``.png``).
+        overwrite: Replace existing report files.
+    """
+
+    source: TilesSource | SceneSource
+    model: Path | None = None
+    labels: LabelOptions = field(default_factory=LabelOptions)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    seam_width: int = 8
+    report: Path | None = None
+    plot: Path | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.source, TilesSource | SceneSource),
+                "Expected --tiles or --scene with --labels. Received: "
+                f"{type(self.source).__name__}")
+        require(isinstance(self.seam_width, int) and self.seam_width >= 0,
+                f"Expected seam width >= 0. Received: {self.seam_width!r}")
+        if self.report is not None and self.plot is None:
+            object.__setattr__(self, "plot", Path(self.report).with_suffix(".png"))

@@ -1,6 +1,6 @@
 """The Keras side of training: strategy, compile, fit with resumable state, final metrics.
 
-:func:`fit_model` is called by :func:`geofuse.train.train` once the data is checked. It keeps
+:func:`fit_model` is called by :func:`.train.train` once the data is checked. It keeps
 its state in ``RUN_DIR/checkpoints``: ``last.npz`` (weights, optimizer variables, epoch, best
 score, early-stopping counter; rewritten atomically after every epoch) and ``best.npz`` (the
 best weights by the monitored metric). ``history.csv`` gets one row per epoch and
@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from geofuse.chips import ChipLoader, memory_dataset, train_dataset
 from geofuse.config import ModelInfo
-from geofuse.datasets import LabelledRaster, Unit
 from geofuse.errors import ConfigError
-from geofuse.losses import ConfusionMetrics, SegmentationLoss
-from geofuse.metrics import confusion_matrix, summarize
 from geofuse.model import build_unet
-from geofuse.train_config import TrainConfig
+from geofuse.outputs import atomic_path
+from geofuse.training.chips import ChipLoader, memory_dataset, train_dataset
+from geofuse.training.config import TrainConfig
+from geofuse.training.datasets import LabelledRaster, Unit
+from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
+from geofuse.training.metrics import confusion_matrix, summarize
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,8 @@ def make_strategy(name: str) -> Any:
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _pack(prefix: str, values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
@@ -180,10 +179,9 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, format="png")
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def fit_model(

@@ -1,9 +1,9 @@
 """``train()``: labelled tiles or scenes -> a fitted fusion U-Net in the one-file model format.
 
-Steps: find and open the data (:mod:`geofuse.datasets`), check it and count classes in one pass,
+Steps: find and open the data (:mod:`.datasets`), check it and count classes in one pass,
 hold out whole tiles or scene blocks for validation, compute per-band normalisation and class
-weights on the training part, then fit on chips sampled on the fly (:mod:`geofuse.chips`) with
-CE + Dice (:mod:`geofuse.losses`), keeping the best weights, stopping early, and checkpointing
+weights on the training part, then fit on chips sampled on the fly (:mod:`.chips`) with
+CE + Dice (:mod:`.losses`), keeping the best weights, stopping early, and checkpointing
 every epoch so ``resume=True`` continues after a kill. The run folder receives ``history.csv``,
 ``curves.png``, ``metrics.json`` and ``checkpoints/``; the model file is written atomically at the
 end with its provenance.
@@ -14,7 +14,6 @@ TensorFlow is imported inside :func:`train`.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import time
@@ -27,7 +26,10 @@ import numpy as np
 
 import geofuse
 from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
-from geofuse.datasets import (
+from geofuse.errors import ConfigError, InputError, OutputError
+from geofuse.outputs import Progress, write_json
+from geofuse.training.config import SceneSource, TilesSource, TrainConfig
+from geofuse.training.datasets import (
     VECTOR_EXTS,
     LabelledRaster,
     band_scale,
@@ -39,13 +41,10 @@ from geofuse.datasets import (
     scan,
     split_units,
 )
-from geofuse.errors import ConfigError, InputError, OutputError
-from geofuse.labels import LabelCoding, default_colour, load_classes
-from geofuse.train_config import SceneSource, TilesSource, TrainConfig
+from geofuse.training.labels import LabelCoding, default_colour, load_classes
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 Report = Callable[[int, Mapping[str, float]], None]
 
 __all__ = ["TrainConfig", "TrainResult", "train", "TilesSource", "SceneSource"]
@@ -69,11 +68,11 @@ class TrainResult:
 
 def _resolve_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCoding | None]:
     """The class table: explicit, from a classes file, from a tiles folder's classes.json."""
-    if config.classes is not None:
-        return tuple(config.classes), config.coding
-    if config.classes_file is not None:
-        classes, coding = load_classes(config.classes_file)
-        return classes, coding
+    labels = config.labels
+    if labels.classes is not None:
+        return tuple(labels.classes), labels.coding
+    if labels.classes_file is not None:
+        return load_classes(labels.classes_file)
     for source in config.sources:
         if isinstance(source, TilesSource) and (Path(source.root) / "classes.json").is_file():
             return load_classes(Path(source.root) / "classes.json")
@@ -84,7 +83,7 @@ def _infer_classes(config: TrainConfig) -> tuple[ClassInfo, ...]:
     """Class table when none is given: vector class names, or ids seen in id-coded masks."""
     import rasterio
 
-    from geofuse.labels import vector_class_names
+    from geofuse.training.labels import vector_class_names
 
     for source in config.sources:
         if isinstance(source, SceneSource) and source.labels.suffix.lower() in VECTOR_EXTS:
@@ -99,7 +98,7 @@ def _infer_classes(config: TrainConfig) -> tuple[ClassInfo, ...]:
                     names = ["background", *found]
             return tuple(ClassInfo(i, n, default_colour(i)) for i, n in enumerate(names))
     top = 1
-    ignore = set(config.ignore_values)
+    ignore = set(config.labels.ignore_values)
     masks = [m for s in config.sources for m in _mask_paths(s)]
     for path in masks:
         with rasterio.open(path) as ds:
@@ -203,7 +202,7 @@ def train(
     classes, coding = _resolve_classes(config)
     if not classes:
         classes = _infer_classes(config)
-    coding = _merge_coding(coding, classes, config)
+    coding = config.labels.merge(coding, classes)
     rasters, kinds, files = open_data(config, classes, coding)
     if config.cache == "memory":
         for raster in rasters:
@@ -223,16 +222,12 @@ def train(
     norm = Normalization(mean=mean, std=std, scale=scale)
     train_counts = sum(u.counts for u in units if not u.validation)
     weights = _class_weights(config, train_counts, classes)
-    spec = ModelSpec(
-        bands=len(rasters[0].bands), classes=len(classes), depth=config.depth,
-        base_filters=config.base_filters, fusion=config.fusion,
-        fusion_width=config.fusion_width,
-    )
+    spec = ModelSpec(bands=len(rasters[0].bands), classes=len(classes), arch=config.arch)
     info = ModelInfo(
         spec=spec, band_names=_band_names(rasters[0]), normalization=norm, classes=classes,
         patch_size=config.patch, input_dtype=rasters[0].dtype,
     )
-    from geofuse.fit import fit_model
+    from geofuse.training.fit import fit_model
 
     run_dir.mkdir(parents=True, exist_ok=True)
     outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report)
@@ -257,12 +252,12 @@ def train(
         "data_digest": digest,
         "data": [_describe_source(s) for s in config.sources],
         "classes": [c.name for c in classes],
-        "fusion": spec.fusion,
+        "fusion": spec.arch.fusion,
         "metrics": _short_metrics(outcome.validation),
         "training_config": config.to_dict(),
     }
     final = ModelInfo(**{**info.__dict__, "provenance": provenance})
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     from geofuse.model import save_model
 
     save_model(outcome.export_model, final, config.out)
@@ -270,23 +265,6 @@ def train(
         model=Path(config.out), run_dir=run_dir, metrics=metrics, epochs=outcome.epochs,
         best_epoch=outcome.best_epoch, seconds=time.perf_counter() - start,
         history=outcome.history,
-    )
-
-
-def _merge_coding(
-    coding: LabelCoding | None, classes: tuple[ClassInfo, ...], config: TrainConfig
-) -> LabelCoding:
-    """The run's coding, plus ``ignore_values``/``ignore_colors`` and ``mask_mode`` settings."""
-    base = coding or LabelCoding(classes=len(classes),
-                                 colors=tuple(c.color for c in classes))
-    if base.classes != len(classes):
-        raise ConfigError(f"Expected a coding for {len(classes)} classes. Received: {base.classes}")
-    return LabelCoding(
-        classes=base.classes, values=base.values,
-        colors=base.colors or tuple(c.color for c in classes),
-        ignore_values=tuple(dict.fromkeys(base.ignore_values + config.ignore_values)),
-        ignore_colors=tuple(dict.fromkeys(base.ignore_colors + config.ignore_colors)),
-        mode=config.mask_mode if config.mask_mode != "auto" else base.mode,
     )
 
 
@@ -337,8 +315,3 @@ def _short_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "iou": {k: v["iou"] for k, v in summary.get("classes", {}).items()},
     }
 
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)

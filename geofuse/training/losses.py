@@ -14,7 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from geofuse.train_config import LOSSES
+from geofuse.training.config import LOSSES
 
 
 @keras.saving.register_keras_serializable(package="geofuse")

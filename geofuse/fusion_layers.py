@@ -1,0 +1,358 @@
+"""The layers of the fusion modes (the registry that names them is :mod:`geofuse.fusion`).
+
+Every fusion layer takes a list of feature maps from different pyramid levels and returns one
+map at the *target* level. Each input is first **aligned** (:class:`Align`): reduced by a 1x1
+conv to a common ``width`` at its own resolution (cheap), then resized to the target resolution
+(bilinear upsampling for coarser maps, max pooling for finer ones). The aligned maps are then
+fused, and a 3x3 conv-BN-ReLU brings the result to ``filters`` channels. The fusions:
+
+- ``none`` (:class:`SkipFusion`): the plain U-Net skip (no alignment, no convolution);
+- ``concat`` (:class:`ConcatFusion`): concatenate (UNet 3+);
+- ``weighted`` (:class:`WeightedFusion`): BiFPN fast normalised weighted sum, optional gates;
+- ``attention`` (:class:`AttentionFusion`): merge, then channel (SE) and spatial attention;
+- ``cross_attention`` (:class:`CrossAttentionFusion`): the decoder map attends to itself and to
+  the encoder maps on a pooled token grid; the update is upsampled and added back.
+
+Levels are described by ``scales`` (see :mod:`geofuse.blocks`).
+
+All layers follow Keras's anatomy (``__init__``, ``build``, ``call``,
+``compute_output_shape``, ``get_config``) and are registered serialisable under ``geofuse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from geofuse.blocks import (
+    PACKAGE,
+    MergedFusion,
+    MultiLevelFusion,
+    Upsample,
+    check_int,
+    check_scales,
+    resize_bilinear,
+    spatial_size,
+)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SkipFusion(layers.Layer):
+    """The plain U-Net skip: upsample the decoder map, concatenate the same-level encoder map.
+
+    Takes ``[decoder, encoder]`` with ``scales=[k, 0]`` (the decoder map is ``2**k`` times
+    coarser); ``filters`` and ``width`` are accepted for a uniform signature and unused (the
+    decoder's conv-BN-ReLU follows).
+    """
+
+    def __init__(self, filters: int, width: int, scales: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = check_int("filters", filters)
+        self.width = check_int("width", width)
+        self.scales = check_scales(scales)
+        if len(self.scales) != 2 or self.scales[1] != 0 or self.scales[0] < 1:
+            raise ValueError(f"Expected scales [k, 0] with k >= 1. Received: {self.scales}")
+        self.up = Upsample(2 ** self.scales[0], name="up")
+
+    def build(self, input_shape: Sequence[tuple]) -> None:
+        """Nothing to create."""
+
+    def call(self, inputs: Sequence[Any]) -> Any:
+        """Upsample the decoder map and concatenate the encoder map."""
+        return ops.concatenate([self.up(inputs[0]), inputs[1]], axis=-1)
+
+    def compute_output_shape(self, input_shape: Sequence[tuple]) -> tuple:
+        """The encoder map's shape with both maps' channels."""
+        channels = input_shape[0][-1] + input_shape[1][-1]
+        return (*tuple(input_shape[1])[:-1], channels)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the serialisable arguments."""
+        return super().get_config() | {
+            "filters": self.filters, "width": self.width, "scales": list(self.scales),
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ConcatFusion(MultiLevelFusion):
+    """Full-scale concatenation (UNet 3+ style): concatenate the aligned maps along channels."""
+
+    def fused_channels(self) -> int:
+        """``width`` per input."""
+        return self.width * len(self.scales)
+
+    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """Concatenate along channels."""
+        return ops.concatenate(aligned, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WeightedFusion(MultiLevelFusion):
+    """BiFPN fast normalised fusion: a weighted sum with learned non-negative weights.
+
+    The static weight of input ``i`` is ``w_i = relu(a_i) / (sum_j relu(a_j) + epsilon)``, so the
+    weights are non-negative and sum to one (up to ``epsilon``); they start equal. With
+    ``gates=True`` each input also gets an input-dependent gate ``g_i = sigmoid(dense_i(gap(x_i)))``
+    computed from its own aligned map by global average pooling; the mixing weights are then
+    ``relu(a_i) * g_i`` normalised to sum to one, per image.
+
+    Args:
+        filters: Output channels.
+        width: Common channel width of the aligned maps.
+        scales: Per input, its level minus the target level.
+        gates: Add the input-dependent gates.
+        epsilon: Small positive constant of the normalisation.
+
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        width: int,
+        scales: Sequence[int],
+        gates: bool = False,
+        epsilon: float = 1e-4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(filters, width, scales, **kwargs)
+        if not isinstance(gates, bool):
+            raise ValueError(f"Expected gates to be True or False. Received: {gates!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (
+            0 < epsilon < 1
+        ):
+            raise ValueError(f"Expected epsilon to be a number in (0, 1). Received: {epsilon!r}")
+        self.gates = gates
+        self.epsilon = float(epsilon)
+        # Zero kernels: every gate starts at sigmoid(0) = 0.5, i.e. at the static weights.
+        self.gate_layers = [
+            layers.Dense(1, kernel_initializer="zeros", name=f"gate_{i}")
+            for i in range(len(self.scales) if gates else 0)
+        ]
+
+    def build_fusion(self, aligned_shape: tuple) -> None:
+        """Create the static level weights (all ones) and the gates."""
+        self.level_weights = self.add_weight(
+            name="level_weights", shape=(len(self.scales),), initializer="ones"
+        )
+        for gate in self.gate_layers:
+            gate.build((aligned_shape[0], self.width))
+
+    def mixing_weights(self, aligned: list[Any]) -> Any:
+        """Normalised weights, ``(batch, inputs)`` with gates, else ``(1, inputs)``."""
+        weights = ops.expand_dims(ops.relu(self.level_weights), 0)
+        if self.gates:
+            gates = [
+                ops.sigmoid(gate(ops.mean(x, axis=(1, 2))))
+                for gate, x in zip(self.gate_layers, aligned, strict=True)
+            ]
+            weights = weights * ops.concatenate(gates, axis=-1)
+        return weights / (ops.sum(weights, axis=-1, keepdims=True) + self.epsilon)
+
+    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """Weighted sum of the aligned maps."""
+        weights = ops.cast(self.mixing_weights(aligned), aligned[0].dtype)
+        fused = None
+        for i, x in enumerate(aligned):
+            term = ops.reshape(weights[:, i], (-1, 1, 1, 1)) * x
+            fused = term if fused is None else fused + term
+        return fused
+
+    def input_weights(self, inputs: Sequence[Any], training: bool = False) -> Any:
+        """Return the mixing weights this layer gives ``inputs``, ``(batch or 1, inputs)``."""
+        aligned = [a(x, training=training) for a, x in zip(self.aligners, inputs, strict=True)]
+        return self.mixing_weights(aligned)
+
+    def normalized_weights(self) -> np.ndarray:
+        """Return the static normalised weight of each input (non-negative, summing to one)."""
+        raw = np.maximum(ops.convert_to_numpy(self.level_weights).astype(np.float64), 0.0)
+        return raw / (raw.sum() + self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the serialisable arguments."""
+        return super().get_config() | {"gates": self.gates, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AttentionFusion(MergedFusion):
+    """Merge, then channel attention (squeeze-excitation) and spatial attention (CBAM-style).
+
+    Channel attention: global average pooling, a bottleneck of ``max(4, width // reduction)`` units
+    and a sigmoid give one factor per channel. Spatial attention: the channel mean and max, a
+    ``spatial_kernel``-wide conv and a sigmoid give one factor per pixel.
+
+    Args:
+        filters: Output channels.
+        width: Common channel width of the aligned maps.
+        scales: Per input, its level minus the target level.
+        merge: ``"concat"`` (1x1 conv over the concatenation) or ``"sum"``.
+        reduction: Channel reduction ratio of the squeeze-excitation bottleneck.
+        spatial_kernel: Side of the spatial-attention convolution (odd).
+
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        width: int,
+        scales: Sequence[int],
+        merge: str = "concat",
+        reduction: int = 4,
+        spatial_kernel: int = 7,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(filters, width, scales, merge=merge, **kwargs)
+        self.reduction = check_int("reduction", reduction)
+        self.spatial_kernel = check_int("spatial_kernel", spatial_kernel)
+        if spatial_kernel % 2 == 0:
+            raise ValueError(f"Expected an odd spatial_kernel. Received: {spatial_kernel}")
+        # At least 4 units: a lone ReLU unit is dead at init about half the time (measured).
+        self.hidden = max(4, width // reduction)
+        self.squeeze = layers.Dense(self.hidden, activation="relu", name="se_squeeze")
+        self.excite = layers.Dense(width, activation="sigmoid", name="se_excite")
+        self.spatial = layers.Conv2D(
+            1, spatial_kernel, padding="same", activation="sigmoid", name="spatial"
+        )
+
+    def build_fusion(self, aligned_shape: tuple) -> None:
+        """Create the merge and attention weights."""
+        super().build_fusion(aligned_shape)
+        self.squeeze.build((aligned_shape[0], self.width))
+        self.excite.build((aligned_shape[0], self.hidden))
+        self.spatial.build((*aligned_shape[:-1], 2))
+
+    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """Merge, reweight channels, reweight pixels."""
+        x = self.merge_maps(aligned, training=training)
+        channel = self.excite(self.squeeze(ops.mean(x, axis=(1, 2))))
+        x = x * ops.expand_dims(ops.expand_dims(channel, 1), 1)
+        pooled = ops.concatenate(
+            [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
+        )
+        return x * self.spatial(pooled)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the serialisable arguments."""
+        return super().get_config() | {
+            "reduction": self.reduction,
+            "spatial_kernel": self.spatial_kernel,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CrossAttentionFusion(MergedFusion):
+    """The decoder level attends to itself, then to the encoder levels, on a pooled grid.
+
+    Input 0 is the decoder map (the queries); inputs 1.. are encoder maps (keys and values).
+    After alignment, every map is pooled (antialiased bilinear) to at most
+    ``attention_size`` x ``attention_size`` tokens, whatever the tile size, so the cost and
+    memory of attention stay small and constant (a 512-px tile at level 0 needs a few MB).
+    A depthwise 3x3 conv on each token grid adds positional information, and a learned embedding
+    tells the encoder levels apart. The decoder tokens go through self-attention, then
+    cross-attention over the tokens of all encoder maps (pre-norm, residual). The attention
+    update is upsampled (bilinear) back to the target resolution and added to the merged
+    full-resolution maps, which keep all the fine detail.
+
+    Because the grid size is fixed, one token covers more pixels on a larger tile: the context
+    is tile-relative, like global pooling in squeeze-excitation.
+
+    Args:
+        filters: Output channels.
+        width: Common channel width of the aligned maps (also the attention width).
+        scales: Per input, its level minus the target level; at least two inputs.
+        attention_size: Largest side of the token grid.
+        heads: Attention heads; must divide ``width``.
+        merge: ``"concat"`` (1x1 conv over the concatenation) or ``"sum"``.
+
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        width: int,
+        scales: Sequence[int],
+        attention_size: int = 16,
+        heads: int = 2,
+        merge: str = "concat",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(filters, width, scales, merge=merge, **kwargs)
+        if len(self.scales) < 2:
+            raise ValueError(
+                "Expected at least 2 inputs (the decoder map, then encoder maps). "
+                f"Received: scales {self.scales}"
+            )
+        self.attention_size = check_int("attention_size", attention_size)
+        self.heads = check_int("heads", heads)
+        if width % heads:
+            raise ValueError(f"Expected heads to divide width {width}. Received: heads={heads}")
+        key_dim = width // heads
+        # No bias: TF 2.21's oneDNN remapper fails on "x + depthwise_conv_with_bias(x)" (grappler
+        # logs "has an empty op name" and skips its fusions for the whole graph).
+        self.position_query = layers.DepthwiseConv2D(
+            3, padding="same", use_bias=False, name="position_query"
+        )
+        self.position_memory = layers.DepthwiseConv2D(
+            3, padding="same", use_bias=False, name="position_memory"
+        )
+        self.norm_self = layers.LayerNormalization(name="norm_self")
+        self.self_attention = layers.MultiHeadAttention(heads, key_dim, name="self_attention")
+        self.norm_query = layers.LayerNormalization(name="norm_query")
+        self.norm_memory = layers.LayerNormalization(name="norm_memory")
+        self.cross_attention = layers.MultiHeadAttention(heads, key_dim, name="cross_attention")
+
+    def build_fusion(self, aligned_shape: tuple) -> None:
+        """Create the merge, positional, embedding, norm and attention weights."""
+        super().build_fusion(aligned_shape)
+        grid = (aligned_shape[0], None, None, self.width)
+        tokens = (aligned_shape[0], None, self.width)
+        self.position_query.build(grid)
+        self.position_memory.build(grid)
+        self.level_embedding = self.add_weight(
+            name="level_embedding",
+            shape=(len(self.scales) - 1, self.width),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+        for norm in (self.norm_self, self.norm_query, self.norm_memory):
+            norm.build(tokens)
+        self.self_attention.build(tokens, tokens)
+        self.cross_attention.build(tokens, tokens)
+
+    def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """Merge at full resolution; attend on the pooled grid; add the upsampled update."""
+        merged = self.merge_maps(aligned, training=training)
+        size = spatial_size(aligned[0])
+        side = self.attention_size
+        grid = [min(n, side) if isinstance(n, int) else tf.minimum(n, side) for n in size]
+        batch = tf.shape(aligned[0])[0]
+
+        def tokens_of(x: Any, position: layers.Layer) -> Any:
+            x = resize_bilinear(x, grid, antialias=True)
+            return x + position(x)
+
+        query_grid = tokens_of(aligned[0], self.position_query)
+        query = tf.reshape(query_grid, (batch, -1, self.width))
+        embedding = ops.cast(self.level_embedding, aligned[0].dtype)
+        memory = ops.concatenate(
+            [
+                tf.reshape(tokens_of(x, self.position_memory) + level, (batch, -1, self.width))
+                for x, level in zip(aligned[1:], ops.unstack(embedding), strict=True)
+            ],
+            axis=1,
+        )
+        h = self.norm_self(query)
+        tokens = query + self.self_attention(h, h, training=training)
+        memory = self.norm_memory(memory)
+        tokens = tokens + self.cross_attention(
+            self.norm_query(tokens), memory, training=training
+        )
+        update = tf.reshape(tokens - query, (batch, grid[0], grid[1], self.width))
+        return merged + resize_bilinear(update, size)
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the serialisable arguments."""
+        return super().get_config() | {"attention_size": self.attention_size, "heads": self.heads}

@@ -1,0 +1,283 @@
+"""What the scripts share: data locations, the SpaceNet split, the Dubai class coding, the
+synthetic-scene generator, peak memory and the training progress line.
+
+The scripts run as ``python scripts/NAME.py``, which puts this folder on ``sys.path``; they
+import from here with ``from _common import ...``. geofuse itself is imported only inside the
+functions that need it, so importing this module stays cheap (``--help`` never loads
+TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+if TYPE_CHECKING:
+    from geofuse.config import ClassInfo
+    from geofuse.training.config import TilesSource
+    from geofuse.training.evaluate import EvaluateConfig
+    from geofuse.training.labels import LabelCoding
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data_samples"
+REAL = ROOT.parent / "shared" / "data" / "real"
+
+# -- SpaceNet: train on the western columns of one real scene, score the eastern ones ----------
+
+SPACENET = REAL / "spacenet-solaris"
+SPACENET_SCENE = SPACENET / "sample_geotiff.tif"  # 900 x 900 px, 0.5 m, panchromatic uint16
+SPACENET_LABELS = SPACENET / "geotiff_labels.geojson"  # 43 building footprints
+SPACENET_SPLIT = 600  # columns 0-599 train (west), 600-899 are held out (east)
+SPACENET_VAL_BLOCK = 200  # validation units of the western part, in pixels
+
+
+def spacenet_classes() -> tuple[ClassInfo, ...]:
+    """The two SpaceNet classes: background 0, building 1."""
+    from geofuse.config import ClassInfo
+
+    return (ClassInfo(0, "background", "#202020"), ClassInfo(1, "building", "#e31a1c"))
+
+
+def spacenet_split(folder: Path) -> tuple[Path, Path]:
+    """Write the western (training) and eastern (held-out) part of the SpaceNet scene.
+
+    Each part is a tiled GeoTIFF in ``folder`` with its own transform; the vector labels
+    (:data:`SPACENET_LABELS`) cover both. Parts already in ``folder`` are reused.
+
+    Returns:
+        ``(west, east)`` paths.
+    """
+    west, east = folder / "spacenet_west.tif", folder / "spacenet_east.tif"
+    with rasterio.open(SPACENET_SCENE) as src:
+        windows = (Window(0, 0, SPACENET_SPLIT, src.height),
+                   Window(SPACENET_SPLIT, 0, src.width - SPACENET_SPLIT, src.height))
+        for path, window in zip((west, east), windows, strict=True):
+            if path.exists():
+                continue
+            profile = src.profile | {"width": int(window.width), "height": int(window.height),
+                                     "transform": src.window_transform(window), "tiled": True,
+                                     "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+            tmp = path.with_suffix(".tmp.tif")
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+            os.replace(tmp, path)
+    return west, east
+
+
+def building_scores(labels: np.ndarray, pred: np.ndarray,
+                    valid: np.ndarray | None = None) -> dict[str, Any]:
+    """Building (class 1 against background 0) IoU, F1, precision, recall and support.
+
+    Computed by ``geofuse.training.metrics``, as ``geofuse evaluate`` does: a figure is None
+    where it is undefined (e.g. precision when nothing is predicted as building).
+    """
+    from geofuse.training.metrics import confusion_matrix, summarize
+
+    cm = confusion_matrix(labels, pred, 2, valid)
+    return summarize(cm, ["background", "building"])["classes"]["building"]
+
+
+def figure(value: float | None, width: int = 8) -> str:
+    """``value`` with three decimals, right-aligned in ``width``; ``-`` when undefined."""
+    return f"{'-' if value is None else format(value, '.3f'):>{width}}"
+
+
+# -- Dubai aerial land cover -------------------------------------------------------------------
+
+DUBAI = REAL / "dubai-aerial-hitl"
+DUBAI_IGNORE = ("#9B9B9B", "#000000")  # "Unlabeled" and black
+
+
+def dubai_coding() -> tuple[tuple[ClassInfo, ...], LabelCoding]:
+    """The Dubai classes and how its colour-coded masks encode them.
+
+    The classes and colours are data_samples/classes.json, whose colours are those measured in
+    the masks (the set's own classes.json is wrong, see its PROVENANCE.md); land, building,
+    road, water and vegetation map onto classes 0..4, :data:`DUBAI_IGNORE` is ignored.
+    """
+    from geofuse.training.labels import LabelCoding, load_classes
+
+    classes, _ = load_classes(SAMPLES / "classes.json")
+    coding = LabelCoding(classes=len(classes), colors=tuple(c.color for c in classes),
+                         ignore_colors=DUBAI_IGNORE, mode="colors")
+    return classes, coding
+
+
+def dubai_training(holdout: str, folder: Path = DUBAI) -> TilesSource:
+    """Every Dubai tile folder but ``holdout``, read through :func:`dubai_coding`."""
+    from geofuse.training.config import TilesSource
+
+    return TilesSource(folder, exclude=(f"{holdout}/images/*",), coding=dubai_coding()[1])
+
+
+def dubai_holdout(model: Path, holdout: str, folder: Path = DUBAI,
+                  **options: Any) -> EvaluateConfig:
+    """The evaluation of ``model`` on the held-out Dubai tile folder (``options``: more fields)."""
+    from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
+
+    return EvaluateConfig(source=TilesSource(folder / holdout), model=model,
+                          labels=LabelOptions(ignore_colors=DUBAI_IGNORE, mask_mode="colors"),
+                          **options)
+
+
+# -- synthetic GeoTIFFs ------------------------------------------------------------------------
+
+CRS = "EPSG:32633"
+PIXEL_SIZE = 0.5
+ORIGIN = (500000.0, 5200000.0)
+LABEL_NODATA = 255
+ROWS = 512  # rows generated and written at a time
+
+# rows r0:r1 -> image (bands, r1 - r0, width) and class ids (r1 - r0, width) or None
+Texture = Callable[[int, int], "tuple[np.ndarray, np.ndarray | None]"]
+
+
+def geotiff_profile(width: int, height: int, count: int, nodata: int, *,
+                    origin: tuple[float, float] = ORIGIN, block: int = 512,
+                    **options: Any) -> dict[str, Any]:
+    """Creation profile of a synthetic uint8 GeoTIFF: UTM 33N, 0.5 m pixels, tiled, deflate."""
+    return {
+        "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": "uint8",
+        "crs": CRS, "transform": from_origin(origin[0], origin[1], PIXEL_SIZE, PIXEL_SIZE),
+        "nodata": nodata, "tiled": True, "blockxsize": block, "blockysize": block,
+        "compress": "deflate", **options,
+    }
+
+
+def sample_texture(size: int) -> Texture:
+    """data_samples/scene_a.tif and its labels, mirrored end to end to fill ``size`` columns.
+
+    Neighbouring copies are mirror images, so roads, rivers and fields run on across the seams;
+    the sample's nodata collar comes along.
+    """
+    with rasterio.open(SAMPLES / "scene_a.tif") as src:
+        image = src.read()
+    with rasterio.open(SAMPLES / "scene_a_labels.tif") as src:
+        ids = src.read(1)
+    th, tw = ids.shape
+
+    def mirrored(index: np.ndarray, n: int) -> np.ndarray:
+        copy, offset = np.divmod(index, n)
+        return np.where(copy % 2, n - 1 - offset, offset)
+
+    cols = mirrored(np.arange(size), tw)
+
+    def render(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = mirrored(np.arange(r0, r1), th)[:, None]
+        return image[:, rows, cols], ids[rows, cols]
+
+    return render
+
+
+def block_texture(size: int, seed: int = 0, cell: int = 16, classes: int = 5) -> Texture:
+    """Random classes in ``cell`` x ``cell`` squares; each of 3 bands is 40 x class + noise.
+
+    The noise is uniform in 1..59, so no pixel is 0 (nodata). Call the result in row order:
+    one random generator serves all rows.
+    """
+    rng = np.random.default_rng(seed)
+
+    def render(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        h = r1 - r0
+        ids = (rng.random((h // cell + 1, size // cell + 1)) * classes).astype(np.uint8)
+        ids = np.kron(ids, np.ones((cell, cell), np.uint8))[:h, :size]
+        image = (ids[None] * 40 + rng.integers(1, 60, (3, h, size))).astype(np.uint8)
+        return image, ids
+
+    return render
+
+
+def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
+                    labels: Path | None = None, seed: int = 0, cell: int = 16,
+                    nodata: int = 0, block: int = 512,
+                    tags: dict[str, str] | None = None) -> Path:
+    """Write a ``size`` x ``size`` uint8 GeoTIFF, :data:`ROWS` rows at a time.
+
+    Never holds the whole scene in memory, so any size works. Georeferencing is
+    :func:`geotiff_profile`'s; files over 4 GB become BigTIFF.
+
+    Args:
+        path: The image file.
+        size: Width and height in pixels.
+        texture: ``"sample"`` (:func:`sample_texture`: realistic, RGB), ``"blocks"``
+            (:func:`block_texture` with ``seed`` and ``cell``: RGB), or a function of rows
+            ``r0, r1`` returning the image rows and their class ids (or None), called in order.
+        labels: Also write the class ids here (single band, nodata 255).
+        seed: Seed of the ``"blocks"`` texture.
+        cell: Square size of the ``"blocks"`` texture.
+        nodata: Nodata value of the image.
+        block: Tile size of the file(s).
+        tags: Dataset tags of the image.
+
+    Returns:
+        ``path``.
+    """
+    if texture == "sample":
+        render = sample_texture(size)
+    elif texture == "blocks":
+        render = block_texture(size, seed, cell)
+    elif callable(texture):
+        render = texture
+    else:
+        raise ValueError(f"unknown texture {texture!r}")
+    with ExitStack() as files:
+        image_file = labels_file = None
+        for r0 in range(0, size, ROWS):
+            window = Window(0, r0, size, min(ROWS, size - r0))
+            image, ids = render(r0, r0 + window.height)
+            if image_file is None:
+                image_file = files.enter_context(rasterio.open(
+                    path, "w", **geotiff_profile(size, size, len(image), nodata, block=block,
+                                                 BIGTIFF="IF_SAFER")))
+                image_file.update_tags(**(tags or {}))
+                if labels is not None:
+                    labels_file = files.enter_context(rasterio.open(
+                        labels, "w", **geotiff_profile(size, size, 1, LABEL_NODATA,
+                                                       block=block, BIGTIFF="IF_SAFER")))
+            image_file.write(image, window=window)
+            if labels_file is not None:
+                if ids is None:
+                    raise ValueError("labels asked for, but the texture gives no class ids")
+                labels_file.write(ids[None], window=window)
+    return path
+
+
+# -- process and training helpers --------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB.
+
+    ``VmHWM`` (Linux), not ``getrusage().ru_maxrss``: Linux carries ``ru_maxrss`` across
+    fork + exec, so a child started by a large parent would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def epoch_report(epochs: int, *metrics: str) -> Callable[[int, dict], None]:
+    """A ``train(report=...)`` callback printing the epoch, seconds, loss and ``metrics``.
+
+    The clock starts when this is called; a metric missing from the logs prints as nan.
+    """
+    start = time.perf_counter()
+
+    def report(epoch: int, logs: dict) -> None:
+        values = "  ".join(f"{name} {logs.get(name, float('nan')):.4f}"
+                           for name in ("loss", *metrics))
+        print(f"epoch {epoch}/{epochs} {time.perf_counter() - start:6.0f} s  {values}",
+              flush=True)
+
+    return report

@@ -1,0 +1,114 @@
+"""Configuration: validation, defaults defined once (library = shell), model-file round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geofuse.cli import main
+from geofuse.config import (
+    Architecture,
+    ClassInfo,
+    ModelInfo,
+    ModelSpec,
+    Normalization,
+    SegmentConfig,
+    TilingConfig,
+)
+from geofuse.errors import ConfigError
+from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource, TrainConfig
+from tests.conftest import make_tiny_model, write_geotiff
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ModelSpec(bands=0, classes=2), "Expected bands to be a positive integer"),
+        (lambda: ModelSpec(bands=3, classes=1), "Expected 2 to 254 classes"),
+        (lambda: Architecture(depth=7), "Expected depth <= 6"),
+        (lambda: Architecture(fusion="mean"), "Expected fusion to be one of none, concat"),
+        (lambda: Architecture(fusion="concat", fusion_options={"gates": True}),
+         "Expected options of fusion 'concat' among none"),
+        (lambda: Architecture(fusion="weighted", fusion_options={"gates": "yes"}),
+         "Expected weighted option gates to be a bool"),
+        (lambda: Architecture(fusion="cross_attention", fusion_options={"attention_size": 0}),
+         "Expected cross_attention option attention_size >= 1"),
+        (lambda: Architecture(fusion_levels="some"), "Expected fusion_levels to be one of"),
+        (lambda: TilingConfig(tile=64, overlap=64), "Expected 0 <= overlap < tile"),
+        (lambda: TilingConfig(bands=(1, 0)), "Expected band index"),
+        (lambda: SegmentConfig(tta="twice"), "Expected tta to be one of"),
+        (lambda: TrainConfig(sources=(TilesSource("x"),), out=Path("m.keras"), patch=36),
+         "Expected a tile size that is a multiple of 8"),
+        (lambda: TrainConfig(sources=(), out=Path("m.keras")), "Received: no training data"),
+        (lambda: LabelOptions(mask_mode="rgb"), "Expected mask mode to be one of"),
+        (lambda: EvaluateConfig(source=TilesSource("x"), seam_width=-1), "Expected seam width"),
+    ],
+)
+def test_bad_values_are_refused_keras_style(make, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        make()
+    assert "Received:" in str(info.value)
+
+
+def test_fusion_options_take_their_defaults_and_are_stored() -> None:
+    assert Architecture(fusion="weighted").fusion_options == {"gates": False}
+    assert Architecture(fusion="cross_attention").fusion_options == {"attention_size": 16}
+    arch = Architecture(fusion="cross_attention", fusion_options={"attention_size": 8})
+    spec = ModelSpec(bands=3, classes=2, arch=arch)
+    again = ModelSpec.from_dict(dataclasses.asdict(spec))
+    assert again == spec and again.arch.fusion_options == {"attention_size": 8}
+
+
+def test_model_files_of_the_flat_layout_still_load() -> None:
+    old = {"bands": 3, "classes": 2, "depth": 2, "base_filters": 4, "fusion": "weighted",
+           "fusion_width": None, "fusion_levels": "all", "gates": True, "attention_size": 16}
+    spec = ModelSpec.from_dict(old)
+    assert spec.arch == Architecture(depth=2, base_filters=4, fusion="weighted",
+                                     fusion_options={"gates": True})
+    info = ModelInfo(spec=spec, band_names=("r", "g", "b"),
+                     normalization=Normalization.identity(3),
+                     classes=(ClassInfo(0, "a"), ClassInfo(1, "b")))
+    assert ModelInfo.from_json(info.to_json()) == info
+
+
+def test_overlap_default_is_one_eighth_of_the_tile_in_library_and_shell(tmp_path: Path) -> None:
+    assert TilingConfig().overlap == 64
+    assert TilingConfig(tile=256).overlap == 32
+    assert TilingConfig(tile=256, overlap=0).overlap == 0
+    model = make_tiny_model(tmp_path / "m.keras")
+    scene = write_geotiff(tmp_path / "s.tif",
+                          np.random.default_rng(0).integers(0, 255, (3, 70, 90), dtype=np.uint8))
+    result = CliRunner().invoke(main, ["segment", str(scene), str(tmp_path / "o.tif"), "--model",
+                                       str(model), "--tile", "32", "-q"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        assert ds.tags()["GEOFUSE_OVERLAP"] == str(TilingConfig(tile=32).overlap) == "4"
+
+
+@pytest.mark.parametrize(("command", "configs"), [
+    ("train", (TrainConfig, Architecture, LabelOptions, TilesSource)),
+    ("segment", (TilingConfig, SegmentConfig)),
+    ("evaluate", (EvaluateConfig, TilingConfig, LabelOptions, TilesSource)),
+])
+def test_the_shell_shows_the_library_defaults(command: str, configs: tuple) -> None:
+    """Every option named like a config field defaults to that field's library default."""
+    defaults = {}
+    for cls in reversed(configs):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+    # option destinations that differ from the field name
+    aliases = {"filters": "base_filters", "images_dir": "images", "masks_dir": "masks"}
+    checked = 0
+    for param in main.commands[command].params:
+        name = aliases.get(param.name, param.name)
+        plain_flag = getattr(param, "is_flag", False) and not param.secondary_opts
+        if defaults.get(name) is not None and not param.multiple and not plain_flag:
+            assert param.default == defaults[name], (command, param.name)
+            checked += 1
+    assert checked >= {"train": 15, "segment": 5, "evaluate": 5}[command]

@@ -1,0 +1,117 @@
+"""The rolling-band stitcher and the GeoTIFF sink, driven directly (no model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geofuse.config import CLASS_NODATA
+from geofuse.errors import OutputError
+from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher
+from geofuse.windows import TileGrid
+from tests.conftest import UTM_TRANSFORM
+
+
+class MemorySink:
+    """Collects the row bands a Stitcher writes, checking they arrive in order."""
+
+    def __init__(self, count: int, height: int, width: int, dtype: str) -> None:
+        self.array = np.full((count, height, width), 77, dtype=dtype)
+        self.next_row = 0
+
+    def write(self, row0: int, array: np.ndarray) -> None:
+        assert row0 == self.next_row, "row bands out of order or overlapping"
+        self.array[:, row0:row0 + array.shape[1]] = array
+        self.next_row = row0 + array.shape[1]
+
+
+def field(height: int, width: int, classes: int, seed: int = 0) -> np.ndarray:
+    """Per-pixel class probabilities with a clear winner everywhere."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(height, width, classes)).astype(np.float32)
+    winner = rng.integers(0, classes, size=(height, width))
+    np.put_along_axis(logits, winner[..., None], 5.0, axis=-1)
+    p = np.exp(logits)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def stitch(grid: TileGrid, probs: np.ndarray, valid: np.ndarray, blend: str
+           ) -> tuple[MemorySink, MemorySink, Stitcher]:
+    classes = probs.shape[-1]
+    mask = MemorySink(1, grid.height, grid.width, "uint8")
+    prob = MemorySink(classes, grid.height, grid.width, "uint8")
+    stitcher = Stitcher(grid, classes, blend, mask, prob, "uint8")  # type: ignore[arg-type]
+    pad = grid.tile
+    padded = np.pad(probs, ((0, pad), (0, pad), (0, 0)))
+    padded_valid = np.pad(valid, ((0, pad), (0, pad)))
+    for tile in grid:
+        r, c = int(tile.read.row_off), int(tile.read.col_off)
+        stitcher.add(tile.read, tile.core, tile.row, padded_valid[r:r + grid.tile, c:c + grid.tile],
+                     padded[r:r + grid.tile, c:c + grid.tile])
+    stitcher.finish()
+    return mask, prob, stitcher
+
+
+@settings(max_examples=25, deadline=None)
+@given(height=st.integers(1, 90), width=st.integers(1, 90),
+       tile=st.sampled_from([16, 32]), overlap=st.integers(0, 12),
+       blend=st.sampled_from(["hann", "center"]))
+def test_tiles_that_agree_stitch_to_the_same_field(height: int, width: int, tile: int,
+                                                    overlap: int, blend: str) -> None:
+    grid = TileGrid(height, width, tile, overlap)
+    probs = field(height, width, 3)
+    valid = np.ones((height, width), bool)
+    valid[::7, ::5] = False  # invalid input pixels are nodata in every output
+    mask, prob, stitcher = stitch(grid, probs, valid, blend)
+    expected = np.where(valid, probs.argmax(-1), CLASS_NODATA)
+    np.testing.assert_array_equal(mask.array[0], expected)
+    quantised = np.rint(np.moveaxis(probs, -1, 0) * PROB_SCALE)
+    np.testing.assert_allclose(prob.array[:, valid], quantised[:, valid], atol=1)
+    assert (prob.array[:, ~valid] == 255).all()
+    assert stitcher.nodata_pixels == int((~valid).sum())
+    assert stitcher.class_counts.sum() == int(valid.sum())
+
+
+def test_tiles_out_of_grid_order_are_refused() -> None:
+    grid = TileGrid(64, 64, 32, 8)
+    mask = MemorySink(1, 64, 64, "uint8")
+    stitcher = Stitcher(grid, 2, "hann", mask)  # type: ignore[arg-type]
+    later, first = grid.tiles[-1], grid.tiles[0]
+    ones = np.ones((32, 32), bool)
+    stitcher.add(later.read, later.core, later.row, ones, np.full((32, 32, 2), 0.5, np.float32))
+    with pytest.raises(ValueError, match="Expected tiles in grid order"):
+        stitcher.add(first.read, first.core, first.row, ones, np.zeros((32, 32, 2), np.float32))
+
+
+def test_sink_commits_a_georeferenced_cog_and_abort_leaves_nothing(tmp_path: Path) -> None:
+    common = dict(width=40, height=30, count=1, dtype="uint8", crs="EPSG:32633",
+                  transform=UTM_TRANSFORM, nodata=CLASS_NODATA, tags={"GEOFUSE_TILE": "32"})
+    sink = GeoTiffSink(tmp_path / "out.tif", colormap={0: (1, 2, 3, 255)}, **common)
+    data = np.arange(1200, dtype=np.uint8).reshape(1, 30, 40) % 3
+    sink.write(0, data[:, :10])
+    sink.write(10, data[:, 10:])
+    assert not (tmp_path / "out.tif").exists()
+    sink.commit()
+    sink.abort()  # after a commit: touches nothing
+    with rasterio.open(tmp_path / "out.tif") as ds:
+        assert ds.crs.to_epsg() == 32633 and ds.transform == UTM_TRANSFORM
+        assert ds.nodata == CLASS_NODATA and ds.tags()["GEOFUSE_TILE"] == "32"
+        assert ds.colormap(1)[0] == (1, 2, 3, 255)
+        np.testing.assert_array_equal(ds.read(), data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+
+    failed = GeoTiffSink(tmp_path / "failed.tif", **common)
+    failed.write(0, data)
+    failed.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+
+
+def test_sink_in_a_missing_folder_is_a_one_line_output_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="missing"):
+        GeoTiffSink(tmp_path / "missing" / "out.tif", width=4, height=4, count=1, dtype="uint8",
+                    crs=None, transform=UTM_TRANSFORM, nodata=0)
