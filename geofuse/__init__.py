@@ -17,6 +17,7 @@ from geofuse.errors import GeofuseError, InputError, ModelError, OutputError
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArrayPrediction",
     "ClassInfo",
     "GeofuseError",
     "InputError",
@@ -28,4 +29,16 @@ __all__ = [
     "SegmentConfig",
     "TilingConfig",
     "__version__",
+    "predict_array",
 ]
+
+_LAZY = {"predict_array": "geofuse.arrays", "ArrayPrediction": "geofuse.arrays"}
+
+
+def __getattr__(name: str) -> object:
+    """Import the array API on first use, so ``import geofuse`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'geofuse' has no attribute {name!r}")

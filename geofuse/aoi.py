@@ -23,6 +23,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.warp import transform_geom
+from rasterio.windows import Window
 from shapely import affinity
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import GEOMETRY_TYPES
@@ -138,7 +139,7 @@ class AreaOfInterest:
         """
         boxes = []
         for tile in grid.tiles:
-            window = tile.core if blend == "center" else grid.clip(tile.read)
+            window = grid.influence(tile, blend)
             boxes.append(
                 self._window_box(
                     int(window.col_off), int(window.row_off), int(window.width),
@@ -150,12 +151,16 @@ class AreaOfInterest:
 
     def tile_mask(self, tile: Tile) -> np.ndarray:
         """``(tile, tile)`` bool: True where the pixel centre lies in the area."""
-        col0, row0 = int(tile.read.col_off), int(tile.read.row_off)
-        rows, cols = int(tile.read.height), int(tile.read.width)
-        window = self._window_box(col0, row0, cols, rows)
-        if shapely.contains(self.pixels, window):
+        return self.window_mask(tile.read)
+
+    def window_mask(self, window: Window) -> np.ndarray:
+        """``(rows, cols)`` bool for a scene window: True where the pixel centre is inside."""
+        col0, row0 = int(window.col_off), int(window.row_off)
+        rows, cols = int(window.height), int(window.width)
+        box = self._window_box(col0, row0, cols, rows)
+        if shapely.contains(self.pixels, box):
             return np.ones((rows, cols), dtype=bool)
-        if not shapely.intersects(self.pixels, window):
+        if not shapely.intersects(self.pixels, box):
             return np.zeros((rows, cols), dtype=bool)
         return geometry_mask(
             [self.pixels], out_shape=(rows, cols), transform=Affine.translation(col0, row0),

@@ -5,12 +5,15 @@ One task per scene runs :func:`geofuse.segment.segment_scene` (the code path of
 ``LocalCluster`` of single-threaded worker processes by default, or an existing scheduler. Each
 worker process loads the model once and reuses it (see :mod:`geofuse.batch_worker`).
 
-Outputs mirror the input folders: ``IN_DIR/a/b.tif`` becomes ``OUT_DIR/a/b.tif`` (the suffix
-is always ``.tif``), probabilities ``OUT_DIR/a/b.probs.tif``. ``segment_scene`` writes each file
-under a dot-prefixed temporary name and renames it at the end, so a final name always holds a
-complete file. Resuming skips a scene whose outputs open as rasters of the scene's size and
-georeferencing, written by the same model with the same tiling; everything else is redone, and
-temporary files left by a killed run are deleted first. A failing scene (corrupt, unreadable,
+Scenes come from a folder or a list file (local paths and GDAL names such as URLs), and
+outputs mirror the input folders: ``IN_DIR/a/b.tif`` becomes ``OUT_DIR/a/b.tif`` (the suffix
+is always ``.tif``), probabilities ``OUT_DIR/a/b.probs.tif``, polygons ``OUT_DIR/a/b.gpkg``,
+quick-looks ``OUT_DIR/a/b.png`` (see :mod:`geofuse.batch_plan`). ``segment_scene`` writes each
+file under a dot-prefixed temporary name and renames it at the end, so a final name always holds
+a complete file. Resuming skips a scene whose outputs open as rasters of the scene's size and
+georeferencing, written by the same model with the same tiling (and whose polygons and
+quick-look exist); everything else is redone, and temporary files left by a killed run are
+deleted first. A failing scene (corrupt, unreadable,
 incompatible, or one whose worker died) is recorded with its one-line reason while the others
 finish. ``OUT_DIR/geofuse-report.json`` lists every scene, and is rewritten atomically as the
 run progresses.
@@ -30,22 +33,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import rasterio
-from rasterio.errors import RasterioError
-from rasterio.windows import Window
-
 import geofuse
+from geofuse.batch_plan import (  # noqa: F401  (re-exported: the batch API in one place)
+    LOCK_NAME,
+    SceneJob,
+    check_scene,
+    exclusive,
+    find_scenes,
+    outputs_complete,
+    plan_jobs,
+    read_scene_list,
+    remove_job_temps,
+)
 from geofuse.batch_worker import SceneTask, describe_failure, run_scene
-from geofuse.config import ModelInfo, SegmentConfig
-from geofuse.errors import ConfigError, InputError, OutputError, first_line
-from geofuse.model import default_model_path, file_digest, read_info
-from geofuse.outputs import TAGS, Progress, write_json
-from geofuse.tiling import SceneReader
+from geofuse.config import SegmentConfig
+from geofuse.errors import ConfigError, OutputError, first_line, plural
+from geofuse.model import file_digest, read_info, resolve_model_path
+from geofuse.outputs import Progress, announce, write_json
+from geofuse.sources import absolute_source
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "geofuse-report.json"
-LOCK_NAME = ".geofuse-batch.lock"
 
 
 @dataclass(frozen=True)
@@ -53,12 +62,14 @@ class BatchConfig:
     """One ``batch`` run.
 
     Attributes:
-        segment: Per-scene tiling and output options (tiling, probability dtype, TTA, AOI).
-            Its ``probabilities``, ``vector`` and ``preview`` paths and ``overwrite`` are
-            ignored: batch names the outputs and decides what to redo.
-        pattern: Glob pattern for scene file names.
+        segment: Per-scene tiling and output options (tiling, probability dtype, TTA, AOI,
+            polygon settings). Its ``probabilities``, ``vector`` and ``preview`` paths and
+            ``overwrite`` are ignored: batch names the outputs and decides what to redo.
+        pattern: Glob pattern for scene file names (folder input).
         recursive: Also search sub-folders (their structure is mirrored under the output).
         probabilities: Also write ``NAME.probs.tif`` beside each mask.
+        vector: Also write polygons, ``NAME.gpkg`` (``.geojson`` with that vectorize format).
+        preview: Also write a quick-look ``NAME.png``.
         resume: Skip scenes whose outputs are complete; False redoes and replaces everything.
         workers: Worker processes of the local cluster (ignored with ``scheduler``).
         scheduler: Address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
@@ -69,8 +80,8 @@ class BatchConfig:
     pattern: str = "*.tif"
     recursive: bool = False
     probabilities: bool = False
-    # Later: vector output (polygons per scene as OUT_DIR/a/b.gpkg) goes here, in SceneJob,
-    # in outputs_complete and in batch_worker.run_scene.
+    vector: bool = False
+    preview: bool = False
     resume: bool = True
     workers: int = 1
     scheduler: str | None = None
@@ -86,16 +97,6 @@ class BatchConfig:
                               f"Received: {self.scheduler!r}")
 
 
-@dataclass(frozen=True)
-class SceneJob:
-    """One scene and the outputs it maps to."""
-
-    scene: Path
-    name: str  # path relative to the input folder, POSIX style
-    mask: Path
-    probabilities: Path | None
-
-
 @dataclass
 class SceneRecord:
     """One line of the report."""
@@ -107,7 +108,10 @@ class SceneRecord:
     megapixels: float = 0.0
     error: str | None = None
     probabilities: str | None = None
+    vector: str | None = None
+    preview: str | None = None
     worker: str | None = None
+    notices: list[str] = field(default_factory=list)  # the model's input contract's
 
 
 @dataclass
@@ -184,138 +188,6 @@ class BatchReport:
         return lines
 
 
-# -- finding scenes and naming outputs ---------------------------------------------------------
-def find_scenes(in_dir: Path, pattern: str, recursive: bool,
-                exclude: Path | None = None) -> list[Path]:
-    """Scene files under ``in_dir`` matching ``pattern``, sorted.
-
-    Hidden files and folders (dot-prefixed, e.g. temporary outputs) and anything under
-    ``exclude`` (an output folder inside the input folder) are left out.
-    """
-    if not in_dir.is_dir():
-        raise InputError(f"{in_dir}: no such folder")
-    found = in_dir.rglob(pattern) if recursive else in_dir.glob(pattern)
-    excluded = exclude.resolve() if exclude is not None else None
-    scenes = []
-    for path in found:
-        rel = path.relative_to(in_dir)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if excluded is not None and path.resolve().is_relative_to(excluded):
-            continue
-        scenes.append(path)
-    return sorted(scenes)
-
-
-def plan_jobs(in_dir: Path, out_dir: Path, config: BatchConfig) -> list[SceneJob]:
-    """Map each scene to its outputs, refusing name clashes and outputs that are inputs.
-
-    Raises:
-        InputError: No such folder, or no scene matches.
-        OutputError: ``OUT_DIR`` is ``IN_DIR``, or two scenes would write the same output.
-
-    """
-    if out_dir.resolve() == in_dir.resolve():
-        raise OutputError(f"{out_dir}: expected an output folder different from the input "
-                          "folder")
-    scenes = find_scenes(in_dir, config.pattern, config.recursive, exclude=out_dir)
-    if not scenes:
-        where = "under" if config.recursive else "in"
-        raise InputError(f"{in_dir}: expected scenes matching {config.pattern!r} {where} this "
-                         "folder. Received: none")
-    jobs, owner = [], {}
-    for scene in scenes:
-        rel = scene.relative_to(in_dir)
-        mask = out_dir / rel.with_suffix(".tif")
-        probs = out_dir / rel.with_name(rel.stem + ".probs.tif") if config.probabilities else None
-        for out in filter(None, (mask, probs)):
-            if out in owner:
-                raise OutputError(f"{out}: expected one scene per output. Received: "
-                                  f"{owner[out].name} and {scene.name} (rename one)")
-            owner[out] = scene
-        jobs.append(SceneJob(scene, rel.as_posix(), mask, probs))
-    return jobs
-
-
-# -- resume -------------------------------------------------------------------------------------
-def remove_stale_temps(job: SceneJob) -> int:
-    """Delete temporary files a killed run left beside this job's outputs; return how many."""
-    removed = 0
-    for out in filter(None, (job.mask, job.probabilities)):
-        if not out.parent.is_dir():
-            continue
-        for suffix in (".part.tif", ".cog.tif", ".part.tif.aux.xml", ".cog.tif.aux.xml"):
-            for tmp in out.parent.glob(f".{out.name}.*{suffix}"):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-def _output_matches(path: Path, src: Any, config: SegmentConfig, digest: str,
-                    count: int | None) -> bool:
-    with rasterio.open(path) as dst:
-        if (dst.width, dst.height) != (src.width, src.height) or dst.crs != src.crs:
-            return False
-        if not dst.transform.almost_equals(src.transform) or (count and dst.count != count):
-            return False
-        tags, tiling = dst.tags(), config.tiling
-        expected = {TAGS.MODEL_SHA256: digest, TAGS.TILE: str(tiling.tile),
-                    TAGS.OVERLAP: str(tiling.overlap), TAGS.BLEND: tiling.blend,
-                    TAGS.TTA: config.tta}
-        if any(tags.get(k) != v for k, v in expected.items()):
-            return False
-        dst.read(window=Window(dst.width - 1, dst.height - 1, 1, 1))  # the last block decodes
-    return True
-
-
-def check_scene(job: SceneJob, config: SegmentConfig, info: ModelInfo) -> float:
-    """Open a scene the way ``segment_scene`` will and return its megapixels.
-
-    Catches unreadable files, wrong band counts and unsupported data types before any worker
-    starts, with the same messages. Raises InputError.
-    """
-    with SceneReader(job.scene, bands=config.tiling.bands, normalization=info.normalization,
-                     expected_bands=info.spec.bands) as reader:
-        return reader.width * reader.height / 1e6
-
-
-def outputs_complete(job: SceneJob, config: SegmentConfig, digest: str, classes: int) -> bool:
-    """Tell whether all of a scene's outputs are finished and match it.
-
-    Finished means: a readable raster with the scene's size, CRS and transform, tagged with
-    this model's digest and this tile/overlap/blend/TTA, whose last pixel decodes.
-    """
-    outputs = [(job.mask, 1)]
-    if job.probabilities is not None:
-        outputs.append((job.probabilities, classes))
-    if not all(path.is_file() for path, _ in outputs):
-        return False
-    try:
-        with rasterio.open(job.scene) as src:
-            return all(_output_matches(p, src, config, digest, n) for p, n in outputs)
-    except (RasterioError, OSError):
-        return False
-
-
-@contextlib.contextmanager
-def exclusive(out_dir: Path) -> Iterator[None]:
-    """Hold a lock on ``out_dir`` so two batches never write (and clean) the same folder."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock
-        yield
-        return
-    with open(out_dir / LOCK_NAME, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            raise OutputError(f"{out_dir}: another geofuse batch is writing here") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # -- client side --------------------------------------------------------------------------------
 def available_cpus() -> int:
     """CPUs this process may use."""
@@ -353,7 +225,8 @@ def dask_client(config: BatchConfig, tasks: int) -> Iterator[tuple[Any, str, int
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
         silence_logs=logging.ERROR, env=env,
     ) as cluster, Client(cluster) as client:
-        yield client, f"local, {workers} workers x {threads} TensorFlow threads", threads
+        yield client, (f"local, {plural(workers, 'worker')} x "
+                       f"{plural(threads, 'TensorFlow thread')}"), threads
 
 
 def _relative(path: Path, folder: Path) -> str:
@@ -368,6 +241,8 @@ def _record_worker(report: BatchReport, outcome: dict[str, Any]) -> None:
     entry["model_loads"] += outcome["model_load_seconds"] > 0
     entry["model_load_seconds"] += outcome["model_load_seconds"]
     entry["tf_threads"] = entry["tf_threads"] or outcome["tf_threads"]
+    if outcome.get("runtime"):
+        entry["runtime"] = outcome["runtime"]
 
 
 def segment_directory(
@@ -380,10 +255,12 @@ def segment_directory(
     """Segment every scene of ``in_dir`` into ``out_dir`` on a Dask cluster.
 
     Args:
-        in_dir: Folder of scenes (searched with ``config.pattern``).
+        in_dir: Folder of scenes (searched with ``config.pattern``), or a list file: one scene
+            per line, a path (relative to the list's folder) or a GDAL name (URL, /vsi...).
         out_dir: Output folder (created); mirrors the input folders.
-        model: Model file, or None for the embedded default. With ``config.scheduler`` it must
-            be readable by the workers under the same path (as must the scenes and outputs).
+        model: Model file, or None (or ``"default"``) for the embedded default. With
+            ``config.scheduler`` it must be readable by the workers under the same path (as
+            must the scenes and outputs).
         config: Batch options; defaults to ``BatchConfig()``.
         progress: Optional ``progress(done_scenes, total_scenes)`` callback.
 
@@ -399,7 +276,7 @@ def segment_directory(
     start = time.perf_counter()
     config = config or BatchConfig()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    model_path = Path(model) if model is not None else default_model_path()
+    model_path = resolve_model_path(model)
     info = read_info(model_path)
     info.spec.arch.check_tile(config.segment.tiling.tile)
     digest = file_digest(model_path)
@@ -410,36 +287,44 @@ def segment_directory(
         raise OutputError(f"{out_dir}: cannot create the output folder ({exc.strerror})") from exc
     seg = dataclasses.replace(config.segment, overwrite=True, probabilities=None, vector=None,
                               preview=None)
+    configs: dict[int, SegmentConfig] = {}  # per scene: the tiling segment_scene will use
     report = BatchReport(
         path=out_dir / REPORT_NAME, in_dir=in_dir, out_dir=out_dir, model=model_path.resolve(),
         digest=digest, cluster="none",
         scenes=[SceneRecord(j.name, _relative(j.mask, out_dir), "pending",
-                            probabilities=j.probabilities and _relative(j.probabilities, out_dir))
+                            probabilities=j.probabilities and _relative(j.probabilities, out_dir),
+                            vector=j.vector and _relative(j.vector, out_dir),
+                            preview=j.preview and _relative(j.preview, out_dir))
                 for j in jobs],
     )
     with exclusive(out_dir):
-        report.stale_removed = sum(remove_stale_temps(job) for job in jobs)
+        report.stale_removed = sum(remove_job_temps(job) for job in jobs)
         pending: list[int] = []
         for i, job in enumerate(jobs):
             record, t0 = report.scenes[i], time.perf_counter()
             try:
-                megapixels = check_scene(job, seg, info)
+                megapixels, tiling = check_scene(job, seg, info)
             except Exception as exc:  # noqa: BLE001 - recorded; the other scenes go on
                 record.status, record.error = "failed", describe_failure(job.scene, exc)
             else:
-                if not (config.resume and outputs_complete(job, seg, digest, info.spec.classes)):
+                configs[i] = dataclasses.replace(seg, tiling=tiling)
+                complete = outputs_complete(job, configs[i], digest, info.spec.classes)
+                if not (config.resume and complete):
                     pending.append(i)
                     continue
                 record.status, record.megapixels = "skipped", megapixels
             record.seconds = time.perf_counter() - t0
+            if progress is not None:
+                announce(progress, f"{record.scene}: {record.status}")
+                progress(i + 1 - len(pending), len(jobs))
         finished = len(jobs) - len(pending)
         if progress is not None:
             progress(finished, len(jobs))
         try:
             report.write()  # replaces any earlier run's report from the start
             if pending:
-                finished = _run_pending(report, jobs, pending, config, seg, digest, progress,
-                                        finished)
+                finished = _run_pending(report, jobs, pending, config, configs, digest,
+                                        progress, finished)
             report.complete = True
         finally:
             report.seconds = time.perf_counter() - start
@@ -448,7 +333,7 @@ def segment_directory(
 
 
 def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
-                 config: BatchConfig, seg: SegmentConfig, digest: str,
+                 config: BatchConfig, configs: dict[int, SegmentConfig], digest: str,
                  progress: Progress | None, finished: int) -> int:
     from dask.distributed import as_completed
 
@@ -464,10 +349,12 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
                 record.error = f"{job.mask}: cannot create folder ({exc.strerror})"
                 finished += 1
                 continue
-            config_i = dataclasses.replace(
-                seg, probabilities=job.probabilities and job.probabilities.absolute())
             # Absolute paths: workers may run in other folders (or on other machines).
-            task = SceneTask(str(job.scene.absolute()), str(job.mask.absolute()), config_i,
+            config_i = dataclasses.replace(
+                configs[i], probabilities=job.probabilities and job.probabilities.absolute(),
+                vector=job.vector and job.vector.absolute(),
+                preview=job.preview and job.preview.absolute())
+            task = SceneTask(absolute_source(job.scene), str(job.mask.absolute()), config_i,
                              str(report.model), digest, threads)
             futures[client.submit(run_scene, task, pure=False, key=f"geofuse-{i}-"
                                   f"{os.urandom(4).hex()}")] = i
@@ -486,8 +373,10 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
             record.status, record.error = outcome["status"], outcome["error"]
             record.seconds, record.megapixels = outcome["seconds"], outcome["megapixels"]
             record.worker = outcome["worker"]
+            record.notices = outcome.get("notices", [])
             finished += 1
             if progress is not None:
+                announce(progress, f"{record.scene}: {record.status}")
                 progress(finished, len(jobs))
             if time.monotonic() - last_write > 2.0:
                 report.write()

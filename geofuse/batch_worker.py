@@ -98,11 +98,12 @@ def worker_model(task: SceneTask) -> tuple[LoadedModel, Callable[..., Any], floa
             _models[key] = loaded
             seconds = time.perf_counter() - start
         loaded = _models[key]
-        pkey = (*key, tiling.batch_size, tiling.tile, loaded.info.spec.bands)
+        pkey = (*key, tiling.batch_size, tiling.tile, tiling.runtime, tiling.precision)
         if pkey not in _predictors:
-            from geofuse.segment import make_predictor
+            from geofuse.runtime import choose_runtime, make_predictor
 
-            _predictors[pkey] = make_predictor(loaded.model, *pkey[2:])
+            _predictors[pkey] = make_predictor(loaded, tiling.batch_size, tiling.tile,
+                                               choose_runtime(tiling), threads=task.tf_threads)
         return loaded, _predictors[pkey], seconds
 
 
@@ -120,7 +121,7 @@ def run_scene(task: SceneTask) -> dict[str, Any]:
 
     Returns:
         ``status``, ``seconds``, ``megapixels``, ``error``, ``worker``, ``pid``,
-        ``model_load_seconds`` and ``tf_threads``.
+        ``model_load_seconds``, ``tf_threads`` and (when done) ``runtime`` and ``notices``.
 
     """
     from geofuse.segment import segment_scene
@@ -133,7 +134,8 @@ def run_scene(task: SceneTask) -> dict[str, Any]:
         loaded, predictor, outcome["model_load_seconds"] = worker_model(task)
         outcome["tf_threads"] = _configure_tensorflow(None)
         result = segment_scene(task.scene, task.mask, loaded, task.config, predictor=predictor)
-        outcome.update(status="done", megapixels=result.megapixels)
+        outcome.update(status="done", megapixels=result.megapixels, runtime=result.runtime,
+                       notices=list(result.notices))
     except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the batch
         outcome["error"] = describe_failure(task.scene, exc)
     outcome["seconds"] = time.perf_counter() - start

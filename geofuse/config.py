@@ -22,11 +22,50 @@ from geofuse.fusion import fusion_mode
 BLEND_MODES = ("hann", "center")
 PROBABILITY_DTYPES = ("uint8", "float32")
 TTA_MODES = ("none", "flips", "rotations", "all")
+RUNTIMES = ("auto", "tensorflow", "openvino")  # inference runtimes (geofuse.runtime)
+PRECISIONS = ("auto", "f32", "bf16")
 VECTOR_FORMATS = ("gpkg", "geojson")
 FUSION_LEVELS = ("all", "adjacent")
 CLASS_NODATA = 255
+RESAMPLE_MODES = ("auto", "off")  # reading a scene at the model's pixel size (InputConfig)
+STRETCH_MODES = ("percentile",)
 OVERLAP_DIVISOR = 8  # default overlap: an eighth of the tile
+PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.preview)
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+READABLE_COLOURS = (  # (word starts in a class name, display colour), first match wins
+    (("background", "unlabel", "nodata", "no data", "other"), "#d9d9d9"),  # light grey
+    (("water", "river", "lake", "sea", "ocean", "flood", "wet"), "#1f78b4"),  # blue
+    (("vegetation", "forest", "tree", "grass", "crop", "farm", "field", "park", "shrub",
+      "green", "agri"), "#33a02c"),  # green
+    (("building", "roof", "house", "built"), "#e31a1c"),  # red
+    (("road", "street", "highway", "paved", "parking", "rail"), "#808080"),  # grey
+    (("land", "bare", "soil", "sand", "desert", "ground", "barren", "rock"), "#d2b48c"),  # tan
+    (("cloud", "snow", "ice"), "#f0f0f0"),
+    (("shadow",), "#404040"),
+)
+"""Display colours of common classes, by name: what outputs and previews use by default."""
+OTHER_COLOURS = ("#6a3d9a", "#ff7f00", "#a6cee3", "#b15928", "#fb9a99", "#cab2d6", "#fdbf6f",
+                 "#1b9e77", "#b2df8a", "#e7298a")
+"""Distinct colours for classes whose names say nothing (``class3``), by class id."""
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    """``"#1f78b4"`` -> ``(31, 120, 180)``."""
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+def class_colour(name: str, index: int) -> str:
+    """The default display colour of class ``index`` called ``name``.
+
+    Water is blue, vegetation green, buildings red, roads grey, bare land tan (see
+    :data:`READABLE_COLOURS`); other names get a distinct colour by index. A ``classes.json``
+    that gives colours overrides these.
+    """
+    lowered = name.lower()
+    for words, colour in READABLE_COLOURS:
+        if any(re.search(rf"\b{word}", lowered) for word in words):  # words, or their starts
+            return colour
+    return OTHER_COLOURS[index % len(OTHER_COLOURS)]
 
 
 @dataclass(frozen=True)
@@ -156,7 +195,7 @@ class ClassInfo:
     @property
     def rgb(self) -> tuple[int, int, int]:
         """The colour as an (r, g, b) tuple of 0..255 ints."""
-        return tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        return hex_rgb(self.color)
 
 
 @dataclass(frozen=True)
@@ -204,6 +243,14 @@ class ModelInfo:
         patch_size: The training patch side in pixels.
         input_dtype: The data type of the training imagery.
         provenance: Free-form facts: geofuse version, data digest, metrics, dates.
+        color_interp: GDAL colour interpretation of each training band (``red``, ``nir``,
+            ``undefined``, ...), or None when unknown.
+        value_range: Per band, the ``(low, high)`` raw values seen in training (their 0.5 and
+            99.5 percentiles), or None when unknown.
+        pixel_size: Pixel size of the training imagery in metres (median over the
+            georeferenced training sources), or None when unknown.
+        card: The model card's own words: ``summary``, ``good_for``, ``limits`` (training
+            data, classes and scores are in ``provenance``).
 
     """
 
@@ -214,6 +261,10 @@ class ModelInfo:
     patch_size: int = 256
     input_dtype: str = "uint8"
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    color_interp: tuple[str, ...] | None = None
+    value_range: tuple[tuple[float, float], ...] | None = None
+    pixel_size: float | None = None
+    card: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "band_names", tuple(self.band_names))
@@ -237,10 +288,26 @@ class ModelInfo:
             f"Received: {[c.id for c in self.classes]}",
         )
         positive_int("patch_size", self.patch_size)
+        if self.color_interp is not None:
+            object.__setattr__(self, "color_interp", tuple(self.color_interp))
+            require(len(self.color_interp) == self.spec.bands,
+                    f"Expected {self.spec.bands} colour interpretations. "
+                    f"Received: {len(self.color_interp)}")
+        if self.value_range is not None:
+            ranges = tuple((float(lo), float(hi)) for lo, hi in self.value_range)
+            object.__setattr__(self, "value_range", ranges)
+            require(len(ranges) == self.spec.bands and all(lo <= hi for lo, hi in ranges),
+                    f"Expected a (low, high) value range for each of {self.spec.bands} bands. "
+                    f"Received: {ranges}")
+        if self.pixel_size is not None:
+            object.__setattr__(self, "pixel_size", float(self.pixel_size))
+            require(self.pixel_size > 0,
+                    f"Expected a pixel size > 0 m. Received: {self.pixel_size}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
-        return dataclasses.asdict(self) | {"provenance": dict(self.provenance)}
+        return dataclasses.asdict(self) | {"provenance": dict(self.provenance),
+                                           "card": dict(self.card)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
@@ -254,6 +321,10 @@ class ModelInfo:
                 patch_size=int(data.get("patch_size", 256)),
                 input_dtype=str(data.get("input_dtype", "uint8")),
                 provenance=dict(data.get("provenance", {})),
+                color_interp=data.get("color_interp"),
+                value_range=data.get("value_range"),
+                pixel_size=data.get("pixel_size"),
+                card=dict(data.get("card") or {}),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"Expected a complete model description. Received: {exc}") from exc
@@ -279,6 +350,10 @@ class TilingConfig:
         blend: ``"hann"`` (weighted blending) or ``"center"`` (keep each tile's core).
         batch_size: Tiles per model call.
         bands: 1-based band indexes to read, or None for every non-alpha band.
+        runtime: Inference runtime, one of ``RUNTIMES``: ``auto`` is OpenVINO where it is
+            installed, else TensorFlow (see :mod:`geofuse.runtime`).
+        precision: One of ``PRECISIONS``: ``auto`` is bf16 on OpenVINO where the CPU has
+            native BF16, else f32; bf16 needs OpenVINO.
 
     """
 
@@ -287,6 +362,8 @@ class TilingConfig:
     blend: str = "hann"
     batch_size: int = 4
     bands: tuple[int, ...] | None = None
+    runtime: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         positive_int("tile", self.tile)
@@ -299,11 +376,28 @@ class TilingConfig:
         choice("blend", self.blend, BLEND_MODES)
         positive_int("batch_size", self.batch_size)
         object.__setattr__(self, "bands", check_bands(self.bands))
+        choice("runtime", self.runtime, RUNTIMES)
+        choice("precision", self.precision, PRECISIONS)
 
     @property
     def stride(self) -> int:
         """Distance between the origins of neighbouring tiles."""
         return self.tile - self.overlap
+
+    def for_scene(self, height: int, width: int, multiple: int) -> TilingConfig:
+        """The tiling to use for a scene of ``height`` x ``width`` pixels.
+
+        The one place that decides the tile for a scene (``segment``, ``batch``, ``evaluate``,
+        ``predict_array``): a scene smaller than the tile is predicted as one tile of the
+        smallest side that holds it (rounded up to ``multiple``, the model's ``2**depth``),
+        instead of being padded into a big one; the overlap shrinks with it. Bigger scenes
+        keep this tiling. Applying it twice changes nothing.
+        """
+        side = max(height, width)
+        tile = -(-side // multiple) * multiple
+        if tile >= self.tile:
+            return self
+        return dataclasses.replace(self, tile=tile, overlap=min(self.overlap, tile // 2))
 
 
 @dataclass(frozen=True)
@@ -344,6 +438,51 @@ class VectorizeConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """How a scene is fitted to the model's input contract (see :mod:`geofuse.contract`).
+
+    Attributes:
+        input_range: ``(low, high)`` scene values mapped linearly onto the model's input range
+            (0..255 for an 8-bit model), values outside clipped. A scene whose data type is
+            not the model's needs this or ``stretch``.
+        stretch: ``"percentile"``: each band's 0.5 and 99.5 percentiles in the scene are mapped
+            onto that band's training range recorded in the model.
+        resample: ``"auto"``: a scene whose pixel size differs from the model's by more than
+            :data:`~geofuse.contract.RESAMPLE_BEYOND` is read at the model's pixel size, and the
+            output written on the scene's own grid; ``"off"``: never.
+        nodata: A nodata value replacing the scene's own, in every band.
+        ignore_nodata: Ignore the scene's nodata value (alpha bands, mask files and NaN still
+            mark invalid pixels).
+
+    """
+
+    input_range: tuple[float, float] | None = None
+    stretch: str | None = None
+    resample: str = "auto"
+    nodata: float | None = None
+    ignore_nodata: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_range is not None:
+            low, high = (float(v) for v in self.input_range)
+            require(low < high, f"Expected an input range LOW,HIGH with LOW < HIGH. "
+                                f"Received: {low:g},{high:g}")
+            object.__setattr__(self, "input_range", (low, high))
+        if self.stretch is not None:
+            choice("stretch", self.stretch, STRETCH_MODES)
+        require(self.input_range is None or self.stretch is None,
+                "Expected --input-range or --stretch. Received: both")
+        choice("resample", self.resample, RESAMPLE_MODES)
+        require(self.nodata is None or not self.ignore_nodata,
+                "Expected --nodata VALUE or --no-nodata. Received: both")
+
+    @property
+    def adapts_values(self) -> bool:
+        """True when scene values are mapped onto the model's range."""
+        return self.input_range is not None or self.stretch is not None
+
+
+@dataclass(frozen=True)
 class SegmentConfig:
     """One ``segment`` run: tiling plus what to write.
 
@@ -360,6 +499,7 @@ class SegmentConfig:
         vector: Optional polygon output (GeoPackage or GeoJSON) made from the mask.
         vectorize: Settings for ``vector``.
         preview: Optional quick-look PNG of the scene with the mask overlaid.
+        input: How the scene is fitted to the model: value mapping, resampling, nodata.
 
     """
 
@@ -373,6 +513,7 @@ class SegmentConfig:
     vector: Path | None = None
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     preview: Path | None = None
+    input: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self) -> None:
         choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)

@@ -29,11 +29,33 @@ if TYPE_CHECKING:
 
 INFO_MEMBER = "geofuse.json"
 DEFAULT_MODEL = "default.keras"
+DEFAULT_NAME = "default"
+"""The model name that means the embedded model (``--model default``, ``info default``)."""
 
 
 def default_model_path() -> Path:
     """Path of the embedded default model shipped inside the package."""
     return Path(str(resources.files("geofuse") / "models" / DEFAULT_MODEL))
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    """The model file ``path`` names: None or ``"default"`` is the embedded model.
+
+    A file really called ``default`` is reached as ``./default``.
+    """
+    if path is None or str(path) == DEFAULT_NAME:
+        return default_model_path()
+    return Path(path)
+
+
+def _import_keras() -> Any:
+    """Import Keras, with TensorFlow's start-up banner hidden (see :mod:`geofuse.tfimport`)."""
+    from geofuse.tfimport import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    return keras
 
 
 def decoder_sources(arch: Architecture, level: int) -> list[int]:
@@ -56,7 +78,7 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     The model is fully convolutional: input ``(None, None, bands)``, with sides multiples of
     ``2**depth``; output per-pixel class probabilities (softmax, float32).
     """
-    import keras
+    keras = _import_keras()
     from keras import layers
 
     from geofuse.blocks import ConvBNReLU
@@ -116,7 +138,7 @@ def read_info(path: str | Path) -> ModelInfo:
         ModelError: Missing file, not a ``.keras`` archive, or no/invalid geofuse metadata.
 
     """
-    path = Path(path)
+    path = resolve_model_path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
@@ -156,6 +178,29 @@ def save_model(model: keras.Model, info: ModelInfo, path: str | Path) -> Path:
     return path
 
 
+def replace_info(path: str | Path, info: ModelInfo) -> Path:
+    """Rewrite a model file's metadata (atomically), leaving the network as it is.
+
+    Raises:
+        ModelError: When ``info`` does not describe the file's network (band and class
+            counts) or the file is not a model file.
+
+    """
+    path = Path(path)
+    old = read_info(path)
+    if (old.spec.bands, old.spec.classes) != (info.spec.bands, info.spec.classes):
+        raise ModelError(f"{path}: expected metadata for {old.spec.bands} bands and "
+                         f"{old.spec.classes} classes. Received: {info.spec.bands} and "
+                         f"{info.spec.classes}")
+    with atomic_path(path, ".keras") as tmp, zipfile.ZipFile(path) as src, \
+            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if item.filename != INFO_MEMBER:
+                dst.writestr(item, src.read(item))
+        dst.writestr(INFO_MEMBER, info.to_json())
+    return path
+
+
 def load_model(path: str | Path | None = None) -> LoadedModel:
     """Load a model file (default: the embedded model) with its metadata.
 
@@ -163,11 +208,11 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
         ModelError: When the file is missing, corrupt or disagrees with its metadata.
 
     """
-    import keras
+    keras = _import_keras()
 
     import geofuse.fusion_layers  # noqa: F401  (registers the custom layers)
 
-    path = Path(path) if path is not None else default_model_path()
+    path = resolve_model_path(path)
     info = read_info(path)
     try:
         model = keras.saving.load_model(path, compile=False)

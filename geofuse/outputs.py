@@ -4,16 +4,23 @@
   folders that cannot take files, before any work starts.
 - Atomic files: write under a hidden temporary name beside the target, then rename
   (:func:`atomic_path`, :func:`write_json`), so a reader (or a resumed batch run) never sees a
-  partial file under a final name. Temporary names start with ``.<final name>.`` so stale ones
-  from a killed run are easy to find.
+  partial file under a final name. Temporary names are ``.<final name>.<pid>-<host>.<random>``
+  plus a suffix: :func:`remove_stale_temps` deletes those a killed process left (never those of
+  a live one) before the next run for the same output.
+- Names: :func:`check_geotiff_name` (rasters are GeoTIFFs, so their names say so).
 - Output tags: the names of the GeoTIFF metadata tags every product carries (:data:`TAGS`).
-- :data:`Progress`: the callback type long-running library functions report through.
+- :data:`Progress`: the callback type long-running library functions report through, and
+  :func:`announce` for the phases after the counted work (overviews, COG, polygons).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +30,23 @@ from typing import Any
 from geofuse.errors import OutputError
 
 Progress = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` (tiles, rows, scenes, epochs: the caller says which)."""
+"""Called as ``progress(done, total)`` (tiles, rows, scenes, epochs: the caller says which).
+
+A progress object may also have a ``phase(text)`` method: :func:`announce` tells it what a run
+does after (or between) the counted steps, e.g. ``"mask: overviews and COG"``.
+"""
+
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_OWNED = re.compile(r"(?P<pid>\d+)-(?P<host>[0-9a-f]{6})\.[a-z0-9_]{8}\.")  # then the suffix
+_LEGACY = re.compile(r"[a-z0-9_]+\.(?:part|cog)\.tif(?:\.aux\.xml)?")  # before owner names
+
+
+def announce(progress: Progress | None, phase: str) -> None:
+    """Tell ``progress`` what the run does now, if it listens (has a ``phase`` method)."""
+    listener = getattr(progress, "phase", None)
+    if listener is not None:
+        listener(phase)
 
 
 class TAGS:
@@ -39,28 +62,39 @@ class TAGS:
     CLASSES = "GEOFUSE_CLASSES"
     TTA = "GEOFUSE_TTA"
     AOI = "GEOFUSE_AOI"
+    INPUT = "GEOFUSE_INPUT"  # how the scene was fitted to the model: bands, values, resampling
+    RUNTIME = "GEOFUSE_RUNTIME"  # e.g. "openvino 2026.4.1"
+    PRECISION = "GEOFUSE_PRECISION"  # "f32" or "bf16"
 
 
 def check_destination(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output (unless ``overwrite``) or a folder that cannot take files.
+    """Refuse an existing output (unless ``overwrite``), ``-``, or a folder that takes no files.
+
+    A missing folder is created (with its parents), as ``mkdir -p`` would, and temporary files
+    of this output that a killed run left are removed (:func:`remove_stale_temps`).
 
     Raises:
         OutputError: With the path and the reason.
 
     """
     path = Path(path)
+    _refuse_stdout(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory, expected an output file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"{path}: folder {parent} does not exist")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create folder {parent} ({exc.strerror})") from exc
     try:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as exc:
         raise OutputError(f"{path}: folder {parent} is not writable ({exc.strerror})") from exc
+    remove_stale_temps(path)
 
 
 def _umask() -> int:
@@ -77,7 +111,8 @@ def reserve_temp(dest: Path, suffix: str = ".part") -> Path:
     """
     parent = dest.parent if str(dest.parent) else Path(".")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=parent)
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}-{_HOST}.",
+                                    suffix=suffix, dir=parent)
     except OSError as exc:
         raise OutputError(f"{dest}: cannot write here ({exc.strerror})") from exc
     os.close(fd)
@@ -114,3 +149,76 @@ def write_json(path: str | Path, data: Any) -> Path:
     with atomic_path(path, ".json") as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     return Path(path)
+
+
+def _refuse_stdout(path: str | Path) -> None:
+    if str(path) == "-":
+        raise OutputError("Expected an output file name. Received: '-' (geofuse writes files, "
+                          "not standard output)")
+
+
+def check_geotiff_name(path: Path, hint: str = "") -> None:
+    """Refuse a raster output whose name says another format (rasters are written as GeoTIFF).
+
+    Args:
+        path: The output.
+        hint: Appended to the message, e.g. ``" (for a picture use --preview q.png)"``.
+
+    Raises:
+        OutputError: When ``path`` does not end in ``.tif`` or ``.tiff``.
+
+    """
+    _refuse_stdout(path)
+    if Path(path).suffix.lower() not in GEOTIFF_SUFFIXES:
+        raise OutputError(f"Expected a GeoTIFF name ending in .tif or .tiff. Received: {path}"
+                          + hint)
+
+
+def _owner_alive(pid: int, host: str) -> bool:
+    """Whether the process that made a temporary file may still be writing it."""
+    if host != _HOST or pid == os.getpid():
+        return True  # another machine (cannot tell: keep it) or this very process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    try:  # a zombie (killed, not yet reaped) holds nothing
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def remove_stale_temps(dest: str | Path, any_owner: bool = False) -> int:
+    """Delete the temporary files of ``dest`` that a killed process left; return how many.
+
+    A temporary file belongs to the process named in it (``.<name>.<pid>-<host>.``); files of a
+    live process, or of another machine, are kept unless ``any_owner`` (for a caller that holds
+    a lock on the whole folder). Temporary files of older geofuse versions (no owner in the
+    name) are removed.
+    """
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        return 0
+    prefix = f".{dest.name}."
+    removed = 0
+    for path in parent.glob(glob.escape(prefix) + "*"):
+        name = path.name
+        rest = name[len(prefix):]
+        owned = _OWNED.match(rest)
+        if owned is None:
+            if not _LEGACY.fullmatch(rest):
+                continue  # not one of ours (e.g. a temporary of "<name>.probs.tif")
+        elif not any_owner and _owner_alive(int(owned["pid"]), owned["host"]):
+            continue
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+    return removed

@@ -1,11 +1,16 @@
 """Quick-look pictures: the scene with its class mask overlaid and a legend, as a PNG.
 
 The scene and the mask are read at the preview's reduced resolution (``read(out_shape=...)``),
-so GDAL serves big scenes from their overviews instead of decoding every pixel. The scene is
-shown as RGB (its first three bands, or the bands asked for) or grey (one band), each band
-stretched between its 2nd and 98th percentiles. Mask classes are blended over it in the colours
-of the mask's colour table; a legend panel on the right names each class and its share of the
-mask. Drawn with Pillow.
+so GDAL serves big scenes from their overviews instead of decoding every pixel. By default
+the picture is at most ``PREVIEW_SIZE`` pixels on its longest side and never bigger than the
+scene; an explicit ``size`` also enlarges small scenes (by a whole factor, each pixel a crisp
+square), so a 64 px chip can be looked at.
+
+The scene is shown as RGB (its first three bands, or the bands asked for) or grey (one band),
+each band stretched between its 2nd and 98th percentiles. Mask classes are blended over it in
+the colours of the mask's colour table; a legend panel on the right names each class and its
+share of the mask. Classes missing from the colour table get the readable default colours
+(:func:`geofuse.config.class_colour`). Drawn with Pillow.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import ColorInterp, Resampling
 
+from geofuse.config import PREVIEW_SIZE, class_colour, hex_rgb
 from geofuse.errors import ConfigError, InputError, OutputError, plural
 from geofuse.outputs import atomic_path, check_destination
+from geofuse.sources import as_source, source_name
 from geofuse.tiling import open_raster
 from geofuse.vectorize import mask_classes
 
@@ -31,10 +38,6 @@ PAD = 10
 FONT_SIZE = 14
 BACKGROUND = (255, 255, 255)
 NO_DATA = (40, 40, 40)
-PALETTE = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-]
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,18 @@ class PreviewResult:
     height: int
 
 
-def preview_shape(width: int, height: int, size: int) -> tuple[int, int]:
-    """``(columns, rows)`` of the picture: the scene shrunk to fit ``size`` (never enlarged)."""
-    factor = min(1.0, size / max(width, height))
+def preview_shape(width: int, height: int, size: int | None = None) -> tuple[int, int]:
+    """``(columns, rows)`` of the picture.
+
+    With ``size`` None: the scene shrunk to fit ``PREVIEW_SIZE``, never enlarged. With a
+    ``size``: big scenes shrink to fit it and small ones grow by the largest whole factor
+    that fits (a 64 px chip becomes 1024 px for ``size`` 1024), each pixel a sharp square.
+    """
+    longest = max(width, height)
+    if size is None:
+        factor = min(1.0, PREVIEW_SIZE / longest)
+    else:
+        factor = size / longest if longest >= size else float(size // longest)
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
@@ -117,7 +129,7 @@ def render_preview(
     scene: str | Path,
     mask: str | Path,
     out: str | Path,
-    size: int = 1024,
+    size: int | None = None,
     bands: Sequence[int] | None = None,
     alpha: float = 0.5,
     overwrite: bool = False,
@@ -128,7 +140,9 @@ def render_preview(
         scene: The imagery.
         mask: A class mask of the same size (e.g. from ``segment``).
         out: The PNG to write (atomically).
-        size: Longest side of the picture part in pixels; big scenes are read from overviews.
+        size: Longest side of the picture part in pixels; big scenes are read from overviews,
+            small ones enlarged by a whole factor. None: at most ``PREVIEW_SIZE``, never
+            enlarged.
         bands: 1-based bands shown as RGB (three) or grey (one); default: the first three
             non-alpha bands, or the first band.
         alpha: Opacity of the class colours (0..1).
@@ -142,8 +156,8 @@ def render_preview(
             ConfigError for bad options.
 
     """
-    scene, mask, out = Path(scene), Path(mask), Path(out)
-    if not isinstance(size, int) or size < 16:
+    scene, mask, out = as_source(scene), as_source(mask), Path(out)
+    if size is not None and (not isinstance(size, int) or size < 16):
         raise ConfigError(f"Expected a preview size of at least 16 pixels. Received: {size!r}")
     if not 0 <= alpha <= 1:
         raise ConfigError(f"Expected an overlay alpha between 0 and 1. Received: {alpha!r}")
@@ -165,7 +179,9 @@ def render_preview(
         w, h = preview_shape(src.width, src.height, size)
         chosen = _scene_bands(src, bands)
         shape = (len(chosen), h, w)
-        data = src.read(chosen, out_shape=shape, resampling=Resampling.average)
+        enlarge = w > src.width
+        data = src.read(chosen, out_shape=shape,
+                        resampling=Resampling.nearest if enlarge else Resampling.average)
         valid = np.all(src.read_masks(chosen, out_shape=shape) > 0, axis=0)
         classes = msk.read(1, out_shape=(h, w), resampling=Resampling.nearest)
         labelled = msk.read_masks(1, out_shape=(h, w)) > 0
@@ -177,8 +193,8 @@ def render_preview(
     ids = sorted(set(names) | set(np.unique(classes[labelled]).tolist()))
     entries = []
     total = max(int(labelled.sum()), 1)
-    for k, cid in enumerate(ids):
-        colour = colours.get(cid, PALETTE[k % len(PALETTE)])
+    for cid in ids:
+        colour = colours.get(cid) or hex_rgb(class_colour(names.get(cid, ""), cid))
         where = labelled & (classes == cid)
         picture[where] = (1 - alpha) * picture[where] + alpha * np.asarray(colour, np.float32)
         share = 100.0 * where.sum() / total
@@ -186,7 +202,7 @@ def render_preview(
 
     canvas = Image.new("RGB", (w + LEGEND_WIDTH, max(h, legend_height(len(entries)))), BACKGROUND)
     canvas.paste(Image.fromarray(np.rint(picture).astype(np.uint8), "RGB"), (0, 0))
-    _legend(ImageDraw.Draw(canvas), w, scene.name, entries)
+    _legend(ImageDraw.Draw(canvas), w, source_name(scene), entries)
     with atomic_path(out, ".part.png") as tmp:
         try:
             canvas.save(tmp, format="PNG", optimize=True)

@@ -16,15 +16,26 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.windows import Window
 
 import geofuse
 from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import OutputError
 from geofuse.model import LoadedModel, load_model
-from geofuse.outputs import TAGS, Progress, check_destination
+from geofuse.outputs import (
+    TAGS,
+    Progress,
+    announce,
+    check_destination,
+    check_geotiff_name,
+    remove_stale_temps,
+)
+from geofuse.runtime import RuntimeChoice, choose_runtime, tensorflow_function
+from geofuse.runtime import make_predictor as runtime_predictor
+from geofuse.sources import Source, as_source, source_name
 from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher
-from geofuse.tiling import Patch, SceneReader, batched, prefetch, stack_batch
+from geofuse.tiling import Patch, SceneReader, batched, is_georeferenced, prefetch, stack_batch
 from geofuse.tta import passes, tta_predictor
 from geofuse.windows import TileGrid
 
@@ -34,9 +45,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SegmentResult:
-    """What one ``segment_scene`` run produced and measured."""
+    """What one ``segment_scene`` run produced and measured.
 
-    scene: Path
+    ``tiles`` went through the model; ``empty_tiles`` (of the ``grid_tiles``, inside the area of
+    interest) held no valid pixel and were left out. ``notices`` are the input contract's;
+    ``resampled``: the scene was read at the model's pixel size (``width`` and ``height`` are
+    the scene's own).
+    """
+
+    scene: Source
     mask: Path
     probabilities: Path | None
     width: int
@@ -47,11 +64,16 @@ class SegmentResult:
     class_counts: dict[str, int] = field(default_factory=dict)
     nodata_pixels: int = 0
     grid_tiles: int = 0
+    empty_tiles: int = 0
     tta_passes: int = 1
     windows_read: int = 0
     vector: Path | None = None
     polygons: int | None = None
     preview: Path | None = None
+    runtime: str | None = None
+    notices: tuple[str, ...] = ()
+    resampled: bool = False
+    georeferenced: bool = True
 
     @property
     def megapixels(self) -> float:
@@ -60,17 +82,8 @@ class SegmentResult:
 
 
 def make_predictor(model: Any, batch: int, tile: int, bands: int) -> Callable[[np.ndarray], Any]:
-    """A ``tf.function`` with a fixed input signature, so it is traced exactly once."""
-    import tensorflow as tf
-
-    @tf.function(
-        input_signature=[tf.TensorSpec((batch, tile, tile, bands), tf.float32)],
-        reduce_retracing=True,
-    )
-    def predict(x: Any) -> Any:
-        return model(x, training=False)
-
-    return lambda x: predict(tf.constant(x)).numpy()
+    """A TensorFlow predictor of a bare Keras model, traced once (see :mod:`geofuse.runtime`)."""
+    return tensorflow_function(model, batch, tile, bands)
 
 
 def class_colormap(loaded: LoadedModel) -> dict[int, tuple[int, int, int, int]]:
@@ -80,17 +93,21 @@ def class_colormap(loaded: LoadedModel) -> dict[int, tuple[int, int, int, int]]:
     return cmap
 
 
-def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Path) -> dict[str, str]:
-    """Tags recorded in every output: version, model digest, tiling, classes."""
+def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Source,
+                choice: RuntimeChoice | None = None) -> dict[str, str]:
+    """Tags recorded in every output: version, model digest, tiling, classes, runtime."""
     tiling = config.tiling
-    return {
+    runtime = {} if choice is None else {
+        TAGS.RUNTIME: f"{choice.runtime} {choice.version}", TAGS.PRECISION: choice.precision,
+    }
+    return runtime | {
         TAGS.VERSION: geofuse.__version__,
         TAGS.MODEL: loaded.path.name,
         TAGS.MODEL_SHA256: loaded.digest,
         TAGS.TILE: str(tiling.tile),
         TAGS.OVERLAP: str(tiling.overlap),
         TAGS.BLEND: tiling.blend,
-        TAGS.SOURCE: scene.name,
+        TAGS.SOURCE: source_name(scene),
         TAGS.CLASSES: ",".join(c.name for c in loaded.info.classes),
         TAGS.TTA: config.tta,
     } | ({TAGS.AOI: Path(config.aoi).name} if config.aoi else {})
@@ -101,15 +118,18 @@ def run_pipeline(
     predict: Callable[[np.ndarray], Any],
     stitcher: Stitcher,
     batch_size: int,
-    total: int,
+    total: int | Callable[[], int],
     progress: Progress | None = None,
 ) -> None:
     """Predict fixed-size batches and stitch them, stitching batch k while predicting k + 1.
 
     Reads already run ahead in their own thread (``patches`` comes from :func:`prefetch`);
     here stitching runs in a second thread, so the model is never idle waiting for numpy.
-    Batches are stitched strictly in order.
+    Batches are stitched strictly in order. ``total`` (the tiles that need the model) may be
+    a function: tiles found empty while reading lower it as the run goes.
     """
+    count = total if callable(total) else lambda: total
+
     def stitch(batch: list[Patch], probs: np.ndarray) -> int:
         for patch, p in zip(batch, probs, strict=False):
             stitcher.add(patch.tile.read, patch.tile.core, patch.tile.row, patch.valid, p)
@@ -125,12 +145,12 @@ def run_pipeline(
             if pending is not None:
                 done += pending.result()
                 if progress is not None:
-                    progress(done, total)
+                    progress(done, count())
             pending = pool.submit(stitch, batch, probs)
         if pending is not None:
             done += pending.result()
             if progress is not None:
-                progress(done, total)
+                progress(done, count())
 
 
 def segment_scene(
@@ -140,8 +160,13 @@ def segment_scene(
     config: SegmentConfig | None = None,
     progress: Progress | None = None,
     predictor: Callable[[np.ndarray], Any] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> SegmentResult:
     """Segment one scene into a class-mask COG (and optional probabilities).
+
+    The scene is first checked against the model's input contract (:mod:`geofuse.contract`):
+    bands matched by name, data type and value range, pixel size; ``config.input`` says how to
+    adapt it. A scene read at the model's pixel size still gets its output on its own grid.
 
     Args:
         scene: Input raster.
@@ -149,7 +174,11 @@ def segment_scene(
         model: A loaded model, a model file, or None for the embedded default.
         config: Tiling and outputs; defaults to ``SegmentConfig()``.
         progress: Optional ``progress(done_tiles, total_tiles)`` callback.
-        predictor: Optional prebuilt prediction function (reused across scenes by batch jobs).
+        predictor: Optional prebuilt prediction function (reused across scenes by batch jobs);
+            default: :func:`geofuse.runtime.make_predictor` for ``config.tiling``'s runtime
+            and precision. A :class:`~geofuse.runtime.Predictor`'s runtime goes into the tags.
+        notify: Receives the contract's one-line notices (default: logged as warnings); they
+            are in the result too.
 
     Returns:
         A :class:`SegmentResult`.
@@ -162,34 +191,55 @@ def segment_scene(
     """
     start = time.perf_counter()
     config = config or SegmentConfig()
-    scene, out = Path(scene), Path(out)
+    scene, out = as_source(scene), Path(out)
     prob_path = Path(config.probabilities) if config.probabilities else None
+    check_geotiff_name(out, f" (masks are GeoTIFFs; for a picture use --preview "
+                            f"{Path(out).stem}.png)")
     check_destination(out, config.overwrite)
     if prob_path is not None:
+        check_geotiff_name(prob_path)
         if prob_path.resolve() == out.resolve():
             raise OutputError(f"{prob_path}: probabilities and mask must be different files")
         check_destination(prob_path, config.overwrite)
     _check_products(config, out, prob_path)
+    if config.vector is not None:  # the others went with check_destination
+        remove_stale_temps(scratch_probabilities(config.vector))
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     loaded.info.spec.arch.check_tile(config.tiling.tile)
     info, tiling = loaded.info, config.tiling
     env = {"GDAL_CACHEMAX": config.gdal_cache_mb * 1024 * 1024}
 
     with rasterio.Env(**env), SceneReader(
-        scene, bands=tiling.bands, normalization=info.normalization, expected_bands=info.spec.bands
+        scene, bands=tiling.bands, model=info, adapt=config.input
     ) as reader:
+        for notice in reader.notices:
+            (notify or log.warning)(notice)
+        tiling = tiling.for_scene(reader.height, reader.width, info.spec.arch.multiple)
+        config = replace(config, tiling=tiling)
         grid = TileGrid(reader.height, reader.width, tiling.tile, tiling.overlap)
+        georeferenced = is_georeferenced(reader.dataset)
         aoi = None if config.aoi is None else AreaOfInterest.load(
             config.aoi, scene, reader.crs, reader.transform, reader.width, reader.height
         )
         tiles = grid.tiles if aoi is None else aoi.select(grid, tiling.blend)
+        selected = len(tiles)
+        tiles = [t for t in tiles if not reader.known_empty(grid.influence(t, tiling.blend))]
+        known_empty = selected - len(tiles)  # empty by the file's block index: never read
+        if getattr(predictor, "shape", (0, tiling.tile))[1] != tiling.tile:
+            predictor = None  # built for the configured tile; this small scene takes a smaller one
+        if predictor is None:
+            predictor = runtime_predictor(loaded, tiling.batch_size, tiling.tile,
+                                          choose_runtime(tiling))
+        choice = getattr(predictor, "choice", None)
+        ds = reader.dataset  # outputs are on the scene's own grid, even when it is resampled
         common = {
-            "width": reader.width,
-            "height": reader.height,
+            "width": ds.width,
+            "height": ds.height,
             "crs": reader.crs,
-            "transform": reader.transform,
+            "transform": ds.transform,
             "gcps": reader.gcps,
-            "tags": output_tags(loaded, config, scene),
+            "tags": output_tags(loaded, config, scene, choice)
+            | {TAGS.INPUT: reader.plan.describe(reader.bands, config.input)},
         }
         sinks = Sinks(loaded, config, out, prob_path, common)
         try:
@@ -197,30 +247,53 @@ def segment_scene(
                 grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
                 config.probability_dtype,
             )
-            predict = tta_predictor(predictor or make_predictor(
-                loaded.model, tiling.batch_size, tiling.tile, info.spec.bands
-            ), config.tta)
+            if reader.resampled:
+                stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
+            predict = tta_predictor(predictor, config.tta)
             patches = prefetch(
-                lambda: _masked(reader.patches(grid, tiles), aoi), depth=2 * tiling.batch_size,
-                env=env,
+                lambda: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
+                                       skip_empty=tiling.blend),
+                depth=2 * tiling.batch_size, env=env,
             )
-            run_pipeline(patches, predict, stitcher, tiling.batch_size, len(tiles), progress)
+            try:
+                run_pipeline(patches, predict, stitcher, tiling.batch_size,
+                             lambda: len(tiles) - reader.empty_tiles, progress)
+            finally:
+                patches.close()  # stops the reading thread before the scene is closed
             stitcher.finish()
-            sinks.commit()
-            polygons = _products(config, scene, out, sinks.probabilities_file)
+            sinks.commit(progress)
+            polygons = _products(config, scene, out, sinks.probabilities_file, progress)
         finally:
             sinks.abort()
     seconds = time.perf_counter() - start
     counts = {c.name: int(n) for c, n in zip(info.classes, stitcher.class_counts, strict=True)}
-    log.info("%s: %d tiles in %.1f s", scene.name, len(tiles), seconds)
+    predicted = len(tiles) - reader.empty_tiles
+    log.info("%s: %d tiles in %.1f s", source_name(scene), predicted, seconds)
     return SegmentResult(
-        scene=scene, mask=out, probabilities=prob_path, width=reader.width,
-        height=reader.height, tiles=len(tiles), patch_pixels=len(tiles) * tiling.tile ** 2,
+        scene=scene, mask=out, probabilities=prob_path, width=ds.width,
+        height=ds.height, tiles=predicted, patch_pixels=predicted * tiling.tile ** 2,
+        empty_tiles=known_empty + reader.empty_tiles,
         seconds=seconds, class_counts=counts, nodata_pixels=stitcher.nodata_pixels,
         grid_tiles=len(grid), tta_passes=passes(config.tta), windows_read=reader.reads,
         vector=Path(config.vector) if config.vector else None, polygons=polygons,
         preview=Path(config.preview) if config.preview else None,
+        runtime=choice.label if choice is not None else None,
+        georeferenced=georeferenced, notices=tuple(reader.notices), resampled=reader.resampled,
     )
+
+
+def _scene_validity(reader: SceneReader, config: SegmentConfig) -> Callable[[int, int], Any]:
+    """``valid(row0, rows)`` on the scene's own grid: its masks, and the area of interest."""
+    ds = reader.dataset
+    aoi = None if config.aoi is None else AreaOfInterest.load(
+        config.aoi, reader.path, ds.crs, ds.transform, ds.width, ds.height)
+
+    def valid(row0: int, rows: int) -> np.ndarray:
+        window = Window(0, row0, ds.width, rows)
+        mask = reader.native_validity(window)
+        return mask if aoi is None else mask & aoi.window_mask(window)
+
+    return valid
 
 
 class Sinks:
@@ -251,10 +324,9 @@ class Sinks:
                     scale=1.0 / PROB_SCALE if uint8 else None, **common,
                 )
             elif config.vector is not None:
-                scratch = Path(config.vector).with_name(Path(config.vector).name + ".probs.tif")
                 self.probabilities = GeoTiffSink(
-                    scratch, count=info.spec.classes, dtype="uint8", nodata=255,
-                    scale=1.0 / PROB_SCALE, **common,
+                    scratch_probabilities(config.vector), count=info.spec.classes,
+                    dtype="uint8", nodata=255, scale=1.0 / PROB_SCALE, **common,
                 )
         except BaseException:
             self.mask.abort()
@@ -267,11 +339,13 @@ class Sinks:
             return None
         return self.probabilities.path if self.keep_probabilities else self.probabilities.tmp
 
-    def commit(self) -> None:
+    def commit(self, progress: Progress | None = None) -> None:
         """Publish the outputs; a scratch probability file is only closed (read, then removed)."""
+        announce(progress, "mask: overviews and COG")
         self.mask.commit()
         if self.probabilities is not None:
             if self.keep_probabilities:
+                announce(progress, "probabilities: overviews and COG")
                 self.probabilities.commit()
             else:
                 self.probabilities.dataset.close()
@@ -281,14 +355,6 @@ class Sinks:
         self.mask.abort()
         if self.probabilities is not None:
             self.probabilities.abort()
-
-
-def _masked(patches: Iterator[Patch], aoi: AreaOfInterest | None) -> Iterator[Patch]:
-    """Fold the area of interest into each patch's validity (outside it: zero weight)."""
-    for patch in patches:
-        if aoi is not None:
-            patch = replace(patch, valid=patch.valid & aoi.tile_mask(patch.tile))
-        yield patch
 
 
 def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) -> None:
@@ -307,18 +373,28 @@ def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) ->
         output_format(Path(config.vector), config.vectorize.format)
 
 
+def scratch_probabilities(vector: str | Path) -> Path:
+    """The temporary probability raster beside ``--vector`` polygons (for their mean_prob)."""
+    return Path(vector).with_name(Path(vector).name + ".probs.tif")
+
+
 def _products(
-    config: SegmentConfig, scene: Path, out: Path, probabilities: Path | None
+    config: SegmentConfig, scene: Source, out: Path, probabilities: Path | None,
+    progress: Progress | None = None,
 ) -> int | None:
     """Write the optional polygons and quick-look from the finished mask."""
     polygons = None
     if config.vector is not None:
         from geofuse.vectorize import vectorize_mask
 
+        announce(progress, "polygons")
+
         options = replace(config.vectorize, overwrite=config.overwrite)
         polygons = vectorize_mask(out, config.vector, options, probabilities).polygons
     if config.preview is not None:
         from geofuse.preview import render_preview
+
+        announce(progress, "quick-look")
 
         render_preview(scene, out, config.preview, bands=config.tiling.bands,
                        overwrite=config.overwrite)

@@ -15,7 +15,8 @@ final name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,13 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError, first_line
 from geofuse.outputs import publish, reserve_temp
+from geofuse.resample import BackResampler
 from geofuse.windows import TileGrid, blend_weights, core_weights
 
 PROB_SCALE = 254  # uint8 probabilities: value / 254; 255 is nodata
@@ -94,7 +96,9 @@ class GeoTiffSink:
             "BIGTIFF": "IF_SAFER",
         }
         try:
-            self.dataset = rasterio.open(self.tmp, "w", **profile)
+            with warnings.catch_warnings():  # the scene's own lack was reported when read
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self.dataset = rasterio.open(self.tmp, "w", **profile)
             if colormap:
                 self.dataset.write_colormap(1, dict(colormap))
             if tags:
@@ -166,6 +170,9 @@ class Stitcher:
         prob_sink: Optional; receives ``(classes, rows, width)`` probabilities.
         prob_dtype: ``"uint8"`` (``p * 254``, nodata 255) or ``"float32"`` (nodata NaN).
 
+    The sinks receive rows of the grid's size, unless :meth:`resample_to` puts the scene's own
+    grid after it.
+
     """
 
     def __init__(
@@ -192,6 +199,18 @@ class Stitcher:
         self._hann = blend_weights(grid.tile) if blend == "hann" else None
         self.class_counts = np.zeros(classes, dtype=np.int64)
         self.nodata_pixels = 0
+        self._out = self.write_classes
+        self._resampler: BackResampler | None = None
+
+    def resample_to(self, shape: tuple[int, int], valid: Callable[[int, int], np.ndarray]) -> None:
+        """Write the output on a scene grid of ``shape`` covering the grid's extent.
+
+        Probabilities are resampled from the grid to the scene (:mod:`geofuse.resample`) before
+        the argmax; ``valid(row0, rows)`` gives the scene's own validity of its rows.
+        """
+        self._resampler = BackResampler((self.grid.height, self.grid.width), shape, self.classes,
+                                        self.write_classes, valid)
+        self._out = self._resampler.add
 
     def add(self, tile_read: Window, tile_core: Window, grid_row: int, valid: np.ndarray,
             probs: np.ndarray) -> None:
@@ -218,6 +237,8 @@ class Stitcher:
         """Flush every remaining row, a buffer at a time (grid rows may have had no tiles)."""
         while self._top < self.grid.height:
             self._flush_until(min(self.grid.height, self._top + self._acc.shape[0]))
+        if self._resampler is not None:
+            self._resampler.finish()
 
     def _flush_until(self, row: int) -> None:
         n = row - self._top
@@ -233,27 +254,61 @@ class Stitcher:
         self._top = row
 
     def _emit(self, start: int, stop: int) -> None:
-        """Normalise buffer rows ``[start, stop)``, classify them and hand them to the sinks.
+        """Normalise buffer rows ``[start, stop)`` and hand them on to be classified.
 
-        Done in chunks of ``FLUSH_ROWS`` so the temporaries stay small on wide scenes.
+        Done in chunks of ``FLUSH_ROWS`` so the temporaries stay small on wide scenes. Only the
+        columns between the first and the last covered pixel are normalised; rows that no tile
+        covered (nodata collars, tiles without valid pixels) cost no per-pixel work.
         """
         weight = self._weight[start:stop]
         covered = weight > 0
-        probs = self._acc[start:stop] / np.where(covered, weight, 1.0)[..., None]
-        labels = np.argmax(probs, axis=-1).astype(np.uint8)
-        labels[~covered] = CLASS_NODATA
-        self.class_counts += np.bincount(labels[covered], minlength=self.classes)[: self.classes]
-        self.nodata_pixels += int((~covered).sum())
-        self.mask_sink.write(self._top + start, labels[None])
-        if self.prob_sink is not None:
-            self.prob_sink.write(self._top + start, self._encode_probs(probs, covered))
+        cols = np.flatnonzero(covered.any(axis=0))
+        if cols.size == 0:
+            self._out(self._top + start, covered, None, 0)
+            return
+        span = slice(int(cols[0]), int(cols[-1]) + 1)
+        probs = self._acc[start:stop, span] / np.where(covered[:, span], weight[:, span],
+                                                       1.0)[..., None]
+        self._out(self._top + start, covered, probs, span.start)
 
-    def _encode_probs(self, probs: np.ndarray, covered: np.ndarray) -> np.ndarray:
-        out = np.moveaxis(probs, -1, 0)
-        if self.prob_dtype == "uint8":
-            q = np.rint(np.clip(out, 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
-            q[:, ~covered] = 255
-            return q
-        out = out.astype(np.float32)
-        out[:, ~covered] = np.nan
+    def write_classes(self, row0: int, covered: np.ndarray, probs: np.ndarray | None = None,
+                      col0: int = 0) -> None:
+        """Classify and write full-width output rows starting at ``row0``.
+
+        Args:
+            row0: First output row.
+            covered: ``(rows, width)`` bool: pixels with a prediction (the others are nodata).
+            probs: ``(rows, cols, classes)`` probabilities of columns ``col0 : col0 + cols``
+                (every covered pixel lies there); None when nothing is covered.
+            col0: First column of ``probs``.
+
+        """
+        labels = np.full(covered.shape, CLASS_NODATA, dtype=np.uint8)
+        if probs is not None:
+            span = slice(col0, col0 + probs.shape[1])
+            part = np.argmax(probs, axis=-1).astype(np.uint8)
+            part[~covered[:, span]] = CLASS_NODATA
+            labels[:, span] = part
+        self.class_counts += np.bincount(labels[covered], minlength=self.classes)[: self.classes]
+        self.nodata_pixels += int(covered.size - np.count_nonzero(covered))
+        self.mask_sink.write(row0, labels[None])
+        if self.prob_sink is not None:
+            self.prob_sink.write(row0, self._encode_probs(covered, probs, col0))
+
+    def _encode_probs(self, covered: np.ndarray, probs: np.ndarray | None,
+                      col0: int) -> np.ndarray:
+        uint8 = self.prob_dtype == "uint8"
+        out = np.full((self.classes, *covered.shape), 255 if uint8 else np.nan,
+                      dtype=np.uint8 if uint8 else np.float32)
+        if probs is None:
+            return out
+        span = slice(col0, col0 + probs.shape[1])
+        part = np.moveaxis(probs, -1, 0)
+        if uint8:
+            part = np.rint(np.clip(part, 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+            part[:, ~covered[:, span]] = 255
+        else:
+            part = part.astype(np.float32)
+            part[:, ~covered[:, span]] = np.nan
+        out[:, :, span] = part
         return out

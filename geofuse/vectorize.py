@@ -41,6 +41,7 @@ from shapely.geometry import shape
 from geofuse.config import VectorizeConfig
 from geofuse.errors import InputError, OutputError, plural
 from geofuse.outputs import TAGS, Progress, check_destination
+from geofuse.sources import as_source
 from geofuse.tiling import open_raster
 from geofuse.vector_io import FeatureWriter, output_format
 
@@ -392,10 +393,10 @@ def vectorize_mask(
     """
     start = time.perf_counter()
     config = config or VectorizeConfig()
-    mask, out = Path(mask), Path(out)
+    mask, out = as_source(mask), Path(out)  # the mask may be any name GDAL opens
     fmt = output_format(out, config.format)
     check_destination(out, config.overwrite)
-    if out.resolve() == mask.resolve():
+    if isinstance(mask, Path) and out.resolve() == mask.resolve():
         raise OutputError(f"{out}: the polygons would overwrite the mask")
     with rasterio.Env(GDAL_CACHEMAX=64 * 1024 * 1024), open_raster(mask) as src:
         _check_mask(src, mask)

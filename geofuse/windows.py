@@ -153,6 +153,15 @@ class TileGrid:
             min(int(window.height), self.height - row0),
         )
 
+    def influence(self, tile: Tile, blend: str) -> Window:
+        """The scene pixels whose output ``tile`` can change.
+
+        That is its core for the ``center`` blend, its read window (inside the scene) otherwise.
+        A tile without a valid pixel there adds zero weight everywhere, so leaving it out
+        changes nothing.
+        """
+        return tile.core if blend == "center" else self.clip(tile.read)
+
     def rows_final_after(self, grid_row: int) -> int:
         """Scene rows below this index receive no more tiles once ``grid_row`` is done."""
         if grid_row + 1 < len(self.row_starts):

@@ -200,7 +200,7 @@ def block_texture(size: int, seed: int = 0, cell: int = 16, classes: int = 5) ->
 def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
                     labels: Path | None = None, seed: int = 0, cell: int = 16,
                     nodata: int = 0, block: int = 512,
-                    tags: dict[str, str] | None = None) -> Path:
+                    tags: dict[str, str] | None = None, sparse: bool = False) -> Path:
     """Write a ``size`` x ``size`` uint8 GeoTIFF, :data:`ROWS` rows at a time.
 
     Never holds the whole scene in memory, so any size works. Georeferencing is
@@ -218,6 +218,7 @@ def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
         nodata: Nodata value of the image.
         block: Tile size of the file(s).
         tags: Dataset tags of the image.
+        sparse: Leave out the image blocks that are all nodata (GDAL's ``SPARSE_OK``).
 
     Returns:
         ``path``.
@@ -238,7 +239,7 @@ def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
             if image_file is None:
                 image_file = files.enter_context(rasterio.open(
                     path, "w", **geotiff_profile(size, size, len(image), nodata, block=block,
-                                                 BIGTIFF="IF_SAFER")))
+                                                 BIGTIFF="IF_SAFER", SPARSE_OK=sparse)))
                 image_file.update_tags(**(tags or {}))
                 if labels is not None:
                     labels_file = files.enter_context(rasterio.open(

@@ -1,7 +1,13 @@
-"""Benchmark `segment_scene`: end-to-end vs model-only throughput, and peak memory.
+"""Benchmark `segment_scene`: end-to-end vs model-only throughput, and peak memory, per runtime.
 
-For each scene size it generates a 3-band uint8 GeoTIFF (tiled, deflate; textured from the
-bundled sample scene), then, each in a fresh process so peak RSS is its own:
+First, in one process, every inference runtime/precision (TensorFlow f32, OpenVINO f32 and
+bf16; ``--runtimes``) on the same normalised patches of the sample scene, rounds interleaved so
+each sees the same machine load (best round kept): model-only Mpx/s, and the first-run overhead
+(building the predictor and its first batch, minus a steady batch) with an empty conversion
+cache and again from the cache.
+
+Then, for each scene size it generates a 3-band uint8 GeoTIFF (tiled, deflate; textured from
+the bundled sample scene), and for each runtime, each in a fresh process so peak RSS is its own:
 
 * **end-to-end**: ``segment_scene`` with a warmed-up predictor (read, normalise, predict,
   stitch, write, COG conversion);
@@ -13,8 +19,8 @@ It prints Mpx/s for both, their ratio (model-only time / end-to-end time for the
 1.0 means the pipeline adds nothing), patch pixels / scene pixels, and the peak RSS of each
 end-to-end run, plus the ratio of the largest to the smallest scene's peak RSS.
 
-    python scripts/bench.py                   # 2048 and 8192, default model
-    python scripts/bench.py --sizes 1024 2048 --tile 256
+    python scripts/bench.py                   # 2048 and 8192, default model, every runtime
+    python scripts/bench.py --sizes 1024 2048 --tile 256 --runtimes tensorflow:f32 openvino:f32
 """
 
 from __future__ import annotations
@@ -28,16 +34,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, synthetic_scene
+from _common import SAMPLES, peak_rss_mb, synthetic_scene
+
+RUNTIME_VARIANTS = ("tensorflow:f32", "openvino:f32", "openvino:bf16")
 
 
-def run_child(scene: str, args: argparse.Namespace) -> dict:
+def run_child(scene: str, args: argparse.Namespace, variant: str = "tensorflow:f32",
+              cache: str | None = None) -> dict:
     """Run one measurement in a fresh interpreter and return its JSON result."""
     cmd = [sys.executable, __file__, "--child", "--scene", scene, "--tile", str(args.tile),
-           "--overlap", str(args.overlap), "--batch-size", str(args.batch_size)]
+           "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
+           "--runtimes", variant]
     if args.model:
         cmd += ["--model", args.model]
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    if cache:
+        env["GEOFUSE_CACHE_DIR"] = cache
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode:
         sys.exit(f"bench run failed:\n{proc.stderr[-3000:]}")
@@ -54,13 +66,15 @@ def child(args: argparse.Namespace) -> None:
 
     from geofuse.config import SegmentConfig, TilingConfig
     from geofuse.model import load_model
-    from geofuse.segment import make_predictor, segment_scene
+    from geofuse.runtime import choose_runtime, make_predictor
+    from geofuse.segment import segment_scene
     from geofuse.tiling import SceneReader, batched, stack_batch
     from geofuse.windows import TileGrid
 
     loaded = load_model(args.model)
-    bands = loaded.info.spec.bands
-    predict = make_predictor(loaded.model, args.batch_size, args.tile, bands)
+    runtime, precision = args.runtimes[0].split(":")
+    predict = make_predictor(loaded, args.batch_size, args.tile,
+                             choose_runtime(runtime, precision))
     with rasterio.open(args.scene) as ds:
         grid = TileGrid(ds.height, ds.width, args.tile, args.overlap)
     n_batches = -(-len(grid) // args.batch_size)
@@ -89,7 +103,163 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"e2e_seconds": e2e, "model_seconds": (before + after) / 2 * n_batches,
                       "tiles": len(grid), "batches": n_batches,
                       "scene_px": grid.height * grid.width, "patch_px": grid.patch_pixels,
-                      "peak_rss_mb": peak}))
+                      "peak_rss_mb": peak, "runtime": predict.choice.label}))
+
+
+def runtimes_child(args: argparse.Namespace) -> None:
+    """Every runtime in this one process: first-run overheads, then interleaved model-only rounds.
+
+    The conversion cache (``GEOFUSE_CACHE_DIR``, set by the parent) starts empty, so the first
+    OpenVINO predictor pays the conversion and the next ones (same model and shape) do not.
+    """
+    from geofuse.model import load_model
+    from geofuse.runtime import choose_runtime, make_predictor
+    from geofuse.tiling import SceneReader, batched, stack_batch
+    from geofuse.windows import TileGrid
+
+    start = time.perf_counter()
+    loaded = load_model(args.model)
+    rows: dict[str, dict] = {"load_seconds": time.perf_counter() - start}
+    with SceneReader(SAMPLES / "scene_a.tif", normalization=loaded.info.normalization) as reader:
+        grid = TileGrid(reader.height, reader.width, args.tile, args.overlap)
+        patches = reader.patches(grid, grid.tiles)
+        inputs = [stack_batch(b, args.batch_size) for b in batched(patches, args.batch_size)]
+    predictors = {}
+    for variant in args.runtimes:
+        try:
+            choice = choose_runtime(*variant.split(":"))
+        except Exception as exc:  # noqa: BLE001 - e.g. OpenVINO missing: report, skip
+            rows[variant] = {"skipped": str(exc)}
+            continue
+        timings = []
+        for _ in range(2):  # the first time from an empty cache, then from the cache
+            start = time.perf_counter()
+            predict = make_predictor(loaded, args.batch_size, args.tile, choice)
+            predict(inputs[0])
+            timings.append(time.perf_counter() - start)
+        predictors[variant] = predict
+        rows[variant] = {"label": predict.choice.label, "first": timings[0], "cached": timings[1],
+                         "seconds": float("inf")}
+    for _ in range(args.rounds):
+        for variant, predict in predictors.items():
+            start = time.perf_counter()
+            for x in inputs:
+                predict(x)
+            rows[variant]["seconds"] = min(rows[variant]["seconds"],
+                                           (time.perf_counter() - start) / len(inputs))
+    rows["batch_px"] = args.batch_size * args.tile**2
+    print(json.dumps(rows))
+
+
+def print_runtimes(args: argparse.Namespace) -> dict:
+    """Run :func:`runtimes_child` in a fresh process with an empty cache and print its table."""
+    with tempfile.TemporaryDirectory() as cache:
+        cmd = [sys.executable, __file__, "--child-runtimes", "--tile", str(args.tile),
+               "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
+               "--rounds", str(args.rounds), "--runtimes", *args.runtimes]
+        if args.model:
+            cmd += ["--model", args.model]
+        env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2", "GEOFUSE_CACHE_DIR": cache}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        sys.exit(f"bench run failed:\n{proc.stderr[-3000:]}")
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    batch_mpx = rows["batch_px"] / 1e6
+    print(f"model only, one process, sample scene patches (model load {rows['load_seconds']:.1f} s "
+          f"incl. TensorFlow import)")
+    print(f"{'runtime':<28} {'model Mpx/s':>11} {'vs first':>8} {'first run +s':>12} "
+          f"{'cached +s':>9}")
+    base = None
+    for variant in args.runtimes:
+        row = rows.get(variant, {"skipped": "not run"})
+        if "skipped" in row:
+            print(f"{variant:<28} skipped: {row['skipped']}")
+            continue
+        rate = batch_mpx / row["seconds"]
+        base = base or rate
+        print(f"{row['label']:<28} {rate:>11.2f} {rate / base:>8.2f} "
+              f"{row['first'] - row['seconds']:>12.2f} {row['cached'] - row['seconds']:>9.2f}")
+    print("first run / cached = building the predictor and its first batch, minus a steady "
+          "batch\n(first run: empty conversion cache; cached: the same again)\n")
+    return rows
+
+
+def segment_seconds(scene: Path, out: Path, args: argparse.Namespace,
+                    baseline: str | None = None) -> float:
+    """Wall time of ``geofuse segment SCENE OUT`` in a fresh process, start-up included.
+
+    With ``baseline`` (another checkout's folder) that checkout's geofuse runs instead, without
+    ``--cli-args`` (it may not know newer options).
+    """
+    cmd = [sys.executable, "-m", "geofuse.cli", "segment", str(scene), str(out), "--quiet",
+           "--overwrite", "--tile", str(args.tile), "--overlap", str(args.overlap),
+           "--batch-size", str(args.batch_size)]
+    cmd += ["--model", args.model] if args.model else []
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    if baseline:
+        env["PYTHONPATH"] = str(Path(baseline).resolve())
+    else:
+        cmd += args.cli_args.split()
+    start = time.perf_counter()  # cwd: not this checkout, whose geofuse `-m` would import
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                          cwd=out.parent)
+    if proc.returncode:
+        sys.exit(f"geofuse segment failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def sparse_case(args: argparse.Namespace) -> None:
+    """Tiles without a valid pixel skip the model: a 1 %-valid scene vs the same scene full.
+
+    Three ``args.sparse``-sided 3-band uint8 scenes (tiled, deflate, nodata 0): fully valid,
+    valid only in the top-left tenth by tenth (1 % of the pixels; the rest nodata), and the
+    same written sparse (GDAL ``SPARSE_OK``: empty blocks left out of the file). Each is
+    segmented by ``geofuse segment`` in a fresh process; times include start-up. Then
+    ../shared/data/real/landsat-rasterio/RGB.byte.tif (32.5 % nodata collar), and with
+    ``--baseline`` the same runs of another checkout (before/after).
+    """
+    from _common import REAL, block_texture
+
+    size, corner = args.sparse, args.sparse // 10
+
+    def partial(render):  # noqa: ANN001, ANN202 - a Texture
+        def part(r0: int, r1: int):  # noqa: ANN202
+            image, ids = render(r0, r1)
+            image[:, max(0, corner - r0):] = 0
+            image[:, :, corner:] = 0
+            return image, ids
+        return part
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        scenes = {
+            "full": synthetic_scene(folder / "full.tif", size, "blocks"),
+            "1% valid": synthetic_scene(folder / "part.tif", size,
+                                        partial(block_texture(size))),
+            "1% valid, sparse file": synthetic_scene(folder / "sparse.tif", size,
+                                                     partial(block_texture(size)), sparse=True),
+        }
+        scenes["RGB.byte.tif"] = REAL / "landsat-rasterio" / "RGB.byte.tif"
+        out = folder / "mask.tif"
+        for _ in range(args.repeat):  # rounds interleave the cases: they share the machine load
+            for name, scene in scenes.items():
+                for label, baseline in (("this", None), ("baseline", args.baseline)):
+                    if label == "baseline" and (baseline is None or "sparse" in name):
+                        continue
+                    seconds = segment_seconds(scene, out, args, baseline)
+                    rows.append((name, label, seconds))
+                    print(f"{name:<24} {label:<9} {seconds:>7.1f} s", flush=True)
+    times: dict[tuple[str, str], float] = {}
+    for n, lab, sec in rows:  # the fastest round of each case
+        times[n, lab] = min(sec, times.get((n, lab), sec))
+    for label in ("this", "baseline"):
+        if (("full", label) in times) and (("1% valid", label) in times):
+            print(f"{label}: 1 %-valid / full = "
+                  f"{times['1% valid', label] / times['full', label]:.2f}"
+                  + (f", sparse file / full = "
+                     f"{times['1% valid, sparse file', label] / times['full', label]:.2f}"
+                     if ("1% valid, sparse file", label) in times else ""))
 
 
 def main() -> None:
@@ -99,34 +269,63 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--model", default=None, help="Model file (default: embedded model).")
+    parser.add_argument("--runtimes", nargs="+", default=list(RUNTIME_VARIANTS),
+                        help="runtime:precision pairs to compare.")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Interleaved model-only rounds per runtime (best kept).")
+    parser.add_argument("--sparse", type=int, default=None, metavar="SIZE",
+                        help="Only the sparse case: a SIZE^2 scene 1 %% valid vs fully valid, "
+                             "and RGB.byte.tif, each a fresh `geofuse segment` (e.g. 6000).")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="With --sparse: also time the geofuse of this checkout (e.g. a "
+                             "`git worktree` of an older commit).")
+    parser.add_argument("--cli-args", default="",
+                        help="With --sparse: extra `geofuse segment` options for this checkout.")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="With --sparse: rounds over the cases (each case's fastest is "
+                             "kept).")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-runtimes", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    if args.child_runtimes:
+        runtimes_child(args)
+        return
+    if args.sparse:
+        sparse_case(args)
+        return
     print(f"geofuse bench: tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, "
-          f"model {args.model or 'embedded default'}, {os.cpu_count()} CPUs")
-    header = (f"{'scene':>11} {'tiles':>6} {'patch/scene':>11} {'e2e Mpx/s':>10} "
+          f"model {args.model or 'embedded default'}, {os.cpu_count()} CPUs\n", flush=True)
+    rows = print_runtimes(args)
+    variants = [v for v in args.runtimes if "label" in rows.get(v, {})]
+    header = (f"{'scene':>11} {'runtime':<28} {'tiles':>6} {'patch/scene':>11} {'e2e Mpx/s':>10} "
               f"{'(patch)':>8} {'model Mpx/s':>12} {'ratio':>6} {'peak RSS MB':>12}")
     print(header)
-    peaks = []
+    peaks: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"  # shared by the runs: conversions are not timed here
         for size in args.sizes:
             scene = Path(tmp) / f"scene_{size}.tif"
             synthetic_scene(scene, size, "sample")
-            e2e = run_child(str(scene), args)
+            for variant in variants:
+                e2e = run_child(str(scene), args, variant, str(cache))
+                scene_mpx, patch_mpx = e2e["scene_px"] / 1e6, e2e["patch_px"] / 1e6
+                peaks[variant].append(e2e["peak_rss_mb"])
+                print(f"{size:>5}x{size:<5} {e2e['runtime']:<28} {e2e['tiles']:>6} "
+                      f"{patch_mpx / scene_mpx:>11.2f} "
+                      f"{scene_mpx / e2e['e2e_seconds']:>10.2f} "
+                      f"{patch_mpx / e2e['e2e_seconds']:>8.2f} "
+                      f"{patch_mpx / e2e['model_seconds']:>12.2f} "
+                      f"{e2e['model_seconds'] / e2e['e2e_seconds']:>6.2f} "
+                      f"{e2e['peak_rss_mb']:>12.0f}",
+                      flush=True)
             scene.unlink()
-            scene_mpx, patch_mpx = e2e["scene_px"] / 1e6, e2e["patch_px"] / 1e6
-            peaks.append(e2e["peak_rss_mb"])
-            print(f"{size:>5}x{size:<5} {e2e['tiles']:>6} {patch_mpx / scene_mpx:>11.2f} "
-                  f"{scene_mpx / e2e['e2e_seconds']:>10.2f} {patch_mpx / e2e['e2e_seconds']:>8.2f} "
-                  f"{patch_mpx / e2e['model_seconds']:>12.2f} "
-                  f"{e2e['model_seconds'] / e2e['e2e_seconds']:>6.2f} "
-                  f"{e2e['peak_rss_mb']:>12.0f}",
-                  flush=True)
-    if len(peaks) > 1:
-        print(f"peak RSS largest/smallest scene: {peaks[-1] / peaks[0]:.2f}x")
+    for variant, values in peaks.items():
+        if len(values) > 1:
+            print(f"peak RSS largest/smallest scene, {variant}: {values[-1] / values[0]:.2f}x")
     print("ratio = model-only seconds / end-to-end seconds on the same patches (goal >= 0.90)")
 
 

@@ -34,6 +34,17 @@ SAMPLES = Path(os.path.relpath(_common.SAMPLES, ROOT))
 DUBAI = Path(os.path.relpath(_common.DUBAI, ROOT))
 
 
+def display_info(info, provenance):  # noqa: ANN001, ANN201
+    """``info`` with ``provenance`` (machine paths cut) and readable class colours."""
+    from dataclasses import replace
+
+    from geofuse.config import class_colour
+    from geofuse.sources import portable
+
+    classes = tuple(replace(c, color=class_colour(c.name, c.id)) for c in info.classes)
+    return replace(info, classes=classes, provenance=portable(provenance))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "geofuse" / "models" / "default.keras")
@@ -97,7 +108,9 @@ def main() -> None:
                          if v["iou"] is not None)
         print(f"{name}: mean IoU {rep['mean_iou']:.3f}, accuracy {rep['accuracy']:.3f} "
               f"({ious})")
-    # store the held-out scores in the model's provenance
+    # store the held-out scores in the model's provenance (with no paths of this machine), and
+    # give the classes readable display colours: the colours of classes.json are the ones
+    # measured in the Dubai masks (purple land and buildings), right for decoding only
     loaded = load_model(args.out)
     provenance = dict(loaded.info.provenance)
     provenance["evaluation"] = {
@@ -105,7 +118,7 @@ def main() -> None:
                "iou": {k: v["iou"] for k, v in rep["classes"].items()}}
         for name, rep in evaluations.items()
     }
-    info = loaded.info.__class__(**{**loaded.info.__dict__, "provenance": provenance})
+    info = display_info(loaded.info, provenance)
     save_model(loaded.model, info, args.out)
     args.run_dir.mkdir(parents=True, exist_ok=True)
     (args.run_dir / "evaluation.json").write_text(json.dumps(evaluations, indent=2))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +69,14 @@ def make_tiny_model(
     scale: float = 1 / 255,
     seed: int = 0,
     class_names: tuple[str, ...] | None = None,
+    input_dtype: str = "uint8",
+    contract: dict | None = None,
     **spec_options: object,
 ) -> Path:
     """Build, save and return a tiny untrained fusion U-Net model file.
 
-    ``spec_options`` go to :func:`tiny_spec` (e.g. ``gates=True``).
+    ``contract`` sets more :class:`ModelInfo` fields (``band_names``, ``pixel_size``,
+    ``value_range``, ...). ``spec_options`` go to :func:`tiny_spec` (e.g. ``gates=True``).
     """
     import keras
 
@@ -87,8 +92,19 @@ def make_tiny_model(
                                 f"#{40 * i % 256:02x}5a{(200 - 40 * i) % 256:02x}")
                       for i in range(classes)),
         patch_size=64,
+        input_dtype=input_dtype,
     )
+    info = dataclasses.replace(info, **(contract or {}))
     return save_model(build_unet(spec), info, path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _conversion_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """OpenVINO conversions made by the suite go to a temporary cache, never the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GEOFUSE_CACHE_DIR", str(tmp_path_factory.mktemp("geofuse_cache")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +130,19 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
         return cache[key]
 
     return get
+
+
+@pytest.fixture()
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """``(base URL, served folder, request log)`` of a Range-capable server (own process)."""
+    folder, log = tmp_path / "www", tmp_path / "requests.log"
+    folder.mkdir()
+    log.touch()
+    server = subprocess.Popen([sys.executable, "-m", "tests.rangeserver", str(folder), str(log)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        yield f"http://127.0.0.1:{port}", folder, log
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

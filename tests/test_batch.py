@@ -182,8 +182,10 @@ def test_batch_matches_segment_and_isolates_bad_scenes(tmp_path: Path, tiny_mode
     write_geotiff(src / ".hidden.tif", rgb(7, 32, 32))
 
     runner = CliRunner()
+    # d.tif is uint16, the model uint8: the scenes' values are mapped (the same for all here)
+    contract = ["--input-range", "0,255"]
     result = runner.invoke(main, ["batch", str(src), str(out), "--model", str(model), *TILING,
-                                  "--recursive", "--probabilities", "--workers", "2"])
+                                  "--recursive", "--probabilities", "--workers", "2", *contract])
     assert result.exit_code == 1, result.output
     assert "7 scenes: 4 done, 0 skipped, 3 failed" in result.output
 
@@ -220,7 +222,7 @@ def test_batch_matches_segment_and_isolates_bad_scenes(tmp_path: Path, tiny_mode
         ref, ref_probs = tmp_path / "ref.tif", tmp_path / "ref.probs.tif"
         single = runner.invoke(main, ["segment", str(scene), str(ref), "--model", str(model),
                                       *TILING, "--probabilities", str(ref_probs),
-                                      "--overwrite", "-q"])
+                                      "--overwrite", "-q", *contract])
         assert single.exit_code == 0, single.output
         mask, geo = read(out / name)
         expected, expected_geo = read(ref)

@@ -108,7 +108,7 @@ def test_the_shell_shows_the_library_defaults(command: str, configs: tuple) -> N
     for param in main.commands[command].params:
         name = aliases.get(param.name, param.name)
         plain_flag = getattr(param, "is_flag", False) and not param.secondary_opts
-        if defaults.get(name) is not None and not param.multiple and not plain_flag:
+        if defaults.get(name) not in (None, ()) and not param.multiple and not plain_flag:
             assert param.default == defaults[name], (command, param.name)
             checked += 1
     assert checked >= {"train": 15, "segment": 5, "evaluate": 5}[command]

@@ -66,7 +66,8 @@ def test_output_lines_up_with_every_real_scene(
         alpha = sum(ci.name == "alpha" for ci in ds.colorinterp)
         bands, crs, transform, shape = ds.count - alpha, ds.crs, ds.transform, ds.shape
         scale = 1 / 255 if ds.dtypes[0] == "uint8" else 1 / 1000
-    model = tiny_models(bands=bands, scale=scale)
+        dtype = ds.dtypes[0]
+    model = tiny_models(bands=bands, scale=scale, input_dtype=dtype)
     out = tmp_path / "mask.tif"
     result = segment(scene, out, "--model", model, "--tile", "128", "--overlap", "16")
     assert result.exit_code == 0, result.output
@@ -95,7 +96,7 @@ def test_wrong_band_count_names_both_counts(real: Path, tiny_models, tmp_path: P
 def test_band_selection_feeds_the_model(real: Path, tiny_models, tmp_path: Path) -> None:
     scene = real / "sen1floods11-sample/S2/Spain_7370579_S2Hand.tif"
     out = tmp_path / "rgb.tif"
-    result = segment(scene, out, "--model", tiny_models(bands=3, scale=1e-4),
+    result = segment(scene, out, "--model", tiny_models(bands=3, scale=1e-4, input_dtype="int16"),
                      "--bands", "4,3,2", "--tile", "256")
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as dst, rasterio.open(scene) as src:
@@ -153,11 +154,12 @@ def test_unwritable_destination(tiny_models, tmp_path: Path) -> None:
     assert not target.exists()
 
 
-def test_destination_in_missing_folder(tiny_models, tmp_path: Path) -> None:
+def test_destination_in_missing_folder_is_created(tiny_models, tmp_path: Path) -> None:
     scene = write_geotiff(tmp_path / "s.tif", np.ones((3, 32, 32), np.uint8))
-    result = segment(scene, tmp_path / "nope" / "m.tif", "--model", tiny_models())
-    assert result.exit_code == 1
-    assert "nope does not exist" in result.output
+    result = segment(scene, tmp_path / "nope" / "deeper" / "m.tif", "--model", tiny_models())
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "nope" / "deeper" / "m.tif") as dst:
+        assert dst.shape == (32, 32)
 
 
 def test_existing_output_needs_overwrite(tiny_models, tmp_path: Path) -> None:

@@ -458,3 +458,100 @@ def test_real_sentinel2_layout_trains_and_evaluates(tmp_path: Path, real: Path) 
     rep = json.loads(report.read_text())
     assert rep["classes"]["forest"]["support"] == int((test_values == 1).sum())
     assert rep["classes"]["background"]["support"] == int((test_values == 2).sum())
+
+
+def test_time_limit_lays_the_schedule_over_the_budget(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--out", out, "--time-limit", "8s", "--depth", "2",
+                       "--filters", "4", "--patch", "32", "--batch-size", "4", "--steps", "5",
+                       "--val-tiles", "t01")
+    assert result.exit_code == 0, result.output
+    assert "training for 0:08" in result.output
+    assert "(" in result.output and "/8 s)" in result.output  # epochs report time, not counts
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    budget = metrics["budget_seconds"]  # what was left of the 8 s after the data checks
+    assert 0 < budget <= 8
+    elapsed = [float(r["elapsed"]) for r in history(tmp_path / "m.train")]
+    assert elapsed[-1] >= budget  # ran its whole budget...
+    assert len(elapsed) == 1 or elapsed[-2] < budget  # ...and stopped in the epoch it ran out
+    assert [Path(p).stem for p in metrics["held_out"]] == ["t01"]
+    assert any("validation is one tile" in w for w in metrics["warnings"])
+    assert "warning: validation is one tile" in result.output
+    rates = [float(r["learning_rate"]) for r in history(tmp_path / "m.train")]
+    assert rates and rates[-1] <= 0.2 * 3e-3  # annealed: the run ended with its schedule
+
+
+def test_default_budget_grows_with_the_data_and_durations_parse() -> None:
+    from geofuse.errors import ConfigError
+    from geofuse.training.config import default_budget, parse_duration
+
+    assert [parse_duration(t) for t in ("90s", "10m", "1h", "1h30m", "45")] == \
+        [90, 600, 3600, 5400, 45]
+    with pytest.raises(ConfigError, match="Expected a duration like 90s"):
+        parse_duration("soon")
+    assert default_budget(0) == 120 and default_budget(10**9) == 600
+    assert default_budget(100_000) < default_budget(1_000_000) < 600
+
+
+def test_unknown_validation_tile_is_named(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=3, size=32)
+    result = run_train("--tiles", tiles, "--out", tmp_path / "m.keras", "--val-tiles", "nope",
+                       *TINY)
+    assert result.exit_code == 1
+    assert "Received: nope, which match none" in result.output
+    assert not (tmp_path / "m.keras").exists()
+
+
+def write_binary_pair(folder: Path, name: str, seed: int, mask_name: str) -> None:
+    image, labels = synth(seed, 40, 40)
+    write_geotiff(folder / f"{name}.tif", image)
+    Image.fromarray(np.where(labels == 1, 255, 0).astype(np.uint8)).save(folder / mask_name)
+
+
+@pytest.mark.slow
+def test_masks_beside_images_lists_exclusions_and_binary_class_names(tmp_path: Path) -> None:
+    folder = tmp_path / "roofs"
+    folder.mkdir()
+    for i, name in enumerate(["a", "b", "c", "skip"]):
+        write_binary_pair(folder, name, i, f"{name}_mask.png")
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", folder, "--out", out, "--exclude", "skip.tif", *TINY)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    assert sum(metrics["units"].values()) == 3  # skip.tif left out; masks never taken as images
+    from geofuse.model import read_info
+
+    classes = read_info(out).classes
+    assert [c.name for c in classes] == ["background", "foreground"]  # 0/255 masks: binary
+    assert all(c.color not in ("#000000", "#ffffff") for c in classes)
+    assert metrics["class_pixels_train"]["foreground"] > 0
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two of them\nroofs/a.tif\nroofs/b.tif\n")
+    named = run_train("--tiles", listing, "--out", tmp_path / "n.keras", "--mask-suffix",
+                      "_mask", "--class-names", "ground,roof", "--val-fraction", "0", *TINY)
+    assert named.exit_code == 0, named.output
+    assert [c.name for c in read_info(tmp_path / "n.keras").classes] == ["ground", "roof"]
+    m2 = json.loads((tmp_path / "n.train" / "metrics.json").read_text())
+    assert m2["units"] == {"train": 2, "validation": 0}
+
+
+def test_a_missing_mask_names_where_it_was_looked_for(tmp_path: Path) -> None:
+    folder = tmp_path / "roofs"
+    folder.mkdir()
+    write_binary_pair(folder, "a", 0, "a_mask.png")
+    write_geotiff(folder / "lonely.tif", synth(1, 40, 40)[0])
+    result = run_train("--tiles", folder, "--out", tmp_path / "m.keras", *TINY)
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert "lonely.tif: no mask found (looked for" in line and "lonely_mask.*" in line
+
+
+def test_multi_worker_is_refused_in_one_line_before_any_work(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=2, size=32)
+    result = run_train("--tiles", tiles, "--out", tmp_path / "m.keras", "--strategy",
+                       "multi-worker", *TINY)
+    assert result.exit_code == 1
+    assert "keras-team/keras#20585" in result.output
+    assert not (tmp_path / "m.keras").exists() and not (tmp_path / "m.train").exists()

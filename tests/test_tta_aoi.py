@@ -102,7 +102,7 @@ def test_segment_tta_matches_segmenting_the_eight_transformed_scenes(
         "--tta", "--probabilities", str(tmp_path / "tta_p.tif"), "--probability-dtype", "float32",
     ])
     assert result.exit_code == 0, result.output
-    assert "1 tiles x 8 TTA passes = 8 model passes" in result.output
+    assert "1 tile x 8 TTA passes = 8 model passes" in result.output
     with rasterio.open(tmp_path / "tta_p.tif") as ds:
         tta = np.moveaxis(ds.read(), 0, -1)[None]
         assert ds.tags()["GEOFUSE_TTA"] == "all"
@@ -207,14 +207,14 @@ def test_aoi_windows_outside_are_never_read(
     pyogrio.raw.write(aoi, shapely.to_wkb(np.array([rectangle])), [], [], crs="EPSG:32633",
                       driver="GPKG", geometry_type="Polygon")
     reads: list[tuple[int, int, int, int]] = []
-    original = SceneReader.read_window
+    original = SceneReader._data  # every read of pixel values goes through it
 
-    def recording(self: SceneReader, window: rasterio.windows.Window) -> tuple:
+    def recording(self: SceneReader, window: rasterio.windows.Window, valid: object) -> tuple:
         reads.append((int(window.col_off), int(window.row_off), int(window.width),
                       int(window.height)))
-        return original(self, window)
+        return original(self, window, valid)
 
-    monkeypatch.setattr(SceneReader, "read_window", recording)
+    monkeypatch.setattr(SceneReader, "_data", recording)
     model = tiny_models(bands=3, classes=3)
     result = CliRunner().invoke(main, ["segment", str(scene), str(tmp_path / "out.tif"),
                                        "--model", str(model), "--tile", "64", "--overlap", "16",

@@ -191,6 +191,35 @@ def train_dataset(loader: ChipLoader, rows: np.ndarray, batch: int, workers: int
     """tf.data: batches of table rows -> parallel reads/augmentation -> prefetch."""
     import tensorflow as tf
 
+    ds = tf.data.Dataset.from_tensor_slices(rows).batch(batch, drop_remainder=True)
+    return _read_batches(loader, ds, workers)
+
+
+def epoch_dataset(loader: ChipLoader, first_epoch: int, chips_per_epoch: int, batch: int,
+                  workers: int) -> Any:
+    """tf.data over the chips of epochs ``first_epoch, first_epoch + 1, ...`` without end.
+
+    Each epoch's table comes from :meth:`ChipLoader.epoch_rows` (seeded by the epoch), made
+    only when the pipeline reaches it, so a timed run needs no upper bound on epochs.
+    """
+    import itertools
+
+    import tensorflow as tf
+
+    def tables() -> Any:
+        for epoch in itertools.count(first_epoch):
+            yield loader.epoch_rows(epoch, chips_per_epoch)
+
+    ds = tf.data.Dataset.from_generator(
+        tables, output_signature=tf.TensorSpec((chips_per_epoch, 5), tf.int64))
+    ds = ds.unbatch().batch(batch, drop_remainder=True)
+    return _read_batches(loader, ds, workers)
+
+
+def _read_batches(loader: ChipLoader, ds: Any, workers: int) -> Any:
+    """Map batches of table rows to (chips, labels) with parallel reads, then prefetch."""
+    import tensorflow as tf
+
     p, b = loader.patch, loader.bands
 
     def read(r: Any) -> tuple[Any, Any]:
@@ -199,7 +228,6 @@ def train_dataset(loader: ChipLoader, rows: np.ndarray, batch: int, workers: int
         y.set_shape((None, p, p))
         return x, y
 
-    ds = tf.data.Dataset.from_tensor_slices(rows).batch(batch, drop_remainder=True)
     ds = ds.map(read, num_parallel_calls=max(1, workers), deterministic=True)
     return ds.prefetch(2)
 

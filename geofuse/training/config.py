@@ -8,14 +8,16 @@ trained model's provenance (:meth:`TrainConfig.to_dict`).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from geofuse.checks import bands as check_bands
 from geofuse.checks import choice, positive_int, require
-from geofuse.config import Architecture, ClassInfo, TilingConfig
+from geofuse.config import Architecture, ClassInfo, InputConfig, TilingConfig
 from geofuse.errors import ConfigError
+from geofuse.sources import as_source
 from geofuse.training.labels import MASK_MODES, LabelCoding
 
 LOSSES = ("ce+dice", "focal+dice", "ce", "focal", "dice")
@@ -26,18 +28,23 @@ SAMPLING = ("random", "grid")
 
 @dataclass(frozen=True)
 class TilesSource:
-    """A tiles folder: ``ROOT/IMAGES/NAME.ext`` with ``ROOT/MASKS/NAME.ext``.
+    """Labelled tiles: a folder, or a text file listing image paths (one per line).
 
-    When ``ROOT/IMAGES`` does not exist, every folder named ``IMAGES`` below ``ROOT`` that has a
-    sibling ``MASKS`` folder is used (e.g. ``Tile 1/images``, ``Tile 2/images``, ...).
+    Masks are found, for each image ``NAME.ext``, as ``MASKS/NAME.*`` (``ROOT/IMAGES`` with
+    ``ROOT/MASKS``; when ``ROOT/IMAGES`` does not exist, every folder named ``IMAGES`` below
+    ``ROOT`` with a sibling ``MASKS`` folder, e.g. ``Tile 1/images``), or as
+    ``NAME<suffix>.*`` beside the image or in ``MASKS``, for ``mask_suffix`` or, when that is
+    None, any of :data:`MASK_SUFFIXES` (``X.tif`` with ``X_mask.png``, ``X.mask.tif``,
+    ``X_label.tif``, ...). Files that are masks by their suffix are never taken as images.
 
     Attributes:
-        root: The tiles folder.
+        root: The tiles folder, or a ``.txt`` list of image files (relative to the list).
         images: Name of the image folder.
         masks: Name of the mask folder.
         image_ext: Image extension (``.jpg``); None accepts every raster extension.
         mask_ext: Mask extension; None finds the mask with the image's stem.
-        exclude: Glob patterns (relative to ``root``) of images to leave out.
+        exclude: Glob patterns (relative to ``root``, or file names) of images to leave out.
+        mask_suffix: The suffix that turns an image stem into its mask's stem (e.g. ``_mask``).
         coding: How this folder's masks encode classes (None: the run's coding).
     """
 
@@ -48,6 +55,7 @@ class TilesSource:
     mask_ext: str | None = None
     exclude: tuple[str, ...] = ()
     coding: LabelCoding | None = None
+    mask_suffix: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -73,8 +81,9 @@ class SceneSource:
     coding: LabelCoding | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scene", Path(self.scene))
-        object.__setattr__(self, "labels", Path(self.labels))
+        # GDAL names (/vsizip/..., https://...) stay strings, exactly as given
+        object.__setattr__(self, "scene", as_source(self.scene))
+        object.__setattr__(self, "labels", as_source(self.labels))
         if self.line_width is not None and not self.line_width > 0:
             raise ConfigError(f"Expected a positive line width. Received: {self.line_width}")
 
@@ -91,6 +100,8 @@ class LabelOptions:
         ignore_values: Id-mask values to ignore (e.g. -1 or 0).
         ignore_colors: Mask colours to ignore (``#rrggbb``).
         mask_mode: ``auto``, ``ids`` or ``colors``.
+        class_names: Names for the classes, in id order, where the labels do not name them
+            (binary masks, vectors without a class field); replaces inferred names.
     """
 
     classes: tuple[ClassInfo, ...] | None = None
@@ -99,8 +110,12 @@ class LabelOptions:
     ignore_values: tuple[int, ...] = ()
     ignore_colors: tuple[str, ...] = ()
     mask_mode: str = "auto"
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        require(all(self.class_names) and len(set(self.class_names)) == len(self.class_names),
+                f"Expected distinct, non-empty class names. Received: {self.class_names}")
         if self.classes_file is not None:
             object.__setattr__(self, "classes_file", Path(self.classes_file))
         if self.classes is not None:
@@ -127,6 +142,40 @@ class LabelOptions:
         )
 
 
+MASK_SUFFIXES = ("_mask", ".mask", "-mask", "_label", "_labels", ".label", "_gt", "_seg")
+"""Mask name suffixes recognised next to images when no ``mask_suffix`` is given."""
+
+DEFAULT_BUDGET = (120.0, 300.0, 600.0)
+"""Default training time: ``(minimum, seconds per million labelled pixels, maximum)``."""
+
+
+def default_budget(labelled_pixels: int) -> float:
+    """Seconds of training for this much labelled training data, when the user gave no budget.
+
+    Grows with the data from :data:`DEFAULT_BUDGET`'s minimum to its maximum (10 minutes).
+    """
+    low, per_mpx, high = DEFAULT_BUDGET
+    return float(min(high, max(low, low + per_mpx * labelled_pixels / 1e6)))
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from ``90``, ``90s``, ``10m``, ``1h``, ``1h30m`` or ``2.5m``.
+
+    Raises:
+        ConfigError: For anything else.
+    """
+    if isinstance(text, int | float):
+        return float(text)
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    match = re.fullmatch(r"\s*((?:\d+(?:\.\d+)?\s*[hms]\s*)+|\d+(?:\.\d+)?)\s*", str(text))
+    if not match:
+        raise ConfigError(f"Expected a duration like 90s, 10m or 1h. Received: {text!r}")
+    body = match.group(1)
+    if body.replace(".", "").isdigit():
+        return float(body)
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", body))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run.
@@ -140,8 +189,13 @@ class TrainConfig:
         arch: The network's architecture (fusion mode and its options included).
         patch: Chip side in pixels (a multiple of ``2**depth``).
         batch_size: Chips per step (a multiple of the replica count with a strategy).
-        epochs: Maximum epochs.
-        steps_per_epoch: Steps per epoch.
+        time_limit: Training time in seconds. The learning-rate schedule (warm-up, then cosine)
+            is laid over it, so the run ends at the end of its schedule. None with ``epochs``
+            None: a default budget from the amount of labelled data (:func:`default_budget`).
+        epochs: Number of epochs; with a time budget, an upper bound (None: no bound). Set
+            without ``time_limit``, the run is counted in steps, not seconds (reproducible).
+        steps_per_epoch: Steps per epoch (validation and checkpoints run after each epoch).
+        warmup: Share of the run over which the learning rate rises linearly to its peak.
         learning_rate: Adam learning rate (cosine decay to 5 % over the run).
         loss: ``ce+dice``, ``focal+dice``, ``ce``, ``focal`` or ``dice``.
         class_weights: ``auto`` (inverse square-root frequency), ``none`` or one per class.
@@ -152,7 +206,13 @@ class TrainConfig:
         val_fraction: Share of tiles / scene blocks held out for validation.
         val_block: Side of the scene blocks (None: ``max(4 * patch, 256)``).
         max_val_chips: Cap on validation chips per epoch.
-        patience: Epochs without improvement before stopping (0: never stop early).
+        patience: Epochs without improvement of the smoothed validation score before stopping
+            (0: never stop early); never acts before ``min_fraction`` of the run.
+        min_fraction: Share of the run (time or steps) before early stopping may act.
+        smoothing: Weight of the previous smoothed score in the exponential moving average of
+            the validation score that picks the best weights and drives early stopping.
+        val_tiles: Names (file names, stems or glob patterns) of the tiles to validate on,
+            instead of a random ``val_fraction`` of them.
         seed: Seed of everything random.
         deterministic: Enable TensorFlow op determinism.
         resume: Continue from the run folder's last checkpoint.
@@ -170,8 +230,10 @@ class TrainConfig:
     arch: Architecture = field(default_factory=Architecture)
     patch: int = 64
     batch_size: int = 16
-    epochs: int = 20
+    time_limit: float | None = None
+    epochs: int | None = None
     steps_per_epoch: int = 50
+    warmup: float = 0.05
     learning_rate: float = 3e-3
     loss: str = "ce+dice"
     class_weights: str | tuple[float, ...] = "auto"
@@ -183,6 +245,9 @@ class TrainConfig:
     val_block: int | None = None
     max_val_chips: int = 256
     patience: int = 5
+    min_fraction: float = 0.5
+    smoothing: float = 0.5
+    val_tiles: tuple[str, ...] = ()
     seed: int = 0
     deterministic: bool = True
     resume: bool = False
@@ -216,8 +281,17 @@ class TrainConfig:
         choice("sampling", self.sampling, SAMPLING)
         if isinstance(self.class_weights, str):
             choice("class weights", self.class_weights, ("auto", "none"))
-        for name in ("patch", "batch_size", "epochs", "steps_per_epoch", "max_val_chips",
-                     "workers"):
+        if self.epochs is not None:
+            positive_int("epochs", self.epochs)
+        if self.time_limit is not None:
+            require(isinstance(self.time_limit, int | float) and self.time_limit > 0,
+                    f"Expected a positive time limit. Received: {self.time_limit!r}")
+        object.__setattr__(self, "val_tiles", tuple(self.val_tiles))
+        for name in ("warmup", "min_fraction", "smoothing"):
+            value = getattr(self, name)
+            require(isinstance(value, int | float) and 0 <= value < 1,
+                    f"Expected 0 <= {name} < 1. Received: {value!r}")
+        for name in ("patch", "batch_size", "steps_per_epoch", "max_val_chips", "workers"):
             positive_int(name, getattr(self, name))
         self.arch.check_tile(self.patch)
         require(0.0 <= self.val_fraction < 1.0,
@@ -260,6 +334,8 @@ class EvaluateConfig:
         report: JSON report path.
         plot: Confusion-matrix PNG path (default: the report path with ``.png``).
         overwrite: Replace existing report files.
+        input: How each image is fitted to the model (as ``segment``'s ``--input-range``,
+            ``--stretch``, ``--resample``, ``--nodata``).
     """
 
     source: TilesSource | SceneSource
@@ -270,6 +346,7 @@ class EvaluateConfig:
     report: Path | None = None
     plot: Path | None = None
     overwrite: bool = False
+    input: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self) -> None:
         require(isinstance(self.source, TilesSource | SceneSource),

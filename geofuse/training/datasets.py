@@ -13,6 +13,8 @@ classes), count class pixels (class weights) and accumulate per-band statistics 
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import hashlib
 import threading
 import warnings
@@ -28,8 +30,9 @@ from rasterio.windows import Window
 
 from geofuse.config import ClassInfo
 from geofuse.errors import InputError, first_line
+from geofuse.sources import as_source, source_name
 from geofuse.tiling import SceneReader
-from geofuse.training.config import TilesSource
+from geofuse.training.config import MASK_SUFFIXES, TilesSource
 from geofuse.training.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder, VectorLabels
 
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -47,45 +50,89 @@ def _ext_ok(path: Path, ext: str | None, allowed: Sequence[str]) -> bool:
 
 
 def find_pairs(source: TilesSource) -> list[tuple[Path, Path]]:
-    """Image/mask pairs of a tiles folder, sorted by path.
+    """Image/mask pairs of a tiles folder or list, sorted by path.
 
     Raises:
-        InputError: Missing folder, no images, or an image without a mask.
+        InputError: Missing folder, no images, or an image without a mask (naming where the
+            mask was looked for).
     """
     root = Path(source.root)
-    if not root.is_dir():
-        raise InputError(f"{root}: no such tiles folder")
+    suffixes = (source.mask_suffix,) if source.mask_suffix is not None else MASK_SUFFIXES
+    if root.is_file():
+        images = _listed_images(root)
+        root = root.parent
+    elif root.is_dir():
+        images = _folder_images(root, source)
+    else:
+        raise InputError(f"{root}: no such tiles folder or list")
+    pairs = []
+    for image in images:
+        if not _ext_ok(image, source.image_ext, RASTER_EXTS) or _is_mask(image, suffixes):
+            continue
+        rel = image.relative_to(root) if image.is_relative_to(root) else Path(image.name)
+        if any(rel.match(p) or image.name == p for p in source.exclude):
+            continue
+        places = [image.parent / source.masks, image.parent.parent / source.masks, image.parent]
+        places = list(dict.fromkeys(p for p in places if p.is_dir()))
+        stems = [image.stem + s for s in suffixes] if source.mask_suffix else \
+            [image.stem] + [image.stem + s for s in suffixes]
+        mask = _find_mask(image, places, stems, source.mask_ext)
+        if mask is None:
+            looked = ", ".join(str(p / (stem + (source.mask_ext or ".*")))
+                               for p in places[:2] for stem in stems[:3])
+            raise InputError(f"{image}: no mask found (looked for {looked}; set --masks-dir or "
+                             "--mask-suffix)")
+        pairs.append((image, mask))
+    if not pairs:
+        raise InputError(
+            f"{source.root}: no image tiles found (expected {source.images}/NAME"
+            f"{source.image_ext or '.tif'} with {source.masks}/NAME"
+            f"{source.mask_ext or '.tif'}, or NAME.tif with NAME_mask.tif beside it)"
+        )
+    return pairs
+
+
+def _listed_images(listing: Path) -> list[Path]:
+    """Image paths from a text file, one per line (relative to the file; # comments)."""
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{listing}: not a readable list of image files ({exc})") from exc
+    images = []
+    for line in lines:
+        text = line.split("#", 1)[0].strip()
+        if text:
+            path = Path(text) if Path(text).is_absolute() else listing.parent / text
+            if not path.is_file():
+                raise InputError(f"{listing}: listed image {text} does not exist")
+            images.append(path)
+    return images
+
+
+def _folder_images(root: Path, source: TilesSource) -> list[Path]:
+    """The images of a tiles folder (see :class:`TilesSource`)."""
     if (root / source.images).is_dir():
         folders = [root / source.images]
     else:
         folders = sorted(p for p in root.rglob(source.images)
-                         if p.is_dir() and (p.parent / source.masks).is_dir())
-    pairs = []
-    for folder in folders:
-        masks = folder.parent / source.masks
-        by_stem: dict[str, list[Path]] = {}
-        if masks.is_dir():
-            for m in masks.iterdir():
-                if m.is_file() and _ext_ok(m, source.mask_ext, RASTER_EXTS):
-                    by_stem.setdefault(m.stem, []).append(m)
-        for image in sorted(folder.iterdir()):
-            if not image.is_file() or not _ext_ok(image, source.image_ext, RASTER_EXTS):
-                continue
-            rel = image.relative_to(root)
-            if any(rel.match(pattern) for pattern in source.exclude):
-                continue
-            found = sorted(by_stem.get(image.stem, []))
-            if not found:
-                want = masks / (image.stem + (source.mask_ext or ".*"))
-                raise InputError(f"{image}: no mask {want} (expected a mask of the same name)")
-            pairs.append((image, found[0]))
-    if not pairs:
-        raise InputError(
-            f"{root}: no image tiles found (expected {source.images}/NAME"
-            f"{source.image_ext or '.tif'} with {source.masks}/NAME"
-            f"{source.mask_ext or '.tif'})"
-        )
-    return pairs
+                         if p.is_dir() and (p.parent / source.masks).is_dir()) or [root]
+    return sorted(p for folder in folders for p in folder.iterdir() if p.is_file())
+
+
+def _is_mask(path: Path, suffixes: Sequence[str]) -> bool:
+    stem = path.stem
+    return any(s and stem.endswith(s) and len(stem) > len(s) for s in suffixes)
+
+
+def _find_mask(image: Path, places: Sequence[Path], stems: Sequence[str],
+               ext: str | None) -> Path | None:
+    for place in places:
+        for stem in stems:
+            found = sorted(m for m in place.glob(glob.escape(stem) + ".*")
+                           if m.is_file() and m != image and _ext_ok(m, ext, RASTER_EXTS))
+            if found:
+                return found[0]
+    return None
 
 
 _local = threading.local()
@@ -123,8 +170,8 @@ class LabelledRaster:
         class_field: str | None = None,
         line_width: float | None = None,
     ) -> None:
-        self.image = Path(image)
-        self.labels = Path(labels)
+        self.image = as_source(image)  # a local path, or a GDAL name kept as written
+        self.labels = as_source(labels)
         self.coding = coding
         self.source = 0  # index of the data source it came from (set by the caller)
         self.cached: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -139,10 +186,10 @@ class LabelledRaster:
                 ds.descriptions[b - 1] or ds.colorinterp[b - 1].name for b in self.bands
             )
         self.vector: VectorLabels | None = None
-        if self.labels.suffix.lower() in VECTOR_EXTS:
+        if Path(source_name(self.labels)).suffix.lower() in VECTOR_EXTS:
             self.vector = VectorLabels(
                 self.labels, self.crs, self.transform, (self.height, self.width), classes,
-                class_field, line_width, self.image.name,
+                class_field, line_width, source_name(self.image),
             )
             self.decoder = None
         else:
@@ -156,13 +203,13 @@ class LabelledRaster:
             if size != (self.height, self.width):
                 raise InputError(
                     f"{self.labels}: expected a mask of {self.width}x{self.height} px like "
-                    f"{self.image.name}. Received: {size[1]}x{size[0]} px"
+                    f"{source_name(self.image)}. Received: {size[1]}x{size[0]} px"
                 )
             if grid[0] and self.crs and (
                 grid[0] != self.crs or not grid[1].almost_equals(self.transform, 1e-6)
             ):
                 raise InputError(
-                    f"{self.labels}: expected a mask on the grid of {self.image.name} "
+                    f"{self.labels}: expected a mask on the grid of {source_name(self.image)} "
                     f"({self.crs}, origin {self.transform.c:.3f}, {self.transform.f:.3f}). "
                     f"Received: {grid[0]}, origin {grid[1].c:.3f}, {grid[1].f:.3f}"
                 )
@@ -170,7 +217,7 @@ class LabelledRaster:
     @property
     def name(self) -> str:
         """A short name for messages."""
-        return self.image.name
+        return source_name(self.image)
 
     def _open(self) -> tuple[SceneReader, Any]:
         handles = _handles()
@@ -312,6 +359,32 @@ def split_units(units: Sequence[Unit], fraction: float, seed: int) -> None:
     take = min(len(labelled) - 1, max(1, int(round(fraction * len(labelled)))))
     for i in order[:take]:
         labelled[int(i)].validation = True
+
+
+def choose_validation(units: Sequence[Unit], images: Sequence[Path],
+                      names: Sequence[str]) -> None:
+    """Mark as validation the units whose image matches one of ``names``.
+
+    A name matches an image's file name, its stem, or (as a glob) its path.
+
+    Raises:
+        InputError: For a name that matches no image, or when nothing is left to train on.
+    """
+    matched: set[str] = set()
+    for unit, image in zip(units, images, strict=True):
+        for name in names:
+            if name in (image.name, image.stem) or fnmatch.fnmatch(str(image), name) \
+                    or fnmatch.fnmatch(image.name, name):
+                unit.validation = True
+                matched.add(name)
+    missing = [n for n in names if n not in matched]
+    if missing:
+        shown = ", ".join(sorted({p.name for p in images})[:5])
+        raise InputError(f"Expected validation tiles among the training images ({shown}, ...). "
+                         f"Received: {', '.join(missing)}, which match none")
+    if all(u.validation for u in units):
+        raise InputError(f"Expected tiles left for training besides the validation tiles "
+                         f"{', '.join(names)}. Received: every tile chosen for validation")
 
 
 def normalisation_stats(units: Sequence[Unit]) -> tuple[tuple[float, ...], tuple[float, ...]]:

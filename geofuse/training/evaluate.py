@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geofuse.config import ClassInfo, SegmentConfig, TilingConfig
+from geofuse.config import ClassInfo, SegmentConfig
 from geofuse.errors import InputError
 from geofuse.outputs import Progress, atomic_path, check_destination, write_json
 from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
@@ -89,7 +89,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
             ``overwrite``. Reports are written only after every input has been scored.
     """
     from geofuse.model import load_model
-    from geofuse.segment import make_predictor, segment_scene
+    from geofuse.runtime import choose_runtime, make_predictor
+    from geofuse.segment import segment_scene
 
     for path in (config.report, config.plot):
         if path is not None:
@@ -103,34 +104,36 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     spec.arch.check_tile(config.tiling.tile)
     source = config.source
     scene_mode = isinstance(source, SceneSource)
+    # without --bands, segment_scene picks the bands (by name where the image names them)
+    expected = spec.bands if config.tiling.bands else None
     if scene_mode:
         rasters = [LabelledRaster(source.scene, source.labels, source.coding or coding, classes,
-                                  config.tiling.bands, spec.bands, source.class_field,
+                                  config.tiling.bands, expected, source.class_field,
                                   source.line_width)]
     else:
         rasters = [LabelledRaster(image, mask, source.coding or coding, classes,
-                                  config.tiling.bands, spec.bands)
+                                  config.tiling.bands, expected)
                    for image, mask in find_pairs(source)]
+    notices: list[str] = []
     predictors: dict[int, Any] = {}
+    choice = choose_runtime(config.tiling)
     total = np.zeros((spec.classes, spec.classes), np.int64)
     seam_cm = np.zeros_like(total)
     inner_cm = np.zeros_like(total)
     per_item = []
     with tempfile.TemporaryDirectory(prefix="geofuse-eval-") as tmp:
         for n, raster in enumerate(rasters):
-            tile = config.tiling.tile
-            if not scene_mode:
-                side = max(raster.height, raster.width)
-                tile = min(tile, -(-side // spec.arch.multiple) * spec.arch.multiple)
-            overlap = min(config.tiling.overlap, tile // 2)
-            tiling = TilingConfig(tile=tile, overlap=overlap, blend=config.tiling.blend,
-                                  batch_size=config.tiling.batch_size, bands=config.tiling.bands)
+            # the tile segment_scene picks for this image (smaller for a small chip)
+            tiling = config.tiling.for_scene(raster.height, raster.width, spec.arch.multiple)
+            tile, overlap = tiling.tile, tiling.overlap
             if tile not in predictors:
-                predictors[tile] = make_predictor(loaded.model, tiling.batch_size, tile,
-                                                  spec.bands)
+                predictors[tile] = make_predictor(loaded, tiling.batch_size, tile, choice)
             out = Path(tmp) / f"pred_{n}.tif"
-            segment_scene(raster.image, out, loaded, SegmentConfig(tiling=tiling),
-                          predictor=predictors[tile])
+            result = segment_scene(raster.image, out, loaded,
+                                   SegmentConfig(tiling=tiling, input=config.input),
+                                   predictor=predictors[tile], notify=notices.append)
+            # read at the model's pixel size, the tile seams are not on the scene's grid
+            seams = scene_mode and config.seam_width and not result.resampled
             grid = TileGrid(raster.height, raster.width, tile, overlap)
             rows_band, cols_band = seam_band(grid, config.seam_width)
             cm = np.zeros_like(total)
@@ -141,7 +144,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                 pred = _read_prediction(out, window)
                 valid = (labels != IGNORE) & (pred != IGNORE)
                 cm += confusion_matrix(labels, pred, spec.classes, valid)
-                if scene_mode and config.seam_width:
+                if seams:
                     band = rows_band[r:r + window.height, None] | cols_band[None, :]
                     seam_cm += confusion_matrix(labels, pred, spec.classes, valid & band)
                     inner_cm += confusion_matrix(labels, pred, spec.classes, valid & ~band)
@@ -157,7 +160,11 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     report["items"] = per_item
     report["tiling"] = {"tile": config.tiling.tile, "overlap": config.tiling.overlap,
                         "blend": config.tiling.blend}
-    if scene_mode and config.seam_width:
+    report["notices"] = list(dict.fromkeys(notices))
+    for notice in report["notices"]:
+        log.warning("%s", notice)
+    report["runtime"] = next(iter(predictors.values())).choice.label if predictors else None
+    if scene_mode and config.seam_width and seam_cm.any():
         seam, inner = summarize(seam_cm, names), summarize(inner_cm, names)
         report["seams"] = {
             "width": config.seam_width,

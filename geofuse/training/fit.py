@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from geofuse.config import ModelInfo
 from geofuse.errors import ConfigError
 from geofuse.model import build_unet
 from geofuse.outputs import atomic_path
-from geofuse.training.chips import ChipLoader, memory_dataset, train_dataset
+from geofuse.training.chips import ChipLoader, epoch_dataset, memory_dataset
 from geofuse.training.config import TrainConfig
 from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
@@ -79,6 +80,77 @@ def _unpack(data: Any, prefix: str) -> list[np.ndarray]:
     return [data[k] for k in keys]
 
 
+class Budget:
+    """The run's length, in seconds (a time budget) or in optimiser steps, and its schedule.
+
+    The learning rate rises linearly over the first ``warmup`` share of the run, then follows
+    a cosine down to 5 % of the peak at the very end of the run; in seconds, the share is the
+    training time spent so far (carried over a resume), so the run ends with its schedule.
+    """
+
+    FLOOR = 0.05
+
+    def __init__(self, peak: float, warmup: float, seconds: float | None = None,
+                 steps: int | None = None, spent: float = 0.0) -> None:
+        if (seconds is None) == (steps is None):
+            raise ConfigError("Expected a budget in seconds or in steps. Received: "
+                              + ("both" if seconds is not None else "neither"))
+        self.peak, self.warmup = peak, warmup
+        self.seconds, self.steps = seconds, steps
+        self.spent = spent
+        self._since: float | None = None
+
+    def start(self) -> None:
+        """Start (or restart, after a resume) the clock."""
+        self._since = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training seconds spent, including those before a resume."""
+        return self.spent + (time.perf_counter() - self._since if self._since else 0.0)
+
+    def fraction(self, step: int) -> float:
+        """How much of the run is done, 0..1."""
+        done = self.elapsed() / self.seconds if self.seconds else step / max(1, self.steps or 1)
+        return float(min(1.0, max(0.0, done)))
+
+    def learning_rate(self, fraction: float) -> float:
+        """The scheduled learning rate at ``fraction`` of the run."""
+        if self.warmup > 0 and fraction < self.warmup:
+            return self.peak * (0.1 + 0.9 * fraction / self.warmup)
+        rest = (fraction - self.warmup) / max(1e-9, 1.0 - self.warmup)
+        cosine = 0.5 * (1.0 + np.cos(np.pi * min(1.0, rest)))
+        return float(self.peak * (self.FLOOR + (1.0 - self.FLOOR) * cosine))
+
+
+class Schedule(keras.callbacks.Callback):
+    """Sets the learning rate before every step and ends a timed run when its time is up."""
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__()
+        self.budget = budget
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Start the clock."""
+        self.budget.start()
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Set the scheduled learning rate."""
+        step = int(self.model.optimizer.iterations.numpy())
+        self.model.optimizer.learning_rate = self.budget.learning_rate(
+            self.budget.fraction(step))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Add the learning rate and the time spent to the epoch's logs (history.csv)."""
+        if logs is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+            logs["elapsed"] = self.budget.elapsed()
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Stop once the time budget is spent (the epoch's validation still runs)."""
+        if self.budget.seconds is not None and self.budget.fraction(0) >= 1.0:
+            self.model.stop_training = True
+
+
 class RunState(keras.callbacks.Callback):
     """Best-weights checkpoint, early stopping and the resumable ``last.npz`` in one place."""
 
@@ -90,9 +162,13 @@ class RunState(keras.callbacks.Callback):
         epochs: int,
         progress: Callable[[int, int], None] | None,
         report: Callable[[int, Mapping[str, float]], None] | None,
+        budget: Budget,
+        min_fraction: float = 0.0,
+        smoothing: float = 0.0,
         best: float = -np.inf,
         best_epoch: int = 0,
         wait: int = 0,
+        smoothed: float | None = None,
     ) -> None:
         super().__init__()
         self.folder = folder
@@ -101,22 +177,35 @@ class RunState(keras.callbacks.Callback):
         self.epochs = epochs
         self.progress = progress
         self.report = report
+        self.budget = budget
+        self.min_fraction = min_fraction
+        self.smoothing = smoothing
         self.best = best
         self.best_epoch = best_epoch
         self.wait = wait
+        self.smoothed = smoothed
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Update best/early stopping, write checkpoints, report progress."""
+        """Update the smoothed score, best weights and early stopping; checkpoint; report."""
         logs = {k: float(v) for k, v in (logs or {}).items()}
         value = logs.get(self.monitor, -np.inf)
+        if not np.isfinite(value):
+            value = -np.inf
+        self.smoothed = value if self.smoothed is None or not np.isfinite(self.smoothed) \
+            else self.smoothing * self.smoothed + (1.0 - self.smoothing) * value
         weights = self.model.get_weights()
-        if value > self.best + 1e-6:
-            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
+        if self.smoothed >= self.best - 1e-9 or not np.isfinite(self.best):
+            self.best, self.best_epoch, self.wait = self.smoothed, epoch + 1, 0
             _save_npz(self.folder / "best.npz", _pack("w", weights))
         else:
             self.wait += 1
+        fraction = self.budget.fraction(int(self.model.optimizer.iterations.numpy()))
         meta = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                "wait": self.wait, "monitor": self.monitor}
+                "wait": self.wait, "monitor": self.monitor, "smoothed": self.smoothed,
+                "spent": self.budget.elapsed()}
+        logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
+                 "budget": self.budget.seconds or 0.0, "fraction": fraction}
+        logs.pop("learning_rate", None)
         optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
         _save_npz(self.folder / "last.npz", _pack("w", weights) | _pack("o", optimizer)
                   | {"meta": np.array(json.dumps(meta))})
@@ -124,7 +213,7 @@ class RunState(keras.callbacks.Callback):
             self.report(epoch + 1, logs)
         if self.progress is not None:
             self.progress(epoch + 1, self.epochs)
-        if self.patience and self.wait >= self.patience:
+        if self.patience and self.wait >= self.patience and fraction >= self.min_fraction:
             log.info("early stop after epoch %d (best %s %.4f at epoch %d)",
                      epoch + 1, self.monitor, self.best, self.best_epoch)
             self.model.stop_training = True
@@ -193,8 +282,13 @@ def fit_model(
     run_dir: Path,
     progress: Callable[[int, int], None] | None = None,
     report: Callable[[int, Mapping[str, float]], None] | None = None,
+    seconds: float | None = None,
 ) -> FitOutcome:
-    """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state."""
+    """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state.
+
+    With ``seconds`` the run is timed (``config.epochs``, if set, is an upper bound);
+    without, it lasts ``config.epochs`` epochs of ``config.steps_per_epoch`` steps.
+    """
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -216,7 +310,8 @@ def fit_model(
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     history_path = run_dir / "history.csv"
-    state: dict[str, Any] = {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0}
+    state: dict[str, Any] = {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
+                             "smoothed": None, "spent": 0.0}
     saved_weights = saved_optimizer = None
     last = folder / "last.npz"
     if config.resume and last.exists():
@@ -229,13 +324,17 @@ def fit_model(
             stale.unlink(missing_ok=True)
     initial = int(state["epoch"])
 
-    total_steps = config.epochs * config.steps_per_epoch
+    if seconds is None:
+        epochs = config.epochs or 1
+        budget = Budget(config.learning_rate, config.warmup,
+                        steps=epochs * config.steps_per_epoch)
+    else:
+        epochs = config.epochs or 1_000_000
+        budget = Budget(config.learning_rate, config.warmup, seconds=seconds,
+                        spent=float(state["spent"]))
     with strategy.scope():
         model = build_unet(info.spec)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=total_steps, alpha=0.05
-        )
-        optimizer = keras.optimizers.Adam(schedule)
+        optimizer = keras.optimizers.Adam(budget.learning_rate(0.0))
         model.compile(
             optimizer=optimizer,
             loss=SegmentationLoss(info.spec.classes, config.loss, list(weights)),
@@ -247,22 +346,22 @@ def fit_model(
             for variable, value in zip(optimizer.variables, saved_optimizer, strict=True):
                 variable.assign(value)
 
-    callback = RunState(folder, monitor, config.patience, config.epochs, progress, report,
-                        state["best"], state["best_epoch"], state["wait"])
+    callback = RunState(folder, monitor, config.patience, epochs, progress, report, budget,
+                        config.min_fraction, config.smoothing, state["best"],
+                        state["best_epoch"], state["wait"], state["smoothed"])
     stopped = config.patience and state["wait"] >= config.patience
-    if initial < config.epochs and not stopped:
+    done = budget.fraction(int(optimizer.iterations.numpy())) >= 1.0
+    if initial < epochs and not stopped and not done:
         _trim_history(history_path, initial)
-        rows = np.concatenate([
-            loader.epoch_rows(e, config.steps_per_epoch * config.batch_size)
-            for e in range(initial, config.epochs)
-        ])
-        train_ds = train_dataset(loader, rows, config.batch_size, config.workers)
+        train_ds = epoch_dataset(loader, initial, config.steps_per_epoch * config.batch_size,
+                                 config.batch_size, config.workers)
         val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
         model.fit(
-            train_ds, epochs=config.epochs, initial_epoch=initial,
+            train_ds, epochs=epochs, initial_epoch=initial,
             steps_per_epoch=config.steps_per_epoch, validation_data=val_ds, verbose=0,
             shuffle=False,
-            callbacks=[keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
+            callbacks=[Schedule(budget),
+                       keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
                        callback],
         )
     history = read_history(history_path)

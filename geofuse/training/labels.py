@@ -24,14 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from geofuse.config import CLASS_NODATA, ClassInfo
+from geofuse.config import CLASS_NODATA, ClassInfo, class_colour
 from geofuse.errors import ConfigError, InputError, first_line
 
 IGNORE = CLASS_NODATA
 UNKNOWN = CLASS_NODATA - 1
 MASK_MODES = ("auto", "ids", "colors")
-_DEFAULT_COLOURS = ("#000000", "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00",
-                    "#ffff33", "#a65628", "#f781bf", "#999999")
 
 
 def _hex(colour: str) -> int:
@@ -44,9 +42,13 @@ def _hex(colour: str) -> int:
         raise ConfigError(f"Expected a colour like '#1a2b3c'. Received: {colour!r}") from exc
 
 
-def default_colour(index: int) -> str:
-    """A distinct display colour for class ``index``."""
-    return _DEFAULT_COLOURS[index % len(_DEFAULT_COLOURS)]
+def default_colour(index: int, name: str = "") -> str:
+    """The display colour of class ``index`` named ``name`` when none is given (never black).
+
+    Readable by name (water blue, vegetation green, building red, ...): see
+    :func:`geofuse.config.class_colour`.
+    """
+    return class_colour(name, index)
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def load_classes(path: str | Path) -> tuple[tuple[ClassInfo, ...], LabelCoding]:
             )
         classes = tuple(
             ClassInfo(i, str(c.get("name", c.get("title", f"class{i}"))),
-                      str(c.get("color", default_colour(i))))
+                      str(c.get("color", default_colour(
+                          i, str(c.get("name", c.get("title", "")))))))
             for i, c in entries
         )
         has_values = any("value" in c for _, c in entries)

@@ -28,11 +28,13 @@ import geofuse
 from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.errors import ConfigError, InputError, OutputError
 from geofuse.outputs import Progress, write_json
-from geofuse.training.config import SceneSource, TilesSource, TrainConfig
+from geofuse.sources import portable
+from geofuse.training.config import SceneSource, TilesSource, TrainConfig, default_budget
 from geofuse.training.datasets import (
     VECTOR_EXTS,
     LabelledRaster,
     band_scale,
+    choose_validation,
     class_weights,
     data_digest,
     find_pairs,
@@ -41,6 +43,7 @@ from geofuse.training.datasets import (
     scan,
     split_units,
 )
+from geofuse.training.facts import input_facts
 from geofuse.training.labels import LabelCoding, default_colour, load_classes
 
 log = logging.getLogger(__name__)
@@ -79,14 +82,36 @@ def _resolve_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelC
     return (), None
 
 
-def _infer_classes(config: TrainConfig) -> tuple[ClassInfo, ...]:
-    """Class table when none is given: vector class names, or ids seen in id-coded masks."""
+def _rename(classes: tuple[ClassInfo, ...], names: tuple[str, ...]) -> tuple[ClassInfo, ...]:
+    """The classes under the user's names (``--class-names``), if any."""
+    if not names:
+        return classes
+    if len(names) != len(classes):
+        raise ConfigError(f"Expected {len(classes)} class names "
+                          f"({', '.join(c.name for c in classes)}). Received: {len(names)}")
+    return tuple(ClassInfo(c.id, n, c.color) for c, n in zip(classes, names, strict=True))
+
+
+def _foreground_name(source: TilesSource | SceneSource) -> str:
+    """The name of the one labelled class of binary labels: the label file's or folder's."""
+    if isinstance(source, SceneSource):
+        return Path(source.labels).stem
+    generic = {"masks", "mask", "labels", "label", "gt", "annotations", "y"}
+    return source.masks if source.masks.lower() not in generic else "foreground"
+
+
+def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCoding | None]:
+    """Class table when none is given: vector class names, or ids seen in id-coded masks.
+
+    Binary labels (a vector without a class field, masks of 0 and 1, or 0 and 255) give
+    ``background`` and the label file's (or mask folder's) name.
+    """
     import rasterio
 
     from geofuse.training.labels import vector_class_names
 
     for source in config.sources:
-        if isinstance(source, SceneSource) and source.labels.suffix.lower() in VECTOR_EXTS:
+        if isinstance(source, SceneSource) and Path(source.labels).suffix.lower() in VECTOR_EXTS:
             if source.class_field is None:
                 names = ["background", Path(source.labels).stem]
             else:
@@ -96,8 +121,9 @@ def _infer_classes(config: TrainConfig) -> tuple[ClassInfo, ...]:
                     names = [f"class{i}" for i in range(top + 1)]
                 else:
                     names = ["background", *found]
-            return tuple(ClassInfo(i, n, default_colour(i)) for i, n in enumerate(names))
+            return tuple(ClassInfo(i, n, default_colour(i, n)) for i, n in enumerate(names)), None
     top = 1
+    seen: set[int] = set()
     ignore = set(config.labels.ignore_values)
     masks = [m for s in config.sources for m in _mask_paths(s)]
     for path in masks:
@@ -115,7 +141,15 @@ def _infer_classes(config: TrainConfig) -> tuple[ClassInfo, ...]:
                     "(use --ignore-value)"
                 )
             top = max([top, *values])
-    return tuple(ClassInfo(i, f"class{i}", default_colour(i)) for i in range(top + 1))
+            seen.update(values)
+    foreground = _foreground_name(config.sources[0])
+    binary = [ClassInfo(0, "background", default_colour(0, "background")),
+              ClassInfo(1, foreground, default_colour(1, foreground))]
+    if seen <= {0, 255} and 255 in seen:
+        return tuple(binary), LabelCoding(classes=2, values=(0, 255))
+    if top == 1:
+        return tuple(binary), None
+    return tuple(ClassInfo(i, f"class{i}", default_colour(i)) for i in range(top + 1)), None
 
 
 def _mask_paths(source: TilesSource | SceneSource) -> list[Path]:
@@ -181,13 +215,17 @@ def train(
     config: TrainConfig,
     progress: Progress | None = None,
     report: Report | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train a fusion U-Net and write it as one model file.
 
     Args:
         config: What to train on and how.
         progress: ``progress(done_epochs, total_epochs)`` after every epoch.
-        report: ``report(epoch, logs)`` after every epoch (loss, mean IoU, ...).
+        report: ``report(epoch, logs)`` after every epoch (loss, mean IoU, ``elapsed`` and
+            ``budget`` seconds, ...).
+        notify: Receives one-line messages for the user: the time budget chosen, warnings
+            about a validation set too small to decide (also logged).
 
     Returns:
         A :class:`TrainResult`.
@@ -198,10 +236,17 @@ def train(
             before the data has been checked.
     """
     start = time.perf_counter()
+    if config.strategy == "multi-worker":
+        # Keras 3's fit() cannot consume the per-replica batches of MultiWorkerMirroredStrategy
+        # ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585, open).
+        raise ConfigError("Expected strategy none or mirrored: multi-worker training does not "
+                          "run under Keras 3 fit() (keras-team/keras#20585). Received: "
+                          "multi-worker")
     run_dir = _check_outputs(config)
     classes, coding = _resolve_classes(config)
     if not classes:
-        classes = _infer_classes(config)
+        classes, coding = _infer_classes(config)
+    classes = _rename(classes, config.labels.class_names)
     coding = config.labels.merge(coding, classes)
     rasters, kinds, files = open_data(config, classes, coding)
     if config.cache == "memory":
@@ -217,20 +262,42 @@ def train(
     scan(rasters, units, len(classes), scale)
     if sum(int(u.counts.sum()) for u in units) == 0:
         raise InputError(f"{rasters[0].labels}: no labelled pixels in the training data")
-    split_units(units, config.val_fraction, config.seed)
+    if config.val_tiles:
+        choose_validation(units, [rasters[u.raster].image for u in units], config.val_tiles)
+    else:
+        split_units(units, config.val_fraction, config.seed)
     mean, std = normalisation_stats(units)
     norm = Normalization(mean=mean, std=std, scale=scale)
     train_counts = sum(u.counts for u in units if not u.validation)
+    def say(text: str) -> None:
+        if notify is not None:
+            notify(text)
+        elif text.startswith("warning: "):
+            log.warning("%s", text[len("warning: "):])
+
+    for warning in validation_warnings(units, classes):
+        say(f"warning: {warning}")
+    seconds = config.time_limit
+    if seconds is None and config.epochs is None:
+        seconds = default_budget(int(train_counts.sum()))
+        say(f"training for {_clock(seconds)} (default for {train_counts.sum() / 1e6:.2f} Mpx "
+            "of labelled training pixels; set --time-limit or --epochs to choose)")
+    elif seconds is not None:
+        say(f"training for {_clock(seconds)}")
     weights = _class_weights(config, train_counts, classes)
     spec = ModelSpec(bands=len(rasters[0].bands), classes=len(classes), arch=config.arch)
     info = ModelInfo(
         spec=spec, band_names=_band_names(rasters[0]), normalization=norm, classes=classes,
         patch_size=config.patch, input_dtype=rasters[0].dtype,
+        **input_facts(rasters),  # colours, value range, pixel size: the input contract
     )
     from geofuse.training.fit import fit_model
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report)
+    if seconds is not None:  # the budget covers the whole run: data checks included
+        seconds = max(1.0, seconds - (time.perf_counter() - start))
+    outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report,
+                        seconds)
     digest = data_digest(files)
     metrics = {
         "validation": outcome.validation,
@@ -245,8 +312,11 @@ def train(
                      for u in units if u.validation],
         "replicas": outcome.replicas,
         "seconds": round(time.perf_counter() - start, 1),
+        "time_limit": config.time_limit,
+        "budget_seconds": seconds,
+        "warnings": validation_warnings(units, classes),
     }
-    provenance = {
+    provenance = portable({  # no absolute paths of this machine in the model file
         "geofuse_version": geofuse.__version__,
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "data_digest": digest,
@@ -255,7 +325,7 @@ def train(
         "fusion": spec.arch.fusion,
         "metrics": _short_metrics(outcome.validation),
         "training_config": config.to_dict(),
-    }
+    })
     final = ModelInfo(**{**info.__dict__, "provenance": provenance})
     write_json(run_dir / "metrics.json", metrics)
     from geofuse.model import save_model
@@ -266,6 +336,35 @@ def train(
         best_epoch=outcome.best_epoch, seconds=time.perf_counter() - start,
         history=outcome.history,
     )
+
+
+def _clock(seconds: float) -> str:
+    """``90`` -> ``1:30``."""
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def validation_warnings(units: list[Any], classes: tuple[ClassInfo, ...],
+                        min_pixels: int = 2000) -> list[str]:
+    """Why the validation set may be too small to pick the best weights or stop early.
+
+    One validation tile or block, or fewer than ``min_pixels`` labelled validation pixels of
+    a class that the training part has.
+    """
+    validation = [u for u in units if u.validation]
+    if not validation:
+        return ["no validation data: the last weights are kept (more tiles, or --val-fraction)"]
+    problems = []
+    if len(validation) == 1:
+        problems.append("validation is one tile or block: scores are noisy "
+                        "(add tiles, or raise --val-fraction)")
+    val = sum(u.counts for u in validation)
+    train = sum(u.counts for u in units if not u.validation)
+    few = [f"{c.name} {int(v)}" for c, v, t in zip(classes, val, train, strict=True)
+           if t > 0 and v < min_pixels]
+    if few:
+        problems.append(f"validation has fewer than {min_pixels} labelled pixels of: "
+                        + ", ".join(few))
+    return problems
 
 
 def _class_weights(

@@ -1,0 +1,5 @@
+"""``python -m geofuse.cli``."""
+
+from geofuse.cli import main
+
+main()

@@ -1,0 +1,324 @@
+"""Commands on labelled data: ``train`` and ``evaluate``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geofuse.cli.app import default, handle_errors, main, quiet_tensorflow
+from geofuse.cli.options import (
+    announce_runtime,
+    build_tiling,
+    grid_options,
+    input_options,
+)
+from geofuse.cli.progress import ProgressBar
+from geofuse.config import (
+    FUSION_LEVELS,
+    Architecture,
+    InputConfig,
+    parse_bands,
+)
+from geofuse.fusion import all_options, fusion_mode, fusion_modes
+from geofuse.training.config import (
+    CACHES,
+    DEFAULT_BUDGET,
+    LOSSES,
+    MASK_SUFFIXES,
+    SAMPLING,
+    STRATEGIES,
+    EvaluateConfig,
+    LabelOptions,
+    SceneSource,
+    TilesSource,
+    TrainConfig,
+    parse_duration,
+)
+from geofuse.training.labels import MASK_MODES
+
+
+def label_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by ``train`` and ``evaluate``: data layout and label coding."""
+    tiles = default(TilesSource, "images"), default(TilesSource, "masks")
+    options = [
+        click.option("--tiles", multiple=True, type=click.Path(),
+                     help="Tiles folder with IMAGES/NAME.ext and MASKS/NAME.ext (repeatable)."),
+        click.option("--images-dir", default=tiles[0], show_default=True,
+                     help="Name of the image folder inside --tiles."),
+        click.option("--masks-dir", default=tiles[1], show_default=True,
+                     help="Name of the mask folder inside --tiles."),
+        click.option("--image-ext", default=None, help="Image extension, e.g. .jpg."),
+        click.option("--mask-ext", default=None, help="Mask extension, e.g. .png."),
+        click.option("--mask-suffix", default=None,
+                     help="Mask name = image stem + this, beside the image or in --masks-dir "
+                          "(e.g. _mask for X.tif + X_mask.png). Default: the same name, or "
+                          "one of " + ", ".join(MASK_SUFFIXES) + "."),
+        click.option("--exclude", multiple=True,
+                     help="Glob pattern (relative to --tiles) or file name of images to leave "
+                          "out (repeatable)."),
+        click.option("--scene", type=click.Path(), help="A scene to use with --labels."),
+        click.option("--labels", type=click.Path(),
+                     help="Labels of --scene: a mask raster or a vector file (GeoJSON, GPKG)."),
+        click.option("--class-field", default=None,
+                     help="Vector attribute with class ids or names (default: one class)."),
+        click.option("--line-width", type=float, default=None,
+                     help="Buffer width in metres for vector lines and points."),
+        click.option("--classes", "classes_file", type=click.Path(dir_okay=False),
+                     help="classes.json: names, colours, mask values, ignored values."),
+        click.option("--ignore-value", multiple=True,
+                     help="Mask value or colour (#9b9b9b) to ignore (repeatable)."),
+        click.option("--class-names", default=None,
+                     help="Comma-separated class names, in class-id order (e.g. "
+                          "background,building), for masks or vectors that do not name them."),
+        click.option("--mask-mode", type=click.Choice(MASK_MODES),
+                     default=default(LabelOptions, "mask_mode"), show_default=True,
+                     help="How masks encode classes: auto, class ids, or colours."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_data(tiles: tuple[str, ...], images_dir: str, masks_dir: str, image_ext: str | None,
+               mask_ext: str | None, mask_suffix: str | None, exclude: tuple[str, ...],
+               scene: str | None, labels: str | None, class_field: str | None,
+               line_width: float | None, classes_file: str | None, class_names: str | None,
+               ignore_value: tuple[str, ...], mask_mode: str,
+               ) -> tuple[tuple[TilesSource | SceneSource, ...], LabelOptions]:
+    """Sources and label options from the :func:`label_options` values."""
+    from geofuse.training.labels import parse_ignore
+
+    if bool(tiles) == bool(scene):
+        raise click.UsageError("use --tiles DIR or --scene S.tif --labels L (one of them)")
+    if scene and not labels:
+        raise click.UsageError("--scene needs --labels (a mask raster or a vector file)")
+    sources: tuple[TilesSource | SceneSource, ...]
+    if tiles:
+        sources = tuple(TilesSource(Path(t), images_dir, masks_dir, image_ext, mask_ext,
+                                    exclude=exclude, mask_suffix=mask_suffix)
+                        for t in tiles)
+    else:
+        sources = (SceneSource(scene, labels, class_field, line_width),)  # GDAL names kept
+    ignore_values, ignore_colors = parse_ignore(ignore_value)
+    options = LabelOptions(classes_file=Path(classes_file) if classes_file else None,
+                           ignore_values=ignore_values, ignore_colors=ignore_colors,
+                           mask_mode=mask_mode,
+                           class_names=tuple(n.strip() for n in class_names.split(","))
+                           if class_names else ())
+    return sources, options
+
+
+DATA_ARGS = ("tiles", "images_dir", "masks_dir", "image_ext", "mask_ext", "mask_suffix",
+             "exclude", "scene", "labels", "class_field", "line_width", "classes_file",
+             "class_names", "ignore_value", "mask_mode")
+
+
+def architecture_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--fusion`` and every option of every registered fusion mode, plus the U-Net shape."""
+    options = [
+        click.option("--fusion", type=click.Choice(fusion_modes()),
+                     default=default(Architecture, "fusion"), show_default=True,
+                     help="Decoder fusion mode: "
+                          + "; ".join(f"{m}: {fusion_mode(m).doc}" for m in fusion_modes())),
+        click.option("--depth", default=default(Architecture, "depth"), show_default=True,
+                     help="U-Net depth."),
+        click.option("--filters", default=default(Architecture, "base_filters"),
+                     show_default=True, help="Filters of the first level."),
+        click.option("--fusion-width", type=click.IntRange(min=1), default=None,
+                     help="Width of the aligned maps in fusion blocks. Default: --filters."),
+        click.option("--fusion-levels", type=click.Choice(FUSION_LEVELS),
+                     default=default(Architecture, "fusion_levels"), show_default=True,
+                     help="Encoder levels each decoder level fuses: all, or its own and the "
+                          "adjacent ones."),
+    ]
+    for option in all_options().values():
+        if isinstance(option.default, bool):
+            name = option.flag[2:]
+            options.append(click.option(f"--{name}/--no-{name}", option.name, default=None,
+                                        help=f"{option.help}  [default: {option.default}]"))
+        else:
+            options.append(click.option(option.flag, option.name, type=type(option.default),
+                                        default=None,
+                                        help=f"{option.help}  [default: {option.default}]"))
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_architecture(values: dict[str, Any]) -> Architecture:
+    """Architecture from the :func:`architecture_options` values (removed from ``values``)."""
+    given = {name: values.pop(name) for name in all_options()}
+    return Architecture(
+        depth=values.pop("depth"), base_filters=values.pop("filters"),
+        fusion=values.pop("fusion"), fusion_width=values.pop("fusion_width"),
+        fusion_levels=values.pop("fusion_levels"),
+        fusion_options={k: v for k, v in given.items() if v is not None},
+    )
+
+
+def _train_default(name: str) -> Any:
+    return default(TrainConfig, name)
+
+
+@main.command()
+@label_options
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (.keras).")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="History, curves, metrics and checkpoints. Default: OUT with .train.")
+@click.option("--bands", default=None, help="1-based bands to use. Default: all but alpha.")
+@architecture_options
+@click.option("--patch", default=_train_default("patch"), show_default=True,
+              help="Training chip side in pixels.")
+@click.option("--batch-size", default=_train_default("batch_size"), show_default=True,
+              help="Chips per step.")
+@click.option("--time-limit", default=None,
+              help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it. "
+                   "Default: from the amount of labelled data (at most "
+                   f"{DEFAULT_BUDGET[2] / 60:g} minutes), unless --epochs is given.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Number of epochs (a fixed number of steps, reproducible); with "
+                   "--time-limit, an upper bound.")
+@click.option("--steps", "steps_per_epoch", default=_train_default("steps_per_epoch"),
+              show_default=True, help="Steps per epoch.")
+@click.option("--lr", "learning_rate", default=_train_default("learning_rate"),
+              show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--loss", type=click.Choice(LOSSES), default=_train_default("loss"),
+              show_default=True, help="Loss.")
+@click.option("--class-weights", default=_train_default("class_weights"), show_default=True,
+              help="auto (inverse sqrt frequency), none, or comma-separated weights.")
+@click.option("--augment/--no-augment", default=_train_default("augment"), show_default=True,
+              help="8 flips/rotations and brightness/contrast jitter.")
+@click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
+              show_default=True, help="Random chip positions or a shuffled grid.")
+@click.option("--val-fraction", default=_train_default("val_fraction"), show_default=True,
+              help="Share of tiles / scene blocks held out for validation.")
+@click.option("--val-tiles", default=None,
+              help="Comma-separated tiles to validate on (file names, stems or globs) instead "
+                   "of a random --val-fraction.")
+@click.option("--val-block", type=int, default=None,
+              help="Side of scene validation blocks. Default: max(4 x patch, 256).")
+@click.option("--patience", default=_train_default("patience"), show_default=True,
+              help="Stop after this many epochs without improvement (0: never).")
+@click.option("--seed", default=_train_default("seed"), show_default=True, help="Random seed.")
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=_train_default("strategy"),
+              show_default=True,
+              help="tf.distribute: mirrored over local devices, multi-worker via TF_CONFIG.")
+@click.option("--cache", type=click.Choice(CACHES), default=_train_default("cache"),
+              show_default=True, help="Hold images in memory (auto: non-GeoTIFF ones).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@handle_errors
+def train(**values: Any) -> None:
+    """Train a model on labelled tiles or a scene with labels; write one .keras file.
+
+    For example `geofuse train --tiles data/ --out model.keras` or `geofuse train --scene
+    s.tif --labels buildings.gpkg --out model.keras`.
+    """
+    sources, labels = build_data(**{k: values.pop(k) for k in DATA_ARGS})
+    arch = build_architecture(values)
+    quiet = values.pop("quiet")
+    class_weights = values.pop("class_weights")
+    weights: Any = class_weights
+    if class_weights not in ("auto", "none"):
+        try:
+            weights = tuple(float(w) for w in class_weights.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected auto, none or numbers, got {class_weights!r}",
+                                     param_hint="--class-weights") from None
+    run_dir = values.pop("run_dir")
+    time_limit = values.pop("time_limit")
+    val_tiles = values.pop("val_tiles")
+    config = TrainConfig(
+        time_limit=parse_duration(time_limit) if time_limit else None,
+        val_tiles=tuple(v.strip() for v in val_tiles.split(",") if v.strip()) if val_tiles
+        else (),
+        sources=sources, out=Path(values.pop("out")), labels=labels, arch=arch,
+        run_dir=Path(run_dir) if run_dir else None, bands=parse_bands(values.pop("bands")),
+        class_weights=weights, **values,
+    )
+    quiet_tensorflow()
+    from geofuse.training.train import train as run_training
+
+    def report(epoch: int, logs: Any) -> None:
+        if quiet:
+            return
+        keys = ("loss", "mean_iou", "val_loss", "val_mean_iou")
+        shown = "  ".join(f"{k} {logs[k]:.4f}" for k in keys if k in logs)
+        if logs.get("budget"):
+            when = f"{logs['elapsed']:.0f}/{logs['budget']:.0f} s"
+        else:
+            when = f"{epoch}/{config.epochs}"
+        click.echo(f"epoch {epoch} ({when})  {shown}", err=True)
+
+    def notify(text: str) -> None:
+        if not quiet or text.startswith("warning"):
+            click.echo(text, err=True)
+
+    result = run_training(config, report=report, notify=notify)
+    if not quiet:
+        validation = result.metrics.get("validation") or {}
+        score = validation.get("mean_iou")
+        click.echo(
+            f"{result.model}: best epoch {result.best_epoch} of {result.epochs}, "
+            + (f"validation mean IoU {score:.4f}, " if score is not None else "")
+            + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})",
+            err=True,
+        )
+
+
+@main.command()
+@label_options
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Model file (.keras), or 'default': the embedded model (the default).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON report here (and the confusion matrix as .png beside it).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Confusion-matrix PNG. Default: the report path with .png.")
+@grid_options
+@click.option("--seam-width", default=default(EvaluateConfig, "seam_width"), show_default=True,
+              help="Half-width in pixels of the band around tile seams (scene only).")
+@click.option("--overwrite", is_flag=True, help="Replace existing report files.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@input_options
+@handle_errors
+def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
+             overlap: int | None, blend: str, batch_size: int, bands: str | None,
+             runtime: str, precision: str, seam_width: int, overwrite: bool, quiet: bool,
+             adapt: InputConfig, **data: Any) -> None:
+    """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
+    sources, labels = build_data(**data)
+    if len(sources) > 1:
+        raise click.UsageError("evaluate takes one --tiles folder")
+    config = EvaluateConfig(
+        source=sources[0], model=Path(model_path) if model_path else None, labels=labels,
+        tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision),
+        seam_width=seam_width, report=Path(report) if report else None,
+        plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt,
+    )
+    quiet_tensorflow()
+    announce_runtime(config.tiling, quiet)
+    from geofuse.training.evaluate import evaluate as run_evaluation
+
+    bar = ProgressBar("images", quiet)
+    try:
+        result = run_evaluation(config, progress=bar)
+    finally:
+        bar.close()
+    r = result.report
+    click.echo(f"{'class':<16}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}{'pixels':>12}")
+    for name, c in r["classes"].items():
+        cells = [c[k] for k in ("iou", "f1", "precision", "recall")]
+        text = "".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in cells)
+        click.echo(f"{name:<16}{text}{c['support']:>12}")
+    mean = r["mean_iou"]
+    click.echo(f"mean IoU {mean:.4f}  accuracy {r['accuracy']:.4f}  pixels {r['pixels']}"
+               if mean is not None else "no labelled pixels to score")
+    seams = r.get("seams")
+    if seams and seams["seam"]["mean_iou"] is not None:
+        click.echo(f"seam band ({seams['width']} px) mean IoU {seams['seam']['mean_iou']:.4f}"
+                   f"  interior {seams['interior']['mean_iou']:.4f}")

@@ -1,0 +1,212 @@
+"""Training recipes on small real data: which defaults give a converged model in a time budget.
+
+Each run trains one recipe (a set of TrainConfig overrides) on one data set with one seed for a
+fixed time budget, scores it on data it never saw, and writes one result file,
+``docs/training-runs/<set>-<recipe>-<budget>-seed<k>.json``. Finished runs are skipped, so the
+script can be stopped and restarted (``--report-only`` rebuilds the table of ``docs/training.md``
+from the result files alone).
+
+Sets (held-out protocol fixed before any run):
+
+- ``spacenet``: train on the western 600 columns of the SpaceNet scene (0.5 m panchromatic,
+  vector building labels), score building IoU on the eastern 300 (``scripts/_common.py``).
+- ``dubai-<tile>``: train on every Dubai land-cover tile folder but ``<tile>``, score mean IoU
+  over the five classes on the held-out tile (e.g. ``dubai-Tile 3``).
+- ``forest``: Sentinel-2 forest chips, train on train_images, score forest IoU on test_images.
+
+    nice python scripts/train_recipes.py --sets spacenet --recipes default,plain --seeds 0 1 2
+    python scripts/train_recipes.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    DUBAI,
+    REAL,
+    ROOT,
+    SPACENET_LABELS,
+    SPACENET_VAL_BLOCK,
+    dubai_coding,
+    dubai_holdout,
+    dubai_training,
+    spacenet_classes,
+    spacenet_split,
+)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RUNS = ROOT / "docs" / "training-runs"
+FOREST = REAL / "sentinel2-forest-hu"
+FOREST_CLASSES = {"classes": [{"id": 0, "name": "background", "color": "#e6e6b4", "value": 2},
+                              {"id": 1, "name": "forest", "color": "#1b7837", "value": 1}],
+                  "ignore": [0]}
+
+# name -> (TrainConfig overrides, Architecture overrides, what it tests)
+RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "default": ({}, {}, "the library defaults as they are"),
+    "plain": ({"batch_size": 32}, {"depth": 2, "base_filters": 8, "fusion": "none"},
+              "the 60-line baseline: plain U-Net 8-16-32, batch 32"),
+    "small-concat": ({"batch_size": 32}, {"depth": 2, "base_filters": 8},
+                     "the baseline's size with concat fusion"),
+    "d3f8-concat": ({"batch_size": 32}, {"depth": 3, "base_filters": 8},
+                    "depth 3, 8 filters, concat, batch 32"),
+    "d3f8-b16": ({"batch_size": 16}, {"depth": 3, "base_filters": 8},
+                 "depth 3, 8 filters, concat, batch 16"),
+    "small-weighted": ({"batch_size": 32}, {"depth": 2, "base_filters": 8, "fusion": "weighted"},
+                       "the baseline's size with weighted fusion"),
+    "d3f8-plain": ({"batch_size": 32}, {"depth": 3, "base_filters": 8, "fusion": "none"},
+                   "plain U-Net, depth 3, 8 filters, batch 32"),
+    "plain-b16": ({"batch_size": 16}, {"depth": 2, "base_filters": 8, "fusion": "none"},
+                  "plain U-Net 8-16-32, batch 16"),
+    "noweights": ({"class_weights": "none"}, {}, "defaults without class weights"),
+    "lr1e-3": ({"learning_rate": 1e-3}, {}, "defaults with a lower peak learning rate"),
+    "patch128": ({"patch": 128, "batch_size": 8}, {}, "defaults on 128-px chips, batch 8"),
+}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=ROOT, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) -> dict[str, Any]:
+    """Train ``recipe`` on ``dataset`` for ``budget`` seconds and score the held-out part."""
+    from geofuse.config import Architecture
+    from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource, TilesSource
+    from geofuse.training.evaluate import evaluate
+    from geofuse.training.train import TrainConfig, train
+
+    overrides, arch, _ = RECIPES[recipe]
+    run = work / f"{dataset}-{recipe}-{seed}"
+    extra: dict[str, Any] = {}
+    if dataset == "spacenet":
+        west, east = spacenet_split(work)
+        sources: tuple = (SceneSource(west, SPACENET_LABELS),)
+        labels = LabelOptions(classes=spacenet_classes())
+        extra["val_block"] = SPACENET_VAL_BLOCK
+        held_out = EvaluateConfig(source=SceneSource(east, SPACENET_LABELS),
+                                  model=run / "m.keras")
+        score_class = "building"
+    elif dataset.startswith("dubai-"):
+        tile = dataset[len("dubai-"):]
+        sources = (dubai_training(tile),)
+        labels = LabelOptions(classes=dubai_coding()[0])
+        held_out = dubai_holdout(run / "m.keras", tile, DUBAI)
+        score_class = None
+    elif dataset == "forest":
+        classes = work / "forest-classes.json"
+        classes.write_text(json.dumps(FOREST_CLASSES))
+        sources = (TilesSource(FOREST, "train_images", "train_labels", ".jpg", ".png"),)
+        labels = LabelOptions(classes_file=classes)
+        held_out = EvaluateConfig(
+            source=TilesSource(FOREST, "test_images", "test_labels", ".jpg", ".png"),
+            model=run / "m.keras", labels=LabelOptions(classes_file=classes))
+        score_class = "forest"
+    else:
+        raise SystemExit(f"unknown set {dataset!r}")
+    config = TrainConfig(sources=sources, out=run / "m.keras", run_dir=run / "train",
+                         labels=labels, arch=Architecture(**arch), time_limit=budget,
+                         seed=seed, overwrite=True, **(extra | overrides))
+    result = train(config)
+    report = evaluate(held_out).report
+    return {
+        "set": dataset, "recipe": recipe, "seed": seed, "budget_seconds": budget,
+        "recipe_overrides": overrides, "architecture": arch,
+        "train_seconds": round(result.seconds, 1), "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "steps": result.epochs * config.steps_per_epoch,
+        "validation_mean_iou": (result.metrics.get("validation") or {}).get("mean_iou"),
+        "held_out_mean_iou": report["mean_iou"],
+        "held_out_score": report["classes"][score_class]["iou"] if score_class
+        else report["mean_iou"],
+        "score_name": f"{score_class} IoU" if score_class else "mean IoU",
+        "classes": {k: {"iou": v["iou"], "f1": v["f1"]} for k, v in report["classes"].items()},
+        "warnings": result.metrics.get("warnings", []),
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+        "geofuse_commit": commit(),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def report() -> str:
+    """The results table (markdown) from the run files."""
+    rows: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for path in sorted(RUNS.glob("*.json")):
+        r = json.loads(path.read_text())
+        rows.setdefault((r["set"], r["recipe"], r["budget_seconds"]), []).append(r)
+    lines = ["| set | recipe | budget | seeds | held-out score (each seed) | mean | spread |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for (dataset, recipe, budget), runs in sorted(rows.items()):
+        scores = [r["held_out_score"] for r in sorted(runs, key=lambda r: r["seed"])]
+        valid = [s for s in scores if s is not None]
+        mean = sum(valid) / len(valid) if valid else None
+        spread = max(valid) - min(valid) if len(valid) > 1 else 0.0
+        shown = ", ".join("-" if s is None else f"{s:.3f}" for s in scores)
+        lines.append(f"| {dataset} | {recipe} | {budget / 60:g} min | {len(runs)} | "
+                     f"{runs[0]['score_name']}: {shown} | "
+                     f"{'-' if mean is None else f'{mean:.3f}'} | {spread:.3f} |")
+    return "\n".join(lines)
+
+
+def write_report() -> None:
+    """Print the table and put it between the result markers of docs/training.md."""
+    table = report()
+    print(table)
+    doc = ROOT / "docs" / "training.md"
+    text = doc.read_text()
+    start, end = "<!-- results -->\n", "<!-- /results -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        tmp = doc.with_suffix(".tmp")
+        tmp.write_text(head + start + table + "\n" + end + tail)
+        os.replace(tmp, doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", default="spacenet", help="Comma-separated sets.")
+    parser.add_argument("--recipes", default="default", help="Comma-separated recipes: "
+                        + ", ".join(RECIPES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--budget", default="5m", help="Training time per run (90s, 5m, ...).")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--work", type=Path, default=None, help="Scratch folder.")
+    args = parser.parse_args()
+    if args.report_only:
+        write_report()
+        return
+    from geofuse.training.config import parse_duration
+
+    budget = parse_duration(args.budget)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    work = args.work or Path(tempfile.mkdtemp(prefix="geofuse-recipes-"))
+    for dataset in args.sets.split(","):
+        for recipe in args.recipes.split(","):
+            for seed in args.seeds:
+                out = RUNS / f"{dataset}-{recipe}-{budget:g}s-seed{seed}.json".replace(" ", "_")
+                if out.exists():
+                    print(f"skip {out.name}")
+                    continue
+                result = run_once(dataset, recipe, seed, budget, work)
+                tmp = out.with_suffix(".tmp")
+                tmp.write_text(json.dumps(result, indent=2) + "\n")
+                os.replace(tmp, out)
+                print(f"{out.name}: {result['score_name']} {result['held_out_score']}", flush=True)
+    write_report()
+
+
+if __name__ == "__main__":
+    main()
