@@ -41,7 +41,7 @@ import geofuse
 from geofuse.checks import choice as check_value
 from geofuse.config import PRECISIONS, RUNTIMES, TilingConfig
 from geofuse.errors import ConfigError, ModelError, first_line
-from geofuse.model import LoadedModel
+from geofuse.model import LoadedModel, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -348,14 +348,6 @@ def cache_key(digest: str, shape: tuple[int, ...], ov_version: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def ov_reason(exc: BaseException) -> str:
     """The informative line of a converter's error (OpenVINO's first line is a source file)."""
     lines = [ln.strip(" -") for ln in str(exc).splitlines() if ln.strip(" -")]
@@ -397,7 +389,7 @@ def _read_entry(entry: Path, digest: str, shape: tuple[int, ...], version: str) 
     if any(manifest.get(k) != v for k, v in expected.items()):
         raise ValueError("its manifest is for another model, shape or OpenVINO version")
     for name in _IR_FILES:
-        if _sha256(entry / name) != manifest["files"][name]:
+        if file_digest(entry / name) != manifest["files"][name]:
             raise ValueError(f"{name} does not match its recorded SHA-256")
     return _core().read_model(str(entry / "model.xml"))
 
@@ -465,7 +457,7 @@ def _write_entry(tmp: Path, ov_model: Any, loaded: LoadedModel, shape: tuple[int
         "layout": CACHE_LAYOUT, "model_sha256": loaded.digest, "shape": list(shape),
         "openvino": version, "model": loaded.path.name, "geofuse": geofuse.__version__,
         "convert_seconds": round(seconds, 3),
-        "files": {name: _sha256(tmp / name) for name in _IR_FILES},
+        "files": {name: file_digest(tmp / name) for name in _IR_FILES},
     }
     (tmp / _ENTRY).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.chmod(tmp, 0o755)
