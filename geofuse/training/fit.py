@@ -2,9 +2,11 @@
 
 :func:`fit_model` is called by :func:`.train.train` once the data is checked. It keeps
 its state in ``RUN_DIR/checkpoints``: ``last.npz`` (weights, optimizer variables, epoch, best
-score, early-stopping counter; rewritten atomically after every epoch) and ``best.npz`` (the
-best weights by the monitored metric). ``history.csv`` gets one row per epoch and
-``curves.png`` is drawn at the end.
+score, early-stopping counter, training seconds spent; rewritten atomically after every epoch)
+and ``best.npz`` (the best weights by the smoothed validation score). ``history.csv`` gets one
+row per epoch (with the learning rate and the seconds spent) and ``curves.png`` is drawn at the
+end. :class:`Budget` and :class:`Schedule` lay the learning-rate schedule over the run, counted
+in seconds (a time budget) or in steps (``epochs``).
 
 Imports TensorFlow: import this module lazily.
 """
