@@ -207,7 +207,8 @@ def _train_default(name: str) -> Any:
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=_train_default("strategy"),
               show_default=True,
-              help="tf.distribute: mirrored over local devices, multi-worker via TF_CONFIG.")
+              help="tf.distribute: mirrored over local devices (multi-worker is refused for "
+                   "now: keras-team/keras#20585).")
 @click.option("--cache", type=click.Choice(CACHES), default=_train_default("cache"),
               show_default=True, help="Hold images in memory (auto: non-GeoTIFF ones).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")

@@ -56,14 +56,13 @@ def make_strategy(name: str) -> Any:
     """The tf.distribute strategy called ``name``.
 
     ``none`` is the default strategy, ``mirrored`` mirrors over all local GPUs (else all
-    logical CPUs), ``multi-worker`` is MultiWorkerMirroredStrategy configured by TF_CONFIG.
+    logical CPUs). ``multi-worker`` never reaches here: ``train()`` refuses it (Keras 3 fit()
+    cannot run MultiWorkerMirroredStrategy, keras-team/keras#20585).
     """
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
@@ -207,7 +206,6 @@ class RunState(keras.callbacks.Callback):
                 "spent": self.budget.elapsed()}
         logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
                  "budget": self.budget.seconds or 0.0, "fraction": fraction}
-        logs.pop("learning_rate", None)
         optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
         _save_npz(self.folder / "last.npz", _pack("w", weights) | _pack("o", optimizer)
                   | {"meta": np.array(json.dumps(meta))})
