@@ -555,3 +555,33 @@ def test_multi_worker_is_refused_in_one_line_before_any_work(tmp_path: Path) -> 
     assert result.exit_code == 1
     assert "keras-team/keras#20585" in result.output
     assert not (tmp_path / "m.keras").exists() and not (tmp_path / "m.train").exists()
+
+
+def test_rasters_read_in_worker_threads_never_see_an_earlier_raster(tmp_path: Path) -> None:
+    """Read handles belong to their raster: a new raster never reads a freed one's file.
+
+    tf.data keeps its reader threads between runs, so a second ``train`` in one process reads
+    in threads where the first one's rasters were opened (a handle table keyed by ``id()``
+    handed a recycled id the previous file).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rasterio.windows import Window
+
+    from geofuse.config import ClassInfo
+    from geofuse.training.datasets import LabelledRaster
+    from geofuse.training.labels import LabelCoding
+
+    tiles = make_tiles(tmp_path / "tiles", count=2, size=40)
+    classes = [ClassInfo(i, n) for i, n in enumerate(("background", "building", "water"))]
+    coding = LabelCoding(classes=3)
+    expected = [synth(i, 40, 40) for i in range(2)]
+    with ThreadPoolExecutor(1) as pool:  # one long-lived reader thread, as tf.data's
+        for n in range(12):
+            k = n % 2
+            raster = LabelledRaster(tiles / "images" / f"t{k:02d}.tif",
+                                    tiles / "masks" / f"t{k:02d}.tif", coding, classes)
+            data, _, labels = pool.submit(raster.read, Window(0, 0, 40, 40)).result()
+            np.testing.assert_array_equal(data, expected[k][0])
+            np.testing.assert_array_equal(labels, expected[k][1])
+            del raster

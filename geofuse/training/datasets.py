@@ -135,16 +135,6 @@ def _find_mask(image: Path, places: Sequence[Path], stems: Sequence[str],
     return None
 
 
-_local = threading.local()
-
-
-def _handles() -> dict[Any, Any]:
-    """Per-thread open datasets (rasterio datasets must not be shared between threads)."""
-    if not hasattr(_local, "handles"):
-        _local.handles = {}
-    return _local.handles
-
-
 class LabelledRaster:
     """An image with class ids on the same grid.
 
@@ -175,6 +165,9 @@ class LabelledRaster:
         self.coding = coding
         self.source = 0  # index of the data source it came from (set by the caller)
         self.cached: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # Per-thread handles owned by this object (rasterio datasets must not be shared
+        # between threads); they go with it, so a later raster never finds them.
+        self._local = threading.local()
         with SceneReader(self.image, bands, None, expected_bands) as reader:
             self.bands = reader.bands
             ds = reader.dataset
@@ -220,13 +213,12 @@ class LabelledRaster:
         return source_name(self.image)
 
     def _open(self) -> tuple[SceneReader, Any]:
-        handles = _handles()
-        key = id(self)
-        if key not in handles:
+        handles = getattr(self._local, "handles", None)
+        if handles is None:
             reader = SceneReader(self.image, self.bands)
             mask = rasterio.open(self.labels) if self.decoder is not None else None
-            handles[key] = (reader, mask)
-        return handles[key]
+            handles = self._local.handles = (reader, mask)
+        return handles
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw image ``(bands, h, w)``, validity ``(h, w)`` and labels ``(h, w)`` uint8.
@@ -270,7 +262,8 @@ class LabelledRaster:
 
     def close(self) -> None:
         """Release the calling thread's handles."""
-        entry = _handles().pop(id(self), None)
+        entry = getattr(self._local, "handles", None)
+        self._local.handles = None
         if entry is not None:
             entry[0].close()
             if entry[1] is not None:
