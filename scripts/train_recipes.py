@@ -53,8 +53,13 @@ FOREST_CLASSES = {"classes": [{"id": 0, "name": "background", "color": "#e6e6b4"
 # name -> (TrainConfig overrides, Architecture overrides, what it tests)
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "default": ({}, {}, "the library defaults as they are"),
-    "plain": ({"batch_size": 32}, {"depth": 2, "base_filters": 8, "fusion": "none"},
-              "the 60-line baseline: plain U-Net 8-16-32, batch 32"),
+    "patience5": ({"patience": 5}, {},
+                  "the defaults with early stopping after 5 epochs without improvement (the "
+                  "default before session 3)"),
+    "plain": ({"batch_size": 32, "patience": 5},
+              {"depth": 2, "base_filters": 8, "fusion": "none"},
+              "the 60-line baseline's shape: plain U-Net 8-16-32, batch 32 (with the early "
+              "stopping that was the default when it ran)"),
     "small-concat": ({"batch_size": 32}, {"depth": 2, "base_filters": 8},
                      "the baseline's size with concat fusion"),
     "d3f8-concat": ({"batch_size": 32}, {"depth": 3, "base_filters": 8},
@@ -70,7 +75,11 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "plain-p0": ({"batch_size": 32, "patience": 0},
                  {"depth": 2, "base_filters": 8, "fusion": "none"},
                  "plain, no early stopping: the run always ends with its annealed schedule"),
+    "default-p0": ({"patience": 0}, {},
+                   "the defaults without early stopping (the budget sets the length)"),
     "noweights": ({"class_weights": "none"}, {}, "defaults without class weights"),
+    "noweights-p0": ({"class_weights": "none", "patience": 0}, {},
+                     "defaults without class weights or early stopping"),
     "lr1e-3": ({"learning_rate": 1e-3}, {}, "defaults with a lower peak learning rate"),
     "patch128": ({"patch": 128, "batch_size": 8}, {}, "defaults on 128-px chips, batch 8"),
 }
@@ -196,6 +205,7 @@ def main() -> None:
     budget = parse_duration(args.budget)
     RUNS.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="geofuse-recipes-"))
+    work.mkdir(parents=True, exist_ok=True)
     for dataset in args.sets.split(","):
         for recipe in args.recipes.split(","):
             for seed in args.seeds:

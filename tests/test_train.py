@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -548,13 +549,51 @@ def test_a_missing_mask_names_where_it_was_looked_for(tmp_path: Path) -> None:
     assert "lonely.tif: no mask found (looked for" in line and "lonely_mask.*" in line
 
 
-def test_multi_worker_is_refused_in_one_line_before_any_work(tmp_path: Path) -> None:
-    tiles = make_tiles(tmp_path / "tiles", count=2, size=32)
-    result = run_train("--tiles", tiles, "--out", tmp_path / "m.keras", "--strategy",
-                       "multi-worker", *TINY)
-    assert result.exit_code == 1
-    assert "keras-team/keras#20585" in result.output
-    assert not (tmp_path / "m.keras").exists() and not (tmp_path / "m.train").exists()
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_training_two_processes_one_model_from_the_chief(tmp_path: Path) -> None:
+    """Two worker processes on 127.0.0.1 (TF_CONFIG), a timed run: they agree on every step."""
+    tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
+    cluster = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+            {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "geofuse.cli", "train", "--tiles", str(tiles), "--out",
+             str(tmp_path / "m.keras"), "--strategy", "multi-worker", "--time-limit", "20s",
+             "--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "8",
+             "--steps", "4"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            cwd=tmp_path))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert "the chief writes" in outputs[1]
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    with open(tmp_path / "m.train" / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    assert len(history) >= 2
+    losses = [float(h["loss"]) for h in history]
+    assert losses[-1] < losses[0]  # it learns
+    assert float(history[-1]["fraction"]) == 1.0  # the agreed budget ended the run
+    epochs = [line for line in outputs[1].splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == len(history)  # the worker ran the chief's epochs, no more, no less
+    from geofuse.model import load_model
+
+    assert load_model(tmp_path / "m.keras").info.spec.classes == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.train", "tiles"]
 
 
 def test_rasters_read_in_worker_threads_never_see_an_earlier_raster(tmp_path: Path) -> None:

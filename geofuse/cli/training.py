@@ -207,8 +207,9 @@ def _train_default(name: str) -> Any:
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=_train_default("strategy"),
               show_default=True,
-              help="tf.distribute: mirrored over local devices (multi-worker is refused for "
-                   "now: keras-team/keras#20585).")
+              help="tf.distribute: mirrored over local devices, or multi-worker over the "
+                   "TF_CONFIG cluster (run the same command on every worker; the chief writes "
+                   "the model).")
 @click.option("--cache", type=click.Choice(CACHES), default=_train_default("cache"),
               show_default=True, help="Hold images in memory (auto: non-GeoTIFF ones).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
@@ -261,7 +262,11 @@ def train(**values: Any) -> None:
             click.echo(text, err=True)
 
     result = run_training(config, report=report, notify=notify)
-    if not quiet:
+    if result.model is None:  # a multi-worker run's non-chief worker: the chief writes
+        if not quiet:
+            click.echo(f"worker done after {result.epochs} epochs; the chief writes "
+                       f"{config.out}", err=True)
+    elif not quiet:
         validation = result.metrics.get("validation") or {}
         score = validation.get("mean_iou")
         click.echo(

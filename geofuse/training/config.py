@@ -207,8 +207,10 @@ class TrainConfig:
         val_block: Side of the scene blocks (None: ``max(4 * patch, 256)``).
         max_val_chips: Cap on validation chips per epoch.
         patience: Epochs without improvement of the smoothed validation score before stopping
-            (0: never stop early); never acts before ``min_fraction`` of the run.
-        min_fraction: Share of the run (time or steps) before early stopping may act.
+            (0, the default: never stop early, the run ends with its annealed schedule, which
+            measured better in ``docs/training.md``); never acts before ``min_fraction``.
+        min_fraction: Share of the run (time or steps) before the best weights are picked and
+            early stopping may act.
         smoothing: Weight of the previous smoothed score in the exponential moving average of
             the validation score that picks the best weights and drives early stopping.
         val_tiles: Names (file names, stems or glob patterns) of the tiles to validate on,
@@ -244,7 +246,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_block: int | None = None
     max_val_chips: int = 256
-    patience: int = 5
+    patience: int = 0
     min_fraction: float = 0.5
     smoothing: float = 0.5
     val_tiles: tuple[str, ...] = ()

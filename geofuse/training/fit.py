@@ -33,6 +33,7 @@ from geofuse.outputs import atomic_path
 from geofuse.training.chips import ChipLoader, epoch_dataset, memory_dataset
 from geofuse.training.config import TrainConfig
 from geofuse.training.datasets import LabelledRaster, Unit
+from geofuse.training.distributed import Agreement, run_loop, worker_role
 from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
 from geofuse.training.metrics import confusion_matrix, summarize
 
@@ -50,15 +51,18 @@ class FitOutcome:
     monitor: str
     replicas: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
+    chief: bool = True
 
 
 def make_strategy(name: str) -> Any:
     """The tf.distribute strategy called ``name``.
 
     ``none`` is the default strategy, ``mirrored`` mirrors over all local GPUs (else all
-    logical CPUs). ``multi-worker`` never reaches here: ``train()`` refuses it (Keras 3 fit()
-    cannot run MultiWorkerMirroredStrategy, keras-team/keras#20585).
+    logical CPUs), ``multi-worker`` is MultiWorkerMirroredStrategy over the ``TF_CONFIG``
+    cluster (trained by :func:`.distributed.run_loop`).
     """
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
@@ -100,6 +104,9 @@ class Budget:
         self.seconds, self.steps = seconds, steps
         self.spent = spent
         self._since: float | None = None
+        # Multi-worker runs: maps this worker's share of a timed run to the share all agree
+        # on, so every worker sets the same learning rate and stops at the same step.
+        self.agree: Callable[[float], float] | None = None
 
     def start(self) -> None:
         """Start (or restart, after a resume) the clock."""
@@ -111,7 +118,12 @@ class Budget:
 
     def fraction(self, step: int) -> float:
         """How much of the run is done, 0..1."""
-        done = self.elapsed() / self.seconds if self.seconds else step / max(1, self.steps or 1)
+        if self.seconds:
+            done = self.elapsed() / self.seconds
+            if self.agree is not None:
+                done = self.agree(done)
+        else:
+            done = step / max(1, self.steps or 1)
         return float(min(1.0, max(0.0, done)))
 
     def learning_rate(self, fraction: float) -> float:
@@ -153,7 +165,13 @@ class Schedule(keras.callbacks.Callback):
 
 
 class RunState(keras.callbacks.Callback):
-    """Best-weights checkpoint, early stopping and the resumable ``last.npz`` in one place."""
+    """Best-weights checkpoint, early stopping and the resumable ``last.npz`` in one place.
+
+    The best weights are picked by the smoothed validation score among the epochs that end
+    after ``min_fraction`` of the run (the annealing part of the schedule): on small validation
+    sets a lucky early epoch otherwise wins (``docs/training.md``). Early stopping counts from
+    there too.
+    """
 
     def __init__(
         self,
@@ -195,12 +213,14 @@ class RunState(keras.callbacks.Callback):
         self.smoothed = value if self.smoothed is None or not np.isfinite(self.smoothed) \
             else self.smoothing * self.smoothed + (1.0 - self.smoothing) * value
         weights = self.model.get_weights()
-        if self.smoothed >= self.best - 1e-9 or not np.isfinite(self.best):
+        fraction = self.budget.fraction(int(self.model.optimizer.iterations.numpy()))
+        if fraction < self.min_fraction:
+            pass  # too early to pick: a small validation set favours lucky early epochs
+        elif self.smoothed >= self.best - 1e-9 or not np.isfinite(self.best):
             self.best, self.best_epoch, self.wait = self.smoothed, epoch + 1, 0
             _save_npz(self.folder / "best.npz", _pack("w", weights))
         else:
             self.wait += 1
-        fraction = self.budget.fraction(int(self.model.optimizer.iterations.numpy()))
         meta = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
                 "wait": self.wait, "monitor": self.monitor, "smoothed": self.smoothed,
                 "spent": self.budget.elapsed()}
@@ -213,7 +233,7 @@ class RunState(keras.callbacks.Callback):
             self.report(epoch + 1, logs)
         if self.progress is not None:
             self.progress(epoch + 1, self.epochs)
-        if self.patience and self.wait >= self.patience and fraction >= self.min_fraction:
+        if self.patience and self.wait >= self.patience:
             log.info("early stop after epoch %d (best %s %.4f at epoch %d)",
                      epoch + 1, self.monitor, self.best, self.best_epoch)
             self.model.stop_training = True
@@ -300,8 +320,13 @@ def fit_model(
             f"Received: {config.batch_size}"
         )
     names = [c.name for c in info.classes]
+    multi = config.strategy == "multi-worker"
+    chief, worker, _ = worker_role() if multi else (True, 0, 1)
+    if not chief:  # the chief keeps the run folder; a worker's state is its own
+        run_dir = _worker_folder(run_dir, config.resume)
     loader = ChipLoader(rasters, units, config.patch, info.normalization, config.augment,
-                        config.jitter, config.seed, config.sampling, config.source_weights)
+                        config.jitter, config.seed + 7919 * worker, config.sampling,
+                        config.source_weights)
     val_rows = loader.validation_rows(config.max_val_chips)
     if len(val_rows):
         xv, yv = loader.load(val_rows, augment=False)
@@ -332,6 +357,10 @@ def fit_model(
         epochs = config.epochs or 1_000_000
         budget = Budget(config.learning_rate, config.warmup, seconds=seconds,
                         spent=float(state["spent"]))
+    if multi:
+        agree = Agreement(strategy)
+        if seconds is not None:
+            budget.agree = agree
     with strategy.scope():
         model = build_unet(info.spec)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0))
@@ -353,17 +382,29 @@ def fit_model(
     done = budget.fraction(int(optimizer.iterations.numpy())) >= 1.0
     if initial < epochs and not stopped and not done:
         _trim_history(history_path, initial)
-        train_ds = epoch_dataset(loader, initial, config.steps_per_epoch * config.batch_size,
-                                 config.batch_size, config.workers)
-        val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
-        model.fit(
-            train_ds, epochs=epochs, initial_epoch=initial,
-            steps_per_epoch=config.steps_per_epoch, validation_data=val_ds, verbose=0,
-            shuffle=False,
-            callbacks=[Schedule(budget),
-                       keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
-                       callback],
-        )
+        if not multi:
+            train_ds = epoch_dataset(loader, initial,
+                                     config.steps_per_epoch * config.batch_size,
+                                     config.batch_size, config.workers)
+        callbacks = [Schedule(budget),
+                     keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
+                     callback]
+        if multi:
+            def worker_data(context: Any) -> Any:
+                return epoch_dataset(loader, initial, config.steps_per_epoch * config.batch_size,
+                                     context.get_per_replica_batch_size(config.batch_size),
+                                     config.workers)
+
+            run_loop(model, strategy, model.loss, worker_data,
+                     (xv, yv) if len(val_rows) else None, names, config.batch_size, epochs,
+                     initial, config.steps_per_epoch, callbacks, agree)
+        else:
+            val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
+            model.fit(
+                train_ds, epochs=epochs, initial_epoch=initial,
+                steps_per_epoch=config.steps_per_epoch, validation_data=val_ds, verbose=0,
+                shuffle=False, callbacks=callbacks,
+            )
     history = read_history(history_path)
     best = folder / "best.npz"
     if best.exists():
@@ -379,8 +420,26 @@ def fit_model(
             cm += confusion_matrix(yv[i:i + config.batch_size], probs.argmax(-1),
                                    info.spec.classes)
         validation = summarize(cm, names)
-    plot_curves(history, run_dir / "curves.png")
+    if chief:
+        plot_curves(history, run_dir / "curves.png")
     return FitOutcome(
         export_model=export, validation=validation, best_epoch=callback.best_epoch,
-        epochs=len(history), monitor=monitor, replicas=replicas, history=history,
+        epochs=len(history), monitor=monitor, replicas=replicas, history=history, chief=chief,
     )
+
+
+def _worker_folder(run_dir: Path, resume: bool) -> Path:
+    """A non-chief worker's own run folder (temporary), seeded with the chief's state to resume.
+
+    Resuming a multi-worker run needs the chief's run folder on a shared file system.
+    """
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="geofuse-worker-"))
+    (folder / "checkpoints").mkdir()
+    if resume:
+        for name in ("checkpoints/last.npz", "checkpoints/best.npz", "history.csv"):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, folder / name)
+    return folder

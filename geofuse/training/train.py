@@ -43,6 +43,7 @@ from geofuse.training.datasets import (
     scan,
     split_units,
 )
+from geofuse.training.distributed import worker_role
 from geofuse.training.facts import input_facts
 from geofuse.training.labels import LabelCoding, default_colour, load_classes
 
@@ -55,9 +56,9 @@ __all__ = ["TrainConfig", "TrainResult", "train", "TilesSource", "SceneSource"]
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced (``model`` is None on a multi-worker run's non-chief)."""
 
-    model: Path
+    model: Path | None
     run_dir: Path
     metrics: dict[str, Any]
     epochs: int
@@ -197,8 +198,10 @@ def open_data(
 # -- the run ------------------------------------------------------------------------------------
 
 
-def _check_outputs(config: TrainConfig) -> Path:
+def _check_outputs(config: TrainConfig, chief: bool = True) -> Path:
     out = Path(config.out)
+    if not chief:  # only the chief of a multi-worker run writes the model and the run folder
+        return config.run_dir or out.with_suffix(".train")
     if out.suffix != ".keras":
         raise OutputError(f"{out}: expected a model path ending in .keras")
     if out.exists() and not (config.overwrite or config.resume):
@@ -236,13 +239,8 @@ def train(
             before the data has been checked.
     """
     start = time.perf_counter()
-    if config.strategy == "multi-worker":
-        # Keras 3's fit() cannot consume the per-replica batches of MultiWorkerMirroredStrategy
-        # ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585, open).
-        raise ConfigError("Expected strategy none or mirrored: multi-worker training does not "
-                          "run under Keras 3 fit() (keras-team/keras#20585). Received: "
-                          "multi-worker")
-    run_dir = _check_outputs(config)
+    chief = config.strategy != "multi-worker" or worker_role()[0]
+    run_dir = _check_outputs(config, chief)
     classes, coding = _resolve_classes(config)
     if not classes:
         classes, coding = _infer_classes(config)
@@ -293,7 +291,8 @@ def train(
     )
     from geofuse.training.fit import fit_model
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if seconds is not None:  # the budget covers the whole run: data checks included
         seconds = max(1.0, seconds - (time.perf_counter() - start))
     outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report,
@@ -327,13 +326,14 @@ def train(
         "training_config": config.to_dict(),
     })
     final = ModelInfo(**{**info.__dict__, "provenance": provenance})
-    write_json(run_dir / "metrics.json", metrics)
-    from geofuse.model import save_model
+    if chief:
+        write_json(run_dir / "metrics.json", metrics)
+        from geofuse.model import save_model
 
-    save_model(outcome.export_model, final, config.out)
+        save_model(outcome.export_model, final, config.out)
     return TrainResult(
-        model=Path(config.out), run_dir=run_dir, metrics=metrics, epochs=outcome.epochs,
-        best_epoch=outcome.best_epoch, seconds=time.perf_counter() - start,
+        model=Path(config.out) if chief else None, run_dir=run_dir, metrics=metrics,
+        epochs=outcome.epochs, best_epoch=outcome.best_epoch, seconds=time.perf_counter() - start,
         history=outcome.history,
     )
 
