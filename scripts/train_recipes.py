@@ -77,6 +77,11 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                  "plain, no early stopping: the run always ends with its annealed schedule"),
     "default-p0": ({"patience": 0}, {},
                    "the defaults without early stopping (the budget sets the length)"),
+    "balanced": ({"sampling": "balanced"}, {},
+                 "the defaults with half of the chips centred on a pixel of a class drawn "
+                 "uniformly"),
+    "balanced-noweights": ({"sampling": "balanced", "class_weights": "none"}, {},
+                           "balanced sampling instead of class weights"),
     "noweights": ({"class_weights": "none"}, {}, "defaults without class weights"),
     "noweights-p0": ({"class_weights": "none", "patience": 0}, {},
                      "defaults without class weights or early stopping"),

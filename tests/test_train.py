@@ -624,3 +624,41 @@ def test_rasters_read_in_worker_threads_never_see_an_earlier_raster(tmp_path: Pa
             np.testing.assert_array_equal(data, expected[k][0])
             np.testing.assert_array_equal(labels, expected[k][1])
             del raster
+
+
+def test_balanced_sampling_centres_chips_on_a_rare_class(tmp_path: Path) -> None:
+    """``--sampling balanced``: a class of 0.1 % of the pixels is in far more chips."""
+    from rasterio.windows import Window
+
+    from geofuse.config import ClassInfo, Normalization
+    from geofuse.training.chips import ChipLoader
+    from geofuse.training.datasets import LabelledRaster, make_units, scan
+    from geofuse.training.labels import LabelCoding
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (3, 320, 320), dtype=np.uint8)
+    labels = np.zeros((320, 320), np.uint8)
+    labels[200:210, 40:50] = 1  # 100 of 102,400 pixels
+    write_geotiff(tmp_path / "s.tif", image)
+    write_geotiff(tmp_path / "s_labels.tif", labels)
+    classes = [ClassInfo(0, "background"), ClassInfo(1, "building")]
+    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
+                            LabelCoding(classes=2), classes)
+    units = make_units([raster], ["scene"], 160)
+    scan([raster], units, 2, 1 / 255)
+    norm = Normalization(mean=(0.5,) * 3, std=(0.2,) * 3, scale=1 / 255)
+    shares = {}
+    for sampling in ("random", "balanced"):
+        loader = ChipLoader([raster], units, 32, norm, sampling=sampling)
+        rows = loader.epoch_rows(0, 400)
+        hits = 0
+        for unit, row, col, _, _ in rows.tolist():
+            win = units[unit].window  # every chip lies inside its unit
+            assert win.row_off <= row <= win.row_off + win.height - 32
+            assert win.col_off <= col <= win.col_off + win.width - 32
+            hits += bool((raster.read(Window(col, row, 32, 32))[2] == 1).any())
+        shares[sampling] = hits / len(rows)
+    assert shares["random"] < 0.05
+    assert shares["balanced"] > 0.2  # about half the chips are centred, half of those on it
+    assert np.array_equal(ChipLoader([raster], units, 32, norm, sampling="balanced")
+                          .epoch_rows(4, 50), loader.epoch_rows(4, 50))  # seeded: resumable

@@ -1,7 +1,8 @@
 """Training chips on the fly: sampling tables, reading, augmentation and the tf.data pipeline.
 
 Every epoch is a table of chips ``(unit, row, col, transform, seed)`` drawn with a generator
-seeded by ``(seed, epoch)``: random positions inside training units (weighted by area) or a
+seeded by ``(seed, epoch)``: random positions inside training units (weighted by area), the same
+with half of the chips centred on pixels of a class drawn uniformly (``balanced``), or a
 shuffled grid over them. Tables are computed up front for the remaining epochs, so a resumed run
 sees exactly the chips (and augmentations) the interrupted one would have seen.
 
@@ -23,6 +24,9 @@ from geofuse.training.labels import IGNORE
 from geofuse.windows import axis_starts
 
 
+BALANCED_SHARE = 0.5  # share of chips centred on a class drawn uniformly ("balanced")
+
+
 class ChipLoader:
     """Reads normalised, augmented chips from labelled rasters.
 
@@ -34,7 +38,9 @@ class ChipLoader:
         augment: Apply the 8 flips/rotations and brightness/contrast jitter.
         jitter: Brightness shift and contrast change range (normalised units).
         seed: Base seed.
-        sampling: ``random`` or ``grid``.
+        sampling: ``random``, ``balanced`` (as random, but half of the chips are centred on a
+            pixel of a class drawn uniformly, so rare classes are seen as often as common
+            ones) or ``grid``.
         source_weights: Share of random chips per source (``raster.source``); None: by area.
     """
 
@@ -79,6 +85,13 @@ class ChipLoader:
             totals = {s: areas[src == s].sum() for s in set(src.tolist())}
             areas = areas / np.array([totals[s] for s in src.tolist()]) * share
         self._p = areas / areas.sum()
+        # class -> (training units holding it, their share of its pixels): balanced sampling
+        self._by_class: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for c in sorted({c for i in self.train_ids for c in self.units[int(i)].points}):
+            ids = np.array([i for i in self.train_ids if c in self.units[int(i)].points])
+            counts = np.array([self.units[int(i)].counts[c] for i in ids], np.float64)
+            self._by_class[c] = (ids, counts / counts.sum())
+        self._classes = np.array(sorted(self._by_class), np.int64)
 
     # -- sampling tables ----------------------------------------------------------------------
     def _grid_positions(self, ids: np.ndarray, partition: bool = False) -> np.ndarray:
@@ -117,6 +130,8 @@ class ChipLoader:
                 spare_cols = max(1, int(win.width) - self.patch + 1)
                 pos[n, 1] = int(win.row_off) + rng.integers(0, spare_rows)
                 pos[n, 2] = int(win.col_off) + rng.integers(0, spare_cols)
+            if self.sampling == "balanced" and len(self._classes):
+                self._centre_on_classes(pos, rng)
         k = rng.integers(0, 8, size=count) if self.augment else np.zeros(count, np.int64)
         seeds = rng.integers(0, 2**31 - 1, size=count)
         return np.column_stack([pos, k, seeds]).astype(np.int64)
@@ -131,6 +146,28 @@ class ChipLoader:
         if len(pos) > limit:
             pos = pos[np.linspace(0, len(pos) - 1, limit).round().astype(int)]
         return np.column_stack([pos, np.zeros((len(pos), 2), np.int64)])
+
+    def _centre_on_classes(self, pos: np.ndarray, rng: np.random.Generator) -> None:
+        """Move every other chip onto a pixel of a class drawn uniformly (in place).
+
+        The unit is drawn by its share of that class's training pixels, the pixel from the
+        unit's sample (:data:`.datasets.POINTS`); the chip is placed around it with a random
+        offset and kept inside the unit.
+        """
+        p = self.patch
+        chosen = np.flatnonzero(rng.random(len(pos)) < BALANCED_SHARE)
+        classes = rng.choice(self._classes, size=len(chosen))
+        for n, c in zip(chosen.tolist(), classes.tolist(), strict=True):
+            ids, weights = self._by_class[c]
+            i = int(ids[rng.choice(len(ids), p=weights)])
+            points = self.units[i].points[c]
+            row, col = points[rng.integers(0, len(points))]
+            win = self.units[i].window
+            r0, c0 = int(win.row_off), int(win.col_off)
+            top = row - rng.integers(p // 4, p - p // 4)
+            left = col - rng.integers(p // 4, p - p // 4)
+            pos[n] = (i, min(max(top, r0), max(r0, r0 + int(win.height) - p)),
+                      min(max(left, c0), max(c0, c0 + int(win.width) - p)))
 
     # -- reading ------------------------------------------------------------------------------
     def read_chip(self, unit: int, row: int, col: int) -> tuple[np.ndarray, ...]:

@@ -23,7 +23,7 @@ from geofuse.training.labels import MASK_MODES, LabelCoding
 LOSSES = ("ce+dice", "focal+dice", "ce", "focal", "dice")
 STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
-SAMPLING = ("random", "grid")
+SAMPLING = ("random", "balanced", "grid")
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ class TrainConfig:
         class_weights: ``auto`` (inverse square-root frequency), ``none`` or one per class.
         augment: 8 flips/rotations and brightness/contrast jitter.
         jitter: Brightness/contrast jitter range (normalised units).
-        sampling: ``random`` chip positions or a shuffled ``grid``.
+        sampling: ``random`` chip positions, ``balanced`` (half of the chips centred on a
+            pixel of a class drawn uniformly) or a shuffled ``grid``.
         source_weights: Share of random chips drawn from each source (None: by area).
         val_fraction: Share of tiles / scene blocks held out for validation.
         val_block: Side of the scene blocks (None: ``max(4 * patch, 256)``).

@@ -270,6 +270,9 @@ class LabelledRaster:
                 entry[1].close()
 
 
+POINTS = 512  # pixel positions kept per class and unit for class-balanced chip sampling
+
+
 @dataclass
 class Unit:
     """A whole tile or a block of a scene: the grain of the validation split."""
@@ -281,6 +284,8 @@ class Unit:
     squares: np.ndarray = field(default_factory=lambda: np.zeros(0))
     valid_pixels: int = 0
     validation: bool = False
+    # per class id: up to POINTS (row, col) raster positions of its pixels (for sampling)
+    points: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def area(self) -> int:
@@ -312,10 +317,13 @@ def scan(
 ) -> None:
     """Read every unit once: check labels, count classes, sum bands (in the scaled range).
 
-    Fills ``counts``, ``sums`` and ``squares`` of each unit. Raises InputError for mask values
-    outside the classes (naming the mask file and the values).
+    Fills ``counts``, ``sums``, ``squares`` and ``points`` (a seeded sample of each class's
+    pixel positions) of each unit. Raises InputError for mask values outside the classes
+    (naming the mask file and the values).
     """
     for n, unit in enumerate(units):
+        rng = np.random.default_rng(n)
+        found: dict[int, list[np.ndarray]] = {}
         raster = rasters[unit.raster]
         win = unit.window
         bands = len(raster.bands)
@@ -327,13 +335,22 @@ def scan(
         for r in range(0, int(win.height), step):
             h = min(step, int(win.height) - r)
             data, valid, labels = raster.read(Window(win.col_off, win.row_off + r, win.width, h))
-            unit.counts += np.bincount(labels[labels < classes].ravel(),
-                                       minlength=classes)[:classes]
+            strip = np.bincount(labels[labels < classes].ravel(), minlength=classes)[:classes]
+            unit.counts += strip
+            for c in np.flatnonzero(strip):
+                rows, cols = np.nonzero(labels == c)
+                pick = rng.choice(len(rows), size=min(POINTS, len(rows)), replace=False)
+                found.setdefault(int(c), []).append(np.column_stack(
+                    [rows[pick] + int(win.row_off) + r, cols[pick] + int(win.col_off)]))
             if valid.any():
                 unit.valid_pixels += int(valid.sum())
                 x = data[:, valid].astype(np.float64) * scale
                 unit.sums += x.sum(axis=1)
                 unit.squares += (x * x).sum(axis=1)
+        for c, parts in found.items():
+            both = np.concatenate(parts)
+            keep = rng.choice(len(both), size=min(POINTS, len(both)), replace=False)
+            unit.points[c] = both[np.sort(keep)].astype(np.int64)
         if progress is not None:
             progress(n + 1, len(units))
 
