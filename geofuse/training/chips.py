@@ -23,7 +23,6 @@ from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.labels import IGNORE
 from geofuse.windows import axis_starts
 
-
 BALANCED_SHARE = 0.5  # share of chips centred on a class drawn uniformly ("balanced")
 
 
