@@ -151,6 +151,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
         "score_name": f"{score_class} IoU" if score_class else "mean IoU",
         "classes": {k: {"iou": v["iou"], "f1": v["f1"]} for k, v in report["classes"].items()},
         "warnings": result.metrics.get("warnings", []),
+        "selection": "second half",  # best weights picked after min_fraction of the run
         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "geofuse_commit": commit(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -162,7 +163,8 @@ def report() -> str:
     rows: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for path in sorted(RUNS.glob("*.json")):
         r = json.loads(path.read_text())
-        rows.setdefault((r["set"], r["recipe"], r["budget_seconds"]), []).append(r)
+        recipe = r["recipe"] + (" (any-epoch pick)" if r.get("selection") == "any" else "")
+        rows.setdefault((r["set"], recipe, r["budget_seconds"]), []).append(r)
     lines = ["| set | recipe | budget | seeds | held-out score (each seed) | mean | spread |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for (dataset, recipe, budget), runs in sorted(rows.items()):
