@@ -23,12 +23,10 @@ run progresses.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +44,13 @@ from geofuse.batch_plan import (  # noqa: F401  (re-exported: the batch API in o
     remove_job_temps,
 )
 from geofuse.batch_worker import SceneTask, describe_failure, run_scene
+from geofuse.cluster import (  # noqa: F401  (available_cpus: re-exported)
+    ClusterConfig,
+    available_cpus,
+    dask_client,
+)
 from geofuse.config import SegmentConfig
-from geofuse.errors import ConfigError, OutputError, first_line, plural
+from geofuse.errors import ConfigError, OutputError
 from geofuse.model import file_digest, read_info, resolve_model_path
 from geofuse.outputs import Progress, announce, write_json
 from geofuse.sources import absolute_source
@@ -89,12 +92,12 @@ class BatchConfig:
     def __post_init__(self) -> None:
         if not self.pattern:
             raise ConfigError("Expected a file name pattern like '*.tif'. Received: ''")
-        if not (isinstance(self.workers, int) and self.workers > 0):
-            raise ConfigError(f"Expected workers to be a positive integer. Received: "
-                              f"{self.workers!r}")
-        if self.scheduler is not None and "://" not in self.scheduler:
-            raise ConfigError(f"Expected a scheduler address like tcp://host:8786. "
-                              f"Received: {self.scheduler!r}")
+        self.cluster  # noqa: B018 - validates workers and scheduler
+
+    @property
+    def cluster(self) -> ClusterConfig:
+        """Where the scenes run (:mod:`geofuse.cluster`)."""
+        return ClusterConfig(self.workers, self.scheduler)
 
 
 @dataclass
@@ -189,46 +192,6 @@ class BatchReport:
 
 
 # -- client side --------------------------------------------------------------------------------
-def available_cpus() -> int:
-    """CPUs this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def dask_client(config: BatchConfig, tasks: int) -> Iterator[tuple[Any, str, int | None]]:
-    """Yield a client on the configured cluster: ``(client, description, TF threads)``.
-
-    The local cluster has ``min(workers, tasks)`` single-threaded worker processes, each
-    allowed ``max(1, cpus // workers)`` TensorFlow threads.
-    """
-    import dask
-    from dask.distributed import Client, LocalCluster
-
-    if config.scheduler is not None:
-        try:
-            client = Client(config.scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"Expected a reachable Dask scheduler. Received: "
-                              f"{config.scheduler} ({first_line(exc)})") from exc
-        with client:
-            yield client, f"scheduler {config.scheduler}", None
-        return
-    workers = min(config.workers, tasks)
-    threads = max(1, available_cpus() // workers)
-    env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    # A worker that dies on a scene gets one retry elsewhere, then the scene is failed.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=logging.ERROR, env=env,
-    ) as cluster, Client(cluster) as client:
-        yield client, (f"local, {plural(workers, 'worker')} x "
-                       f"{plural(threads, 'TensorFlow thread')}"), threads
-
-
 def _relative(path: Path, folder: Path) -> str:
     return path.relative_to(folder).as_posix()
 
@@ -337,7 +300,7 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
                  progress: Progress | None, finished: int) -> int:
     from dask.distributed import as_completed
 
-    with dask_client(config, len(pending)) as (client, description, threads):
+    with dask_client(config.cluster, len(pending)) as (client, description, threads):
         report.cluster = description
         futures = {}
         for i in pending:

@@ -233,10 +233,11 @@ def outputs_complete(job: SceneJob, config: SegmentConfig, digest: str, classes:
 
 
 @contextlib.contextmanager
-def exclusive(out_dir: Path) -> Iterator[None]:
+def exclusive(out_dir: Path, what: str = "geofuse batch") -> Iterator[None]:
     """Hold a lock on ``out_dir`` so two batches never write (and clean) the same folder.
 
-    The lock file (``OUT_DIR/.geofuse-batch.lock``) is removed when the batch ends.
+    The lock file (``OUT_DIR/.geofuse-batch.lock``) is removed when the batch ends. ``what``
+    names the other run in the error (``segment --workers`` locks its parts folder too).
     """
     try:
         import fcntl
@@ -252,7 +253,7 @@ def exclusive(out_dir: Path) -> Iterator[None]:
             if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:
                 raise OSError("lock file replaced")
         except OSError as exc:
-            raise OutputError(f"{out_dir}: another geofuse batch is writing here") from exc
+            raise OutputError(f"{out_dir}: another {what} is writing here") from exc
         try:
             yield
         finally:

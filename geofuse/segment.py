@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from affine import Affine
+from rasterio.control import GroundControlPoint
 from rasterio.windows import Window
 
 import geofuse
 from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
-from geofuse.errors import OutputError
+from geofuse.errors import ConfigError, OutputError
 from geofuse.model import LoadedModel, load_model
 from geofuse.outputs import (
     TAGS,
@@ -161,12 +163,15 @@ def segment_scene(
     progress: Progress | None = None,
     predictor: Callable[[np.ndarray], Any] | None = None,
     notify: Callable[[str], None] | None = None,
+    grid_rows: tuple[int, int] | None = None,
 ) -> SegmentResult:
     """Segment one scene into a class-mask COG (and optional probabilities).
 
     The scene is first checked against the model's input contract (:mod:`geofuse.contract`):
     bands matched by name, data type and value range, pixel size; ``config.input`` says how to
     adapt it. A scene read at the model's pixel size still gets its output on its own grid.
+    With ``grid_rows`` only one band of the output is made, pixel for pixel as in the whole run
+    (one task of :mod:`geofuse.scatter`).
 
     Args:
         scene: Input raster.
@@ -179,6 +184,12 @@ def segment_scene(
             and precision. A :class:`~geofuse.runtime.Predictor`'s runtime goes into the tags.
         notify: Receives the contract's one-line notices (default: logged as warnings); they
             are in the result too.
+        grid_rows: ``(first, stop)``: only the scene rows that the cores of these rows of the
+            tile grid own (:meth:`~geofuse.windows.TileGrid.band_rows`), predicted from every
+            tile that reaches them. ``out`` (and ``config.probabilities``) then hold just those
+            rows, full width, as plain tiled GeoTIFFs (transform shifted, no overviews), and
+            ``height`` in the result is theirs. Not with ``vector``/``preview`` or a resampled
+            scene.
 
     Returns:
         A :class:`SegmentResult`.
@@ -192,18 +203,9 @@ def segment_scene(
     start = time.perf_counter()
     config = config or SegmentConfig()
     scene, out = as_source(scene), Path(out)
-    prob_path = Path(config.probabilities) if config.probabilities else None
-    check_geotiff_name(out, f" (masks are GeoTIFFs; for a picture use --preview "
-                            f"{Path(out).stem}.png)")
-    check_destination(out, config.overwrite)
-    if prob_path is not None:
-        check_geotiff_name(prob_path)
-        if prob_path.resolve() == out.resolve():
-            raise OutputError(f"{prob_path}: probabilities and mask must be different files")
-        check_destination(prob_path, config.overwrite)
-    _check_products(config, out, prob_path)
-    if config.vector is not None:  # the others went with check_destination
-        remove_stale_temps(scratch_probabilities(config.vector))
+    if grid_rows is not None and (config.vector or config.preview):
+        raise ConfigError("Expected no polygons or quick-look for a band of a scene")
+    prob_path = check_outputs(out, config)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     loaded.info.spec.arch.check_tile(config.tiling.tile)
     info, tiling = loaded.info, config.tiling
@@ -217,11 +219,17 @@ def segment_scene(
         tiling = tiling.for_scene(reader.height, reader.width, info.spec.arch.multiple)
         config = replace(config, tiling=tiling)
         grid = TileGrid(reader.height, reader.width, tiling.tile, tiling.overlap)
+        rows = None if grid_rows is None else grid.band_rows(*grid_rows)
+        if rows is not None and reader.resampled:
+            raise ConfigError(f"{source_name(scene)}: expected a scene read on its own pixel grid "
+                              "for a band. Received: a resampled one")
         georeferenced = is_georeferenced(reader.dataset)
         aoi = None if config.aoi is None else AreaOfInterest.load(
             config.aoi, scene, reader.crs, reader.transform, reader.width, reader.height
         )
         tiles = grid.tiles if aoi is None else aoi.select(grid, tiling.blend)
+        if rows is not None:
+            tiles = [t for t in tiles if grid.reaches(t, tiling.blend, rows)]
         selected = len(tiles)
         tiles = [t for t in tiles if not reader.known_empty(grid.influence(t, tiling.blend))]
         known_empty = selected - len(tiles)  # empty by the file's block index: never read
@@ -232,20 +240,21 @@ def segment_scene(
                                           choose_runtime(tiling))
         choice = getattr(predictor, "choice", None)
         ds = reader.dataset  # outputs are on the scene's own grid, even when it is resampled
+        y0, y1 = rows or (0, ds.height)
         common = {
             "width": ds.width,
-            "height": ds.height,
+            "height": y1 - y0,
             "crs": reader.crs,
-            "transform": ds.transform,
-            "gcps": reader.gcps,
+            "transform": ds.transform * Affine.translation(0, y0),
+            "gcps": _shift_gcps(reader.gcps, y0),
             "tags": output_tags(loaded, config, scene, choice)
             | {TAGS.INPUT: reader.plan.describe(reader.bands, config.input)},
         }
-        sinks = Sinks(loaded, config, out, prob_path, common)
+        sinks = Sinks(loaded, config, out, prob_path, common, cog=rows is None)
         try:
             stitcher = Stitcher(
                 grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
-                config.probability_dtype,
+                config.probability_dtype, rows,
             )
             if reader.resampled:
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
@@ -261,8 +270,8 @@ def segment_scene(
             finally:
                 patches.close()  # stops the reading thread before the scene is closed
             stitcher.finish()
-            sinks.commit(progress)
-            polygons = _products(config, scene, out, sinks.probabilities_file, progress)
+            sinks.commit(progress if rows is None else None)
+            polygons = make_products(config, scene, out, sinks.probabilities_file, progress)
         finally:
             sinks.abort()
     seconds = time.perf_counter() - start
@@ -271,7 +280,7 @@ def segment_scene(
     log.info("%s: %d tiles in %.1f s", source_name(scene), predicted, seconds)
     return SegmentResult(
         scene=scene, mask=out, probabilities=prob_path, width=ds.width,
-        height=ds.height, tiles=predicted, patch_pixels=predicted * tiling.tile ** 2,
+        height=y1 - y0, tiles=predicted, patch_pixels=predicted * tiling.tile ** 2,
         empty_tiles=known_empty + reader.empty_tiles,
         seconds=seconds, class_counts=counts, nodata_pixels=stitcher.nodata_pixels,
         grid_tiles=len(grid), tta_passes=passes(config.tta), windows_read=reader.reads,
@@ -280,6 +289,38 @@ def segment_scene(
         runtime=choice.label if choice is not None else None,
         georeferenced=georeferenced, notices=tuple(reader.notices), resampled=reader.resampled,
     )
+
+
+def check_outputs(out: Path, config: SegmentConfig) -> Path | None:
+    """Check every output of a run before any work; return the probabilities' path, if any.
+
+    Raises:
+        OutputError: A name that is no GeoTIFF, an existing output (without ``overwrite``),
+            an unwritable folder, two outputs on one file.
+
+    """
+    prob_path = Path(config.probabilities) if config.probabilities else None
+    check_geotiff_name(out, f" (masks are GeoTIFFs; for a picture use --preview "
+                            f"{Path(out).stem}.png)")
+    check_destination(out, config.overwrite)
+    if prob_path is not None:
+        check_geotiff_name(prob_path)
+        if prob_path.resolve() == out.resolve():
+            raise OutputError(f"{prob_path}: probabilities and mask must be different files")
+        check_destination(prob_path, config.overwrite)
+    _check_products(config, out, prob_path)
+    if config.vector is not None:  # the others went with check_destination
+        remove_stale_temps(scratch_probabilities(config.vector))
+    return prob_path
+
+
+def _shift_gcps(gcps: tuple[list, Any] | None, row0: int) -> tuple[list, Any] | None:
+    """Ground control points of the rows from ``row0`` on (a band's output)."""
+    if not gcps or not row0:
+        return gcps
+    points, crs = gcps
+    return [GroundControlPoint(row=p.row - row0, col=p.col, x=p.x, y=p.y, z=p.z, id=p.id,
+                               info=p.info) for p in points], crs
 
 
 def _scene_validity(reader: SceneReader, config: SegmentConfig) -> Callable[[int, int], Any]:
@@ -305,8 +346,9 @@ class Sinks:
     """
 
     def __init__(self, loaded: LoadedModel, config: SegmentConfig, out: Path,
-                 prob_path: Path | None, common: dict[str, Any]) -> None:
+                 prob_path: Path | None, common: dict[str, Any], cog: bool = True) -> None:
         info = loaded.info
+        common = common | {"cog": cog}
         self.keep_probabilities = prob_path is not None
         self.mask = GeoTiffSink(
             out, count=1, dtype="uint8", nodata=CLASS_NODATA, colormap=class_colormap(loaded),
@@ -378,11 +420,11 @@ def scratch_probabilities(vector: str | Path) -> Path:
     return Path(vector).with_name(Path(vector).name + ".probs.tif")
 
 
-def _products(
+def make_products(
     config: SegmentConfig, scene: Source, out: Path, probabilities: Path | None,
     progress: Progress | None = None,
 ) -> int | None:
-    """Write the optional polygons and quick-look from the finished mask."""
+    """Write the optional polygons and quick-look from the finished mask; return the polygons."""
     polygons = None
     if config.vector is not None:
         from geofuse.vectorize import vectorize_mask

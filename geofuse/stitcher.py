@@ -9,8 +9,9 @@ where no valid input contributed get the output nodata.
 
 :class:`GeoTiffSink` writes into an uncompressed tiled temporary GeoTIFF beside the destination,
 then converts it to a compressed Cloud-Optimised GeoTIFF with overviews, a colour map and tags,
-and renames it into place. Until :meth:`GeoTiffSink.commit` succeeds nothing exists under the
-final name.
+and renames it into place (or, with ``cog=False``, renames the tiled GeoTIFF itself: the parts
+of a distributed run, :mod:`geofuse.scatter`). Until :meth:`GeoTiffSink.commit` succeeds nothing
+exists under the final name.
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ PROB_SCALE = 254  # uint8 probabilities: value / 254; 255 is nodata
 FLUSH_ROWS = 64  # rows normalised and written at a time
 
 
+def write_cog(src: str | Path, dest: Path, overview_resampling: str) -> None:
+    """Convert ``src`` (any raster GDAL opens: a GeoTIFF, a VRT) into the COG ``dest``.
+
+    DEFLATE, 512-px blocks and overviews made with ``overview_resampling`` (``nearest`` for
+    classes, ``average`` for probabilities): every geofuse raster product is written here.
+    """
+    rasterio.shutil.copy(
+        src,
+        dest,
+        driver="COG",
+        COMPRESS="DEFLATE",
+        BLOCKSIZE=512,
+        OVERVIEW_RESAMPLING=overview_resampling.upper(),
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+    )
+
+
 class GeoTiffSink:
     """Receives full-width row bands and produces one COG under ``path`` on commit.
 
@@ -55,6 +74,9 @@ class GeoTiffSink:
         band_descriptions: Optional band descriptions.
         overview_resampling: ``nearest`` for classes, ``average`` for probabilities.
         scale: Optional band scale (e.g. 1/254 for quantised probabilities).
+        gcps: Optional ground control points and their CRS.
+        cog: False: commit the tiled, uncompressed GeoTIFF as it is (no overviews): a part of a
+            distributed run, joined into a COG later.
 
     """
 
@@ -75,9 +97,11 @@ class GeoTiffSink:
         overview_resampling: str = "nearest",
         scale: float | None = None,
         gcps: tuple[list, CRS | None] | None = None,
+        cog: bool = True,
     ) -> None:
         self.path = Path(path)
         self.overview_resampling = overview_resampling
+        self.cog = cog
         self._tmp_paths: list[Path] = []
         self.tmp = self._reserve(".part.tif")
         profile: dict[str, Any] = {
@@ -127,20 +151,13 @@ class GeoTiffSink:
             raise OutputError(f"{self.path}: write failed ({first_line(exc)})") from exc
 
     def commit(self) -> Path:
-        """Convert to a COG with overviews and rename it to the final path."""
+        """Convert to a COG with overviews (unless ``cog`` is False) and rename it into place."""
         self.dataset.close()
-        final_tmp = self._reserve(".cog.tif")
         try:
-            rasterio.shutil.copy(
-                self.tmp,
-                final_tmp,
-                driver="COG",
-                COMPRESS="DEFLATE",
-                BLOCKSIZE=512,
-                OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
-                BIGTIFF="IF_SAFER",
-                NUM_THREADS="ALL_CPUS",
-            )
+            final_tmp = self.tmp
+            if self.cog:
+                final_tmp = self._reserve(".cog.tif")
+                write_cog(self.tmp, final_tmp, self.overview_resampling)
             publish(final_tmp, self.path)
         except (RasterioError, OSError) as exc:
             raise OutputError(f"{self.path}: cannot finish output ({first_line(exc)})") from exc
@@ -169,6 +186,9 @@ class Stitcher:
         mask_sink: Receives ``(1, rows, width)`` uint8 class ids (nodata 255).
         prob_sink: Optional; receives ``(classes, rows, width)`` probabilities.
         prob_dtype: ``"uint8"`` (``p * 254``, nodata 255) or ``"float32"`` (nodata NaN).
+        rows: Only scene rows ``[lo, hi)`` go to the sinks, as their rows from 0 (a band of a
+            distributed run); the tiles that reach them must be added, from the first grid row
+            that reaches ``lo``. Default: every row.
 
     The sinks receive rows of the grid's size, unless :meth:`resample_to` puts the scene's own
     grid after it.
@@ -183,8 +203,10 @@ class Stitcher:
         mask_sink: GeoTiffSink,
         prob_sink: GeoTiffSink | None = None,
         prob_dtype: str = "uint8",
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.grid = grid
+        self.rows = rows or (0, grid.height)
         self.classes = classes
         self.blend = blend
         self.mask_sink = mask_sink
@@ -194,8 +216,9 @@ class Stitcher:
         self._acc = np.zeros((rows, grid.width, classes), dtype=np.float32)
         self._weight = np.zeros((rows, grid.width), dtype=np.float32)
         self._scratch = np.empty((grid.tile, grid.tile, classes), dtype=np.float32)
-        self._top = 0  # scene row held at buffer row 0
-        self._row = 0  # grid row being accumulated
+        self._row = next(g for g, start in enumerate(grid.row_starts)  # grid row accumulated
+                         if start + grid.tile > self.rows[0])
+        self._top = grid.row_starts[self._row]  # scene row held at buffer row 0
         self._hann = blend_weights(grid.tile) if blend == "hann" else None
         self.class_counts = np.zeros(classes, dtype=np.int64)
         self.nodata_pixels = 0
@@ -235,8 +258,9 @@ class Stitcher:
 
     def finish(self) -> None:
         """Flush every remaining row, a buffer at a time (grid rows may have had no tiles)."""
-        while self._top < self.grid.height:
-            self._flush_until(min(self.grid.height, self._top + self._acc.shape[0]))
+        end = self.rows[1]
+        while self._top < end:
+            self._flush_until(min(end, self._top + self._acc.shape[0]))
         if self._resampler is not None:
             self._resampler.finish()
 
@@ -258,18 +282,23 @@ class Stitcher:
 
         Done in chunks of ``FLUSH_ROWS`` so the temporaries stay small on wide scenes. Only the
         columns between the first and the last covered pixel are normalised; rows that no tile
-        covered (nodata collars, tiles without valid pixels) cost no per-pixel work.
+        covered (nodata collars, tiles without valid pixels) cost no per-pixel work. Rows
+        outside ``rows`` are dropped.
         """
+        lo, hi = self.rows
+        start, stop = max(start, lo - self._top), min(stop, hi - self._top)
+        if start >= stop:
+            return
         weight = self._weight[start:stop]
         covered = weight > 0
         cols = np.flatnonzero(covered.any(axis=0))
         if cols.size == 0:
-            self._out(self._top + start, covered, None, 0)
+            self._out(self._top + start - lo, covered, None, 0)
             return
         span = slice(int(cols[0]), int(cols[-1]) + 1)
         probs = self._acc[start:stop, span] / np.where(covered[:, span], weight[:, span],
                                                        1.0)[..., None]
-        self._out(self._top + start, covered, probs, span.start)
+        self._out(self._top + start - lo, covered, probs, span.start)
 
     def write_classes(self, row0: int, covered: np.ndarray, probs: np.ndarray | None = None,
                       col0: int = 0) -> None:

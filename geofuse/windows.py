@@ -119,9 +119,14 @@ class TileGrid:
         return axis_starts(self.width, self.tile, self.stride)
 
     @cached_property
+    def row_cores(self) -> list[tuple[int, int]]:
+        """Scene rows ``[lo, hi)`` owned by the cores of each grid row (they partition rows)."""
+        return axis_cores(self.row_starts, self.tile, self.height)
+
+    @cached_property
     def tiles(self) -> list[Tile]:
         """Every tile in row-major order (the block-friendly read order)."""
-        row_cores = axis_cores(self.row_starts, self.tile, self.height)
+        row_cores = self.row_cores
         col_cores = axis_cores(self.col_starts, self.tile, self.width)
         tiles = []
         for r, (r0, (rc0, rc1)) in enumerate(zip(self.row_starts, row_cores, strict=True)):
@@ -161,6 +166,22 @@ class TileGrid:
         changes nothing.
         """
         return tile.core if blend == "center" else self.clip(tile.read)
+
+    def band_rows(self, first: int, stop: int) -> tuple[int, int]:
+        """Scene rows ``[lo, hi)`` owned by the cores of grid rows ``first .. stop - 1``.
+
+        Raises:
+            ConfigError: Unless ``0 <= first < stop <= `` the number of grid rows.
+        """
+        if not 0 <= first < stop <= len(self.row_starts):
+            raise ConfigError(f"Expected grid rows 0 <= first < stop <= {len(self.row_starts)}. "
+                              f"Received: {first}, {stop}")
+        return self.row_cores[first][0], self.row_cores[stop - 1][1]
+
+    def reaches(self, tile: Tile, blend: str, rows: tuple[int, int]) -> bool:
+        """Whether ``tile`` can change an output pixel of scene rows ``[lo, hi)``."""
+        window = self.influence(tile, blend)
+        return window.row_off < rows[1] and window.row_off + window.height > rows[0]
 
     def rows_final_after(self, grid_row: int) -> int:
         """Scene rows below this index receive no more tiles once ``grid_row`` is done."""

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,6 +48,12 @@ from geofuse.export import EXPORT_FORMATS
 @vector_options
 @click.option("--preview", type=click.Path(dir_okay=False),
               help="Also write a quick-look PNG: the scene, the mask and a legend.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Spread the scene over a local Dask cluster of N worker processes, in "
+                   "bands of tile rows (same output; a rerun resumes).")
+@click.option("--scheduler", default=None,
+              help="Spread it over an existing Dask cluster instead, e.g. tcp://host:8786 "
+                   "(OUT's folder must be shared with the workers).")
 @input_options
 @handle_errors
 def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: int | None,
@@ -52,22 +61,38 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: in
             batch_size: int, bands: str | None, probability_dtype: str, tta: str, overwrite: bool,
             quiet: bool, probabilities: str | None, aoi: str | None, vector: str | None,
             simplify: float, min_area: float, classes: str | None, preview: str | None,
+            workers: int | None, scheduler: str | None,
             runtime: str, precision: str, adapt: InputConfig) -> None:
-    """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255)."""
+    """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255).
+
+    With --workers or --scheduler the scene is cut into bands of tile rows, one Dask task
+    each, joined into OUT at the end; the parts wait in .OUT.parts/ beside OUT until then.
+    """
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("use either --workers (local cluster) or --scheduler, not both")
+    scattered = workers is not None or scheduler is not None
     config = build_segment_config(
         tile, overlap, blend, batch_size, bands, probabilities, probability_dtype, overwrite,
         tta=tta, aoi=aoi, vector=vector, preview=preview,
         vectorize=build_vectorize_config(simplify, min_area, classes),
         runtime=runtime, precision=precision, adapt=adapt,
     )
-    quiet_tensorflow()
+    if not scattered:  # the workers load TensorFlow, not this process
+        quiet_tensorflow()
     announce_runtime(config.tiling, quiet)
-    from geofuse.segment import segment_scene
 
-    bar = ProgressBar("tiles", quiet)
+    def notify(text: str) -> None:
+        click.echo(f"Warning: {text}", err=True)
+
+    bar = ProgressBar("bands" if scattered else "tiles", quiet)
     try:
-        result = segment_scene(scene, out, model_path, config, progress=bar,
-                               notify=lambda text: click.echo(f"Warning: {text}", err=True))
+        if scattered:
+            result = _segment_scattered(scene, out, model_path, config, workers, scheduler,
+                                        bar, notify)
+        else:
+            from geofuse.segment import segment_scene
+
+            result = segment_scene(scene, out, model_path, config, progress=bar, notify=notify)
     finally:
         bar.close()
     if not result.georeferenced:
@@ -77,7 +102,11 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: in
         tiles = plural(result.tiles, "tile")
         left_out = (["area of interest"] if config.aoi else []) + (
             [f"{result.empty_tiles} without a valid pixel"] if result.empty_tiles else [])
-        if left_out:
+        if scattered:
+            tiles = (plural(result.bands, "band")
+                     + (f" ({result.reused} reused)" if result.reused else "")
+                     + f" on {result.cluster}, {tiles} predicted")
+        elif left_out:
             tiles += f" of {result.grid_tiles} ({'; '.join(left_out)})"
         if result.tta_passes > 1:
             tiles += (f" x {result.tta_passes} TTA passes = "
@@ -91,6 +120,21 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: in
             click.echo(f"{result.vector}: {result.polygons} polygons", err=True)
         if result.preview is not None:
             click.echo(f"{result.preview}: quick-look", err=True)
+
+
+def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any,
+                       workers: int | None, scheduler: str | None, bar: ProgressBar,
+                       notify: Callable[[str], None]) -> Any:
+    """``segment --workers/--scheduler``: the scene in bands on a Dask cluster."""
+    import distributed  # noqa: F401  (sets its own logger levels on import)
+
+    from geofuse.cluster import ClusterConfig
+    from geofuse.scatter import segment_scattered
+
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # Dask's chatter only with -v
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+    return segment_scattered(scene, Path(out), model_path, config,
+                             ClusterConfig(workers or 1, scheduler), progress=bar, notify=notify)
 
 
 @main.command()
