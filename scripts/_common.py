@@ -1,5 +1,6 @@
 """What the scripts share: data locations, the SpaceNet split, the Dubai class coding, the
-synthetic-scene generator, peak memory and the training progress line.
+held-out protocols of the training studies, the synthetic-scene generator, the git commit,
+atomic JSON result files, peak memory and the training progress line.
 
 The scripts run as ``python scripts/NAME.py``, which puts this folder on ``sys.path``; they
 import from here with ``from _common import ...``. geofuse itself is imported only inside the
@@ -9,11 +10,14 @@ TensorFlow).
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +28,7 @@ from rasterio.windows import Window
 
 if TYPE_CHECKING:
     from geofuse.config import ClassInfo
-    from geofuse.training.config import TilesSource
+    from geofuse.training.config import LabelOptions, SceneSource, TilesSource
     from geofuse.training.evaluate import EvaluateConfig
     from geofuse.training.labels import LabelCoding
 
@@ -128,6 +132,93 @@ def dubai_holdout(model: Path, holdout: str, folder: Path = DUBAI,
     return EvaluateConfig(source=TilesSource(folder / holdout), model=model,
                           labels=LabelOptions(ignore_colors=DUBAI_IGNORE, mask_mode="colors"),
                           **options)
+
+
+# -- held-out protocols shared by the training studies ----------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What a study trains on and scores on for one data set (see :func:`held_out_protocol`).
+
+    Attributes:
+        sources: The training sources.
+        labels: The class table of the training run.
+        train_options: Further ``TrainConfig`` fields the protocol fixes (``val_block``).
+        evaluation: The evaluation of the trained model on the held-out part.
+        score_class: The class whose IoU is the score; None: mean IoU over the classes.
+    """
+
+    sources: tuple[TilesSource | SceneSource, ...]
+    labels: LabelOptions
+    evaluation: EvaluateConfig
+    train_options: dict[str, Any] = field(default_factory=dict)
+    score_class: str | None = None
+
+    @property
+    def score_name(self) -> str:
+        """``building IoU`` or ``mean IoU``."""
+        return f"{self.score_class} IoU" if self.score_class else "mean IoU"
+
+    def score(self, report: dict[str, Any]) -> float | None:
+        """The held-out score in an ``evaluate`` report."""
+        if self.score_class:
+            return report["classes"][self.score_class]["iou"]
+        return report["mean_iou"]
+
+
+def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
+    """The fixed protocol of ``spacenet`` or ``dubai-<tile folder>`` for a model at ``model``.
+
+    ``spacenet``: train on the western :data:`SPACENET_SPLIT` columns (validation blocks of
+    :data:`SPACENET_VAL_BLOCK` px), score building IoU on the eastern part (split files written
+    to ``work``). ``dubai-<tile>``: train on every Dubai tile folder but ``<tile>``, score mean
+    IoU over the five classes on it. As ``scripts/train_recipes.py`` runs them.
+    """
+    from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
+
+    if dataset == "spacenet":
+        west, east = spacenet_split(work)
+        return HeldOut(sources=(SceneSource(west, SPACENET_LABELS),),
+                       labels=LabelOptions(classes=spacenet_classes()),
+                       train_options={"val_block": SPACENET_VAL_BLOCK},
+                       evaluation=EvaluateConfig(source=SceneSource(east, SPACENET_LABELS),
+                                                 model=model),
+                       score_class="building")
+    if dataset.startswith("dubai-"):
+        tile = dataset[len("dubai-"):]
+        return HeldOut(sources=(dubai_training(tile),),
+                       labels=LabelOptions(classes=dubai_coding()[0]),
+                       evaluation=dubai_holdout(model, tile, DUBAI))
+    raise SystemExit(f"unknown set {dataset!r}")
+
+
+def git_commit() -> str:
+    """The short commit of the repository (``unknown`` outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=ROOT, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_modified() -> bool | None:
+    """Whether ``geofuse/`` has uncommitted changes (None when git cannot tell)."""
+    try:
+        return bool(subprocess.run(["git", "status", "--porcelain", "--", "geofuse"],
+                                   capture_output=True, text=True, cwd=ROOT,
+                                   check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 # -- synthetic GeoTIFFs ------------------------------------------------------------------------
