@@ -90,6 +90,11 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
 }
 
 
+# runs made before keep="last" became the default, labelled in the table by how they picked
+PICKS = {"any": " (any-epoch pick)", "second half": " (second-half pick)",
+         "best": " (keep best)"}
+
+
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -143,6 +148,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
         "recipe_overrides": overrides, "architecture": arch,
         "train_seconds": round(result.seconds, 1), "epochs": result.epochs,
         "best_epoch": result.best_epoch,
+        "kept_epoch": result.kept_epoch,
         "steps": result.epochs * config.steps_per_epoch,
         "validation_mean_iou": (result.metrics.get("validation") or {}).get("mean_iou"),
         "held_out_mean_iou": report["mean_iou"],
@@ -151,7 +157,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
         "score_name": f"{score_class} IoU" if score_class else "mean IoU",
         "classes": {k: {"iou": v["iou"], "f1": v["f1"]} for k, v in report["classes"].items()},
         "warnings": result.metrics.get("warnings", []),
-        "selection": "second half",  # best weights picked after min_fraction of the run
+        "keep": config.keep,  # the weights in the model file: last, or best (second half)
         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "geofuse_commit": commit(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -163,7 +169,7 @@ def report() -> str:
     rows: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for path in sorted(RUNS.glob("*.json")):
         r = json.loads(path.read_text())
-        recipe = r["recipe"] + (" (any-epoch pick)" if r.get("selection") == "any" else "")
+        recipe = r["recipe"] + PICKS.get(r.get("keep") or r.get("selection"), "")
         rows.setdefault((r["set"], recipe, r["budget_seconds"]), []).append(r)
     lines = ["| set | recipe | budget | seeds | held-out score (each seed) | mean | spread |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

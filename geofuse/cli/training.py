@@ -26,6 +26,7 @@ from geofuse.fusion import all_options, fusion_mode, fusion_modes
 from geofuse.training.config import (
     CACHES,
     DEFAULT_BUDGET,
+    KEEP,
     LOSSES,
     MASK_SUFFIXES,
     SAMPLING,
@@ -206,6 +207,10 @@ def _train_default(name: str) -> Any:
               help="Side of scene validation blocks. Default: max(4 x patch, 256).")
 @click.option("--patience", default=_train_default("patience"), show_default=True,
               help="Stop after this many epochs without improvement (0: never).")
+@click.option("--keep", type=click.Choice(KEEP), default=_train_default("keep"),
+              show_default=True,
+              help="Weights written: the last (end of the annealed schedule) or the best by "
+                   "the smoothed validation score in the second half of the run.")
 @click.option("--seed", default=_train_default("seed"), show_default=True, help="Random seed.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=_train_default("strategy"),
@@ -273,7 +278,8 @@ def train(**values: Any) -> None:
         validation = result.metrics.get("validation") or {}
         score = validation.get("mean_iou")
         click.echo(
-            f"{result.model}: best epoch {result.best_epoch} of {result.epochs}, "
+            f"{result.model}: weights of epoch {result.kept_epoch} of {result.epochs} "
+            f"({config.keep}), "
             + (f"validation mean IoU {score:.4f}, " if score is not None else "")
             + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})",
             err=True,

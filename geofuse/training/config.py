@@ -24,6 +24,7 @@ LOSSES = ("ce+dice", "focal+dice", "ce", "focal", "dice")
 STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
 SAMPLING = ("random", "balanced", "grid")
+KEEP = ("last", "best")
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,10 @@ class TrainConfig:
         patience: Epochs without improvement of the smoothed validation score before stopping
             (0, the default: never stop early, the run ends with its annealed schedule, which
             measured better in ``docs/training.md``); never acts before ``min_fraction``.
+        keep: Which weights the model file gets: ``last`` (the end of the annealed schedule,
+            the default: on small validation sets the pick by validation measured worse on
+            held-out data, ``docs/training.md``) or ``best`` (by the smoothed validation score,
+            among the epochs after ``min_fraction``).
         min_fraction: Share of the run (time or steps) before the best weights are picked and
             early stopping may act.
         smoothing: Weight of the previous smoothed score in the exponential moving average of
@@ -248,6 +253,7 @@ class TrainConfig:
     val_block: int | None = None
     max_val_chips: int = 256
     patience: int = 0
+    keep: str = "last"
     min_fraction: float = 0.5
     smoothing: float = 0.5
     val_tiles: tuple[str, ...] = ()
@@ -282,6 +288,7 @@ class TrainConfig:
         choice("strategy", self.strategy, STRATEGIES)
         choice("cache", self.cache, CACHES)
         choice("sampling", self.sampling, SAMPLING)
+        choice("keep", self.keep, KEEP)
         if isinstance(self.class_weights, str):
             choice("class weights", self.class_weights, ("auto", "none"))
         if self.epochs is not None:

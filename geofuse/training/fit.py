@@ -3,7 +3,8 @@
 :func:`fit_model` is called by :func:`.train.train` once the data is checked. It keeps
 its state in ``RUN_DIR/checkpoints``: ``last.npz`` (weights, optimizer variables, epoch, best
 score, early-stopping counter, training seconds spent; rewritten atomically after every epoch)
-and ``best.npz`` (the best weights by the smoothed validation score). ``history.csv`` gets one
+and ``best.npz`` (the best weights by the smoothed validation score; the model gets them with
+``keep="best"``, else the last weights). ``history.csv`` gets one
 row per epoch (with the learning rate and the seconds spent) and ``curves.png`` is drawn at the
 end. :class:`Budget` and :class:`Schedule` lay the learning-rate schedule over the run, counted
 in seconds (a time budget) or in steps (``epochs``).
@@ -49,6 +50,7 @@ class FitOutcome:
     best_epoch: int
     epochs: int
     monitor: str
+    kept_epoch: int = 0
     replicas: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
     chief: bool = True
@@ -407,9 +409,11 @@ def fit_model(
             )
     history = read_history(history_path)
     best = folder / "best.npz"
-    if best.exists():
+    kept = len(history)
+    if config.keep == "best" and best.exists():
         with np.load(best) as data:
             model.set_weights(_unpack(data, "w"))
+        kept = callback.best_epoch
     export = build_unet(info.spec)
     export.set_weights(model.get_weights())
     validation: dict[str, Any] = {}
@@ -423,7 +427,7 @@ def fit_model(
     if chief:
         plot_curves(history, run_dir / "curves.png")
     return FitOutcome(
-        export_model=export, validation=validation, best_epoch=callback.best_epoch,
+        export_model=export, validation=validation, best_epoch=callback.best_epoch, kept_epoch=kept,
         epochs=len(history), monitor=monitor, replicas=replicas, history=history, chief=chief,
     )
 

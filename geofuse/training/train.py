@@ -64,6 +64,7 @@ class TrainResult:
     epochs: int
     best_epoch: int
     seconds: float
+    kept_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -301,6 +302,8 @@ def train(
     metrics = {
         "validation": outcome.validation,
         "best_epoch": outcome.best_epoch,
+        "kept_epoch": outcome.kept_epoch,
+        "keep": config.keep,
         "epochs_run": outcome.epochs,
         "monitor": outcome.monitor,
         "class_weights": [round(float(w), 4) for w in weights],
@@ -333,7 +336,8 @@ def train(
         save_model(outcome.export_model, final, config.out)
     return TrainResult(
         model=Path(config.out) if chief else None, run_dir=run_dir, metrics=metrics,
-        epochs=outcome.epochs, best_epoch=outcome.best_epoch, seconds=time.perf_counter() - start,
+        epochs=outcome.epochs, best_epoch=outcome.best_epoch, kept_epoch=outcome.kept_epoch,
+        seconds=time.perf_counter() - start,
         history=outcome.history,
     )
 
