@@ -24,6 +24,7 @@ from geofuse.config import (
 )
 from geofuse.fusion import all_options, fusion_mode, fusion_modes
 from geofuse.training.config import (
+    CACHE_AUTO_BYTES,
     CACHES,
     DEFAULT_BUDGET,
     KEEP,
@@ -219,7 +220,9 @@ def _train_default(name: str) -> Any:
                    "TF_CONFIG cluster (run the same command on every worker; the chief writes "
                    "the model).")
 @click.option("--cache", type=click.Choice(CACHES), default=_train_default("cache"),
-              show_default=True, help="Hold images in memory (auto: non-GeoTIFF ones).")
+              show_default=True,
+              help=f"Hold the data in memory (auto: when it takes at most "
+                   f"{CACHE_AUTO_BYTES >> 30} GiB, else non-GeoTIFF images only).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
 @handle_errors

@@ -23,6 +23,7 @@ from geofuse.training.labels import MASK_MODES, LabelCoding
 LOSSES = ("ce+dice", "focal+dice", "ce", "focal", "dice")
 STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
+CACHE_AUTO_BYTES = 2 << 30  # cache="auto" holds data sets up to this size in memory
 SAMPLING = ("random", "balanced", "grid")
 KEEP = ("last", "best")
 
@@ -226,7 +227,9 @@ class TrainConfig:
         resume: Continue from the run folder's last checkpoint.
         overwrite: Replace an existing model file.
         strategy: ``none``, ``mirrored`` (all local devices) or ``multi-worker`` (TF_CONFIG).
-        cache: ``auto`` (hold non-GeoTIFF images in memory), ``memory`` or ``disk``.
+        cache: ``auto`` (hold the data in memory when it takes at most
+            :data:`CACHE_AUTO_BYTES`, else only non-GeoTIFF images: chips are then sliced from
+            arrays instead of read and decoded by GDAL), ``memory`` or ``disk``.
         workers: Parallel chip-reading calls in the tf.data pipeline.
     """
 

@@ -255,6 +255,12 @@ class LabelledRaster:
             return "with the class colours " + ", ".join(self.coding.colors or ())
         return f"in {self.coding.accepted()} (classes) or ignored values"
 
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes :meth:`load` holds: the image bands, validity and labels."""
+        bands = len(self.bands) * np.dtype(self.dtype).itemsize
+        return self.height * self.width * (bands + 2)
+
     def load(self) -> None:
         """Hold the whole raster in memory (JPEG/PNG tiles decode once, not per chip)."""
         if self.cached is None:

@@ -29,7 +29,13 @@ from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.errors import ConfigError, InputError, OutputError
 from geofuse.outputs import Progress, write_json
 from geofuse.sources import portable
-from geofuse.training.config import SceneSource, TilesSource, TrainConfig, default_budget
+from geofuse.training.config import (
+    CACHE_AUTO_BYTES,
+    SceneSource,
+    TilesSource,
+    TrainConfig,
+    default_budget,
+)
 from geofuse.training.datasets import (
     VECTOR_EXTS,
     LabelledRaster,
@@ -252,8 +258,9 @@ def train(
         for raster in rasters:
             raster.load()
     elif config.cache == "auto":
+        small = sum(r.memory_bytes for r in rasters) <= CACHE_AUTO_BYTES
         for raster in rasters:
-            if raster.driver not in ("GTiff", "COG", "VRT"):
+            if small or raster.driver not in ("GTiff", "COG", "VRT"):
                 raster.load()
     scale = band_scale(rasters[0].dtype)
     block = config.val_block or max(4 * config.patch, 256)
