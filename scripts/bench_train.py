@@ -6,6 +6,8 @@ random chips (with augmentation), and times the same compiled training step fed 
 
   * disk:   geofuse.training.chips.train_dataset -> parallel GeoTIFF window reads + augmentation
   * memory: the identical batches, precomputed into arrays (tf.data from_tensor_slices)
+  * cached: the rasters held as arrays (``--cache auto`` up to CACHE_AUTO_BYTES of data), chips
+    sliced, augmented and batched by the same pipeline as disk
 
 plus the pipeline alone (no model). Goal: disk / memory <= 1.15.
 
@@ -45,6 +47,7 @@ def main() -> None:
     from geofuse.config import Architecture, ClassInfo, ModelSpec, Normalization
     from geofuse.model import build_unet
     from geofuse.training.chips import ChipLoader, train_dataset
+    from geofuse.training.config import CACHE_AUTO_BYTES
     from geofuse.training.datasets import (
         LabelledRaster,
         band_scale,
@@ -86,6 +89,13 @@ def main() -> None:
         memory = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(
             args.batch_size, drop_remainder=True).prefetch(2)
         disk = train_dataset(loader, rows, args.batch_size, args.workers)
+        # what `geofuse train --cache auto` does with data sets up to CACHE_AUTO_BYTES: the
+        # rasters held as arrays, chips sliced, augmented and batched by the same pipeline
+        held = LabelledRaster(scene, labels, LabelCoding(classes=5), classes)
+        held.load()
+        cached = train_dataset(
+            ChipLoader([held], units, args.patch, norm, augment=True, seed=0), rows,
+            args.batch_size, args.workers)
 
         def timed(ds: object) -> float:
             stamps: list[float] = []
@@ -98,8 +108,8 @@ def main() -> None:
 
         timed(memory)  # trace once
         results = {}
-        for name, ds in (("memory", memory), ("disk", disk), ("memory", memory),
-                         ("disk", disk)):
+        for name, ds in (("memory", memory), ("disk", disk), ("cached", cached),
+                         ("memory", memory), ("disk", disk), ("cached", cached)):
             results.setdefault(name, []).append(timed(ds))
         raster.close()
 
@@ -115,7 +125,12 @@ def main() -> None:
           f"(median {np.mean([r[0] for r in results['memory']]) * 1e3:.1f})")
     print(f"train step, chips from GeoTIFF : {dsk * 1e3:7.1f} ms/step "
           f"(median {np.mean([r[0] for r in results['disk']]) * 1e3:.1f})")
+    cch = np.mean([r[1] for r in results["cached"]])
+    print(f"train step, rasters held (auto): {cch * 1e3:7.1f} ms/step "
+          f"(median {np.mean([r[0] for r in results['cached']]) * 1e3:.1f})")
     print(f"ratio disk / memory            : {dsk / mem:.3f} (goal <= 1.15)")
+    print(f"ratio held rasters / memory    : {cch / mem:.3f} (--cache auto up to "
+          f"{CACHE_AUTO_BYTES >> 30} GiB of data)")
 
 
 if __name__ == "__main__":
