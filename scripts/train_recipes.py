@@ -53,6 +53,9 @@ FOREST_CLASSES = {"classes": [{"id": 0, "name": "background", "color": "#e6e6b4"
 # name -> (TrainConfig overrides, Architecture overrides, what it tests)
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "default": ({}, {}, "the library defaults as they are"),
+    "random": ({"sampling": "random"}, {},
+               "the defaults with chips at random positions only (the default before "
+               "balanced sampling)"),
     "patience5": ({"patience": 5}, {},
                   "the defaults with early stopping after 5 epochs without improvement (the "
                   "default before session 3)"),
@@ -111,6 +114,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
     from geofuse.training.train import TrainConfig, train
 
     overrides, arch, _ = RECIPES[recipe]
+    code = commit()  # the code this run imports (HEAD may move while it trains)
     run = work / f"{dataset}-{recipe}-{seed}"
     extra: dict[str, Any] = {}
     if dataset == "spacenet":
@@ -159,7 +163,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
         "warnings": result.metrics.get("warnings", []),
         "keep": config.keep,  # the weights in the model file: last, or best (second half)
         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
-        "geofuse_commit": commit(),
+        "geofuse_commit": code,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

@@ -203,8 +203,8 @@ class TrainConfig:
         class_weights: ``auto`` (inverse square-root frequency), ``none`` or one per class.
         augment: 8 flips/rotations and brightness/contrast jitter.
         jitter: Brightness/contrast jitter range (normalised units).
-        sampling: ``random`` chip positions, ``balanced`` (half of the chips centred on a
-            pixel of a class drawn uniformly) or a shuffled ``grid``.
+        sampling: ``balanced`` (the default: random chip positions, half of them moved onto
+            a pixel of a class drawn uniformly), ``random`` or a shuffled ``grid``.
         source_weights: Share of random chips drawn from each source (None: by area).
         val_fraction: Share of tiles / scene blocks held out for validation.
         val_block: Side of the scene blocks (None: ``max(4 * patch, 256)``).
@@ -250,7 +250,7 @@ class TrainConfig:
     class_weights: str | tuple[float, ...] = "auto"
     augment: bool = True
     jitter: float = 0.2
-    sampling: str = "random"
+    sampling: str = "balanced"
     source_weights: tuple[float, ...] | None = None
     val_fraction: float = 0.2
     val_block: int | None = None
