@@ -196,9 +196,9 @@ def _train_default(name: str) -> Any:
               help="8 flips/rotations and brightness/contrast jitter.")
 @click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
               show_default=True,
-              help="Random chip positions; balanced: half of them centred on a pixel of a "
-                   "class drawn uniformly (rare classes seen as often as common ones); or a "
-                   "shuffled grid.")
+              help="balanced: random chip positions, half of them moved onto a pixel of a "
+                   "class drawn uniformly (rare classes seen as often as common ones); random: "
+                   "positions only; grid: a shuffled grid.")
 @click.option("--val-fraction", default=_train_default("val_fraction"), show_default=True,
               help="Share of tiles / scene blocks held out for validation.")
 @click.option("--val-tiles", default=None,
