@@ -23,24 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    DUBAI,
-    REAL,
-    ROOT,
-    SPACENET_LABELS,
-    SPACENET_VAL_BLOCK,
-    dubai_coding,
-    dubai_holdout,
-    dubai_training,
-    spacenet_classes,
-    spacenet_split,
-)
+from _common import REAL, ROOT, git_commit, held_out_protocol
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -98,50 +86,31 @@ PICKS = {"any": " (any-epoch pick)", "second half": " (second-half pick)",
          "best": " (keep best)"}
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=ROOT, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) -> dict[str, Any]:
     """Train ``recipe`` on ``dataset`` for ``budget`` seconds and score the held-out part."""
     from geofuse.config import Architecture
-    from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource, TilesSource
+    from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
     from geofuse.training.evaluate import evaluate
     from geofuse.training.train import TrainConfig, train
 
     overrides, arch, _ = RECIPES[recipe]
-    code = commit()  # the code this run imports (HEAD may move while it trains)
+    code = git_commit()  # the code this run imports (HEAD may move while it trains)
     run = work / f"{dataset}-{recipe}-{seed}"
     extra: dict[str, Any] = {}
-    if dataset == "spacenet":
-        west, east = spacenet_split(work)
-        sources: tuple = (SceneSource(west, SPACENET_LABELS),)
-        labels = LabelOptions(classes=spacenet_classes())
-        extra["val_block"] = SPACENET_VAL_BLOCK
-        held_out = EvaluateConfig(source=SceneSource(east, SPACENET_LABELS),
-                                  model=run / "m.keras")
-        score_class = "building"
-    elif dataset.startswith("dubai-"):
-        tile = dataset[len("dubai-"):]
-        sources = (dubai_training(tile),)
-        labels = LabelOptions(classes=dubai_coding()[0])
-        held_out = dubai_holdout(run / "m.keras", tile, DUBAI)
-        score_class = None
-    elif dataset == "forest":
+    if dataset == "forest":
         classes = work / "forest-classes.json"
         classes.write_text(json.dumps(FOREST_CLASSES))
-        sources = (TilesSource(FOREST, "train_images", "train_labels", ".jpg", ".png"),)
+        sources: tuple = (TilesSource(FOREST, "train_images", "train_labels", ".jpg", ".png"),)
         labels = LabelOptions(classes_file=classes)
         held_out = EvaluateConfig(
             source=TilesSource(FOREST, "test_images", "test_labels", ".jpg", ".png"),
             model=run / "m.keras", labels=LabelOptions(classes_file=classes))
-        score_class = "forest"
-    else:
-        raise SystemExit(f"unknown set {dataset!r}")
+        score_class: str | None = "forest"
+    else:  # spacenet, dubai-<tile>: the protocol the fusion comparison shares
+        protocol = held_out_protocol(dataset, work, run / "m.keras")
+        sources, labels = protocol.sources, protocol.labels
+        extra |= protocol.train_options
+        held_out, score_class = protocol.evaluation, protocol.score_class
     config = TrainConfig(sources=sources, out=run / "m.keras", run_dir=run / "train",
                          labels=labels, arch=Architecture(**arch), time_limit=budget,
                          seed=seed, overwrite=True, **(extra | overrides))
