@@ -676,3 +676,28 @@ def test_a_timed_multi_worker_run_follows_the_share_all_workers_agree_on() -> No
     steps = Budget(3e-3, 0.05, steps=10)
     steps.agree = lambda share: 1.0  # step budgets are the same everywhere: never asked
     assert steps.fraction(5) == 0.5
+
+
+def test_best_weights_and_early_stopping_act_only_in_the_second_half(tmp_path: Path) -> None:
+    """A lucky early epoch never wins the pick; --patience counts from the middle of the run."""
+    import keras
+
+    from geofuse.training.fit import Budget, RunState
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    state = RunState(tmp_path, "val_mean_iou", patience=2, epochs=10, progress=None,
+                     report=None, budget=Budget(3e-3, 0.05, steps=10), min_fraction=0.5)
+    state.set_model(model)
+    scores = [0.9, 0.5, 0.5, 0.6, 0.7, 0.6, 0.5, 0.8, 0.8, 0.8]  # one step per epoch
+    stopped = None
+    for epoch, score in enumerate(scores):
+        model.optimizer.iterations.assign(epoch + 1)
+        state.on_epoch_end(epoch, {"val_mean_iou": score})
+        if model.stop_training:
+            stopped = epoch + 1
+            break
+    assert state.best_epoch == 5  # 0.7 in the second half, not the 0.9 of epoch 1
+    assert stopped == 7  # two epochs without improvement after it
+    assert (tmp_path / "best.npz").exists() and (tmp_path / "last.npz").exists()
