@@ -228,7 +228,8 @@ def test_each_mode_trains_a_step_saves_loads_and_segments_through_the_cli(
     scene = write_geotiff(tmp_path / "scene.tif", pixels)
     out = tmp_path / "mask.tif"
     result = CliRunner().invoke(main, ["segment", str(scene), str(out), "--model", str(trained),
-                                       "--tile", "64", "--overlap", "0", "--quiet"])
+                                       "--tile", "64", "--overlap", "0", "--quiet",
+                                       "--precision", "f32"])  # auto is bf16 on BF16 CPUs
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as dst:
         assert dst.crs.to_epsg() == 32633

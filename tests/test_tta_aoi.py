@@ -100,6 +100,7 @@ def test_segment_tta_matches_segmenting_the_eight_transformed_scenes(
     result = CliRunner().invoke(main, [
         "segment", str(scene), str(tmp_path / "tta.tif"), "--model", str(model), "--tile", "64",
         "--tta", "--probabilities", str(tmp_path / "tta_p.tif"), "--probability-dtype", "float32",
+        "--runtime", "tensorflow",  # compared below with TensorFlow's own predictions
     ])
     assert result.exit_code == 0, result.output
     assert "1 tile x 8 TTA passes = 8 model passes" in result.output
