@@ -53,7 +53,6 @@ class FitOutcome:
     kept_epoch: int = 0
     replicas: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
-    chief: bool = True
 
 
 def make_strategy(name: str) -> Any:
@@ -428,7 +427,7 @@ def fit_model(
         plot_curves(history, run_dir / "curves.png")
     return FitOutcome(
         export_model=export, validation=validation, best_epoch=callback.best_epoch, kept_epoch=kept,
-        epochs=len(history), monitor=monitor, replicas=replicas, history=history, chief=chief,
+        epochs=len(history), monitor=monitor, replicas=replicas, history=history,
     )
 
 
