@@ -77,6 +77,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "noweights-p0": ({"class_weights": "none", "patience": 0}, {},
                      "defaults without class weights or early stopping"),
     "lr1e-3": ({"learning_rate": 1e-3}, {}, "defaults with a lower peak learning rate"),
+    "wd05": ({"weight_decay": 0.05}, {}, "defaults with decoupled weight decay 0.05"),
+    "wd2": ({"weight_decay": 0.2}, {}, "defaults with decoupled weight decay 0.2"),
+    "jitter04": ({"jitter": 0.4}, {}, "defaults with twice the brightness/contrast jitter"),
+    "val01": ({"val_fraction": 0.1}, {}, "defaults validating on 10 % of the blocks, not 20 %"),
     "patch128": ({"patch": 128, "batch_size": 8}, {}, "defaults on 128-px chips, batch 8"),
 }
 

@@ -188,12 +188,18 @@ def _train_default(name: str) -> Any:
               show_default=True, help="Steps per epoch.")
 @click.option("--lr", "learning_rate", default=_train_default("learning_rate"),
               show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--weight-decay", default=_train_default("weight_decay"), show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+              help="Decoupled weight decay of the convolution kernels (0: none).")
 @click.option("--loss", type=click.Choice(LOSSES), default=_train_default("loss"),
               show_default=True, help="Loss.")
 @click.option("--class-weights", default=_train_default("class_weights"), show_default=True,
               help="auto (inverse sqrt frequency), none, or comma-separated weights.")
 @click.option("--augment/--no-augment", default=_train_default("augment"), show_default=True,
               help="8 flips/rotations and brightness/contrast jitter.")
+@click.option("--jitter", default=_train_default("jitter"), show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+              help="Range of the brightness/contrast jitter of --augment (normalised units).")
 @click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
               show_default=True,
               help="balanced: random chip positions, half of them moved onto a pixel of a "

@@ -199,6 +199,8 @@ class TrainConfig:
         steps_per_epoch: Steps per epoch (validation and checkpoints run after each epoch).
         warmup: Share of the run over which the learning rate rises linearly to its peak.
         learning_rate: Adam learning rate (cosine decay to 5 % over the run).
+        weight_decay: Decoupled weight decay of the convolution kernels (each step shrinks
+            them by ``weight_decay * learning rate``; 0: none).
         loss: ``ce+dice``, ``focal+dice``, ``ce``, ``focal`` or ``dice``.
         class_weights: ``auto`` (inverse square-root frequency), ``none`` or one per class.
         augment: 8 flips/rotations and brightness/contrast jitter.
@@ -246,6 +248,7 @@ class TrainConfig:
     steps_per_epoch: int = 50
     warmup: float = 0.05
     learning_rate: float = 3e-3
+    weight_decay: float = 0.0
     loss: str = "ce+dice"
     class_weights: str | tuple[float, ...] = "auto"
     augment: bool = True
@@ -311,6 +314,8 @@ class TrainConfig:
                f"Expected 0 <= val_fraction < 1. Received: {self.val_fraction}")
         require(self.learning_rate > 0,
                f"Expected a positive learning rate. Received: {self.learning_rate}")
+        require(isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < 1,
+                f"Expected 0 <= weight_decay < 1. Received: {self.weight_decay!r}")
         require(0.0 <= self.jitter < 1.0, f"Expected 0 <= jitter < 1. Received: {self.jitter}")
         require(isinstance(self.patience, int) and self.patience >= 0,
                f"Expected patience >= 0. Received: {self.patience!r}")

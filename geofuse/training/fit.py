@@ -364,7 +364,10 @@ def fit_model(
             budget.agree = agree
     with strategy.scope():
         model = build_unet(info.spec)
-        optimizer = keras.optimizers.Adam(budget.learning_rate(0.0))
+        optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
+                                          weight_decay=config.weight_decay or None)
+        if config.weight_decay:  # kernels only: biases and normalisation scales are free
+            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         model.compile(
             optimizer=optimizer,
             loss=SegmentationLoss(info.spec.classes, config.loss, list(weights)),
