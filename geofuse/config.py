@@ -30,6 +30,7 @@ CLASS_NODATA = 255
 RESAMPLE_MODES = ("auto", "off")  # reading a scene at the model's pixel size (InputConfig)
 STRETCH_MODES = ("percentile",)
 OVERLAP_DIVISOR = 8  # default overlap: an eighth of the tile
+FIT_RANGE = 0.25  # a big scene's tile may differ from the nominal one by this share (for_scene)
 PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.preview)
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 READABLE_COLOURS = (  # (word starts in a class name, display colour), first match wins
@@ -354,6 +355,8 @@ class TilingConfig:
             installed, else TensorFlow (see :mod:`geofuse.runtime`).
         precision: One of ``PRECISIONS``: ``auto`` is bf16 on OpenVINO where the CPU has
             native BF16, else f32; bf16 needs OpenVINO.
+        fit: Let :meth:`for_scene` change a big scene's tile by up to ``FIT_RANGE`` so that
+            its grid computes the fewest patch pixels; False keeps ``tile`` exactly.
 
     """
 
@@ -364,6 +367,7 @@ class TilingConfig:
     bands: tuple[int, ...] | None = None
     runtime: str = "auto"
     precision: str = "auto"
+    fit: bool = True
 
     def __post_init__(self) -> None:
         positive_int("tile", self.tile)
@@ -388,16 +392,40 @@ class TilingConfig:
         """The tiling to use for a scene of ``height`` x ``width`` pixels.
 
         The one place that decides the tile for a scene (``segment``, ``batch``, ``evaluate``,
-        ``predict_array``): a scene smaller than the tile is predicted as one tile of the
-        smallest side that holds it (rounded up to ``multiple``, the model's ``2**depth``),
-        instead of being padded into a big one; the overlap shrinks with it. Bigger scenes
-        keep this tiling. Applying it twice changes nothing.
+        ``predict_array``, the Dask bands): a scene smaller than the tile is predicted as one
+        tile of the smallest side that holds it (rounded up to ``multiple``, the model's
+        ``2**depth``), instead of being padded into a big one; the overlap shrinks with it.
+        With ``fit``, a bigger scene gets the tile within ``FIT_RANGE`` of ``tile`` (a multiple
+        of ``multiple``) whose grid computes the fewest patch pixels, ties going to the
+        nominal tile: the grid then fits the scene instead of its last tiles being pushed
+        back over their neighbours. The result has ``fit`` off, so applying it twice changes
+        nothing.
         """
         side = max(height, width)
         tile = -(-side // multiple) * multiple
-        if tile >= self.tile:
+        if tile < self.tile:
+            return dataclasses.replace(self, tile=tile, overlap=min(self.overlap, tile // 2),
+                                       fit=False)
+        if not self.fit:
             return self
-        return dataclasses.replace(self, tile=tile, overlap=min(self.overlap, tile // 2))
+        low = max(multiple, -(-int(self.tile * (1 - FIT_RANGE)) // multiple) * multiple,
+                  (self.overlap // multiple + 1) * multiple)
+        high = int(self.tile * (1 + FIT_RANGE)) // multiple * multiple
+        sides = sorted({*range(low, high + 1, multiple), self.tile},
+                       key=lambda t: (patch_pixels(height, width, t, self.overlap),
+                                      abs(t - self.tile)))
+        return dataclasses.replace(self, tile=sides[0], fit=False)
+
+
+def patch_pixels(height: int, width: int, tile: int, overlap: int) -> int:
+    """Pixels a grid of ``tile`` x ``tile`` tiles with ``overlap`` feeds to the model.
+
+    The count :class:`geofuse.windows.TileGrid` gives (its last tiles end on the scene edge).
+    """
+    def count(length: int) -> int:
+        return 1 if length <= tile else -(-(length - tile) // (tile - overlap)) + 1
+
+    return count(height) * count(width) * tile * tile
 
 
 @dataclass(frozen=True)

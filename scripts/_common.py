@@ -291,8 +291,9 @@ def block_texture(size: int, seed: int = 0, cell: int = 16, classes: int = 5) ->
 def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
                     labels: Path | None = None, seed: int = 0, cell: int = 16,
                     nodata: int = 0, block: int = 512,
-                    tags: dict[str, str] | None = None, sparse: bool = False) -> Path:
-    """Write a ``size`` x ``size`` uint8 GeoTIFF, :data:`ROWS` rows at a time.
+                    tags: dict[str, str] | None = None, sparse: bool = False,
+                    height: int | None = None) -> Path:
+    """Write a ``size`` x ``size`` (or ``height``) uint8 GeoTIFF, :data:`ROWS` rows at a time.
 
     Never holds the whole scene in memory, so any size works. Georeferencing is
     :func:`geotiff_profile`'s; files over 4 GB become BigTIFF.
@@ -310,10 +311,12 @@ def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
         block: Tile size of the file(s).
         tags: Dataset tags of the image.
         sparse: Leave out the image blocks that are all nodata (GDAL's ``SPARSE_OK``).
+        height: Rows, if not ``size`` (a strip).
 
     Returns:
         ``path``.
     """
+    rows = size if height is None else height
     if texture == "sample":
         render = sample_texture(size)
     elif texture == "blocks":
@@ -324,17 +327,17 @@ def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
         raise ValueError(f"unknown texture {texture!r}")
     with ExitStack() as files:
         image_file = labels_file = None
-        for r0 in range(0, size, ROWS):
-            window = Window(0, r0, size, min(ROWS, size - r0))
+        for r0 in range(0, rows, ROWS):
+            window = Window(0, r0, size, min(ROWS, rows - r0))
             image, ids = render(r0, r0 + window.height)
             if image_file is None:
                 image_file = files.enter_context(rasterio.open(
-                    path, "w", **geotiff_profile(size, size, len(image), nodata, block=block,
+                    path, "w", **geotiff_profile(size, rows, len(image), nodata, block=block,
                                                  BIGTIFF="IF_SAFER", SPARSE_OK=sparse)))
                 image_file.update_tags(**(tags or {}))
                 if labels is not None:
                     labels_file = files.enter_context(rasterio.open(
-                        labels, "w", **geotiff_profile(size, size, 1, LABEL_NODATA,
+                        labels, "w", **geotiff_profile(size, rows, 1, LABEL_NODATA,
                                                        block=block, BIGTIFF="IF_SAFER")))
             image_file.write(image, window=window)
             if labels_file is not None:
@@ -345,6 +348,14 @@ def synthetic_scene(path: Path, size: int, texture: str | Texture = "blocks", *,
 
 
 # -- process and training helpers --------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB (``VmRSS``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def peak_rss_mb() -> float:

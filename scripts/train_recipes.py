@@ -81,6 +81,7 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "wd2": ({"weight_decay": 0.2}, {}, "defaults with decoupled weight decay 0.2"),
     "jitter04": ({"jitter": 0.4}, {}, "defaults with twice the brightness/contrast jitter"),
     "val01": ({"val_fraction": 0.1}, {}, "defaults validating on 10 % of the blocks, not 20 %"),
+    "val0": ({"val_fraction": 0.0}, {}, "defaults training on every block (no validation)"),
     "patch128": ({"patch": 128, "batch_size": 8}, {}, "defaults on 128-px chips, batch 8"),
 }
 

@@ -17,6 +17,7 @@ import geofuse
 from geofuse.cli import main
 from geofuse.config import TilingConfig
 from geofuse.errors import InputError
+from geofuse.model import read_info
 from tests.conftest import ROOT, write_geotiff
 
 
@@ -46,7 +47,9 @@ def test_predict_array_equals_segment(tmp_path: Path, tiny_models) -> None:
     first = geofuse.predict_array(model, data, valid, tiling=tiling)
     np.testing.assert_array_equal(first.classes, mask)
     np.testing.assert_array_equal(first.probabilities, probs)  # NaN where nodata, like p.tif
-    assert first.class_names == ("class0", "class1", "class2") and first.tiling == tiling
+    assert first.class_names == ("class0", "class1", "class2")
+    multiple = read_info(model).spec.arch.multiple  # the tile segment fitted to the scene:
+    assert first.tiling == tiling.for_scene(150, 130, multiple) and first.tiling.tile != 64
 
     last = geofuse.predict_array(str(model), np.moveaxis(data, 0, -1), valid, tiling=tiling)
     np.testing.assert_array_equal(last.classes, mask)

@@ -102,7 +102,8 @@ def test_bands_of_tile_rows_give_the_whole_run_to_the_pixel(tiny_models, tmp_pat
     config = SegmentConfig(tiling=tiling, overwrite=True, **options)
     whole = segment_scene(scene, tmp_path / "m.tif", loaded,
                           replace(config, probabilities=tmp_path / "p.tif"))
-    grid = TileGrid(300, 200, 64, 24)
+    fitted = tiling.for_scene(300, 200, loaded.info.spec.arch.multiple)  # as segment does
+    grid = TileGrid(300, 200, fitted.tile, fitted.overlap)
     rows = len(grid.row_starts)
     for split in ([(0, 1), (1, 2), (2, rows)], [(0, rows - 1), (rows - 1, rows)]):
         masks, probs = [], []
@@ -228,7 +229,7 @@ def test_an_interrupted_run_resumes_with_the_finished_bands(
     monkeypatch.setattr(scatter, "BANDS_PER_WORKER", 8)
     scene = write_geotiff(tmp_path / "s.tif", scene_image(400, 256), nodata=0)
     model = tiny_models()
-    config = SegmentConfig(tiling=TilingConfig(tile=64, overlap=16, batch_size=3),
+    config = SegmentConfig(tiling=TilingConfig(tile=64, overlap=16, batch_size=3, fit=False),
                            probabilities=tmp_path / "p.tif", probability_dtype="float32")
     out, folder = tmp_path / "m.tif", parts_folder(tmp_path / "m.tif")
     seen = []

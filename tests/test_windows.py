@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from geofuse.config import FIT_RANGE, TilingConfig, patch_pixels
 from geofuse.errors import ConfigError
 from geofuse.windows import TileGrid, axis_starts, blend_weights, core_weights
 
@@ -114,3 +115,21 @@ def test_core_weights_select_the_core() -> None:
 def test_invalid_grids_are_refused(height: int, width: int, tile: int, overlap: int) -> None:
     with pytest.raises(ConfigError, match="Expected"):
         TileGrid(height, width, tile, overlap)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([32, 64, 256, 512, 1024]), st.integers(0, 96), st.integers(1, 20000),
+       st.integers(1, 20000), st.sampled_from([4, 8, 16, 32]))
+def test_the_fitted_tile_never_computes_more_and_stays_in_range(
+        tile: int, overlap: int, height: int, width: int, multiple: int) -> None:
+    assume(tile % multiple == 0 and overlap < tile // 2)
+    nominal = TilingConfig(tile=tile, overlap=overlap)
+    fitted = nominal.for_scene(height, width, multiple)
+    assert fitted.tile % multiple == 0 and fitted.overlap < fitted.tile
+    assert not fitted.fit and fitted.for_scene(height, width, multiple) == fitted
+    assert patch_pixels(height, width, fitted.tile, fitted.overlap) <= patch_pixels(
+        height, width, tile, overlap)
+    if max(height, width) > tile:  # a big scene: the tile moved by at most FIT_RANGE
+        assert abs(fitted.tile - tile) <= FIT_RANGE * tile
+    grid = TileGrid(height, width, fitted.tile, fitted.overlap)
+    assert grid.patch_pixels == patch_pixels(height, width, fitted.tile, fitted.overlap)

@@ -12,6 +12,7 @@ import click
 from geofuse.cli.app import default
 from geofuse.config import (
     BLEND_MODES,
+    FIT_RANGE,
     OVERLAP_DIVISOR,
     PRECISIONS,
     PROBABILITY_DTYPES,
@@ -32,7 +33,12 @@ def grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Tile grid options shared by ``segment``, ``batch`` and ``evaluate``."""
     options = [
         click.option("--tile", default=default(TilingConfig, "tile"), show_default=True,
-                     help="Tile side in pixels (a multiple of 2**depth of the model)."),
+                     help="Nominal tile side in pixels (a multiple of 2**depth of the model); "
+                          f"each scene gets the side within {FIT_RANGE:.0%} of it whose grid "
+                          "computes the fewest pixels."),
+        click.option("--exact-tile", is_flag=True,
+                     help="Use --tile as given on every scene (smaller scenes still get one "
+                          "smaller tile)."),
         click.option("--overlap", type=int, default=None,
                      help=f"Pixels shared by neighbouring tiles. Default: tile / "
                           f"{OVERLAP_DIVISOR}."),
@@ -58,10 +64,11 @@ def grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_tiling(tile: int, overlap: int | None, blend: str, batch_size: int,
                  bands: str | None, runtime: str = "auto",
-                 precision: str = "auto") -> TilingConfig:
+                 precision: str = "auto", exact_tile: bool = False) -> TilingConfig:
     """TilingConfig from the :func:`grid_options` values."""
     return TilingConfig(tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
-                        bands=parse_bands(bands), runtime=runtime, precision=precision)
+                        bands=parse_bands(bands), runtime=runtime, precision=precision,
+                        fit=not exact_tile)
 
 
 def _input_range(ctx: click.Context, param: click.Parameter,
@@ -152,10 +159,12 @@ def build_segment_config(
     tta: str = "none", aoi: str | None = None, vector: str | None = None,
     vectorize: VectorizeConfig | None = None, preview: str | None = None,
     runtime: str = "auto", precision: str = "auto", adapt: InputConfig | None = None,
+    exact_tile: bool = False,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     return SegmentConfig(
-        tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision),
+        tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision,
+                            exact_tile),
         probabilities=Path(probabilities) if probabilities else None,
         probability_dtype=probability_dtype,
         overwrite=overwrite,

@@ -56,8 +56,8 @@ from geofuse.export import EXPORT_FORMATS
                    "(OUT's folder must be shared with the workers).")
 @input_options
 @handle_errors
-def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: int | None,
-            blend: str,
+def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile: bool,
+            overlap: int | None, blend: str,
             batch_size: int, bands: str | None, probability_dtype: str, tta: str, overwrite: bool,
             quiet: bool, probabilities: str | None, aoi: str | None, vector: str | None,
             simplify: float, min_area: float, classes: str | None, preview: str | None,
@@ -75,7 +75,7 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, overlap: in
         tile, overlap, blend, batch_size, bands, probabilities, probability_dtype, overwrite,
         tta=tta, aoi=aoi, vector=vector, preview=preview,
         vectorize=build_vectorize_config(simplify, min_area, classes),
-        runtime=runtime, precision=precision, adapt=adapt,
+        runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile,
     )
     if not scattered:  # the workers load TensorFlow, not this process
         quiet_tensorflow()
@@ -160,7 +160,8 @@ def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any
                    "redoes and replaces everything.")
 @input_options
 @handle_errors
-def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, overlap: int | None,
+def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_tile: bool,
+          overlap: int | None,
           blend: str, batch_size: int, bands: str | None, probability_dtype: str, tta: str,
           overwrite: bool, quiet: bool, probabilities: bool, pattern: str, recursive: bool,
           workers: int | None, scheduler: str | None, resume: bool, runtime: str,
@@ -185,7 +186,7 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, overlap:
     config = BatchConfig(
         segment=build_segment_config(tile, overlap, blend, batch_size, bands, None,
                                      probability_dtype, overwrite, tta=tta, runtime=runtime,
-                                     precision=precision, adapt=adapt,
+                                     precision=precision, adapt=adapt, exact_tile=exact_tile,
                                      vectorize=build_vectorize_config(simplify, min_area,
                                                                       classes)),
         pattern=pattern, recursive=recursive, probabilities=probabilities, vector=vector,

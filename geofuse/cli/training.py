@@ -311,7 +311,7 @@ def train(**values: Any) -> None:
 @input_options
 @handle_errors
 def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
-             overlap: int | None, blend: str, batch_size: int, bands: str | None,
+             exact_tile: bool, overlap: int | None, blend: str, batch_size: int, bands: str | None,
              runtime: str, precision: str, seam_width: int, overwrite: bool, quiet: bool,
              adapt: InputConfig, **data: Any) -> None:
     """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
@@ -320,7 +320,8 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
         raise click.UsageError("evaluate takes one --tiles folder")
     config = EvaluateConfig(
         source=sources[0], model=Path(model_path) if model_path else None, labels=labels,
-        tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision),
+        tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision,
+                            exact_tile),
         seam_width=seam_width, report=Path(report) if report else None,
         plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt,
     )
