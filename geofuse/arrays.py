@@ -34,7 +34,6 @@ from geofuse.model import LoadedModel, load_model
 from geofuse.outputs import Progress
 from geofuse.stitcher import Stitcher
 from geofuse.tiling import SUPPORTED_DTYPES, SceneReader, prefetch
-from geofuse.windows import TileGrid
 
 LAYOUTS = ("auto", "bands_first", "bands_last")
 
@@ -164,7 +163,7 @@ def predict_array(
         except InputError as exc:
             raise InputError(str(exc).replace(memory.name, "the array")) from None
         with reader:
-            grid = TileGrid(height, width, tiling.tile, tiling.overlap)
+            grid = tiling.grid(height, width)
             predict = tta_predictor(runtime_predictor(
                 loaded, tiling.batch_size, tiling.tile, choose_runtime(tiling)), tta)
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")

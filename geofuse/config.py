@@ -12,12 +12,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geofuse.checks import bands as check_bands
 from geofuse.checks import choice, non_negative, positive_int, require
 from geofuse.errors import ConfigError
 from geofuse.fusion import fusion_mode
+
+if TYPE_CHECKING:
+    from geofuse.windows import TileGrid
 
 BLEND_MODES = ("hann", "center")
 PROBABILITY_DTYPES = ("uint8", "float32")
@@ -357,6 +360,8 @@ class TilingConfig:
             native BF16, else f32; bf16 needs OpenVINO.
         fit: Let :meth:`for_scene` change a big scene's tile by up to ``FIT_RANGE`` so that
             its grid computes the fewest patch pixels; False keeps ``tile`` exactly.
+        align: Tiles start on multiples of this: :meth:`for_scene` sets the model's
+            ``2**depth`` (see :mod:`geofuse.windows`).
 
     """
 
@@ -368,6 +373,7 @@ class TilingConfig:
     runtime: str = "auto"
     precision: str = "auto"
     fit: bool = True
+    align: int = 1
 
     def __post_init__(self) -> None:
         positive_int("tile", self.tile)
@@ -398,23 +404,33 @@ class TilingConfig:
         With ``fit``, a bigger scene gets the tile within ``FIT_RANGE`` of ``tile`` (a multiple
         of ``multiple``) whose grid computes the fewest patch pixels, ties going to the
         nominal tile: the grid then fits the scene instead of its last tiles being pushed
-        back over their neighbours. The result has ``fit`` off, so applying it twice changes
-        nothing.
+        back over their neighbours. The overlap is rounded up to a multiple of ``multiple``
+        and tiles are aligned to it (``align``). The result has ``fit`` off, so applying it
+        twice changes nothing.
         """
+        # a whole number of lattice steps, less than the tile
+        overlap = max(0, min(-(-self.overlap // multiple) * multiple, self.tile - multiple))
         side = max(height, width)
         tile = -(-side // multiple) * multiple
         if tile < self.tile:
-            return dataclasses.replace(self, tile=tile, overlap=min(self.overlap, tile // 2),
-                                       fit=False)
+            return dataclasses.replace(self, tile=tile, fit=False, align=multiple,
+                                       overlap=min(overlap, tile // 2) // multiple * multiple)
         if not self.fit:
-            return self
+            return dataclasses.replace(self, overlap=overlap, align=multiple)
         low = max(multiple, -(-int(self.tile * (1 - FIT_RANGE)) // multiple) * multiple,
-                  (self.overlap // multiple + 1) * multiple)
+                  overlap + multiple)
         high = int(self.tile * (1 + FIT_RANGE)) // multiple * multiple
         sides = sorted({*range(low, high + 1, multiple), self.tile},
-                       key=lambda t: (patch_pixels(height, width, t, self.overlap),
+                       key=lambda t: (patch_pixels(height, width, t, overlap),
                                       abs(t - self.tile)))
-        return dataclasses.replace(self, tile=sides[0], fit=False)
+        return dataclasses.replace(self, tile=sides[0], overlap=overlap, fit=False,
+                                   align=multiple)
+
+    def grid(self, height: int, width: int) -> TileGrid:
+        """The tile grid of this tiling over a ``height`` x ``width`` scene."""
+        from geofuse.windows import TileGrid
+
+        return TileGrid(height, width, self.tile, self.overlap, self.align)
 
 
 def patch_pixels(height: int, width: int, tile: int, overlap: int) -> int:

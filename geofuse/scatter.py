@@ -270,7 +270,7 @@ def _check_scene(scene: Source, info: Any, config: SegmentConfig,
         if config.aoi is not None:  # an area missing the scene fails here, not in a task
             AreaOfInterest.load(config.aoi, scene, reader.crs, reader.transform, reader.width,
                                 reader.height)
-        grid = TileGrid(reader.height, reader.width, tiling.tile, tiling.overlap)
+        grid = tiling.grid(reader.height, reader.width)
         return (dataclasses.replace(config, tiling=tiling), grid,
                 is_georeferenced(reader.dataset), list(reader.notices))
 

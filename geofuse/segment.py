@@ -39,7 +39,6 @@ from geofuse.sources import Source, as_source, source_name
 from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher
 from geofuse.tiling import Patch, SceneReader, batched, is_georeferenced, prefetch, stack_batch
 from geofuse.tta import passes, tta_predictor
-from geofuse.windows import TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +217,7 @@ def segment_scene(
             (notify or log.warning)(notice)
         tiling = tiling.for_scene(reader.height, reader.width, info.spec.arch.multiple)
         config = replace(config, tiling=tiling)
-        grid = TileGrid(reader.height, reader.width, tiling.tile, tiling.overlap)
+        grid = tiling.grid(reader.height, reader.width)
         rows = None if grid_rows is None else grid.band_rows(*grid_rows)
         if rows is not None and reader.resampled:
             raise ConfigError(f"{source_name(scene)}: expected a scene read on its own pixel grid "

@@ -2,9 +2,13 @@
 
 No I/O happens here. A scene of ``height`` x ``width`` pixels is covered by square tiles of
 side ``tile`` placed every ``stride = tile - overlap`` pixels; the last row and column of tiles is
-shifted inward so that it ends exactly on the scene edge (no ragged tiles, no missed pixels). A
-scene side shorter than a tile gets a single tile at offset 0 that reaches past the edge; the
-reader pads it and the stitcher crops the padding off again.
+shifted inward so that it ends on the scene edge (no ragged tiles, no missed pixels). With
+``align`` (the model's ``2**depth``), every tile starts on a multiple of it, so that each tile's
+pooling lattice is the whole scene's: a U-Net is only shift-equivariant by multiples of
+``2**depth``, and a tile shifted by 4 px changes 1-5 % of a real scene's classes where an aligned
+one changes almost none (``docs/seams.md``). The last tile then ends up to ``align - 1`` pixels
+past the edge. A scene side shorter than a tile gets a single tile at offset 0 that reaches past
+the edge; the reader pads it and the stitcher crops the padding off again.
 
 Each tile also owns a *core* window: the cores split every overlap at its middle, so they
 partition the scene exactly once. The ``center`` blend keeps only cores.
@@ -22,27 +26,29 @@ from rasterio.windows import Window
 from geofuse.errors import ConfigError
 
 
-def axis_starts(length: int, tile: int, stride: int) -> list[int]:
+def axis_starts(length: int, tile: int, stride: int, align: int = 1) -> list[int]:
     """Offsets of the tiles along one axis.
 
     Args:
         length: Scene size along the axis (pixels, > 0).
         tile: Tile size (> 0).
-        stride: Distance between tile origins (0 < stride <= tile).
+        stride: Distance between tile origins (0 < stride <= tile, a multiple of ``align``).
+        align: Every offset is a multiple of this.
 
     Returns:
-        Increasing offsets; the last tile ends exactly at ``length`` when ``length >= tile``.
+        Increasing offsets; when ``length >= tile`` the last tile ends at ``length`` (or less
+        than ``align`` pixels past it).
 
     """
-    if length <= 0 or tile <= 0 or not 0 < stride <= tile:
+    if length <= 0 or tile <= 0 or not 0 < stride <= tile or align <= 0 or stride % align:
         raise ConfigError(
-            "Expected length > 0, tile > 0 and 0 < stride <= tile. "
-            f"Received: length={length}, tile={tile}, stride={stride}"
+            "Expected length > 0, tile > 0, 0 < stride <= tile and stride a multiple of align. "
+            f"Received: length={length}, tile={tile}, stride={stride}, align={align}"
         )
     if length <= tile:
         return [0]
     starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
+    starts.append(-(-(length - tile) // align) * align)
     return starts
 
 
@@ -85,6 +91,8 @@ class TileGrid:
         width: Scene columns.
         tile: Tile side.
         overlap: Pixels shared by neighbouring tiles.
+        align: Tiles start on multiples of this (the model's ``2**depth``); ``tile`` and
+            ``overlap`` must be multiples of it.
 
     """
 
@@ -92,6 +100,7 @@ class TileGrid:
     width: int
     tile: int
     overlap: int
+    align: int = 1
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
@@ -102,6 +111,9 @@ class TileGrid:
             raise ConfigError(
                 f"Expected 0 <= overlap < tile ({self.tile}). Received: overlap={self.overlap}"
             )
+        if self.align <= 0 or self.tile % self.align or self.overlap % self.align:
+            raise ConfigError(f"Expected tile and overlap to be multiples of {self.align}. "
+                              f"Received: tile={self.tile}, overlap={self.overlap}")
 
     @property
     def stride(self) -> int:
@@ -111,12 +123,12 @@ class TileGrid:
     @cached_property
     def row_starts(self) -> list[int]:
         """Row offsets of the grid rows."""
-        return axis_starts(self.height, self.tile, self.stride)
+        return axis_starts(self.height, self.tile, self.stride, self.align)
 
     @cached_property
     def col_starts(self) -> list[int]:
         """Column offsets of the grid columns."""
-        return axis_starts(self.width, self.tile, self.stride)
+        return axis_starts(self.width, self.tile, self.stride, self.align)
 
     @cached_property
     def row_cores(self) -> list[tuple[int, int]]:

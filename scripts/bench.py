@@ -65,15 +65,13 @@ def child(args: argparse.Namespace) -> None:
     (so both see the same machine load) and scaled to the end-to-end run's batch count.
     """
     import rasterio
+    import tensorflow  # noqa: F401 - loading a .keras model imports it anyway: measured apart
 
     from geofuse.config import SegmentConfig, TilingConfig
     from geofuse.model import load_model
     from geofuse.runtime import choose_runtime, make_predictor
     from geofuse.segment import segment_scene
     from geofuse.tiling import SceneReader, batched, stack_batch
-    from geofuse.windows import TileGrid
-
-    import tensorflow  # noqa: F401 - loading a .keras model imports it anyway: measured apart
 
     stages = {"tensorflow": rss_mb()}
     loaded = load_model(args.model)
@@ -83,7 +81,7 @@ def child(args: argparse.Namespace) -> None:
         tiling = TilingConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                               fit=not args.exact_tile).for_scene(
                                   ds.height, ds.width, loaded.info.spec.arch.multiple)
-        grid = TileGrid(ds.height, ds.width, tiling.tile, tiling.overlap)
+        grid = tiling.grid(ds.height, ds.width)
     predict = make_predictor(loaded, args.batch_size, tiling.tile,
                              choose_runtime(runtime, precision))
     n_batches = -(-len(grid) // args.batch_size)

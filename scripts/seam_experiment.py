@@ -16,8 +16,9 @@ Scenes and models (each from ``../shared`` or generated, never copied into the r
   embedded model;
 * ``generated``: a ``--size``² scene textured from the bundled sample, with the embedded model.
 
-One JSON file per scene goes to ``docs/seams/`` (skipped when it exists) and the table to
-``docs/seams.md``.
+One JSON file per scene and ``--label`` goes to ``docs/seams/`` (skipped when it exists) and the
+tables to ``docs/seams.md``. ``unaligned`` marks the runs made before tiles were aligned to the
+model's pooling lattice (geofuse commit in each file).
 
     python scripts/seam_experiment.py --spacenet-model /tmp/recipes-work/spacenet-default-0/m.keras
     python scripts/seam_experiment.py --report-only
@@ -61,10 +62,9 @@ def scenes(args: argparse.Namespace, work: Path) -> dict[str, tuple[list[Path], 
 def patch_ratio(height: int, width: int, tile: int, overlap: int, multiple: int) -> float:
     """Patch pixels per scene pixel of the grid geofuse uses for this scene."""
     from geofuse.config import TilingConfig
-    from geofuse.windows import TileGrid
 
     tiling = TilingConfig(tile=tile, overlap=overlap).for_scene(height, width, multiple)
-    grid = TileGrid(height, width, tiling.tile, tiling.overlap)
+    grid = tiling.grid(height, width)
     return grid.patch_pixels / (height * width)
 
 
@@ -85,7 +85,7 @@ def measure(name: str, files: list[Path], model_path: str | None) -> dict:
     for image in images:
         side = -(-max(image.shape[1:]) // multiple) * multiple
         references.append(predict_array(model, image, tiling=TilingConfig(
-            tile=side, overlap=0, runtime="tensorflow", precision="f32")).classes)
+            tile=side, overlap=0, batch_size=1, runtime="tensorflow", precision="f32")).classes)
     for tile in TILES:
         for overlap in OVERLAPS:
             for blend in BLENDS:
@@ -134,8 +134,8 @@ def report() -> str:
     lines = []
     for path in sorted(RUNS.glob("*.json")):
         run = json.loads(path.read_text())
-        lines += [f"### {run['scene']} ({run['scene_pixels'] / 1e6:.2f} Mpx, model "
-                  f"{Path(run['model']).name})", "",
+        lines += [f"### {run['scene']}, {path.stem.split('-', 1)[1]} "
+                  f"({run['scene_pixels'] / 1e6:.2f} Mpx, model {Path(run['model']).name})", "",
                   f"| tile | fitted | overlap | blend | seam (valid pixels {run['border']} px "
                   "inside the border) | with the border | patch px / scene px | at 4096² "
                   "| at 8192² |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -155,13 +155,14 @@ def main() -> None:
     parser.add_argument("--spacenet-model", default=None)
     parser.add_argument("--size", type=int, default=3072, help="Generated scene side.")
     parser.add_argument("--scenes", default=None, help="Comma-separated subset.")
+    parser.add_argument("--label", default="aligned", help="Name of this code's runs.")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
         RUNS.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             for name, (files, model) in scenes(args, Path(tmp)).items():
-                out = RUNS / f"{name}.json"
+                out = RUNS / f"{name}-{args.label}.json"
                 if out.exists() or (args.scenes and name not in args.scenes.split(",")):
                     continue
                 write_json_atomic(out, measure(name, files, model))

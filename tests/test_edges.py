@@ -4,7 +4,6 @@ tile choice for segment and evaluate, batch products, and the small things of po
 from __future__ import annotations
 
 import dataclasses
-
 import io
 import json
 import os
@@ -66,7 +65,8 @@ def test_progress_outside_a_terminal_prints_no_bare_words(tmp_path: Path, tiny_m
     scene = write_geotiff(tmp_path / "s.tif", rgb(1, 96, 96))
     result = subprocess.run(
         [sys.executable, "-m", "geofuse.cli", "segment", str(scene), str(tmp_path / "m.tif"),
-         "--model", str(tiny_models()), "--tile", "32", "--exact-tile", "--vector", str(tmp_path / "v.gpkg"),
+         "--model", str(tiny_models()), "--tile", "32", "--exact-tile",
+         "--vector", str(tmp_path / "v.gpkg"),
          "--preview", str(tmp_path / "q.png")],
         capture_output=True, text=True, timeout=300, env=dict(os.environ,
                                                                TF_CPP_MIN_LOG_LEVEL="2"))
@@ -122,9 +122,10 @@ def test_segment_announces_every_phase_after_the_tiles(tmp_path: Path, tiny_mode
 # -- 5. one tile choice ---------------------------------------------------------------------------
 def test_tile_for_a_scene() -> None:
     default = TilingConfig(overlap=64)
-    assert default.for_scene(256, 256, 8) == TilingConfig(tile=256, overlap=64, fit=False)
+    assert default.for_scene(256, 256, 8) == TilingConfig(tile=256, overlap=64, fit=False,
+                                                          align=8)
     assert default.for_scene(250, 100, 8).tile == 256
-    assert default.for_scene(512, 512, 8) == dataclasses.replace(default, fit=False)
+    assert default.for_scene(512, 512, 8) == dataclasses.replace(default, fit=False, align=8)
     # a 5000 x 100 strip: 11 tiles of 512 px (the last pushed back over its neighbour), each
     # mostly padding across the strip; 16 tiles of 384 px (the smallest allowed) compute 25 %
     # fewer pixels
@@ -132,8 +133,10 @@ def test_tile_for_a_scene() -> None:
     assert (fitted.tile, fitted.overlap, fitted.fit) == (384, 64, False)
     assert fitted.for_scene(5000, 100, 8) == fitted
     assert TilingConfig(overlap=64, fit=False).for_scene(5000, 100, 8).tile == 512
+    # the overlap becomes a whole number of the model's lattice steps
+    assert TilingConfig(overlap=50).for_scene(5000, 5000, 8).overlap == 56
     small = TilingConfig(tile=64, overlap=40).for_scene(30, 30, 4)
-    assert small == TilingConfig(tile=32, overlap=16, fit=False)
+    assert small == TilingConfig(tile=32, overlap=16, fit=False, align=4)
     assert small.for_scene(30, 30, 4) == small
 
 

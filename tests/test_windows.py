@@ -14,11 +14,12 @@ from geofuse.windows import TileGrid, axis_starts, blend_weights, core_weights
 
 @st.composite
 def grids(draw: st.DrawFn) -> TileGrid:
+    align = draw(st.sampled_from([1, 1, 4, 8]))
     tile = draw(st.sampled_from([8, 16, 32, 48, 64]))
-    overlap = draw(st.integers(0, tile - 1))
+    overlap = draw(st.integers(0, tile // align - 1)) * align
     height = draw(st.integers(1, 300))
     width = draw(st.integers(1, 300))
-    return TileGrid(height, width, tile, overlap)
+    return TileGrid(height, width, tile, overlap, align)
 
 
 @settings(max_examples=300, deadline=None)
@@ -39,13 +40,15 @@ def test_every_read_window_has_the_tile_size_and_covers_its_core(grid: TileGrid)
         r = t.read
         assert (r.width, r.height) == (grid.tile, grid.tile)
         assert r.col_off >= 0 and r.row_off >= 0
-        # inside the scene, unless the scene is smaller than a tile on that axis (then at 0)
+        # on the lattice, and inside the scene but for less than one lattice step, unless the
+        # scene is smaller than a tile on that axis (then at 0)
+        assert r.col_off % grid.align == 0 and r.row_off % grid.align == 0
         if grid.width >= grid.tile:
-            assert r.col_off + r.width <= grid.width
+            assert r.col_off + r.width < grid.width + grid.align
         else:
             assert r.col_off == 0
         if grid.height >= grid.tile:
-            assert r.row_off + r.height <= grid.height
+            assert r.row_off + r.height < grid.height + grid.align
         else:
             assert r.row_off == 0
         c = t.core
@@ -62,9 +65,9 @@ def test_every_pixel_is_read_and_last_tiles_end_on_the_edge(grid: TileGrid) -> N
         covered[r.toslices()] = True
     assert covered.all()
     if grid.height >= grid.tile:
-        assert grid.row_starts[-1] + grid.tile == grid.height
+        assert 0 <= grid.row_starts[-1] + grid.tile - grid.height < grid.align
     if grid.width >= grid.tile:
-        assert grid.col_starts[-1] + grid.tile == grid.width
+        assert 0 <= grid.col_starts[-1] + grid.tile - grid.width < grid.align
 
 
 @settings(max_examples=200, deadline=None)
@@ -90,6 +93,11 @@ def test_grid_counts_and_patch_pixels() -> None:
     grid = TileGrid(1000, 700, 256, 32)
     assert grid.row_starts == [0, 224, 448, 672, 744]
     assert grid.col_starts == [0, 224, 444]
+    aligned = TileGrid(1000, 700, 256, 32, align=8)  # the last column moves onto the lattice
+    assert aligned.row_starts == [0, 224, 448, 672, 744]
+    assert aligned.col_starts == [0, 224, 448]
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        TileGrid(1000, 700, 256, 30, align=8)
     assert len(grid) == 15 == len(grid.tiles)
     assert grid.patch_pixels == 15 * 256 * 256
 
@@ -127,9 +135,13 @@ def test_the_fitted_tile_never_computes_more_and_stays_in_range(
     fitted = nominal.for_scene(height, width, multiple)
     assert fitted.tile % multiple == 0 and fitted.overlap < fitted.tile
     assert not fitted.fit and fitted.for_scene(height, width, multiple) == fitted
+    assert fitted.overlap % multiple == 0
+    if max(height, width) > tile:  # the overlap asked for, at least, on the lattice
+        assert fitted.overlap >= min(overlap, tile - multiple)
     assert patch_pixels(height, width, fitted.tile, fitted.overlap) <= patch_pixels(
-        height, width, tile, overlap)
+        height, width, tile, fitted.overlap if max(height, width) > tile else overlap)
     if max(height, width) > tile:  # a big scene: the tile moved by at most FIT_RANGE
         assert abs(fitted.tile - tile) <= FIT_RANGE * tile
-    grid = TileGrid(height, width, fitted.tile, fitted.overlap)
+    grid = fitted.grid(height, width)
+    assert grid.align == multiple
     assert grid.patch_pixels == patch_pixels(height, width, fitted.tile, fitted.overlap)

@@ -125,7 +125,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
         for n, raster in enumerate(rasters):
             # the tile segment_scene picks for this image (smaller for a small chip)
             tiling = config.tiling.for_scene(raster.height, raster.width, spec.arch.multiple)
-            tile, overlap = tiling.tile, tiling.overlap
+            tile = tiling.tile
             if tile not in predictors:
                 predictors[tile] = make_predictor(loaded, tiling.batch_size, tile, choice)
             out = Path(tmp) / f"pred_{n}.tif"
@@ -134,7 +134,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                                    predictor=predictors[tile], notify=notices.append)
             # read at the model's pixel size, the tile seams are not on the scene's grid
             seams = scene_mode and config.seam_width and not result.resampled
-            grid = TileGrid(raster.height, raster.width, tile, overlap)
+            grid = tiling.grid(raster.height, raster.width)
             rows_band, cols_band = seam_band(grid, config.seam_width)
             cm = np.zeros_like(total)
             step = max(1, (1 << 22) // raster.width)
