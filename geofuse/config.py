@@ -32,7 +32,7 @@ FUSION_LEVELS = ("all", "adjacent")
 CLASS_NODATA = 255
 RESAMPLE_MODES = ("auto", "off")  # reading a scene at the model's pixel size (InputConfig)
 STRETCH_MODES = ("percentile",)
-OVERLAP_DIVISOR = 8  # default overlap: an eighth of the tile
+OVERLAP_DIVISOR = 16  # default overlap: a sixteenth of the tile (docs/seams.md)
 FIT_RANGE = 0.25  # a big scene's tile may differ from the nominal one by this share (for_scene)
 PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.preview)
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -350,7 +350,7 @@ class TilingConfig:
     Attributes:
         tile: Side of each square model input, in pixels (a multiple of the model's ``2**depth``).
         overlap: Pixels shared by neighbouring tiles; the stride is ``tile - overlap``.
-            None (the default) means ``tile // OVERLAP_DIVISOR`` (64 for the default tile).
+            None (the default) means ``tile // OVERLAP_DIVISOR`` (32 for the default tile).
         blend: ``"hann"`` (weighted blending) or ``"center"`` (keep each tile's core).
         batch_size: Tiles per model call.
         bands: 1-based band indexes to read, or None for every non-alpha band.

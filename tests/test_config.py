@@ -21,6 +21,7 @@ from geofuse.config import (
     TilingConfig,
 )
 from geofuse.errors import ConfigError
+from geofuse.model import read_info
 from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource, TrainConfig
 from tests.conftest import make_tiny_model, write_geotiff
 
@@ -76,18 +77,22 @@ def test_model_files_of_the_flat_layout_still_load() -> None:
     assert ModelInfo.from_json(info.to_json()) == info
 
 
-def test_overlap_default_is_one_eighth_of_the_tile_in_library_and_shell(tmp_path: Path) -> None:
-    assert TilingConfig().overlap == 64
-    assert TilingConfig(tile=256).overlap == 32
+def test_overlap_default_is_one_sixteenth_of_the_tile_in_library_and_shell(tmp_path: Path) -> None:
+    assert TilingConfig().overlap == 32
+    assert TilingConfig(tile=256).overlap == 16
     assert TilingConfig(tile=256, overlap=0).overlap == 0
     model = make_tiny_model(tmp_path / "m.keras")
     scene = write_geotiff(tmp_path / "s.tif",
                           np.random.default_rng(0).integers(0, 255, (3, 70, 90), dtype=np.uint8))
     result = CliRunner().invoke(main, ["segment", str(scene), str(tmp_path / "o.tif"), "--model",
-                                       str(model), "--tile", "32", "-q"])
+                                       str(model), "--tile", "64", "-q"])
     assert result.exit_code == 0, result.output
+    multiple = read_info(model).spec.arch.multiple
+    used = TilingConfig(tile=64).for_scene(70, 90, multiple)  # fitted, on the lattice
     with rasterio.open(tmp_path / "o.tif") as ds:
-        assert ds.tags()["GEOFUSE_OVERLAP"] == str(TilingConfig(tile=32).overlap) == "4"
+        assert ds.tags()["GEOFUSE_OVERLAP"] == str(used.overlap)
+        assert ds.tags()["GEOFUSE_TILE"] == str(used.tile)
+    assert used.overlap == max(4, -(-4 // multiple) * multiple)  # 64 / 16, rounded up
 
 
 @pytest.mark.parametrize(("command", "configs"), [
