@@ -404,9 +404,10 @@ class TilingConfig:
         With ``fit``, a bigger scene gets the tile within ``FIT_RANGE`` of ``tile`` (a multiple
         of ``multiple``) whose grid computes the fewest patch pixels, ties going to the
         nominal tile: the grid then fits the scene instead of its last tiles being pushed
-        back over their neighbours. The overlap is rounded up to a multiple of ``multiple``
-        and tiles are aligned to it (``align``). The result has ``fit`` off, so applying it
-        twice changes nothing.
+        back over their neighbours. A bigger tile gets a smaller ``batch_size`` (rounded,
+        at least 1), so that a model call holds about as many pixels (and memory) as before.
+        The overlap is rounded up to a multiple of ``multiple`` and tiles are aligned to it
+        (``align``). The result has ``fit`` off, so applying it twice changes nothing.
         """
         # a whole number of lattice steps, less than the tile
         overlap = max(0, min(-(-self.overlap // multiple) * multiple, self.tile - multiple))
@@ -423,8 +424,11 @@ class TilingConfig:
         sides = sorted({*range(low, high + 1, multiple), self.tile},
                        key=lambda t: (patch_pixels(height, width, t, overlap),
                                       abs(t - self.tile)))
-        return dataclasses.replace(self, tile=sides[0], overlap=overlap, fit=False,
-                                   align=multiple)
+        tile = sides[0]
+        # a bigger tile takes fewer per model call, so a call holds no more pixels (memory)
+        batch = max(1, min(self.batch_size, round(self.batch_size * self.tile**2 / tile**2)))
+        return dataclasses.replace(self, tile=tile, overlap=overlap, fit=False,
+                                   align=multiple, batch_size=batch)
 
     def grid(self, height: int, width: int) -> TileGrid:
         """The tile grid of this tiling over a ``height`` x ``width`` scene."""

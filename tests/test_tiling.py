@@ -153,3 +153,19 @@ def test_batches_have_a_fixed_shape(tmp_path: Path) -> None:
         batches = list(batched(reader.patches(grid), 4))
     assert [len(b) for b in batches] == [4, 4, 1]
     assert stack_batch(batches[-1], 4).shape == (4, 16, 16, 3)
+
+
+@pytest.mark.parametrize(("width", "height"), [(3000, 1600), (300, 9000), (100, 50)])
+def test_sample_spreads_over_the_whole_scene(tmp_path: Path, width: int, height: int) -> None:
+    # a ramp across the scene with a nodata collar on the left: the sample sees both ends of the
+    # ramp, never a nodata pixel, and about as many values as asked for
+    ramp = np.linspace(1, 250, width).astype(np.uint8)
+    data = np.broadcast_to(ramp, (2, height, width)).copy()
+    data[:, :, : width // 10] = 0
+    scene = write_geotiff(tmp_path / "s.tif", data, nodata=0)
+    with SceneReader(scene) as reader:
+        values = reader.sample(pixels=1 << 16)
+    assert values.shape[0] == 2 and (values > 0).all()
+    lowest, highest = ramp[width // 10], ramp[-1]
+    assert values.min() <= lowest + 0.15 * 250 and values.max() >= highest - 0.15 * 250
+    assert (1 << 16) // 4 <= values.shape[1] <= 4 * (1 << 16) or width * height < 1 << 16

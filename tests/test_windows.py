@@ -142,6 +142,10 @@ def test_the_fitted_tile_never_computes_more_and_stays_in_range(
         height, width, tile, fitted.overlap if max(height, width) > tile else overlap)
     if max(height, width) > tile:  # a big scene: the tile moved by at most FIT_RANGE
         assert abs(fitted.tile - tile) <= FIT_RANGE * tile
+        # and a model call holds at most a quarter more pixels than asked for (rounding)
+        assert fitted.batch_size * fitted.tile**2 <= max(
+            nominal.batch_size * tile**2 * 5 / 4, fitted.tile**2)
+        assert fitted.batch_size <= nominal.batch_size
     grid = fitted.grid(height, width)
     assert grid.align == multiple
     assert grid.patch_pixels == patch_pixels(height, width, fitted.tile, fitted.overlap)
