@@ -232,8 +232,9 @@ def segment_scene(
         selected = len(tiles)
         tiles = [t for t in tiles if not reader.known_empty(grid.influence(t, tiling.blend))]
         known_empty = selected - len(tiles)  # empty by the file's block index: never read
-        if getattr(predictor, "shape", (0, tiling.tile))[1] != tiling.tile:
-            predictor = None  # built for the configured tile; this small scene takes a smaller one
+        wanted = (tiling.batch_size, tiling.tile)
+        if tuple(getattr(predictor, "shape", wanted)[:2]) != wanted:
+            predictor = None  # built for the nominal tiling; this scene's fitted one differs
         if predictor is None:
             predictor = runtime_predictor(loaded, tiling.batch_size, tiling.tile,
                                           choose_runtime(tiling))

@@ -82,14 +82,15 @@ def child(args: argparse.Namespace) -> None:
                               fit=not args.exact_tile).for_scene(
                                   ds.height, ds.width, loaded.info.spec.arch.multiple)
         grid = tiling.grid(ds.height, ds.width)
-    predict = make_predictor(loaded, args.batch_size, tiling.tile,
+    predict = make_predictor(loaded, tiling.batch_size, tiling.tile,
                              choose_runtime(runtime, precision))
-    n_batches = -(-len(grid) // args.batch_size)
+    batch = tiling.batch_size  # fewer per call where the fitted tile is bigger
+    n_batches = -(-len(grid) // batch)
     sample = min(n_batches, 8)
     # model-only inputs: the scene's own first patches, normalised as segment_scene does
     with SceneReader(args.scene, normalization=loaded.info.normalization) as reader:
-        patches = reader.patches(grid, grid.tiles[: sample * args.batch_size])
-        inputs = [stack_batch(b, args.batch_size) for b in batched(patches, args.batch_size)]
+        patches = reader.patches(grid, grid.tiles[: sample * batch])
+        inputs = [stack_batch(b, batch) for b in batched(patches, batch)]
     predict(inputs[0])  # trace once, outside the timings
     stages["predictor"] = rss_mb()
     del patches
@@ -111,6 +112,7 @@ def child(args: argparse.Namespace) -> None:
     after = model_only()
     print(json.dumps({"e2e_seconds": e2e, "model_seconds": (before + after) / 2 * n_batches,
                       "tiles": len(grid), "batches": n_batches, "tile": tiling.tile,
+                      "batch": batch,
                       "overlap": tiling.overlap, "scene_px": grid.height * grid.width,
                       "patch_px": grid.patch_pixels, "peak_rss_mb": peak, "stages_mb": stages,
                       "runtime": predict.choice.label}))

@@ -330,12 +330,15 @@ def cost_model(variant: Variant, work: Path) -> Path:
 
 def measure_child(model: str, scene: str) -> None:
     """Segment ``scene`` twice (the first run traces); print Mpx/s of the second and peak RSS."""
+    import rasterio
+
     from geofuse.config import SegmentConfig, TilingConfig
     from geofuse.model import load_model
     from geofuse.segment import make_predictor, segment_scene
 
     loaded = load_model(model)
-    tiling = TilingConfig()  # what `geofuse segment` uses by default
+    with rasterio.open(scene) as ds:  # what `geofuse segment` uses by default, fitted
+        tiling = TilingConfig().for_scene(ds.height, ds.width, loaded.info.spec.arch.multiple)
     config = SegmentConfig(tiling=tiling, overwrite=True)
     predictor = make_predictor(loaded.model, tiling.batch_size, tiling.tile,
                                loaded.info.spec.bands)

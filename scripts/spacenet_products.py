@@ -98,12 +98,13 @@ def main() -> None:
     from geofuse.vectorize import vectorize_mask
 
     loaded = load_model(args.model)
-    tiling = TilingConfig(tile=args.tile, overlap=args.tile // 8, batch_size=4)
-    predictor = make_predictor(loaded.model, tiling.batch_size, tiling.tile, 1)
     with tempfile.TemporaryDirectory(prefix="spacenet-products-") as tmp:
         tmp = Path(tmp)
         _, east = spacenet_split(tmp)
         with rasterio.open(east) as ds:
+            tiling = TilingConfig(tile=args.tile, batch_size=4).for_scene(
+                ds.height, ds.width, loaded.info.spec.arch.multiple)  # as segment fits it
+            predictor = make_predictor(loaded.model, tiling.batch_size, tiling.tile, 1)
             valid = ds.read_masks(1) > 0
             truth = rasterize(footprints(tuple(ds.bounds)), out_shape=ds.shape,
                               transform=ds.transform) > 0
