@@ -1,7 +1,8 @@
 """``segment_scene``: tiling reader -> fusion U-Net -> stitcher -> georeferenced outputs.
 
 Reads run in a background thread ahead of the model; batches have a fixed shape so the compiled
-prediction function is traced once; the stitcher streams full-width row bands to the writers.
+prediction function is traced once; the stitcher streams full-width row bands to the writers
+(full-height column bands for a scene wider than tall, so memory follows the shorter side).
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from geofuse.outputs import (
 from geofuse.runtime import RuntimeChoice, choose_runtime, tensorflow_function
 from geofuse.runtime import make_predictor as runtime_predictor
 from geofuse.sources import Source, as_source, source_name
-from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher
+from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
 from geofuse.tiling import Patch, SceneReader, batched, is_georeferenced, prefetch, stack_batch
 from geofuse.tta import passes, tta_predictor
 
 log = logging.getLogger(__name__)
+COLUMNS_WHEN_WIDER = True  # stitch scenes wider than tall by columns (memory ~ their height)
 
 
 
@@ -117,7 +119,7 @@ def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Source,
 def run_pipeline(
     patches: Iterator[Patch],
     predict: Callable[[np.ndarray], Any],
-    stitcher: Stitcher,
+    stitcher: Stitcher | ColumnStitcher,
     batch_size: int,
     total: int | Callable[[], int],
     progress: Progress | None = None,
@@ -252,10 +254,19 @@ def segment_scene(
         }
         sinks = Sinks(loaded, config, out, prob_path, common, cog=rows is None)
         try:
-            stitcher = Stitcher(
-                grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
-                config.probability_dtype, rows,
-            )
+            # a wide scene is stitched column by column: memory follows its shorter side
+            by_columns = COLUMNS_WHEN_WIDER and rows is None and not reader.resampled \
+                and grid.width > grid.height
+            if by_columns:
+                tiles = sorted(tiles, key=lambda t: (t.col, t.row))
+                stitcher: Stitcher | ColumnStitcher = ColumnStitcher(
+                    grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
+                    config.probability_dtype)
+            else:
+                stitcher = Stitcher(
+                    grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
+                    config.probability_dtype, rows,
+                )
             if reader.resampled:
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
             predict = tta_predictor(predictor, config.tta)

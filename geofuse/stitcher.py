@@ -5,7 +5,8 @@
 validity. Tiles arrive in row-major grid order; once a grid row is complete, the scene rows no
 later tile touches are normalised, turned into classes and handed to the sinks. Only one tile
 height of rows is held, so memory grows with the scene *width* and never with its area. Pixels
-where no valid input contributed get the output nodata.
+where no valid input contributed get the output nodata. :class:`ColumnStitcher` does the same
+column by column for a scene wider than tall, so that memory grows with its shorter side.
 
 :class:`GeoTiffSink` writes into an uncompressed tiled temporary GeoTIFF beside the destination,
 then converts it to a compressed Cloud-Optimised GeoTIFF with overviews, a colour map and tags,
@@ -144,7 +145,10 @@ class GeoTiffSink:
 
     def write(self, row0: int, array: np.ndarray) -> None:
         """Write ``array`` (``(count, rows, width)``) starting at scene row ``row0``."""
-        window = Window(0, row0, array.shape[2], array.shape[1])
+        self.write_window(Window(0, row0, array.shape[2], array.shape[1]), array)
+
+    def write_window(self, window: Window, array: np.ndarray) -> None:
+        """Write ``array`` (``(count, rows, cols)``) into ``window``."""
         try:
             self.dataset.write(array, window=window)
         except (RasterioError, OSError) as exc:
@@ -341,3 +345,60 @@ class Stitcher:
             part[:, ~covered[:, span]] = np.nan
         out[:, :, span] = part
         return out
+
+
+class ColumnSink:
+    """A :class:`GeoTiffSink` fed by a :class:`Stitcher` of the transposed scene.
+
+    The stitcher's rows are the scene's columns: ``write(col0, array)`` writes the transposed
+    ``(count, cols, height)`` array as scene columns ``col0 ..``.
+    """
+
+    def __init__(self, sink: GeoTiffSink) -> None:
+        self.sink = sink
+
+    def write(self, col0: int, array: np.ndarray) -> None:
+        """Write stitcher rows ``col0 ..`` (scene columns) of ``(count, cols, height)``."""
+        self.sink.write_window(Window(col0, 0, array.shape[1], array.shape[2]),
+                               np.ascontiguousarray(array.transpose(0, 2, 1)))
+
+
+class ColumnStitcher:
+    """Stitches a wide scene column by column: memory grows with its height, not its width.
+
+    Wraps a :class:`Stitcher` of the transposed grid (:meth:`TileGrid.transposed`) whose sinks
+    are :class:`ColumnSink`s: tiles arrive column-major with the scene's windows, and are
+    transposed on the way in. Each pixel is blended from the same tiles with the same weights
+    as in row order; only the order of the additions differs (where three or four tiles
+    overlap, float rounding may differ in the last bit).
+    """
+
+    def __init__(self, grid: TileGrid, classes: int, blend: str, mask_sink: GeoTiffSink,
+                 prob_sink: GeoTiffSink | None = None, prob_dtype: str = "uint8") -> None:
+        self.inner = Stitcher(grid.transposed(), classes, blend, ColumnSink(mask_sink),
+                              None if prob_sink is None else ColumnSink(prob_sink), prob_dtype)
+        self._column = {start: c for c, start in enumerate(grid.col_starts)}
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """Pixels per class written so far."""
+        return self.inner.class_counts
+
+    @property
+    def nodata_pixels(self) -> int:
+        """Nodata pixels written so far."""
+        return self.inner.nodata_pixels
+
+    def add(self, tile_read: Window, tile_core: Window, grid_row: int, valid: np.ndarray,
+            probs: np.ndarray) -> None:
+        """Accumulate one tile of the scene (its windows, ``(tile, tile, classes)``)."""
+        self.inner.add(_swap(tile_read), _swap(tile_core), self._column[int(tile_read.col_off)],
+                       valid.T, probs.transpose(1, 0, 2))
+
+    def finish(self) -> None:
+        """Flush every remaining column."""
+        self.inner.finish()
+
+
+def _swap(window: Window) -> Window:
+    return Window(window.row_off, window.col_off, window.height, window.width)

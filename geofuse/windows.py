@@ -160,6 +160,10 @@ class TileGrid:
     def __iter__(self) -> Iterator[Tile]:
         return iter(self.tiles)
 
+    def transposed(self) -> TileGrid:
+        """The same grid over the transposed scene (rows and columns swapped)."""
+        return TileGrid(self.width, self.height, self.tile, self.overlap, self.align)
+
     def clip(self, window: Window) -> Window:
         """The part of ``window`` inside the scene."""
         col0, row0 = int(window.col_off), int(window.row_off)

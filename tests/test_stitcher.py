@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError
-from geofuse.stitcher import PROB_SCALE, GeoTiffSink, Stitcher
+from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
 from geofuse.windows import TileGrid
 from tests.conftest import UTM_TRANSFORM
 
@@ -28,6 +28,20 @@ class MemorySink:
         assert row0 == self.next_row, "row bands out of order or overlapping"
         self.array[:, row0:row0 + array.shape[1]] = array
         self.next_row = row0 + array.shape[1]
+
+
+class WindowSink:
+    """Collects the windows a ColumnStitcher writes: every pixel exactly once."""
+
+    def __init__(self, count: int, height: int, width: int, dtype: str) -> None:
+        self.array = np.full((count, height, width), 77, dtype=dtype)
+        self.written = np.zeros((height, width), np.int32)
+
+    def write_window(self, window, array: np.ndarray) -> None:  # noqa: ANN001
+        rows, cols = window.toslices()
+        assert array.shape[1:] == (rows.stop - rows.start, cols.stop - cols.start)
+        self.array[:, rows, cols] = array
+        self.written[rows, cols] += 1
 
 
 def field(height: int, width: int, classes: int, seed: int = 0) -> np.ndarray:
@@ -115,3 +129,34 @@ def test_sink_in_a_missing_folder_is_a_one_line_output_error(tmp_path: Path) -> 
     with pytest.raises(OutputError, match="missing"):
         GeoTiffSink(tmp_path / "missing" / "out.tif", width=4, height=4, count=1, dtype="uint8",
                     crs=None, transform=UTM_TRANSFORM, nodata=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(height=st.integers(1, 70), width=st.integers(1, 120),
+       tile=st.sampled_from([16, 32]), overlap=st.sampled_from([0, 4, 8, 12]),
+       blend=st.sampled_from(["hann", "center"]), seed=st.integers(0, 3))
+def test_columns_stitch_what_rows_stitch(height: int, width: int, tile: int, overlap: int,
+                                         blend: str, seed: int) -> None:
+    """Tiles that disagree, stitched column by column, give the row-order output."""
+    grid = TileGrid(height, width, tile, overlap, align=4)
+    rng = np.random.default_rng(seed)
+    valid = rng.random((height, width)) > 0.1
+    rows = (MemorySink(1, height, width, "uint8"), MemorySink(3, height, width, "float32"))
+    cols = (WindowSink(1, height, width, "uint8"), WindowSink(3, height, width, "float32"))
+    by_rows = Stitcher(grid, 3, blend, *rows, "float32")  # type: ignore[arg-type]
+    by_cols = ColumnStitcher(grid, 3, blend, *cols, "float32")  # type: ignore[arg-type]
+    tiles = {t.index: (field(tile, tile, 3, seed * 1000 + t.index),
+                       np.pad(valid, ((0, tile), (0, tile)))[
+                           int(t.read.row_off):int(t.read.row_off) + tile,
+                           int(t.read.col_off):int(t.read.col_off) + tile]) for t in grid}
+    for t in grid:
+        by_rows.add(t.read, t.core, t.row, tiles[t.index][1], tiles[t.index][0])
+    for t in sorted(grid, key=lambda t: (t.col, t.row)):
+        by_cols.add(t.read, t.core, t.row, tiles[t.index][1], tiles[t.index][0])
+    by_rows.finish()
+    by_cols.finish()
+    assert (cols[0].written == 1).all() and (cols[1].written == 1).all()
+    np.testing.assert_array_equal(cols[0].array, rows[0].array)
+    np.testing.assert_allclose(cols[1].array, rows[1].array, rtol=1e-5, atol=1e-6)
+    assert by_cols.nodata_pixels == by_rows.nodata_pixels == int((~valid).sum())
+    np.testing.assert_array_equal(by_cols.class_counts, by_rows.class_counts)
