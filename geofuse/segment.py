@@ -254,9 +254,10 @@ def segment_scene(
         }
         sinks = Sinks(loaded, config, out, prob_path, common, cog=rows is None)
         try:
-            # a wide scene is stitched column by column: memory follows its shorter side
+            # a wide scene is stitched column by column: memory follows its shorter side (when
+            # its file is tiled: columns of a striped file would decode every strip per column)
             by_columns = COLUMNS_WHEN_WIDER and rows is None and not reader.resampled \
-                and grid.width > grid.height
+                and grid.width > grid.height and ds.block_shapes[0][1] < ds.width
             if by_columns:
                 tiles = sorted(tiles, key=lambda t: (t.col, t.row))
                 stitcher: Stitcher | ColumnStitcher = ColumnStitcher(

@@ -298,7 +298,8 @@ def test_a_wide_scene_stitched_by_columns_matches_row_order(
     coarse = rng.integers(1, 255, (3, 9, 41))
     data = np.kron(coarse, np.ones((8, 8)))[:, :70, :321].astype(np.uint8)
     data[:, 30:40, 100:130] = 0  # a nodata hole
-    scene = write_geotiff(tmp_path / "wide.tif", data, nodata=0)
+    scene = write_geotiff(tmp_path / "wide.tif", data, nodata=0, tiled=True, blockxsize=64,
+                          blockysize=64)  # columns only for a tiled file
     outputs = {}
     for columns in (True, False):
         monkeypatch.setattr(segment_module, "COLUMNS_WHEN_WIDER", columns)
