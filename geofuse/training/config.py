@@ -255,7 +255,7 @@ class TrainConfig:
     jitter: float = 0.2
     sampling: str = "balanced"
     source_weights: tuple[float, ...] | None = None
-    val_fraction: float = 0.2
+    val_fraction: float = 0.1
     val_block: int | None = None
     max_val_chips: int = 256
     patience: int = 0
