@@ -421,8 +421,10 @@ class TilingConfig:
         low = max(multiple, -(-int(self.tile * (1 - FIT_RANGE)) // multiple) * multiple,
                   overlap + multiple)
         high = int(self.tile * (1 + FIT_RANGE)) // multiple * multiple
+        from geofuse.windows import TileGrid  # numpy, rasterio: not at import (CLI start-up)
+
         sides = sorted({*range(low, high + 1, multiple), self.tile},
-                       key=lambda t: (patch_pixels(height, width, t, overlap),
+                       key=lambda t: (TileGrid(height, width, t, overlap, multiple).patch_pixels,
                                       abs(t - self.tile)))
         tile = sides[0]
         # a bigger tile takes fewer per model call, so a call holds no more pixels (memory)
@@ -436,16 +438,6 @@ class TilingConfig:
 
         return TileGrid(height, width, self.tile, self.overlap, self.align)
 
-
-def patch_pixels(height: int, width: int, tile: int, overlap: int) -> int:
-    """Pixels a grid of ``tile`` x ``tile`` tiles with ``overlap`` feeds to the model.
-
-    The count :class:`geofuse.windows.TileGrid` gives (its last tiles end on the scene edge).
-    """
-    def count(length: int) -> int:
-        return 1 if length <= tile else -(-(length - tile) // (tile - overlap)) + 1
-
-    return count(height) * count(width) * tile * tile
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from geofuse.config import FIT_RANGE, TilingConfig, patch_pixels
+from geofuse.config import FIT_RANGE, TilingConfig
 from geofuse.errors import ConfigError
 from geofuse.windows import TileGrid, axis_starts, blend_weights, core_weights
 
@@ -138,14 +138,13 @@ def test_the_fitted_tile_never_computes_more_and_stays_in_range(
     assert fitted.overlap % multiple == 0
     if max(height, width) > tile:  # the overlap asked for, at least, on the lattice
         assert fitted.overlap >= min(overlap, tile - multiple)
-    assert patch_pixels(height, width, fitted.tile, fitted.overlap) <= patch_pixels(
-        height, width, tile, fitted.overlap if max(height, width) > tile else overlap)
+    nominal_grid = TileGrid(height, width, tile,
+                            fitted.overlap if max(height, width) > tile else overlap)
+    assert fitted.grid(height, width).patch_pixels <= nominal_grid.patch_pixels
     if max(height, width) > tile:  # a big scene: the tile moved by at most FIT_RANGE
         assert abs(fitted.tile - tile) <= FIT_RANGE * tile
         # and a model call holds at most a quarter more pixels than asked for (rounding)
         assert fitted.batch_size * fitted.tile**2 <= max(
             nominal.batch_size * tile**2 * 5 / 4, fitted.tile**2)
         assert fitted.batch_size <= nominal.batch_size
-    grid = fitted.grid(height, width)
-    assert grid.align == multiple
-    assert grid.patch_pixels == patch_pixels(height, width, fitted.tile, fitted.overlap)
+    assert fitted.grid(height, width).align == multiple
