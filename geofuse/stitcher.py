@@ -224,6 +224,12 @@ class Stitcher:
                          if start + grid.tile > self.rows[0])
         self._top = grid.row_starts[self._row]  # scene row held at buffer row 0
         self._hann = blend_weights(grid.tile) if blend == "hann" else None
+        # Class ids of the pixels only one tile covers, straight from that tile (no weighted
+        # sum needed there); None when probabilities are written or resampled (they need the
+        # blended probabilities of every pixel).
+        self._labels: np.ndarray | None = None
+        if prob_sink is None:
+            self._labels = np.full((rows, grid.width), CLASS_NODATA, dtype=np.uint8)
         self.class_counts = np.zeros(classes, dtype=np.int64)
         self.nodata_pixels = 0
         self._out = self.write_classes
@@ -238,6 +244,7 @@ class Stitcher:
         self._resampler = BackResampler((self.grid.height, self.grid.width), shape, self.classes,
                                         self.write_classes, valid)
         self._out = self._resampler.add
+        self._labels = None
 
     def add(self, tile_read: Window, tile_core: Window, grid_row: int, valid: np.ndarray,
             probs: np.ndarray) -> None:
@@ -247,18 +254,34 @@ class Stitcher:
         while grid_row > self._row:
             self._flush_until(self.grid.rows_final_after(self._row))
             self._row += 1
-        if self._hann is not None:
-            weight = self._hann * valid
-        else:
-            weight = core_weights(self.grid.tile, tile_core, tile_read) * valid
         r0, c0 = int(tile_read.row_off), int(tile_read.col_off)
         h = min(self.grid.tile, self.grid.height - r0)
         w = min(self.grid.tile, self.grid.width - c0)
-        weight = weight[:h, :w]
         b0 = r0 - self._top
-        self._weight[b0 : b0 + h, c0 : c0 + w] += weight
-        scratch = np.multiply(probs[:h, :w], weight[..., None], out=self._scratch[:h, :w])
-        self._acc[b0 : b0 + h, c0 : c0 + w] += scratch
+        base = self._hann if self._hann is not None else core_weights(
+            self.grid.tile, tile_core, tile_read)
+        parts = [(slice(0, h), slice(0, w))]
+        if self._labels is not None:
+            only = self.grid.exclusive(tile_read)
+            e0, e1 = int(only.row_off) - r0, int(only.row_off + only.height) - r0
+            f0, f1 = int(only.col_off) - c0, int(only.col_off + only.width) - c0
+            if e1 > e0 and f1 > f0:  # this tile alone: its classes as they are
+                rows, cols = slice(e0, e1), slice(f0, f1)
+                labels = np.argmax(probs[rows, cols], axis=-1).astype(np.uint8)
+                labels[~valid[rows, cols]] = CLASS_NODATA
+                self._labels[b0 + e0 : b0 + e1, c0 + f0 : c0 + f1] = labels
+                parts = [(slice(0, e0), slice(0, w)), (slice(e1, h), slice(0, w)),
+                         (rows, slice(0, f0)), (rows, slice(f1, w))]
+        for rows, cols in parts:  # the pixels other tiles share: weighted sums
+            weight = base[rows, cols] * valid[rows, cols]
+            if weight.size == 0:
+                continue
+            out_rows = slice(b0 + rows.start, b0 + rows.stop)
+            out_cols = slice(c0 + cols.start, c0 + cols.stop)
+            self._weight[out_rows, out_cols] += weight
+            scratch = np.multiply(probs[rows, cols], weight[..., None],
+                                  out=self._scratch[: weight.shape[0], : weight.shape[1]])
+            self._acc[out_rows, out_cols] += scratch
 
     def finish(self) -> None:
         """Flush every remaining row, a buffer at a time (grid rows may have had no tiles)."""
@@ -279,6 +302,9 @@ class Stitcher:
         self._acc[keep:] = 0
         self._weight[:keep] = self._weight[n:]
         self._weight[keep:] = 0
+        if self._labels is not None:
+            self._labels[:keep] = self._labels[n:]
+            self._labels[keep:] = CLASS_NODATA
         self._top = row
 
     def _emit(self, start: int, stop: int) -> None:
@@ -295,6 +321,9 @@ class Stitcher:
             return
         weight = self._weight[start:stop]
         covered = weight > 0
+        if self._labels is not None:
+            self._emit_labels(self._top + start - lo, start, stop, covered)
+            return
         cols = np.flatnonzero(covered.any(axis=0))
         if cols.size == 0:
             self._out(self._top + start - lo, covered, None, 0)
@@ -303,6 +332,24 @@ class Stitcher:
         probs = self._acc[start:stop, span] / np.where(covered[:, span], weight[:, span],
                                                        1.0)[..., None]
         self._out(self._top + start - lo, covered, probs, span.start)
+
+    def _emit_labels(self, row0: int, start: int, stop: int, covered: np.ndarray) -> None:
+        """Write class ids of buffer rows ``[start, stop)``: a tile's own, or of the blend.
+
+        Shared pixels take the class of the largest weighted sum (the weight is a positive
+        factor per pixel: no division needed); only runs of columns with shared pixels are
+        looked at.
+        """
+        labels = self._labels[start:stop].copy()
+        shared = np.concatenate(([0], covered.any(axis=0).view(np.int8), [0]))
+        edges = np.flatnonzero(np.diff(shared))
+        for c0, c1 in zip(edges[::2], edges[1::2], strict=True):
+            part = np.argmax(self._acc[start:stop, c0:c1], axis=-1).astype(np.uint8)
+            np.copyto(labels[:, c0:c1], part, where=covered[:, c0:c1])
+        counts = np.bincount(labels.ravel(), minlength=256)
+        self.class_counts += counts[: self.classes]
+        self.nodata_pixels += int(counts[CLASS_NODATA])
+        self.mask_sink.write(row0, labels[None])
 
     def write_classes(self, row0: int, covered: np.ndarray, probs: np.ndarray | None = None,
                       col0: int = 0) -> None:

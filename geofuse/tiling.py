@@ -200,6 +200,8 @@ class SceneReader:
         self._scale = np.float32(norm.scale)
         self._shift = (np.float32(norm.offset) - np.asarray(norm.mean, np.float32))
         self._inv_std = 1.0 / np.asarray(norm.std, np.float32)
+        self._gain = (self._scale * self._inv_std).astype(np.float32)
+        self._offset = (self._shift * self._inv_std).astype(np.float32)
         self.is_float = any(np.dtype(d).kind == "f" for d in dtypes)
         adapt = self.adapt
         overridden = adapt.nodata is not None or adapt.ignore_nodata
@@ -421,17 +423,21 @@ class SceneReader:
 
         Values are first mapped onto the model's range when the contract says so.
         """
-        x = np.moveaxis(data, 0, -1).astype(np.float32)
-        if self._values is not None:
+        if self._values is None:  # one multiply-add: (v * scale + shift) / std
+            x = np.multiply(np.moveaxis(data, 0, -1), self._gain, dtype=np.float32)
+            x += self._offset
+        else:
+            x = np.moveaxis(data, 0, -1).astype(np.float32)
             gain, bias, clip = self._values
             x *= gain
             x += bias
             if clip is not None:
                 np.clip(x, *clip, out=x)
-        x *= self._scale
-        x += self._shift
-        x *= self._inv_std
-        x[~valid] = 0.0
+            x *= self._scale
+            x += self._shift
+            x *= self._inv_std
+        if not valid.all():
+            x[~valid] = 0.0
         return x
 
     def read_patch(

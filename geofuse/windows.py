@@ -61,6 +61,20 @@ def axis_cores(starts: list[int], tile: int, length: int) -> list[tuple[int, int
     return list(zip(bounds, bounds[1:], strict=False))
 
 
+def axis_exclusive(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
+    """Half-open intervals ``[lo, hi)`` that only one tile of the axis covers (may be empty).
+
+    A pixel there takes its output from that tile alone, whatever the blend, so the stitcher
+    needs no weighted sum for it.
+    """
+    spans = []
+    for i, start in enumerate(starts):
+        lo = start if i == 0 else max(start, starts[i - 1] + tile)
+        hi = min(start + tile, length) if i + 1 == len(starts) else min(starts[i + 1], length)
+        spans.append((lo, max(lo, hi)))
+    return spans
+
+
 @dataclass(frozen=True)
 class Tile:
     """One tile of a grid.
@@ -134,6 +148,27 @@ class TileGrid:
     def row_cores(self) -> list[tuple[int, int]]:
         """Scene rows ``[lo, hi)`` owned by the cores of each grid row (they partition rows)."""
         return axis_cores(self.row_starts, self.tile, self.height)
+
+    @cached_property
+    def row_exclusive(self) -> dict[int, tuple[int, int]]:
+        """Per grid row start, the scene rows ``[lo, hi)`` no other grid row's tiles cover."""
+        return dict(zip(self.row_starts, axis_exclusive(self.row_starts, self.tile, self.height),
+                        strict=True))
+
+    @cached_property
+    def col_exclusive(self) -> dict[int, tuple[int, int]]:
+        """Per grid column start, the scene columns no other grid column's tiles cover."""
+        return dict(zip(self.col_starts, axis_exclusive(self.col_starts, self.tile, self.width),
+                        strict=True))
+
+    def exclusive(self, read: Window) -> Window:
+        """The part of the tile read at ``read`` that no other tile of the grid covers.
+
+        Its output comes from this tile alone (empty where every pixel is shared).
+        """
+        r0, r1 = self.row_exclusive[int(read.row_off)]
+        c0, c1 = self.col_exclusive[int(read.col_off)]
+        return Window(c0, r0, c1 - c0, r1 - r0)
 
     @cached_property
     def tiles(self) -> list[Tile]:

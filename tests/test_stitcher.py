@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from geofuse.config import CLASS_NODATA
@@ -160,3 +160,40 @@ def test_columns_stitch_what_rows_stitch(height: int, width: int, tile: int, ove
     np.testing.assert_allclose(cols[1].array, rows[1].array, rtol=1e-5, atol=1e-6)
     assert by_cols.nodata_pixels == by_rows.nodata_pixels == int((~valid).sum())
     np.testing.assert_array_equal(by_cols.class_counts, by_rows.class_counts)
+
+
+@settings(max_examples=30, deadline=None)
+@given(height=st.integers(1, 90), width=st.integers(1, 120),
+       tile=st.sampled_from([16, 32]), overlap=st.sampled_from([0, 4, 8, 12, 20]),
+       blend=st.sampled_from(["hann", "center"]), seed=st.integers(0, 3))
+def test_a_mask_alone_is_the_mask_written_beside_probabilities(
+        height: int, width: int, tile: int, overlap: int, blend: str, seed: int) -> None:
+    """Without probabilities, pixels one tile covers take its classes directly: same mask."""
+    assume(overlap < tile)
+    grid = TileGrid(height, width, tile, overlap, align=4)
+    rng = np.random.default_rng(seed)
+    valid = rng.random((height, width)) > 0.1
+    padded = np.pad(valid, ((0, tile), (0, tile)))
+    tiles = {t.index: (field(tile, tile, 4, seed * 1000 + t.index),
+                       padded[int(t.read.row_off):int(t.read.row_off) + tile,
+                              int(t.read.col_off):int(t.read.col_off) + tile]) for t in grid}
+    both = (MemorySink(1, height, width, "uint8"), MemorySink(4, height, width, "float32"))
+    alone = MemorySink(1, height, width, "uint8")
+    columns = WindowSink(1, height, width, "uint8")
+    stitchers = [Stitcher(grid, 4, blend, *both, "float32"),  # type: ignore[arg-type]
+                 Stitcher(grid, 4, blend, alone),  # type: ignore[arg-type]
+                 ColumnStitcher(grid, 4, blend, columns)]  # type: ignore[arg-type]
+    assert stitchers[1]._labels is not None and stitchers[0]._labels is None
+    for t in grid:
+        for s in stitchers[:2]:
+            s.add(t.read, t.core, t.row, tiles[t.index][1], tiles[t.index][0])
+    for t in sorted(grid, key=lambda t: (t.col, t.row)):
+        stitchers[2].add(t.read, t.core, t.row, tiles[t.index][1], tiles[t.index][0])
+    for s in stitchers:
+        s.finish()
+    np.testing.assert_array_equal(alone.array, both[0].array)
+    np.testing.assert_array_equal(columns.array, both[0].array)
+    assert (alone.array[0][~valid] == CLASS_NODATA).all()
+    for s in stitchers[1:]:
+        assert s.nodata_pixels == stitchers[0].nodata_pixels == int((~valid).sum())
+        np.testing.assert_array_equal(s.class_counts, stitchers[0].class_counts)

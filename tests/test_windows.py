@@ -70,6 +70,25 @@ def test_every_pixel_is_read_and_last_tiles_end_on_the_edge(grid: TileGrid) -> N
         assert 0 <= grid.col_starts[-1] + grid.tile - grid.width < grid.align
 
 
+@settings(max_examples=300, deadline=None)
+@given(grids())
+def test_exclusive_windows_are_exactly_the_pixels_one_tile_covers(grid: TileGrid) -> None:
+    count = np.zeros((grid.height, grid.width), dtype=np.int32)
+    for t in grid:
+        count[grid.clip(t.read).toslices()] += 1
+    owner = np.full((grid.height, grid.width), -1)
+    for t in grid:
+        e = grid.exclusive(t.read)
+        r = grid.clip(t.read)
+        assert e.width >= 0 and e.height >= 0
+        if e.width and e.height:  # inside the tile's own read window, and nobody else's
+            assert r.row_off <= e.row_off and e.row_off + e.height <= r.row_off + r.height
+            assert r.col_off <= e.col_off and e.col_off + e.width <= r.col_off + r.width
+            assert (owner[e.toslices()] == -1).all()
+            owner[e.toslices()] = t.index
+    assert ((owner >= 0) == (count == 1)).all()
+
+
 @settings(max_examples=200, deadline=None)
 @given(grids())
 def test_rows_final_after_is_monotonic_and_ends_at_height(grid: TileGrid) -> None:
