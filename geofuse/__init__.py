@@ -4,15 +4,9 @@ The raster half (windows, tiling, stitching) works without TensorFlow; the model
 it lazily.
 """
 
-from geofuse.config import (
-    ClassInfo,
-    ModelInfo,
-    ModelSpec,
-    Normalization,
-    SegmentConfig,
-    TilingConfig,
-)
+from geofuse.config import SegmentConfig, TilingConfig
 from geofuse.errors import GeofuseError, InputError, ModelError, OutputError
+from geofuse.model_config import ClassInfo, ModelInfo, ModelSpec, Normalization
 
 __version__ = "0.1.0"
 

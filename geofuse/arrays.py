@@ -30,10 +30,11 @@ from rasterio.io import MemoryFile
 from geofuse.checks import choice
 from geofuse.config import TTA_MODES, TilingConfig
 from geofuse.errors import InputError
+from geofuse.feed import prefetch
 from geofuse.model import LoadedModel, load_model
 from geofuse.outputs import Progress
 from geofuse.stitcher import Stitcher
-from geofuse.tiling import SUPPORTED_DTYPES, SceneReader, prefetch
+from geofuse.tiling import SUPPORTED_DTYPES, SceneReader
 
 LAYOUTS = ("auto", "bands_first", "bands_last")
 

@@ -25,8 +25,9 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from geofuse.config import ModelInfo, SegmentConfig, TilingConfig
+from geofuse.config import SegmentConfig, TilingConfig
 from geofuse.errors import InputError, OutputError
+from geofuse.model_config import ModelInfo
 from geofuse.outputs import TAGS, remove_stale_temps
 from geofuse.sources import Source, as_source, source_name
 from geofuse.tiling import SceneReader

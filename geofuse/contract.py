@@ -1,8 +1,8 @@
 """The model's input contract, checked against a scene (and adapted) before any work.
 
-A model file records what it was trained on (:class:`~geofuse.config.ModelInfo`): band names and
-colour interpretation, input data type and the value range seen in training, pixel size. Here
-each is compared with the scene:
+A model file records what it was trained on (:class:`~geofuse.model_config.ModelInfo`): band
+names and colour interpretation, input data type and the value range seen in training, pixel
+size. Here each is compared with the scene:
 
 - **Bands**: where the scene names its bands (colour interpretation or band descriptions: red,
   green, blue, nir, ...) and the model's bands are named, bands are matched by name; an explicit
@@ -31,8 +31,9 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from geofuse.config import InputConfig, ModelInfo
+from geofuse.config import InputConfig
 from geofuse.errors import InputError
+from geofuse.model_config import ModelInfo
 
 RESAMPLE_BEYOND = 1.5
 """Pixel sizes further apart than this factor get a notice (and are resampled with ``auto``)."""

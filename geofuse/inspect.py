@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from geofuse.config import Architecture, ModelInfo
 from geofuse.contract import metres
 from geofuse.fusion import fusion_mode
 from geofuse.model import (
@@ -22,8 +21,9 @@ from geofuse.model import (
     read_info,
     resolve_model_path,
 )
+from geofuse.model_config import Architecture, ModelInfo
+from geofuse.rasterfile import open_raster
 from geofuse.sources import Source, as_source
-from geofuse.tiling import open_raster
 
 
 def describe_model(path: Path) -> dict[str, Any]:

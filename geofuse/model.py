@@ -1,8 +1,8 @@
 """The fusion U-Net and the one-file model format.
 
 A model file is a Keras 3 ``.keras`` archive (a zip holding the network's config and weights)
-with one extra member, ``geofuse.json``: the :class:`~geofuse.config.ModelInfo` that says how to
-use the network (bands, normalisation, classes, patch size, fusion mode, provenance). Keras
+with one extra member, ``geofuse.json``: the :class:`~geofuse.model_config.ModelInfo` that says
+how to use the network (bands, normalisation, classes, patch size, fusion mode, provenance). Keras
 ignores the extra member, and :func:`read_info` reads it without importing TensorFlow, which
 keeps ``geofuse info`` instant.
 
@@ -19,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geofuse.config import Architecture, ModelInfo, ModelSpec
 from geofuse.errors import ConfigError, ModelError, first_line
 from geofuse.fusion import fusion_mode
+from geofuse.model_config import Architecture, ModelInfo, ModelSpec
 from geofuse.outputs import atomic_path
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ The scene is shown as RGB (its first three bands, or the bands asked for) or gre
 each band stretched between its 2nd and 98th percentiles. Mask classes are blended over it in
 the colours of the mask's colour table; a legend panel on the right names each class and its
 share of the mask. Classes missing from the colour table get the readable default colours
-(:func:`geofuse.config.class_colour`). Drawn with Pillow.
+(:func:`geofuse.colours.class_colour`). Drawn with Pillow.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import ColorInterp, Resampling
 
-from geofuse.config import PREVIEW_SIZE, class_colour, hex_rgb
+from geofuse.colours import class_colour, hex_rgb
+from geofuse.config import PREVIEW_SIZE
 from geofuse.errors import ConfigError, InputError, OutputError, plural
 from geofuse.outputs import atomic_path, check_destination
+from geofuse.rasterfile import open_raster
 from geofuse.sources import as_source, source_name
-from geofuse.tiling import open_raster
 from geofuse.vectorize import mask_classes
 
 LEGEND_WIDTH = 200

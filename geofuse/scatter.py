@@ -46,10 +46,11 @@ from geofuse.config import SegmentConfig
 from geofuse.errors import ConfigError, GeofuseError, OutputError, first_line
 from geofuse.model import file_digest, read_info, resolve_model_path
 from geofuse.outputs import Progress, announce, atomic_path, write_json
+from geofuse.rasterfile import is_georeferenced
 from geofuse.segment import SegmentResult, check_outputs, make_products
 from geofuse.sources import Source, absolute_source, as_source
 from geofuse.stitcher import write_cog
-from geofuse.tiling import SceneReader, is_georeferenced
+from geofuse.tiling import SceneReader
 from geofuse.tta import passes
 from geofuse.windows import TileGrid
 

@@ -25,6 +25,7 @@ import geofuse
 from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
+from geofuse.feed import batched, prefetch, stack_batch
 from geofuse.model import LoadedModel, load_model
 from geofuse.outputs import (
     TAGS,
@@ -34,11 +35,12 @@ from geofuse.outputs import (
     check_geotiff_name,
     remove_stale_temps,
 )
+from geofuse.rasterfile import is_georeferenced
 from geofuse.runtime import RuntimeChoice, choose_runtime, tensorflow_function
 from geofuse.runtime import make_predictor as runtime_predictor
 from geofuse.sources import Source, as_source, source_name
 from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
-from geofuse.tiling import Patch, SceneReader, batched, is_georeferenced, prefetch, stack_batch
+from geofuse.tiling import Patch, SceneReader
 from geofuse.tta import passes, tta_predictor
 
 log = logging.getLogger(__name__)

@@ -5,40 +5,35 @@ but an alpha band, unless ``bands`` says otherwise) and reads each tile of a
 :class:`~geofuse.windows.TileGrid` together with its validity mask. Validity follows GDAL's
 mask semantics (``read_masks``: nodata value, alpha band, internal or external ``.msk`` masks)
 plus NaN; a pixel is valid when every selected band is. Invalid pixels are fed to the model as
-the band mean (0 after normalisation) and carry zero weight when stitching.
-
-:func:`prefetch` runs any iterator in a background thread so reads overlap the model (GDAL
-releases the GIL while it decodes).
+the band mean (0 after normalisation) and carry zero weight when stitching. Patches reach the
+model through :mod:`geofuse.feed` (read-ahead thread, fixed-size batches).
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from geofuse import contract
-from geofuse.config import InputConfig, ModelInfo, Normalization
+from geofuse.config import InputConfig
 from geofuse.contract import InputPlan
 from geofuse.errors import InputError, plural
+from geofuse.model_config import ModelInfo, Normalization
+from geofuse.rasterfile import gdal_reason, open_raster
 from geofuse.sources import Source, as_source
 from geofuse.sparse import MissingBlocks
 from geofuse.windows import Tile, TileGrid
-
-T = TypeVar("T")
 
 SAMPLE_WINDOW = 128  # side of the windows SceneReader.sample reads from a big scene
 SAMPLE_WINDOWS = 64  # and their least number
@@ -65,47 +60,6 @@ class Patch:
     valid: np.ndarray
     transform: Affine
     crs: CRS | None
-
-
-def gdal_reason(exc: BaseException) -> str:
-    """The most specific one-line reason in a rasterio/GDAL exception chain.
-
-    rasterio often raises "Read failed. See previous exception for details." with the GDAL
-    message (e.g. a TIFFReadEncodedTile error) as the cause; prefer that.
-    """
-    reasons = []
-    while exc is not None:
-        text = str(exc).strip()
-        if text and "See previous exception" not in text:
-            reasons.append(text.splitlines()[0])
-        exc = exc.__cause__ or exc.__context__
-    return reasons[-1] if reasons else "unknown GDAL error"
-
-
-def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
-    """Open a raster for reading, or raise InputError with one line naming the file.
-
-    ``path`` is a local file or any name GDAL opens (``/vsizip/...``, ``https://...``,
-    ``s3://...``), passed to GDAL unchanged (see :mod:`geofuse.sources`). rasterio's
-    NotGeoreferencedWarning is not raised: see :func:`is_georeferenced`.
-    """
-    source = as_source(path)
-    if isinstance(source, Path):
-        if not source.exists():
-            raise InputError(f"{source}: no such file")
-        if source.is_dir():
-            raise InputError(f"{source}: is a directory, expected a raster file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(source)
-    except RasterioError as exc:
-        raise InputError(f"{source}: not a readable raster ({gdal_reason(exc)})") from exc
-
-
-def is_georeferenced(ds: rasterio.io.DatasetReader) -> bool:
-    """True when a dataset has a CRS, a geotransform, GCPs or RPCs."""
-    return bool(ds.crs or not ds.transform.is_identity or ds.gcps[0] or ds.rpcs)
 
 
 class SceneReader:
@@ -518,85 +472,3 @@ def _any_inside(valid: np.ndarray, window: Window, inner: Window) -> bool:
     r0 = int(inner.row_off - window.row_off)
     c0 = int(inner.col_off - window.col_off)
     return bool(valid[r0 : r0 + int(inner.height), c0 : c0 + int(inner.width)].any())
-
-
-_DONE = object()
-
-
-def prefetch(
-    make_iter: Callable[[], Iterator[T]], depth: int = 2, env: dict[str, Any] | None = None
-) -> Iterator[T]:
-    """Run ``make_iter()`` in a background thread, ``depth`` items ahead of the consumer.
-
-    Exceptions raised in the thread are re-raised in the consumer. Stopping early (``close()``
-    or garbage collection of the generator) stops the thread.
-
-    Args:
-        make_iter: Builds the iterator inside the worker thread.
-        depth: Queue size (items read ahead).
-        env: GDAL options for a ``rasterio.Env`` around the worker (GDAL config is per thread).
-
-    """
-    items: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            with rasterio.Env(**(env or {})):
-                for item in make_iter():
-                    if not put(item):
-                        return
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
-            put(exc)
-            return
-        put(_DONE)
-
-    thread = threading.Thread(target=work, name="geofuse-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def batched(patches: Iterator[Patch], size: int) -> Iterator[list[Patch]]:
-    """Group patches into lists of at most ``size``."""
-    batch: list[Patch] = []
-    for patch in patches:
-        batch.append(patch)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def stack_batch(batch: Sequence[Patch], size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Stack patches into a ``(size, tile, tile, bands)`` array, zero-padding a short batch.
-
-    A fixed batch shape keeps the compiled model from retracing on the last batch. Passing the
-    previous result as ``out`` reuses its memory (no fresh page faults for every batch).
-    """
-    shape = (size, *batch[0].data.shape)
-    if out is None or out.shape != shape:
-        out = np.empty(shape, dtype=np.float32)
-    for i, patch in enumerate(batch):
-        out[i] = patch.data
-    out[len(batch) :] = 0.0
-    return out

@@ -41,8 +41,8 @@ from shapely.geometry import shape
 from geofuse.config import VectorizeConfig
 from geofuse.errors import InputError, OutputError, plural
 from geofuse.outputs import TAGS, Progress, check_destination
+from geofuse.rasterfile import open_raster
 from geofuse.sources import as_source
-from geofuse.tiling import open_raster
 from geofuse.vector_io import FeatureWriter, output_format
 
 log = logging.getLogger(__name__)

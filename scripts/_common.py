@@ -27,7 +27,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 if TYPE_CHECKING:
-    from geofuse.config import ClassInfo
+    from geofuse.model_config import ClassInfo
     from geofuse.training.config import LabelOptions, SceneSource, TilesSource
     from geofuse.training.evaluate import EvaluateConfig
     from geofuse.training.labels import LabelCoding
@@ -47,7 +47,7 @@ SPACENET_VAL_BLOCK = 200  # validation units of the western part, in pixels
 
 def spacenet_classes() -> tuple[ClassInfo, ...]:
     """The two SpaceNet classes: background 0, building 1."""
-    from geofuse.config import ClassInfo
+    from geofuse.model_config import ClassInfo
 
     return (ClassInfo(0, "background", "#202020"), ClassInfo(1, "building", "#e31a1c"))
 

@@ -15,6 +15,10 @@ the bundled sample scene), and for each runtime, each in a fresh process so peak
   beforehand), timed just before and just after the end-to-end run and scaled to its batch
   count.
 
+and, in another fresh process, the **pipeline alone**: ``segment_scene`` with a predictor that
+costs nothing, split into reading, stitching, classes and COG finishing (where the time that is
+not the model's goes).
+
 It prints Mpx/s for both, their ratio (model-only time / end-to-end time for the same patches;
 1.0 means the pipeline adds nothing), patch pixels / scene pixels, and the peak RSS of each
 end-to-end run, plus the ratio of the largest to the smallest scene's peak RSS.
@@ -42,9 +46,9 @@ RUNTIME_VARIANTS = ("tensorflow:f32", "openvino:f32", "openvino:bf16")
 
 
 def run_child(scene: str, args: argparse.Namespace, variant: str = "tensorflow:f32",
-              cache: str | None = None) -> dict:
+              cache: str | None = None, flag: str = "--child") -> dict:
     """Run one measurement in a fresh interpreter and return its JSON result."""
-    cmd = [sys.executable, __file__, "--child", "--scene", scene, "--tile", str(args.tile),
+    cmd = [sys.executable, __file__, flag, "--scene", scene, "--tile", str(args.tile),
            "--overlap", str(args.overlap), "--batch-size", str(args.batch_size),
            "--runtimes", variant] + (["--exact-tile"] if args.exact_tile else [])
     if args.model:
@@ -68,10 +72,11 @@ def child(args: argparse.Namespace) -> None:
     import tensorflow  # noqa: F401 - loading a .keras model imports it anyway: measured apart
 
     from geofuse.config import SegmentConfig, TilingConfig
+    from geofuse.feed import batched, stack_batch
     from geofuse.model import load_model
     from geofuse.runtime import choose_runtime, make_predictor
     from geofuse.segment import segment_scene
-    from geofuse.tiling import SceneReader, batched, stack_batch
+    from geofuse.tiling import SceneReader
 
     stages = {"tensorflow": rss_mb()}
     loaded = load_model(args.model)
@@ -118,15 +123,82 @@ def child(args: argparse.Namespace) -> None:
                       "runtime": predict.choice.label}))
 
 
+def pipeline_child(args: argparse.Namespace) -> None:
+    """``segment_scene`` with a predictor that costs nothing: the pipeline alone, by phase.
+
+    The predictor returns one fixed batch of smooth probabilities (class regions 8 px and up,
+    as a real model's), so the mask compresses as a real one does. Phases are timed by wrapping
+    the stitcher's and sink's methods (stitching a tile, turning finished rows into classes and
+    writing them, COG finishing); reading and normalising, which run in their own thread during
+    ``segment_scene``, are timed apart on the same tiles in the same process.
+    """
+    import functools
+
+    import numpy as np
+    import rasterio
+
+    import geofuse.stitcher as stitcher
+    from geofuse.config import SegmentConfig, TilingConfig
+    from geofuse.feed import batched, stack_batch
+    from geofuse.model import load_model
+    from geofuse.segment import segment_scene
+    from geofuse.tiling import SceneReader
+
+    loaded = load_model(args.model)
+    with rasterio.open(args.scene) as ds:
+        tiling = TilingConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                              fit=not args.exact_tile).for_scene(
+                                  ds.height, ds.width, loaded.info.spec.arch.multiple)
+        grid = tiling.grid(ds.height, ds.width)
+    rng = np.random.default_rng(0)
+    side, classes = tiling.tile, loaded.info.spec.classes
+    low = rng.normal(size=(tiling.batch_size, side // 8 + 1, side // 8 + 1, classes)) * 3
+    logits = np.exp(low.repeat(8, 1).repeat(8, 2)[:, :side, :side]).astype(np.float32)
+    fixed = logits / logits.sum(axis=-1, keepdims=True)
+    seconds: dict[str, float] = {}
+
+    def timed(owner: type, name: str, phase: str) -> None:
+        method = getattr(owner, name)
+
+        @functools.wraps(method)
+        def wrapper(*a: object, **k: object) -> object:
+            start = time.perf_counter()
+            try:
+                return method(*a, **k)
+            finally:
+                seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+
+    timed(stitcher.Stitcher, "add", "stitch")
+    timed(stitcher.Stitcher, "_flush_until", "classes")
+    timed(stitcher.GeoTiffSink, "commit", "cog")
+    config = SegmentConfig(tiling=tiling)
+    with tempfile.TemporaryDirectory(dir=Path(args.scene).parent) as tmp:
+        start = time.perf_counter()
+        segment_scene(args.scene, Path(tmp) / "mask.tif", loaded, config,
+                      predictor=lambda x: fixed)
+        total = time.perf_counter() - start
+    start = time.perf_counter()
+    with SceneReader(args.scene, model=loaded.info) as reader:
+        out = None
+        for batch in batched(reader.patches(grid, grid.tiles), tiling.batch_size):
+            out = stack_batch(batch, tiling.batch_size, out=out)
+    seconds["read"] = time.perf_counter() - start
+    seconds["stitch"] -= seconds["classes"]  # flushing finished rows happens inside add
+    print(json.dumps({"total": total, "phases": seconds, "patch_px": grid.patch_pixels}))
+
+
 def runtimes_child(args: argparse.Namespace) -> None:
     """Every runtime in this one process: first-run overheads, then interleaved model-only rounds.
 
     The conversion cache (``GEOFUSE_CACHE_DIR``, set by the parent) starts empty, so the first
     OpenVINO predictor pays the conversion and the next ones (same model and shape) do not.
     """
+    from geofuse.feed import batched, stack_batch
     from geofuse.model import load_model
     from geofuse.runtime import choose_runtime, make_predictor
-    from geofuse.tiling import SceneReader, batched, stack_batch
+    from geofuse.tiling import SceneReader
     from geofuse.windows import TileGrid
 
     start = time.perf_counter()
@@ -302,6 +374,7 @@ def main() -> None:
                              "kept).")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-runtimes", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-pipeline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.overlap is None:
@@ -311,6 +384,9 @@ def main() -> None:
         return
     if args.child_runtimes:
         runtimes_child(args)
+        return
+    if args.child_pipeline:
+        pipeline_child(args)
         return
     if args.sparse:
         sparse_case(args)
@@ -326,6 +402,7 @@ def main() -> None:
     print(header)
     peaks: dict[str, list[float]] = {v: [] for v in variants}
     memory: list[str] = []
+    pipeline: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"  # shared by the runs: conversions are not timed here
         for size in args.sizes:
@@ -352,6 +429,12 @@ def main() -> None:
                     f"{st['predictor'] - st['model']:>10.0f} "
                     f"{st['model_only'] - st['predictor']:>10.0f} "
                     f"{e2e['peak_rss_mb'] - st['model_only']:>9.0f} {e2e['peak_rss_mb']:>8.0f}")
+            alone = run_child(str(scene), args, flag="--child-pipeline")
+            ms = {k: v / (alone["patch_px"] / 1e6) * 1000 for k, v in alone["phases"].items()}
+            pipeline.append(
+                f"{size:>11} {alone['total'] / (alone['patch_px'] / 1e6) * 1000:>10.1f} "
+                f"{ms['read']:>8.1f} {ms['stitch']:>8.1f} {ms['classes']:>8.1f} "
+                f"{ms['cog']:>8.1f}")
             scene.unlink()
     for variant, values in peaks.items():
         if len(values) > 1:
@@ -365,6 +448,11 @@ def main() -> None:
     print(f"{'scene':>11} {'runtime':<28} {'TensorFlow':>10} {'model':>8} {'predictor':>10} "
           f"{'model run':>10} {'pipeline':>9} {'peak':>8}")
     print("\n".join(memory))
+    print("\nthe pipeline alone (a predictor that costs nothing), ms per patch Mpx: all of "
+          "segment_scene; reading and normalising (its own thread, timed apart); stitching "
+          "tiles; classes of finished rows and writing them; COG finishing")
+    print(f"{'scene':>11} {'pipeline':>10} {'read':>8} {'stitch':>8} {'classes':>8} {'COG':>8}")
+    print("\n".join(pipeline))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ def get_model(folder: Path) -> tuple[Path, str]:
         return Path(shutil.copy(default, folder / "default.keras")), "embedded default"
     import keras
 
-    from geofuse.config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
     from geofuse.model import build_unet, save_model
+    from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 
     keras.utils.set_random_seed(0)
     spec = ModelSpec(bands=3, classes=5, arch=Architecture(depth=3, base_filters=16))

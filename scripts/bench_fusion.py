@@ -28,8 +28,8 @@ MODES = ["none", "concat", "weighted", "weighted+gates", "attention", "cross_att
 
 def build(mode: str, args: argparse.Namespace):  # noqa: ANN201 - keras.Model
     """Network for ``mode`` (``weighted+gates`` is ``weighted`` with gates)."""
-    from geofuse.config import Architecture, ModelSpec
     from geofuse.model import build_unet
+    from geofuse.model_config import Architecture, ModelSpec
 
     fusion, _, gates = mode.partition("+")
     options = {"weighted": {"gates": bool(gates)},

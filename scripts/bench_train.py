@@ -44,8 +44,8 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from geofuse.config import Architecture, ClassInfo, ModelSpec, Normalization
     from geofuse.model import build_unet
+    from geofuse.model_config import Architecture, ClassInfo, ModelSpec, Normalization
     from geofuse.training.chips import ChipLoader, train_dataset
     from geofuse.training.config import CACHE_AUTO_BYTES
     from geofuse.training.datasets import (

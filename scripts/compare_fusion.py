@@ -97,7 +97,7 @@ class Variant:
 
     def arch(self) -> Any:
         """The ``Architecture`` (library defaults but for the fusion)."""
-        from geofuse.config import Architecture
+        from geofuse.model_config import Architecture
 
         return Architecture(fusion=self.fusion, fusion_options=dict(self.options),
                             fusion_width=self.width)
@@ -140,8 +140,8 @@ class ParamCounter:
         if key not in self.cache:
             import keras
 
-            from geofuse.config import ModelSpec
             from geofuse.model import build_unet
+            from geofuse.model_config import ModelSpec
 
             arch = replace(variant, width=width).arch()
             spec = ModelSpec(bands=SHAPES[dataset], classes=n_classes(dataset), arch=arch)
@@ -313,8 +313,8 @@ def cost_model(variant: Variant, work: Path) -> Path:
     """An untrained network of ``variant`` in the Dubai shape (RGB, 5 classes), as a model file."""
     import keras
 
-    from geofuse.config import ModelInfo, ModelSpec, Normalization
     from geofuse.model import build_unet, save_model
+    from geofuse.model_config import ModelInfo, ModelSpec, Normalization
 
     classes = dubai_coding()[0]
     spec = ModelSpec(bands=3, classes=len(classes), arch=variant.arch())

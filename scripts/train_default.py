@@ -38,7 +38,7 @@ def display_info(info, provenance):  # noqa: ANN001, ANN201
     """``info`` with ``provenance`` (machine paths cut) and readable class colours."""
     from dataclasses import replace
 
-    from geofuse.config import class_colour
+    from geofuse.colours import class_colour
     from geofuse.sources import portable
 
     classes = tuple(replace(c, color=class_colour(c.name, c.id)) for c in info.classes)
@@ -68,8 +68,8 @@ def main() -> None:
     os.chdir(ROOT)
     logging.basicConfig(level=logging.WARNING)
 
-    from geofuse.config import Architecture
     from geofuse.model import load_model, save_model
+    from geofuse.model_config import Architecture
     from geofuse.training.config import LabelOptions
     from geofuse.training.evaluate import EvaluateConfig, evaluate
     from geofuse.training.labels import LabelCoding, load_classes

@@ -93,7 +93,7 @@ PICKS = {"any": " (any-epoch pick)", "second half": " (second-half pick)",
 
 def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) -> dict[str, Any]:
     """Train ``recipe`` on ``dataset`` for ``budget`` seconds and score the held-out part."""
-    from geofuse.config import Architecture
+    from geofuse.model_config import Architecture
     from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
     from geofuse.training.evaluate import evaluate
     from geofuse.training.train import TrainConfig, train

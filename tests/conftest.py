@@ -14,7 +14,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geofuse.config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
+from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -11,17 +11,10 @@ import rasterio
 from click.testing import CliRunner
 
 from geofuse.cli import main
-from geofuse.config import (
-    Architecture,
-    ClassInfo,
-    ModelInfo,
-    ModelSpec,
-    Normalization,
-    SegmentConfig,
-    TilingConfig,
-)
+from geofuse.config import SegmentConfig, TilingConfig
 from geofuse.errors import ConfigError
 from geofuse.model import read_info
+from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource, TrainConfig
 from tests.conftest import make_tiny_model, write_geotiff
 

@@ -233,7 +233,7 @@ def test_info_shows_the_contract(rgb_model: Path) -> None:
 
 
 def test_training_records_colours_value_range_and_pixel_size(tmp_path: Path) -> None:
-    from geofuse.config import Architecture
+    from geofuse.model_config import Architecture
     from geofuse.training.config import LabelOptions
     from geofuse.training.train import SceneSource, TrainConfig, train
     from tests.trainkit import make_scene, write_classes

@@ -20,7 +20,8 @@ from PIL import Image
 
 from geofuse.cli import main
 from geofuse.cli.progress import ProgressBar
-from geofuse.config import SegmentConfig, TilingConfig, VectorizeConfig, class_colour, hex_rgb
+from geofuse.colours import class_colour, hex_rgb
+from geofuse.config import SegmentConfig, TilingConfig, VectorizeConfig
 from geofuse.model import read_info, resolve_model_path
 from geofuse.training.metrics import confusion_matrix
 from tests.conftest import ROOT, write_geotiff

@@ -14,7 +14,6 @@ from keras import ops
 
 from geofuse.blocks import MultiLevelFusion
 from geofuse.cli import main
-from geofuse.config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.fusion import (
     FusionMode,
     FusionOption,
@@ -24,6 +23,7 @@ from geofuse.fusion import (
     unregister_fusion,
 )
 from geofuse.model import build_unet, decoder_sources, load_model, save_model
+from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 from tests.trainkit import make_tiles
 
 

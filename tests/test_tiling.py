@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from geofuse.config import Normalization
 from geofuse.errors import InputError
-from geofuse.tiling import SceneReader, batched, prefetch, stack_batch
+from geofuse.feed import batched, prefetch, stack_batch
+from geofuse.model_config import Normalization
+from geofuse.tiling import SceneReader
 from geofuse.windows import TileGrid
 from tests.conftest import write_geotiff
 

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geofuse.cli import main
-from geofuse.config import Architecture
 from geofuse.errors import InputError
+from geofuse.model_config import Architecture
 from tests.conftest import write_geotiff
 from tests.trainkit import CLASSES, make_scene, make_tiles, synth, write_classes
 
@@ -275,7 +275,7 @@ def test_vector_labels_reprojected_buffered_and_rasterised(tmp_path: Path) -> No
     labels = tmp_path / "labels.geojson"
     labels.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
 
-    from geofuse.config import ClassInfo
+    from geofuse.model_config import ClassInfo
 
     classes = tuple(ClassInfo(**c) for c in CLASSES)
     raster = LabelledRaster(scene, labels, LabelCoding(classes=3), classes,
@@ -297,7 +297,7 @@ def test_vector_labels_reprojected_buffered_and_rasterised(tmp_path: Path) -> No
 
 
 def test_augmentation_keeps_image_and_labels_aligned(tmp_path: Path) -> None:
-    from geofuse.config import Normalization
+    from geofuse.model_config import Normalization
     from geofuse.training.chips import ChipLoader
 
     loader = ChipLoader.__new__(ChipLoader)
@@ -397,7 +397,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
 
 
 def test_real_dubai_colour_masks_decode_to_the_provenance_classes(real: Path) -> None:
-    from geofuse.config import ClassInfo
+    from geofuse.model_config import ClassInfo
     from geofuse.training.datasets import LabelledRaster
     from geofuse.training.labels import IGNORE, LabelCoding
 
@@ -606,7 +606,7 @@ def test_rasters_read_in_worker_threads_never_see_an_earlier_raster(tmp_path: Pa
 
     from rasterio.windows import Window
 
-    from geofuse.config import ClassInfo
+    from geofuse.model_config import ClassInfo
     from geofuse.training.datasets import LabelledRaster
     from geofuse.training.labels import LabelCoding
 
@@ -629,7 +629,7 @@ def test_balanced_sampling_centres_chips_on_a_rare_class(tmp_path: Path) -> None
     """``--sampling balanced``: a class of 0.1 % of the pixels is in far more chips."""
     from rasterio.windows import Window
 
-    from geofuse.config import ClassInfo, Normalization
+    from geofuse.model_config import ClassInfo, Normalization
     from geofuse.training.chips import ChipLoader
     from geofuse.training.datasets import LabelledRaster, make_units, scan
     from geofuse.training.labels import LabelCoding

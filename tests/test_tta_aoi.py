@@ -127,8 +127,8 @@ def test_segment_tta_matches_segmenting_the_eight_transformed_scenes(
 def test_tta_changes_nothing_for_a_pixelwise_model_and_keeps_nodata(tmp_path: Path) -> None:
     import keras
 
-    from geofuse.config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
     from geofuse.model import save_model
+    from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 
     keras.utils.set_random_seed(3)
     net = keras.Sequential([keras.Input((None, None, 3)),

@@ -16,13 +16,9 @@ from geofuse.cli.options import (
     input_options,
 )
 from geofuse.cli.progress import ProgressBar
-from geofuse.config import (
-    FUSION_LEVELS,
-    Architecture,
-    InputConfig,
-    parse_bands,
-)
+from geofuse.config import FUSION_LEVELS, InputConfig, parse_bands
 from geofuse.fusion import all_options, fusion_mode, fusion_modes
+from geofuse.model_config import Architecture
 from geofuse.training.config import (
     CACHE_AUTO_BYTES,
     CACHES,

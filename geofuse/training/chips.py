@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geofuse.config import Normalization
+from geofuse.model_config import Normalization
 from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.labels import IGNORE
 from geofuse.windows import axis_starts

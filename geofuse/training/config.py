@@ -15,8 +15,9 @@ from typing import Any
 
 from geofuse.checks import bands as check_bands
 from geofuse.checks import choice, positive_int, require
-from geofuse.config import Architecture, ClassInfo, InputConfig, TilingConfig
+from geofuse.config import InputConfig, TilingConfig
 from geofuse.errors import ConfigError
+from geofuse.model_config import Architecture, ClassInfo
 from geofuse.sources import as_source
 from geofuse.training.labels import MASK_MODES, LabelCoding
 

@@ -28,8 +28,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from geofuse.config import ClassInfo
 from geofuse.errors import InputError, first_line
+from geofuse.model_config import ClassInfo
 from geofuse.sources import as_source, source_name
 from geofuse.tiling import SceneReader
 from geofuse.training.config import MASK_SUFFIXES, TilesSource

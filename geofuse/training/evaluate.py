@@ -25,8 +25,9 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geofuse.config import ClassInfo, SegmentConfig
+from geofuse.config import SegmentConfig
 from geofuse.errors import InputError
+from geofuse.model_config import ClassInfo
 from geofuse.outputs import Progress, atomic_path, check_destination, write_json
 from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 from geofuse.training.datasets import LabelledRaster, find_pairs

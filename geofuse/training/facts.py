@@ -1,6 +1,6 @@
 """What a model records about its training imagery, for the input contract at segment time.
 
-:func:`input_facts` gives the :class:`~geofuse.config.ModelInfo` fields that
+:func:`input_facts` gives the :class:`~geofuse.model_config.ModelInfo` fields that
 :mod:`geofuse.contract` compares with a scene: each band's colour interpretation, the value range
 seen in training (the 0.5 and 99.5 percentiles of each band over a decimated read of every
 training image) and the pixel size in metres (the median over the georeferenced images;

@@ -27,9 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from geofuse.config import ModelInfo
 from geofuse.errors import ConfigError
 from geofuse.model import build_unet
+from geofuse.model_config import ModelInfo
 from geofuse.outputs import atomic_path
 from geofuse.training.chips import ChipLoader, epoch_dataset, memory_dataset
 from geofuse.training.config import TrainConfig

@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from geofuse.config import CLASS_NODATA, ClassInfo, class_colour
+from geofuse.colours import class_colour
+from geofuse.config import CLASS_NODATA
 from geofuse.errors import ConfigError, InputError, first_line
+from geofuse.model_config import ClassInfo
 
 IGNORE = CLASS_NODATA
 UNKNOWN = CLASS_NODATA - 1
@@ -46,7 +48,7 @@ def default_colour(index: int, name: str = "") -> str:
     """The display colour of class ``index`` named ``name`` when none is given (never black).
 
     Readable by name (water blue, vegetation green, building red, ...): see
-    :func:`geofuse.config.class_colour`.
+    :func:`geofuse.colours.class_colour`.
     """
     return class_colour(name, index)
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 import geofuse
-from geofuse.config import ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.errors import ConfigError, InputError, OutputError
+from geofuse.model_config import ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.outputs import Progress, write_json
 from geofuse.sources import portable
 from geofuse.training.config import (
