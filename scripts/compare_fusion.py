@@ -483,15 +483,17 @@ def method_lines(results: list[dict]) -> list[str]:
     """The protocol, the recipe the runs used and the modes."""
     from geofuse.fusion import fusion_mode, fusion_modes
 
+    keeps = {r["recipe"].get("keep", "best") for r in results}
+    kept = ("the weights at the end of that schedule" if keeps == {"last"} else
+            "best weights by a smoothed validation score in the second half of the run")
     lines = [
         "## Method", "",
         "Each run trains one fusion mode on one data set with one seed for a fixed **time "
         "budget** and scores the trained model on data it never saw, through `geofuse`'s "
         "own inference path (`geofuse.training.evaluate`). Every mode gets the library's "
         "training recipe (the `TrainConfig` defaults: warm-up then a cosine learning rate "
-        "laid over the budget, best weights by a smoothed validation score in the second "
-        "half of the run); the script sets only the data, the seed, the fusion mode with its "
-        "options and width, and the time limit.", "",
+        f"laid over the budget, {kept}); the script sets only the data, the seed, the fusion "
+        "mode with its options and width, and the time limit.", "",
         "**Same conditions.** For a given seed every mode gets the same weight-initialisation "
         "seed, the same validation split and the same chip sampler, and is scored on the same "
         "held-out data with the same tiling. The protocol was fixed before any run and not "
@@ -521,9 +523,9 @@ def method_lines(results: list[dict]) -> list[str]:
     recipes = {json.dumps(r.get("recipe"), sort_keys=True) for r in results}
     if len(recipes) == 1 and results[0].get("recipe"):
         recipe = results[0]["recipe"]
-        keys = ("patch", "batch_size", "steps_per_epoch", "learning_rate", "warmup", "loss",
-                "class_weights", "augment", "sampling", "val_fraction", "patience",
-                "min_fraction", "smoothing")
+        keys = ("patch", "batch_size", "steps_per_epoch", "learning_rate", "warmup",
+                "weight_decay", "loss", "class_weights", "augment", "jitter", "sampling",
+                "val_fraction", "patience", "keep", "cache")
         arch = results[0]["architecture"]
         lines += ["**Recipe of every run** (the defaults when they ran): "
                   + ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe)
