@@ -7,6 +7,9 @@ later tile touches are normalised, turned into classes and handed to the sinks. 
 height of rows is held, so memory grows with the scene *width* and never with its area. Pixels
 where no valid input contributed get the output nodata. :class:`ColumnStitcher` does the same
 column by column for a scene wider than tall, so that memory grows with its shorter side.
+When only the class mask is written, a pixel that one tile alone covers
+(:meth:`TileGrid.exclusive <geofuse.windows.TileGrid.exclusive>`: most of each tile) takes that
+tile's class directly; the weighted sums are kept only for the strips tiles share.
 
 :class:`GeoTiffSink` writes into an uncompressed tiled temporary GeoTIFF beside the destination,
 then converts it to a compressed Cloud-Optimised GeoTIFF with overviews, a colour map and tags,
