@@ -301,10 +301,14 @@ class Stitcher:
         for start in range(0, n, FLUSH_ROWS):
             self._emit(start, min(n, start + FLUSH_ROWS))
         keep = self._acc.shape[0] - n
+        # Mask only, every row written: the emitted rows were cleared where they held sums
+        # (_emit_labels), so only the rows moved up need clearing behind them.
+        clear = max(keep, n) if self._labels is not None and self.rows == (
+            0, self.grid.height) else keep
         self._acc[:keep] = self._acc[n:]
-        self._acc[keep:] = 0
+        self._acc[clear:] = 0
         self._weight[:keep] = self._weight[n:]
-        self._weight[keep:] = 0
+        self._weight[clear:] = 0
         if self._labels is not None:
             self._labels[:keep] = self._labels[n:]
             self._labels[keep:] = CLASS_NODATA
@@ -349,6 +353,8 @@ class Stitcher:
         for c0, c1 in zip(edges[::2], edges[1::2], strict=True):
             part = np.argmax(self._acc[start:stop, c0:c1], axis=-1).astype(np.uint8)
             np.copyto(labels[:, c0:c1], part, where=covered[:, c0:c1])
+            self._acc[start:stop, c0:c1] = 0  # every sum of these rows lies in these runs
+            self._weight[start:stop, c0:c1] = 0
         counts = np.bincount(labels.ravel(), minlength=256)
         self.class_counts += counts[: self.classes]
         self.nodata_pixels += int(counts[CLASS_NODATA])
