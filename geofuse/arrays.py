@@ -30,7 +30,7 @@ from rasterio.io import MemoryFile
 from geofuse.checks import choice
 from geofuse.config import TTA_MODES, TilingConfig
 from geofuse.errors import InputError
-from geofuse.feed import prefetch
+from geofuse.feed import read_ahead
 from geofuse.model import LoadedModel, load_model
 from geofuse.outputs import Progress
 from geofuse.stitcher import Stitcher
@@ -168,12 +168,11 @@ def predict_array(
             predict = tta_predictor(runtime_predictor(
                 loaded, tiling.batch_size, tiling.tile, choose_runtime(tiling)), tta)
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")
-            patches = prefetch(lambda: reader.patches(grid), depth=2 * tiling.batch_size,
-                               env=env)
+            batches = read_ahead(lambda: reader.patches(grid), tiling.batch_size, env=env)
             try:
-                run_pipeline(patches, predict, stitcher, tiling.batch_size, len(grid), progress)
+                run_pipeline(batches, predict, stitcher, len(grid), progress)
             finally:
-                patches.close()
+                batches.close()
             stitcher.finish()
     probabilities = prob_sink.array
     return ArrayPrediction(

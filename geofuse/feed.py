@@ -2,7 +2,8 @@
 
 :func:`prefetch` runs any iterator in a background thread so reads overlap the model (GDAL
 releases the GIL while it decodes); :func:`batched` and :func:`stack_batch` turn the patch
-stream into the fixed batch shape a compiled predictor takes.
+stream into the fixed batch shape a compiled predictor takes, and :func:`read_ahead` does all
+of it in the background: the model's input is ready when the model is.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -99,3 +101,31 @@ def stack_batch(batch: Sequence[Patch], size: int, out: np.ndarray | None = None
         out[i] = patch.data
     out[len(batch) :] = 0.0
     return out
+
+
+READ_AHEAD = 2  # batches read, normalised and stacked ahead of the model
+
+
+def stacked(patches: Iterator[Patch], size: int,
+            ring: int = READ_AHEAD + 2) -> Iterator[tuple[list[Patch], np.ndarray]]:
+    """Batches of ``size`` patches with their model input, stacked where the patches are read.
+
+    The input arrays come from a ring of ``ring`` buffers reused in turn (no fresh memory per
+    batch). Run through :func:`prefetch` with ``depth`` batches ahead, at most ``depth + 2``
+    arrays are in use at once (queued, being filled, being predicted): ``ring`` must be at least
+    that.
+    """
+    buffers: list[np.ndarray | None] = [None] * ring
+    for i, batch in enumerate(batched(patches, size)):
+        buffers[i % ring] = out = stack_batch(batch, size, out=buffers[i % ring])
+        # each patch's data becomes its slot of the input: the patch's own array is freed
+        yield [replace(p, data=out[j]) for j, p in enumerate(batch)], out
+
+
+def read_ahead(make_patches: Callable[[], Iterator[Patch]], size: int,
+               env: dict[str, Any] | None = None) -> Iterator[tuple[list[Patch], np.ndarray]]:
+    """:func:`stacked` batches of ``make_patches()``, made ahead in a background thread.
+
+    :data:`READ_AHEAD` batches are read, normalised and stacked while the model runs.
+    """
+    return prefetch(lambda: stacked(make_patches(), size), depth=READ_AHEAD, env=env)

@@ -25,7 +25,7 @@ import geofuse
 from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
-from geofuse.feed import batched, prefetch, stack_batch
+from geofuse.feed import read_ahead
 from geofuse.model import LoadedModel, load_model
 from geofuse.outputs import (
     TAGS,
@@ -119,19 +119,19 @@ def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Source,
 
 
 def run_pipeline(
-    patches: Iterator[Patch],
+    batches: Iterator[tuple[list[Patch], np.ndarray]],
     predict: Callable[[np.ndarray], Any],
     stitcher: Stitcher | ColumnStitcher,
-    batch_size: int,
     total: int | Callable[[], int],
     progress: Progress | None = None,
 ) -> None:
-    """Predict fixed-size batches and stitch them, stitching batch k while predicting k + 1.
+    """Predict batches and stitch them, stitching batch k while predicting k + 1.
 
-    Reads already run ahead in their own thread (``patches`` comes from :func:`prefetch`);
-    here stitching runs in a second thread, so the model is never idle waiting for numpy.
-    Batches are stitched strictly in order. ``total`` (the tiles that need the model) may be
-    a function: tiles found empty while reading lower it as the run goes.
+    Reading, normalising and stacking already run ahead in their own thread (``batches``
+    comes from :func:`~geofuse.feed.read_ahead`); here stitching runs in a second thread, so
+    the model is never idle waiting for numpy. Batches are stitched strictly in order.
+    ``total`` (the tiles that need the model) may be a function: tiles found empty while
+    reading lower it as the run goes.
     """
     count = total if callable(total) else lambda: total
 
@@ -141,11 +141,9 @@ def run_pipeline(
         return len(batch)
 
     done = 0
-    inputs = None
     pending: Future[int] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geofuse-stitch") as pool:
-        for batch in batched(patches, batch_size):
-            inputs = stack_batch(batch, batch_size, out=inputs)
+        for batch, inputs in batches:
             probs = predict(inputs)
             if pending is not None:
                 done += pending.result()
@@ -273,16 +271,16 @@ def segment_scene(
             if reader.resampled:
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
             predict = tta_predictor(predictor, config.tta)
-            patches = prefetch(
+            batches = read_ahead(
                 lambda: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
                                        skip_empty=tiling.blend),
-                depth=2 * tiling.batch_size, env=env,
+                tiling.batch_size, env=env,
             )
             try:
-                run_pipeline(patches, predict, stitcher, tiling.batch_size,
+                run_pipeline(batches, predict, stitcher,
                              lambda: len(tiles) - reader.empty_tiles, progress)
             finally:
-                patches.close()  # stops the reading thread before the scene is closed
+                batches.close()  # stops the reading thread before the scene is closed
             stitcher.finish()
             sinks.commit(progress if rows is None else None)
             polygons = make_products(config, scene, out, sinks.probabilities_file, progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import rasterio
 
 from geofuse.errors import InputError
-from geofuse.feed import batched, prefetch, stack_batch
+from geofuse.feed import READ_AHEAD, batched, prefetch, read_ahead, stack_batch
 from geofuse.model_config import Normalization
 from geofuse.tiling import SceneReader
 from geofuse.windows import TileGrid
@@ -145,6 +146,24 @@ def test_prefetch_forwards_items_and_errors() -> None:
     assert next(gen) == 1
     with pytest.raises(InputError, match="boom.tif"):
         next(gen)
+
+
+def test_read_ahead_never_overwrites_the_batch_being_predicted(tmp_path: Path) -> None:
+    """The producer fills as far ahead as it may while the consumer holds one batch."""
+    rng = np.random.default_rng(0)
+    path = write_geotiff(tmp_path / "s.tif", rng.integers(0, 255, (3, 96, 160), np.uint8))
+    grid = TileGrid(96, 160, 16, 4)
+    with SceneReader(path) as reader:
+        expected = [stack_batch(b, 3).copy() for b in batched(reader.patches(grid), 3)]
+        seen = 0
+        batches = read_ahead(lambda: reader.patches(grid), 3)
+        for i, (batch, inputs) in enumerate(batches):
+            assert len(batch) == min(3, len(grid) - 3 * i)
+            time.sleep(0.05)  # "predicting": the reader runs READ_AHEAD + 1 batches ahead
+            np.testing.assert_array_equal(inputs, expected[i])
+            assert all(np.shares_memory(p.data, inputs) for p in batch)  # no second copy
+            seen += 1
+    assert seen == len(expected) > READ_AHEAD + 2  # the ring of buffers went round
 
 
 def test_batches_have_a_fixed_shape(tmp_path: Path) -> None:
