@@ -148,15 +148,25 @@ def test_prefetch_forwards_items_and_errors() -> None:
         next(gen)
 
 
-def test_read_ahead_never_overwrites_the_batch_being_predicted(tmp_path: Path) -> None:
-    """The producer fills as far ahead as it may while the consumer holds one batch."""
+@pytest.mark.parametrize(("height", "width", "direct"),
+                         [(96, 160, True), (10, 250, True), (96, 160, False)])
+def test_read_ahead_never_overwrites_the_batch_being_predicted(
+        tmp_path: Path, height: int, width: int, direct: bool) -> None:
+    """The producer fills as far ahead as it may while the consumer holds one batch.
+
+    Patches are normalised straight into their slot (``direct``; padded past the edge when the
+    scene is smaller than a tile, nodata zeroed) or copied in: the inputs equal stacked
+    patches read the plain way.
+    """
     rng = np.random.default_rng(0)
-    path = write_geotiff(tmp_path / "s.tif", rng.integers(0, 255, (3, 96, 160), np.uint8))
-    grid = TileGrid(96, 160, 16, 4)
+    image = rng.integers(0, 255, (3, height, width), np.uint8)
+    path = write_geotiff(tmp_path / "s.tif", image, nodata=0)
+    grid = TileGrid(height, width, 16, 4)
     with SceneReader(path) as reader:
         expected = [stack_batch(b, 3).copy() for b in batched(reader.patches(grid), 3)]
         seen = 0
-        batches = read_ahead(lambda: reader.patches(grid), 3)
+        batches = read_ahead(lambda into: reader.patches(grid, into=into if direct else None),
+                             3, (16, 16, 3))
         for i, (batch, inputs) in enumerate(batches):
             assert len(batch) == min(3, len(grid) - 3 * i)
             time.sleep(0.05)  # "predicting": the reader runs READ_AHEAD + 1 batches ahead
@@ -164,6 +174,7 @@ def test_read_ahead_never_overwrites_the_batch_being_predicted(tmp_path: Path) -
             assert all(np.shares_memory(p.data, inputs) for p in batch)  # no second copy
             seen += 1
     assert seen == len(expected) > READ_AHEAD + 2  # the ring of buffers went round
+    assert (image == 0).any()  # some nodata pixels were zeroed
 
 
 def test_batches_have_a_fixed_shape(tmp_path: Path) -> None:
