@@ -701,3 +701,66 @@ def test_best_weights_and_early_stopping_act_only_in_the_second_half(tmp_path: P
     assert state.best_epoch == 5  # 0.7 in the second half, not the 0.9 of epoch 1
     assert stopped == 7  # two epochs without improvement after it
     assert (tmp_path / "best.npz").exists() and (tmp_path / "last.npz").exists()
+
+
+def test_class_sets_in_the_loss() -> None:
+    """Exact labels give CE + Dice as written out here; a set pixel only asks for its set."""
+    from geofuse.training.labels import SET_BASE
+    from geofuse.training.losses import SegmentationLoss
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, (2, 6, 6)).astype(np.uint8)
+    y[0, 0] = 255
+    p = rng.dirichlet(np.ones(3), (2, 6, 6)).astype(np.float32)
+    w = np.array([1.0, 2.0, 0.5], np.float32)
+    valid = y < 3
+    onehot = np.eye(3, dtype=np.float32)[np.where(valid, y, 0)] * valid[..., None]
+    ce = -(np.log(np.clip((p * onehot).sum(-1), 1e-7, 1)) * w[np.where(valid, y, 0)] * valid)
+    ce = ce.sum() / (w[np.where(valid, y, 0)] * valid).sum()
+    inter = (p * onehot).sum((0, 1, 2))
+    denom = (p * valid[..., None]).sum((0, 1, 2)) + onehot.sum((0, 1, 2))
+    dice = 1 - ((2 * inter + 1) / (denom + 1)).mean()
+    loss = SegmentationLoss(3, "ce+dice", list(w), class_sets=[(0, 2)])
+    assert float(loss(y, p)) == pytest.approx(ce + dice, rel=1e-5)
+
+    sets = np.full((2, 6, 6), SET_BASE, np.uint8)  # every pixel: "class 0 or class 2"
+    q = p.copy()
+    q[..., 0], q[..., 2] = p[..., 2], p[..., 0]  # the same set mass, shared otherwise
+    assert float(loss(sets, q)) == pytest.approx(float(loss(sets, p)), rel=1e-6)
+    worse = p.copy()
+    worse[..., 1] += 0.5  # mass on the class the set excludes
+    worse /= worse.sum(-1, keepdims=True)
+    assert float(loss(sets, worse)) > float(loss(sets, p)) + 0.1
+    plain = SegmentationLoss(3, "ce+dice", list(w))  # without the set: those pixels ignored
+    assert float(plain(sets, worse)) == pytest.approx(float(plain(sets, p)), abs=1e-6)
+    restored = SegmentationLoss.from_config(loss.get_config())
+    assert float(restored(sets, worse)) == pytest.approx(float(loss(sets, worse)), rel=1e-6)
+
+
+def test_a_building_only_set_trains_with_a_class_set(tmp_path: Path) -> None:
+    """Half the masks only say building / not building: "not building" is a class set."""
+    tiles = make_tiles(tmp_path / "t", count=4, size=48)
+    exact = 0
+    for i, mask in enumerate(sorted((tiles / "masks").iterdir())):
+        with rasterio.open(mask, "r+") as ds:
+            a = ds.read(1)
+            if i % 2:
+                a[a != 1] = 9  # background or water, not said which
+                ds.write(a, 1)
+            exact += int((a < 3).sum())
+    sets = {"sets": [{"name": "not building", "classes": ["background", "water"], "value": 9}]}
+    classes = write_classes(tmp_path / "classes.json", sets)
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--classes", classes, "--val-fraction", "0",
+                       "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    assert sum(metrics["class_pixels_train"].values()) == exact  # set pixels: not a class
+    assert out.exists()
+
+    bad = write_classes(tmp_path / "bad.json",
+                        {"sets": [{"name": "x", "classes": ["background", "sea"], "value": 9}]})
+    failed = run_train("--tiles", tiles, "--classes", bad, "--out", tmp_path / "n.keras", *TINY)
+    assert failed.exit_code == 1 and not (tmp_path / "n.keras").exists()
+    line = failed.output.strip().splitlines()[-1]
+    assert "bad.json" in line and "'sea'" in line and "class set" in line

@@ -142,6 +142,7 @@ class LabelOptions:
             ignore_values=tuple(dict.fromkeys(base.ignore_values + self.ignore_values)),
             ignore_colors=tuple(dict.fromkeys(base.ignore_colors + self.ignore_colors)),
             mode=self.mask_mode if self.mask_mode != "auto" else base.mode,
+            sets=base.sets, set_values=base.set_values, set_colors=base.set_colors,
         )
 
 

@@ -304,11 +304,13 @@ def fit_model(
     progress: Callable[[int, int], None] | None = None,
     report: Callable[[int, Mapping[str, float]], None] | None = None,
     seconds: float | None = None,
+    class_sets: Sequence[Sequence[int]] = (),
 ) -> FitOutcome:
     """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state.
 
     With ``seconds`` the run is timed (``config.epochs``, if set, is an upper bound);
     without, it lasts ``config.epochs`` epochs of ``config.steps_per_epoch`` steps.
+    ``class_sets``: the class ids of each class set the labels use (:mod:`.labels`).
     """
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -370,7 +372,8 @@ def fit_model(
             optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         model.compile(
             optimizer=optimizer,
-            loss=SegmentationLoss(info.spec.classes, config.loss, list(weights)),
+            loss=SegmentationLoss(info.spec.classes, config.loss, list(weights),
+                                  class_sets=class_sets),
             metrics=[ConfusionMetrics(names)],
         )
         if saved_weights is not None:

@@ -3,11 +3,15 @@
 Every label source ends up as a ``uint8`` array of class ids on the image grid, where
 :data:`IGNORE` (255, the class-mask nodata) marks pixels that count neither in the loss nor in
 the metrics, and :data:`UNKNOWN` (254) marks mask values that no class claims (an error when a
-data set is checked, ignored afterwards).
+data set is checked, ignored afterwards). A label may also say "one of these classes" (a class
+*set*: a building-only data set's "not building" is land, road, water or vegetation, without
+saying which): set ``k`` is coded :data:`SET_BASE` + ``k``. The loss only asks the model to
+put such a pixel in one of the set's classes; the metrics leave it out.
 
 * Class tables come from a ``classes.json``: ``{"classes": [{"id", "name", "color", "value"},
-  ...], "ignore": [...]}``; ``value`` is the pixel value of the class in id-coded masks
-  (default: its id) and ``color`` identifies it in colour-coded masks.
+  ...], "ignore": [...], "sets": [{"name", "classes", "value", "color"}, ...]}``; ``value`` is
+  the pixel value of the class (or set) in id-coded masks (a class's default: its id) and
+  ``color`` identifies it in colour-coded masks; a set's ``classes`` are class names or ids.
 * Masks are id-coded (one band of class values), RGB colour-coded (three bands) or palette
   images (one band read through its colour map); ``mode="auto"`` decides per file.
 * Vector labels (anything OGR reads) are reprojected to the scene CRS, lines are buffered, and
@@ -31,6 +35,8 @@ from geofuse.model_config import ClassInfo
 
 IGNORE = CLASS_NODATA
 UNKNOWN = CLASS_NODATA - 1
+SET_BASE = 128  # label of class set k: SET_BASE + k (so at most SET_BASE classes with sets)
+MAX_SETS = UNKNOWN - SET_BASE
 MASK_MODES = ("auto", "ids", "colors")
 
 
@@ -65,6 +71,10 @@ class LabelCoding:
         ignore_colors: Mask colours to ignore (e.g. an "unlabeled" colour).
         mode: ``auto`` (RGB masks by colour; palette masks by colour when their palette holds
             at least two class colours; otherwise ids), ``ids`` or ``colors``.
+        sets: Class sets ("one of these classes"): class ids of each, at least two and not
+            every class.
+        set_values: Id-mask value of each set (empty: the sets only come from colours).
+        set_colors: Colour of each set in colour-coded masks (empty: only from values).
 
     """
 
@@ -74,6 +84,9 @@ class LabelCoding:
     ignore_values: tuple[int, ...] = ()
     ignore_colors: tuple[str, ...] = ()
     mode: str = "auto"
+    sets: tuple[tuple[int, ...], ...] = ()
+    set_values: tuple[int, ...] = ()
+    set_colors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MASK_MODES:
@@ -94,16 +107,49 @@ class LabelCoding:
             _hex(colour)
         if self.values is not None and len(set(self.values)) != len(self.values):
             raise ConfigError(f"Expected distinct class values. Received: {self.values}")
+        self._check_sets()
+
+    def _check_sets(self) -> None:
+        sets = tuple(tuple(sorted({int(c) for c in s})) for s in self.sets)
+        object.__setattr__(self, "sets", sets)
+        object.__setattr__(self, "set_values", tuple(int(v) for v in self.set_values))
+        object.__setattr__(self, "set_colors", tuple(self.set_colors))
+        if not sets:
+            return
+        if self.classes > SET_BASE or len(sets) > MAX_SETS:
+            raise ConfigError(f"Expected at most {SET_BASE} classes and {MAX_SETS} class sets. "
+                              f"Received: {self.classes} classes, {len(sets)} sets")
+        for members in sets:
+            if not all(0 <= c < self.classes for c in members) or not \
+                    2 <= len(members) < self.classes:
+                raise ConfigError(f"Expected a class set of 2 to {self.classes - 1} of the class "
+                                  f"ids 0..{self.classes - 1}. Received: {list(members)}")
+        for name in ("set_values", "set_colors"):
+            seq = getattr(self, name)
+            if seq and len(seq) != len(sets):
+                raise ConfigError(f"Expected {len(sets)} {name.replace('_', ' ')}. "
+                                  f"Received: {len(seq)}")
+        if not self.set_values and not self.set_colors:
+            raise ConfigError("Expected a mask value or colour for each class set. Received: "
+                              "neither")
+        for colour in self.set_colors:
+            _hex(colour)
+        taken = set(self.values or range(self.classes)) & set(self.set_values)
+        if taken:
+            raise ConfigError(f"Expected set values apart from class values. Received: "
+                              f"{sorted(taken)} for both")
 
     def value_table(self) -> dict[int, int]:
         """Mask value -> class id (or IGNORE) for id-coded masks."""
         table = {int(v): i for i, v in enumerate(self.values or range(self.classes))}
+        table.update({v: SET_BASE + k for k, v in enumerate(self.set_values)})
         table.update({v: IGNORE for v in self.ignore_values})
         return table
 
     def colour_table(self) -> dict[int, int]:
         """Packed ``0xRRGGBB`` colour -> class id (or IGNORE) for colour-coded masks."""
         table = {_hex(c): i for i, c in enumerate(self.colors or ())}
+        table.update({_hex(c): SET_BASE + k for k, c in enumerate(self.set_colors)})
         table.update({_hex(c): IGNORE for c in self.ignore_colors})
         return table
 
@@ -175,14 +221,30 @@ def load_classes(path: str | Path) -> tuple[tuple[ClassInfo, ...], LabelCoding]:
         ignore = data.get("ignore", []) if isinstance(data, dict) else []
         ignore_list = ignore if isinstance(ignore, list) else [ignore]
         ignore_values, ignore_colours = parse_ignore(ignore_list)
+        sets = data.get("sets", []) if isinstance(data, dict) else []
+        if not isinstance(sets, list) or not all(isinstance(e, dict) for e in sets):
+            raise InputError(f"{path}: expected a list of class sets under 'sets'")
+        members = tuple(tuple(_class_id(classes, m, e.get("name", ""))
+                              for m in e.get("classes", [])) for e in sets)
         coding = LabelCoding(
             classes=len(classes), values=values,
             colors=tuple(c.color for c in classes) if has_colours else None,
-            ignore_values=ignore_values, ignore_colors=ignore_colours,
+            ignore_values=ignore_values, ignore_colors=ignore_colours, sets=members,
+            set_values=tuple(int(e["value"]) for e in sets if "value" in e),
+            set_colors=tuple(str(e["color"]) for e in sets if "color" in e),
         )
     except (ConfigError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: {exc}") from exc
     return classes, coding
+
+
+def _class_id(classes: Sequence[ClassInfo], member: object, set_name: str) -> int:
+    """A class set's member (a class name or id) as a class id."""
+    for c in classes:
+        if member == c.name or member == c.id:
+            return c.id
+    raise ConfigError(f"Expected class names or ids in the class set {set_name!r} "
+                      f"({', '.join(c.name for c in classes)}). Received: {member!r}")
 
 
 def _map_values(data: np.ndarray, table: dict[int, int]) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Training loss and streaming metrics that skip ignored pixels.
 
 Labels are integer class ids with every value ``>= classes`` (255 in practice) meaning "ignore":
-such pixels carry no loss and never enter the confusion matrix.
+such pixels carry no loss and never enter the confusion matrix; except class sets (label
+``SET_BASE + k``, :mod:`.labels`): the loss asks the model to put such a pixel in one of the
+set's classes (cross-entropy of the set's summed probability; Dice counts it only for the
+classes outside the set, which it is known not to be).
 
 TensorFlow and Keras are imported when the module is imported: import it lazily.
 """
@@ -12,9 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from geofuse.config import CLASS_NODATA
 from geofuse.training.config import LOSSES
+from geofuse.training.labels import SET_BASE
 
 
 @keras.saving.register_keras_serializable(package="geofuse")
@@ -24,9 +30,11 @@ class SegmentationLoss(keras.losses.Loss):
     Args:
         classes: Number of classes.
         mode: One of :data:`LOSSES`.
-        class_weights: Per-class weights of the cross-entropy/focal term (None: all 1).
+        class_weights: Per-class weights of the cross-entropy/focal term (None: all 1); a set
+            pixel weighs the mean of its classes' weights.
         gamma: Focal exponent.
         smooth: Dice smoothing.
+        class_sets: Class ids of each class set (label ``SET_BASE + k`` is set ``k``).
     """
 
     def __init__(
@@ -36,6 +44,7 @@ class SegmentationLoss(keras.losses.Loss):
         class_weights: Sequence[float] | None = None,
         gamma: float = 2.0,
         smooth: float = 1.0,
+        class_sets: Sequence[Sequence[int]] = (),
         name: str = "segmentation_loss",
         **kwargs: Any,
     ) -> None:
@@ -47,27 +56,38 @@ class SegmentationLoss(keras.losses.Loss):
         self.class_weights = [float(w) for w in (class_weights or [1.0] * self.classes)]
         self.gamma = float(gamma)
         self.smooth = float(smooth)
+        self.class_sets = [sorted(int(c) for c in members) for members in class_sets]
+        # label value -> the classes it allows: one for a class, several for a set, none for
+        # an ignored value
+        allowed = np.zeros((CLASS_NODATA + 1, self.classes), np.float32)
+        allowed[np.arange(self.classes), np.arange(self.classes)] = 1.0
+        for k, members in enumerate(self.class_sets):
+            allowed[SET_BASE + k, members] = 1.0
+        self._allowed = allowed
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        """Scalar loss of one batch: weighted mean CE/focal over valid pixels + Dice."""
+        """Scalar loss of one batch: weighted mean CE/focal over labelled pixels + Dice."""
         y = tf.cast(tf.round(tf.cast(y_true, tf.float32)), tf.int32)
         if y.shape.rank == 4:
             y = y[..., 0]
-        valid = (y >= 0) & (y < self.classes)
-        yc = tf.where(valid, y, 0)
-        mask = tf.cast(valid, tf.float32)
-        onehot = tf.one_hot(yc, self.classes, dtype=tf.float32)
+        y = tf.where((y >= 0) & (y <= CLASS_NODATA), y, CLASS_NODATA)  # others: ignored
+        allowed = tf.gather(tf.constant(self._allowed), y)
+        count = tf.reduce_sum(allowed, axis=-1)  # 1: a class, 2+: a set, 0: ignored
         p = tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0 - 1e-7)
         total = tf.constant(0.0)
         if self.mode != "dice":
-            p_true = tf.reduce_sum(p * onehot, axis=-1)
+            p_true = tf.clip_by_value(tf.reduce_sum(p * allowed, axis=-1), 1e-7, 1.0)
             pixel = -tf.math.log(p_true)
             if self.mode.startswith("focal"):
                 pixel *= tf.pow(1.0 - p_true, self.gamma)
-            weights = tf.gather(tf.constant(self.class_weights, tf.float32), yc) * mask
+            weights = tf.reduce_sum(allowed * tf.constant(self.class_weights, tf.float32),
+                                    axis=-1) / tf.maximum(count, 1.0)
             total += tf.reduce_sum(pixel * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
         if self.mode.endswith("dice"):
-            m = mask[..., None]
+            exact = tf.cast(count == 1.0, tf.float32)[..., None]
+            onehot = allowed * exact  # the class of an exactly labelled pixel
+            # class c of a pixel is known where the pixel has a class, or a set without c
+            m = tf.maximum(exact, tf.cast(count > 1.0, tf.float32)[..., None] * (1.0 - allowed))
             inter = tf.reduce_sum(p * onehot * m, axis=(0, 1, 2))
             denom = tf.reduce_sum(p * m, axis=(0, 1, 2)) + tf.reduce_sum(onehot * m, axis=(0, 1, 2))
             dice = (2.0 * inter + self.smooth) / (denom + self.smooth)
@@ -78,7 +98,7 @@ class SegmentationLoss(keras.losses.Loss):
         """Serialisable configuration."""
         return super().get_config() | {
             "classes": self.classes, "mode": self.mode, "class_weights": self.class_weights,
-            "gamma": self.gamma, "smooth": self.smooth,
+            "gamma": self.gamma, "smooth": self.smooth, "class_sets": self.class_sets,
         }
 
 

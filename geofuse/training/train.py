@@ -160,6 +160,20 @@ def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCod
     return tuple(ClassInfo(i, f"class{i}", default_colour(i)) for i in range(top + 1)), None
 
 
+def _class_sets(config: TrainConfig, coding: LabelCoding) -> tuple[tuple[int, ...], ...]:
+    """The class sets of the run: a source's own coding may not give other ones.
+
+    Raises:
+        ConfigError: When two codings give different class sets.
+    """
+    for source in config.sources:
+        own = getattr(source, "coding", None)
+        if own is not None and own.sets and own.sets != coding.sets:
+            raise ConfigError(f"Expected the class sets of the run ({list(coding.sets)}) in "
+                              f"every source. Received: {list(own.sets)}")
+    return coding.sets
+
+
 def _mask_paths(source: TilesSource | SceneSource) -> list[Path]:
     if isinstance(source, TilesSource):
         return [m for _, m in find_pairs(source)]
@@ -304,7 +318,7 @@ def train(
     if seconds is not None:  # the budget covers the whole run: data checks included
         seconds = max(1.0, seconds - (time.perf_counter() - start))
     outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report,
-                        seconds)
+                        seconds, class_sets=_class_sets(config, coding))
     digest = data_digest(files)
     metrics = {
         "validation": outcome.validation,
