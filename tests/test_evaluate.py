@@ -11,7 +11,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geofuse.cli import main
-from geofuse.training.metrics import confusion_matrix, summarize
+from geofuse.training.metrics import confusion_matrix, set_false_positives, summarize
 from geofuse.windows import TileGrid
 from tests.conftest import make_tiny_model
 from tests.trainkit import CLASSES, make_scene, make_tiles, write_classes
@@ -71,6 +71,52 @@ def test_evaluate_tiles_matches_segment_outputs(tmp_path: Path, trained: Path) -
 
     again = evaluate("--model", trained, "--tiles", tiles, "--report", report)
     assert again.exit_code == 1 and "r.json" in again.output
+
+
+def test_class_set_pixels_only_add_false_positives_of_excluded_classes() -> None:
+    from geofuse.training.labels import SET_BASE
+
+    labels = np.array([1, 1, 0, SET_BASE, SET_BASE, SET_BASE, 255])  # set 0: {0, 2}
+    preds = np.array([1, 0, 0, 1, 2, 0, 1])
+    cm = confusion_matrix(labels, preds, 3)
+    set_fp = set_false_positives(labels, preds, [(0, 2)], 3)
+    assert set_fp.tolist() == [0, 1, 0]  # one "not building" pixel predicted building
+    report = summarize(cm, ["a", "b", "c"], set_fp)
+    assert report["classes"]["b"]["iou"] == pytest.approx(1 / 3)  # tp 1, fn 1, fp 1 (set)
+    assert report["classes"]["b"]["precision"] == pytest.approx(1 / 2)
+    assert report["pixels"] == 3 and report["set_false_positives"] == [0, 1, 0]
+
+
+def test_evaluate_with_a_class_set_matches_segment_outputs(tmp_path: Path, trained: Path) -> None:
+    """Masks that only say building / not building (a class set) are scored one-vs-rest."""
+    tiles = make_tiles(tmp_path / "tiles", count=2, size=64, seed=41)
+    for mask in (tiles / "masks").iterdir():
+        with rasterio.open(mask, "r+") as ds:
+            a = ds.read(1)
+            a[a != 1] = 9
+            ds.write(a, 1)
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"classes": CLASSES, "sets": [
+        {"name": "not building", "classes": ["background", "water"], "value": 9}]}))
+    report = tmp_path / "r.json"
+    result = evaluate("--model", trained, "--tiles", tiles, "--classes", classes,
+                      "--report", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    tp = fp = fn = 0
+    for image in sorted((tiles / "images").iterdir()):
+        out = tmp_path / f"seg_{image.name}"
+        seg = CliRunner().invoke(main, ["segment", str(image), str(out), "--model",
+                                        str(trained), "--tile", "64", "--quiet"])
+        assert seg.exit_code == 0, seg.output
+        with rasterio.open(out) as p, rasterio.open(tiles / "masks" / image.name) as m:
+            pred, lab = p.read(1), m.read(1)
+        tp += int(((lab == 1) & (pred == 1)).sum())
+        fn += int(((lab == 1) & (pred != 1)).sum())
+        fp += int(((lab == 9) & (pred == 1)).sum())
+    assert fp > 0 and tp + fn > 0  # the untrained model calls some "not building" building
+    assert data["classes"]["building"]["iou"] == pytest.approx(tp / (tp + fp + fn), abs=1e-6)
+    assert data["pixels"] == tp + fn  # only exactly labelled pixels enter the matrix
 
 
 def test_evaluate_scene_with_seam_metric(tmp_path: Path, trained: Path) -> None:

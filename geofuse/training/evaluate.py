@@ -32,7 +32,12 @@ from geofuse.outputs import Progress, atomic_path, check_destination, write_json
 from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 from geofuse.training.datasets import LabelledRaster, find_pairs
 from geofuse.training.labels import IGNORE, LabelCoding, load_classes
-from geofuse.training.metrics import confusion_matrix, plot_confusion, summarize
+from geofuse.training.metrics import (
+    confusion_matrix,
+    plot_confusion,
+    set_false_positives,
+    summarize,
+)
 from geofuse.windows import TileGrid, axis_cores
 
 log = logging.getLogger(__name__)
@@ -119,6 +124,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     predictors: dict[int, Any] = {}
     choice = choose_runtime(config.tiling)
     total = np.zeros((spec.classes, spec.classes), np.int64)
+    set_fp = np.zeros(spec.classes, np.int64) if coding.sets else None
     seam_cm = np.zeros_like(total)
     inner_cm = np.zeros_like(total)
     per_item = []
@@ -145,6 +151,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                 pred = _read_prediction(out, window)
                 valid = (labels != IGNORE) & (pred != IGNORE)
                 cm += confusion_matrix(labels, pred, spec.classes, valid)
+                if set_fp is not None:
+                    set_fp += set_false_positives(labels, pred, coding.sets, spec.classes)
                 if seams:
                     band = rows_band[r:r + window.height, None] | cols_band[None, :]
                     seam_cm += confusion_matrix(labels, pred, spec.classes, valid & band)
@@ -155,7 +163,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                              "mean_iou": summarize(cm, names)["mean_iou"]})
             if progress is not None:
                 progress(n + 1, len(rasters))
-    report = summarize(total, names)
+    report = summarize(total, names, set_fp)
     report["model"] = str(loaded.path)
     report["model_sha256"] = loaded.digest
     report["items"] = per_item

@@ -3,7 +3,8 @@
 A confusion matrix ``cm`` is ``(classes, classes)`` int64 with rows = reference (label) class and
 columns = predicted class. Pixels to ignore (label nodata, invalid input, an ``--ignore-value``)
 never enter it: :func:`confusion_matrix` drops every pixel whose label or prediction is outside
-``0..classes-1`` or where ``valid`` is False.
+``0..classes-1`` or where ``valid`` is False. Pixels labelled with a class set ("one of these
+classes") add only false positives of the classes the set excludes (:func:`set_false_positives`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from geofuse.training.labels import SET_BASE
 
 
 def confusion_matrix(
@@ -41,6 +44,21 @@ def confusion_matrix(
     return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
 
 
+def set_false_positives(labels: np.ndarray, predictions: np.ndarray,
+                        sets: Sequence[Sequence[int]], classes: int) -> np.ndarray:
+    """Per class, pixels of a class set (``SET_BASE + k``) that excludes it, predicted as it.
+
+    For instance a building-only data set's "not building" pixels predicted building.
+    """
+    out = np.zeros(classes, np.int64)
+    for k, members in enumerate(sets):
+        chosen = predictions[labels == SET_BASE + k]
+        counts = np.bincount(chosen[chosen < classes], minlength=classes)[:classes]
+        counts[list(members)] = 0
+        out += counts
+    return out
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``num / den`` with NaN where ``den == 0`` (a class absent from both sides)."""
     num = num.astype(np.float64)
@@ -50,12 +68,17 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """IoU, F1, precision, recall and support for every class (NaN where undefined)."""
+def per_class(cm: np.ndarray, set_fp: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """IoU, F1, precision, recall and support for every class (NaN where undefined).
+
+    ``set_fp``: per class, pixels labelled with a class set that excludes it but predicted as
+    it (partial labels, :mod:`.labels`): false positives the matrix cannot hold.
+    """
     cm = np.asarray(cm, dtype=np.int64)
+    extra = np.zeros(cm.shape[0], np.int64) if set_fp is None else np.asarray(set_fp, np.int64)
     tp = np.diag(cm)
     label_total = cm.sum(axis=1)
-    pred_total = cm.sum(axis=0)
+    pred_total = cm.sum(axis=0) + extra
     fp = pred_total - tp
     fn = label_total - tp
     return {
@@ -72,19 +95,22 @@ def _clean(value: float) -> float | None:
     return None if not np.isfinite(value) else round(float(value), 6)
 
 
-def summarize(cm: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    """A JSON-ready report of a confusion matrix.
+def summarize(cm: np.ndarray, names: Sequence[str],
+              set_fp: np.ndarray | None = None) -> dict[str, Any]:
+    """A JSON-ready report of a confusion matrix (and class-set false positives).
+
+    ``set_fp``: see :func:`per_class`.
 
     Mean IoU and mean F1 average over the classes that occur in the labels or the predictions
     (classes absent from both are undefined and skipped).
 
     Returns:
         ``{"pixels", "accuracy", "mean_iou", "mean_f1", "classes": {name: {...}},
-        "confusion_matrix": [[...]]}``.
+        "confusion_matrix": [[...]]}``, plus ``"set_false_positives"`` when given.
 
     """
     cm = np.asarray(cm, dtype=np.int64)
-    stats = per_class(cm)
+    stats = per_class(cm, set_fp)
     total = int(cm.sum())
     iou = stats["iou"]
     f1 = stats["f1"]
@@ -104,7 +130,7 @@ def summarize(cm: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
         "mean_f1": _clean(np.nanmean(f1)) if np.isfinite(f1).any() else None,
         "classes": classes,
         "confusion_matrix": cm.tolist(),
-    }
+    } | ({} if set_fp is None else {"set_false_positives": [int(v) for v in set_fp]})
 
 
 def plot_confusion(cm: np.ndarray, names: Sequence[str], path: str, title: str = "") -> None:
