@@ -764,3 +764,36 @@ def test_a_building_only_set_trains_with_a_class_set(tmp_path: Path) -> None:
     assert failed.exit_code == 1 and not (tmp_path / "n.keras").exists()
     line = failed.output.strip().splitlines()[-1]
     assert "bad.json" in line and "'sea'" in line and "class set" in line
+
+
+def test_partial_labels_train_beside_full_ones_with_their_own_coding(tmp_path: Path) -> None:
+    """A building-only folder (its own coding, with a set) trains beside a fully labelled one."""
+    from geofuse.errors import ConfigError
+    from geofuse.training.config import LabelOptions
+    from geofuse.training.labels import LabelCoding, load_classes
+    from geofuse.training.train import TilesSource, TrainConfig, train
+
+    full = make_tiles(tmp_path / "full", count=3, size=48)
+    partial = make_tiles(tmp_path / "partial", count=3, size=48, seed=7)
+    for mask in (partial / "masks").iterdir():
+        with rasterio.open(mask, "r+") as ds:
+            a = ds.read(1)
+            ds.write(np.where(a == 1, 255, 0).astype(np.uint8), 1)  # 255 building, 0 not
+    classes, _ = load_classes(write_classes(tmp_path / "classes.json"))
+    own = LabelCoding(classes=3, values=(200, 255, 201), sets=((0, 2),), set_values=(0,))
+    common = dict(labels=LabelOptions(classes=classes), arch=Architecture(depth=2, base_filters=4),
+                  patch=32, batch_size=8, epochs=2, steps_per_epoch=3, val_fraction=0.0)
+    result = train(TrainConfig(
+        sources=(TilesSource(full), TilesSource(partial, coding=own)),
+        out=tmp_path / "m.keras", **common))
+    buildings = 0
+    for mask in (partial / "masks").iterdir():
+        with rasterio.open(mask) as ds:
+            buildings += int((ds.read(1) == 255).sum())
+    exact = 3 * 48 * 48 + buildings  # every pixel of the full folder, buildings of the other
+    assert sum(result.metrics["class_pixels_train"].values()) == exact
+    other = LabelCoding(classes=3, values=(200, 255, 201), sets=((0, 1),), set_values=(0,))
+    with pytest.raises(ConfigError, match="same class sets"):
+        train(TrainConfig(sources=(TilesSource(partial, coding=own),
+                                   TilesSource(full, coding=other)),
+                          out=tmp_path / "n.keras", **common))

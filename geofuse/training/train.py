@@ -161,17 +161,21 @@ def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCod
 
 
 def _class_sets(config: TrainConfig, coding: LabelCoding) -> tuple[tuple[int, ...], ...]:
-    """The class sets of the run: a source's own coding may not give other ones.
+    """The class sets of the run: those of every coding that gives any (they must agree).
+
+    A source with partial labels (its own coding, with sets) may train beside fully labelled
+    ones (no sets).
 
     Raises:
         ConfigError: When two codings give different class sets.
     """
-    for source in config.sources:
-        own = getattr(source, "coding", None)
-        if own is not None and own.sets and own.sets != coding.sets:
-            raise ConfigError(f"Expected the class sets of the run ({list(coding.sets)}) in "
-                              f"every source. Received: {list(own.sets)}")
-    return coding.sets
+    codings = [coding, *(getattr(s, "coding", None) for s in config.sources)]
+    given = [c.sets for c in codings if c is not None and c.sets]
+    for sets in given[1:]:
+        if sets != given[0]:
+            raise ConfigError(f"Expected the same class sets in every labels coding. "
+                              f"Received: {list(given[0])} and {list(sets)}")
+    return given[0] if given else ()
 
 
 def _mask_paths(source: TilesSource | SceneSource) -> list[Path]:
@@ -267,6 +271,7 @@ def train(
         classes, coding = _infer_classes(config)
     classes = _rename(classes, config.labels.class_names)
     coding = config.labels.merge(coding, classes)
+    class_sets = _class_sets(config, coding)
     rasters, kinds, files = open_data(config, classes, coding)
     if config.cache == "memory":
         for raster in rasters:
@@ -318,7 +323,7 @@ def train(
     if seconds is not None:  # the budget covers the whole run: data checks included
         seconds = max(1.0, seconds - (time.perf_counter() - start))
     outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report,
-                        seconds, class_sets=_class_sets(config, coding))
+                        seconds, class_sets=class_sets)
     digest = data_digest(files)
     metrics = {
         "validation": outcome.validation,
