@@ -129,7 +129,9 @@ def dubai_holdout(model: Path, holdout: str, folder: Path = DUBAI,
     """The evaluation of ``model`` on the held-out Dubai tile folder (``options``: more fields)."""
     from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
 
-    return EvaluateConfig(source=TilesSource(folder / holdout), model=model,
+    # the masks' own colours: a model's class colours may be display colours (the default's)
+    return EvaluateConfig(source=TilesSource(folder / holdout, coding=dubai_coding()[1]),
+                          model=model,
                           labels=LabelOptions(ignore_colors=DUBAI_IGNORE, mask_mode="colors"),
                           **options)
 

@@ -117,6 +117,25 @@ def test_evaluate_with_a_class_set_matches_segment_outputs(tmp_path: Path, train
     assert fp > 0 and tp + fn > 0  # the untrained model calls some "not building" building
     assert data["classes"]["building"]["iou"] == pytest.approx(tp / (tp + fp + fn), abs=1e-6)
     assert data["pixels"] == tp + fn  # only exactly labelled pixels enter the matrix
+    assert data["set_pixels"] == 2 * 64 * 64 - (tp + fn)
+
+
+def test_a_source_s_own_class_sets_are_scored_one_vs_rest(tmp_path: Path, trained: Path) -> None:
+    """Sets given by the source's own coding (not the run's classes file) count too."""
+    from geofuse.training.config import EvaluateConfig, TilesSource
+    from geofuse.training.evaluate import evaluate as evaluate_api
+    from geofuse.training.labels import LabelCoding
+
+    tiles = make_tiles(tmp_path / "tiles", count=2, size=64, seed=41)
+    for mask in (tiles / "masks").iterdir():
+        with rasterio.open(mask, "r+") as ds:
+            a = ds.read(1)
+            ds.write(np.where(a == 1, 255, 0).astype(np.uint8), 1)
+    own = LabelCoding(classes=3, values=(200, 255, 201), sets=((0, 2),), set_values=(0,))
+    report = evaluate_api(EvaluateConfig(source=TilesSource(tiles, coding=own),
+                                         model=trained)).report
+    assert report["set_pixels"] == 2 * 64 * 64 - report["pixels"] > 0
+    assert len(report["set_false_positives"]) == 3
 
 
 def test_evaluate_scene_with_seam_metric(tmp_path: Path, trained: Path) -> None:

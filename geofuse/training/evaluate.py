@@ -31,7 +31,7 @@ from geofuse.model_config import ClassInfo
 from geofuse.outputs import Progress, atomic_path, check_destination, write_json
 from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 from geofuse.training.datasets import LabelledRaster, find_pairs
-from geofuse.training.labels import IGNORE, LabelCoding, load_classes
+from geofuse.training.labels import IGNORE, SET_BASE, LabelCoding, load_classes
 from geofuse.training.metrics import (
     confusion_matrix,
     plot_confusion,
@@ -124,7 +124,9 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     predictors: dict[int, Any] = {}
     choice = choose_runtime(config.tiling)
     total = np.zeros((spec.classes, spec.classes), np.int64)
-    set_fp = np.zeros(spec.classes, np.int64) if coding.sets else None
+    sets = (source.coding or coding).sets  # partial labels: "one of these classes"
+    set_fp = np.zeros(spec.classes, np.int64) if sets else None
+    set_pixels = 0
     seam_cm = np.zeros_like(total)
     inner_cm = np.zeros_like(total)
     per_item = []
@@ -152,7 +154,10 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                 valid = (labels != IGNORE) & (pred != IGNORE)
                 cm += confusion_matrix(labels, pred, spec.classes, valid)
                 if set_fp is not None:
-                    set_fp += set_false_positives(labels, pred, coding.sets, spec.classes)
+                    set_fp += set_false_positives(labels, pred, sets, spec.classes)
+                    set_pixels += int(np.count_nonzero(
+                        (labels >= SET_BASE) & (labels < SET_BASE + len(sets))
+                        & (pred != IGNORE)))
                 if seams:
                     band = rows_band[r:r + window.height, None] | cols_band[None, :]
                     seam_cm += confusion_matrix(labels, pred, spec.classes, valid & band)
@@ -164,6 +169,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
             if progress is not None:
                 progress(n + 1, len(rasters))
     report = summarize(total, names, set_fp)
+    if set_fp is not None:
+        report["set_pixels"] = set_pixels  # scored pixels labelled with a class set
     report["model"] = str(loaded.path)
     report["model_sha256"] = loaded.digest
     report["items"] = per_item
