@@ -86,22 +86,32 @@ def one_class_coding(name: str, value: int, other: int) -> Any:
                        mode="ids")
 
 
-def crop(src: Path, dest: Path, col0_share: float) -> Path:
-    """The columns of ``src`` from ``col0_share`` of its width on, georeferenced, as a GeoTIFF."""
+def crop(src: Path, dest: Path, start: float, stop: float = 1.0, pixel: float | None = None,
+         labels: bool = False) -> Path:
+    """Columns ``[start, stop)`` (shares of the width) of ``src`` as a georeferenced GeoTIFF.
+
+    ``pixel``: resample to this pixel size (metres; the image averaged, a mask (``labels``) by
+    its most frequent value).
+    """
     import rasterio
+    from rasterio.enums import Resampling
     from rasterio.windows import Window
 
     with rasterio.open(src) as ds:
-        col0 = int(round(ds.width * col0_share))
-        window = Window(col0, 0, ds.width - col0, ds.height)
-        profile = ds.profile | {"driver": "GTiff", "width": window.width,
-                                "transform": ds.window_transform(window), "compress": "deflate"}
-        profile.pop("blockxsize", None), profile.pop("blockysize", None)
-        profile["tiled"] = False
+        col0, col1 = int(round(ds.width * start)), int(round(ds.width * stop))
+        window = Window(col0, 0, col1 - col0, ds.height)
+        transform = ds.window_transform(window)
+        scale = 1.0 if pixel is None else pixel / abs(transform.a)
+        shape = (max(1, round(window.height / scale)), max(1, round(window.width / scale)))
+        data = ds.read(window=window, out_shape=(ds.count, *shape),
+                       resampling=Resampling.mode if labels else Resampling.average)
+        transform = transform * transform.scale(window.width / shape[1], window.height / shape[0])
+        profile = {"driver": "GTiff", "width": shape[1], "height": shape[0], "count": ds.count,
+                   "dtype": ds.dtypes[0], "crs": ds.crs, "transform": transform,
+                   "compress": "deflate", "nodata": ds.nodata}
         with rasterio.open(dest, "w", **profile) as out:
-            out.write(ds.read(window=window))
-            if ds.colorinterp:
-                out.colorinterp = ds.colorinterp
+            out.write(data)
+            out.colorinterp = ds.colorinterp
     return dest
 
 
@@ -131,7 +141,7 @@ def evaluations(model: Path, work: Path) -> dict[str, list[Any]]:
     image = crop(zanzibar / "tanzania_sample_image.tif", work / "zanzibar_east.tif",
                  ZANZIBAR_SPLIT)
     labels = crop(zanzibar / "tanzania_sample_mask_DERIVED.tif", work / "zanzibar_east_mask.tif",
-                  ZANZIBAR_SPLIT)
+                  ZANZIBAR_SPLIT, labels=True)
     configs: dict[str, list[Any]] = {
         "dubai": [dubai_holdout(model, HOLDOUT, DUBAI)],
         "zanzibar": [EvaluateConfig(source=SceneSource(
@@ -227,13 +237,21 @@ def main() -> None:
                         help="Print the table of the result files, score nothing.")
     args = parser.parse_args()
     if not args.report_only:
-        results = score(args.model)
-        write_json_atomic(RUNS / f"{args.name}.json", {
-            "model": os.path.relpath(args.model.resolve(), ROOT),
-            "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest(),
+        record(args.model, args.name)
+    print(report())
+
+
+def record(model: Path, name: str | None) -> dict[str, Any]:
+    """Score ``model`` and, with a ``name``, keep the scores in ``RUNS/<name>.json``."""
+    results = score(model)
+    if name:
+        path = model.resolve()
+        write_json_atomic(RUNS / f"{name}.json", {
+            "model": os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else path.name,
+            "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
             "geofuse_commit": git_commit(), "parts": results,
         })
-    print(report())
+    return results
 
 
 if __name__ == "__main__":
