@@ -168,8 +168,7 @@ def predict_array(
             predict = tta_predictor(runtime_predictor(
                 loaded, tiling.batch_size, tiling.tile, choose_runtime(tiling)), tta)
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")
-            batches = read_ahead(lambda into: reader.patches(grid, into=into), tiling.batch_size,
-                                 (grid.tile, grid.tile, len(reader.bands)), env=env)
+            batches = read_ahead(lambda: reader.patches(grid), tiling.batch_size, env=env)
             try:
                 run_pipeline(batches, predict, stitcher, len(grid), progress)
             finally:

@@ -106,51 +106,26 @@ def stack_batch(batch: Sequence[Patch], size: int, out: np.ndarray | None = None
 READ_AHEAD = 2  # batches read, normalised and stacked ahead of the model
 
 
-def stacked(make_patches: Callable[[Callable[[], np.ndarray]], Iterator[Patch]], size: int,
-            shape: tuple[int, int, int],
+def stacked(patches: Iterator[Patch], size: int,
             ring: int = READ_AHEAD + 2) -> Iterator[tuple[list[Patch], np.ndarray]]:
-    """Batches of ``size`` patches with their model input, filled where the patches are read.
+    """Batches of ``size`` patches with their model input, stacked where the patches are read.
 
-    ``make_patches(into)`` yields the patches; each one it reads should be normalised straight
-    into ``into()``, a ``shape`` slot of the batch's input (see
-    :meth:`~geofuse.tiling.SceneReader.patches`); a patch that was not is copied in. The input
-    arrays come from a ring of ``ring`` buffers reused in turn (no fresh memory per batch).
-    Run through :func:`prefetch` with ``depth`` batches ahead, at most ``depth + 2`` arrays are
-    in use at once (queued, being filled, being predicted): ``ring`` must be at least that.
+    The input arrays come from a ring of ``ring`` buffers reused in turn (no fresh memory per
+    batch). Run through :func:`prefetch` with ``depth`` batches ahead, at most ``depth + 2``
+    arrays are in use at once (queued, being filled, being predicted): ``ring`` must be at least
+    that.
     """
     buffers: list[np.ndarray | None] = [None] * ring
-    count, batch = 0, []
-
-    def current() -> np.ndarray:
-        buffer = buffers[count % ring]
-        if buffer is None:
-            buffer = buffers[count % ring] = np.empty((size, *shape), dtype=np.float32)
-        return buffer
-
-    def into() -> np.ndarray:
-        return current()[len(batch)]
-
-    for patch in make_patches(into):
-        out = current()
-        if patch.data.base is not out:  # not read into its slot: copy it there
-            out[len(batch)] = patch.data
-            patch = replace(patch, data=out[len(batch)])
-        batch.append(patch)
-        if len(batch) == size:
-            yield batch, out
-            count, batch = count + 1, []
-    if batch:
-        out = current()
-        out[len(batch):] = 0.0
-        yield batch, out
+    for i, batch in enumerate(batched(patches, size)):
+        buffers[i % ring] = out = stack_batch(batch, size, out=buffers[i % ring])
+        # each patch's data becomes its slot of the input: the patch's own array is freed
+        yield [replace(p, data=out[j]) for j, p in enumerate(batch)], out
 
 
-def read_ahead(make_patches: Callable[[Callable[[], np.ndarray]], Iterator[Patch]], size: int,
-               shape: tuple[int, int, int],
+def read_ahead(make_patches: Callable[[], Iterator[Patch]], size: int,
                env: dict[str, Any] | None = None) -> Iterator[tuple[list[Patch], np.ndarray]]:
-    """:func:`stacked` batches of ``make_patches(into)``, made ahead in a background thread.
+    """:func:`stacked` batches of ``make_patches()``, made ahead in a background thread.
 
-    :data:`READ_AHEAD` batches are read and normalised into the model's input while the model
-    runs.
+    :data:`READ_AHEAD` batches are read, normalised and stacked while the model runs.
     """
-    return prefetch(lambda: stacked(make_patches, size, shape), depth=READ_AHEAD, env=env)
+    return prefetch(lambda: stacked(make_patches(), size), depth=READ_AHEAD, env=env)

@@ -272,9 +272,9 @@ def segment_scene(
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
             predict = tta_predictor(predictor, config.tta)
             batches = read_ahead(
-                lambda into: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
-                                            skip_empty=tiling.blend, into=into),
-                tiling.batch_size, (grid.tile, grid.tile, len(reader.bands)), env=env,
+                lambda: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
+                                       skip_empty=tiling.blend),
+                tiling.batch_size, env=env,
             )
             try:
                 run_pipeline(batches, predict, stitcher,

@@ -372,21 +372,16 @@ class SceneReader:
         return self._sparse.covers(Window(c0, r0, math.ceil(source.col_off + source.width) - c0,
                                           math.ceil(source.row_off + source.height) - r0))
 
-    def normalise(self, data: np.ndarray, valid: np.ndarray,
-                  out: np.ndarray | None = None) -> np.ndarray:
+    def normalise(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Raw ``(bands, h, w)`` to normalised ``(h, w, bands)`` float32; invalid pixels to 0.
 
-        Values are first mapped onto the model's range when the contract says so. ``out``: an
-        ``(h, w, bands)`` float32 array to write into (e.g. a slot of the model's input).
+        Values are first mapped onto the model's range when the contract says so.
         """
         if self._values is None:  # one multiply-add: (v * scale + shift) / std
-            x = np.multiply(np.moveaxis(data, 0, -1), self._gain, out=out, dtype=np.float32)
+            x = np.multiply(np.moveaxis(data, 0, -1), self._gain, dtype=np.float32)
             x += self._offset
         else:
             x = np.moveaxis(data, 0, -1).astype(np.float32)
-            if out is not None:
-                out[...] = x
-                x = out
             gain, bias, clip = self._values
             x *= gain
             x += bias
@@ -405,7 +400,6 @@ class SceneReader:
         grid: TileGrid,
         keep: Callable[[Tile], np.ndarray] | None = None,
         needed: Window | None = None,
-        into: Callable[[], np.ndarray] | None = None,
     ) -> Patch | None:
         """Read one tile as a model-ready patch, padding by reflection past the scene edge.
 
@@ -418,8 +412,6 @@ class SceneReader:
             needed: When given, the scene window that must hold a valid (and kept) pixel:
                 without one the tile is not needed and None is returned; its data are not
                 even read when the masks decide alone (no NaN to look for).
-            into: Optional ``into()`` -> a ``(tile, tile, bands)`` float32 array that becomes
-                the patch's data (normalised straight into it; called once per tile read).
 
         """
         inner = grid.clip(tile.read)
@@ -431,9 +423,7 @@ class SceneReader:
             return None
         data = self._data(inner, valid)
         self.reads += 1
-        dest = None if into is None else into()
-        x = self.normalise(data, valid,
-                           None if dest is None else dest[: data.shape[1], : data.shape[2]])
+        x = self.normalise(data, valid)
         if area is not None:
             valid = valid & area
         if needed is not None and self.is_float and not _any_inside(valid, inner, needed):
@@ -444,10 +434,6 @@ class SceneReader:
         if pad_r or pad_c:
             x = np.pad(x, ((0, pad_r), (0, pad_c), (0, 0)), mode="symmetric")
             valid = np.pad(valid, ((0, pad_r), (0, pad_c)), constant_values=False)
-        if dest is not None:  # normalised into dest already; padding was made apart
-            if pad_r or pad_c:
-                dest[...] = x
-            x = dest
         return Patch(
             tile=tile,
             data=x,
@@ -462,7 +448,6 @@ class SceneReader:
         tiles: Sequence[Tile] | None = None,
         keep: Callable[[Tile], np.ndarray] | None = None,
         skip_empty: str | None = None,
-        into: Callable[[], np.ndarray] | None = None,
     ) -> Iterator[Patch]:
         """Patches of ``tiles`` (default: the whole grid) in grid order.
 
@@ -473,12 +458,11 @@ class SceneReader:
             skip_empty: A blend mode: leave out the tiles without a valid pixel where that
                 blend gives them weight (:meth:`TileGrid.influence`); they are counted in
                 ``empty_tiles``. None yields every tile.
-            into: Where each patch's data go (see :meth:`read_patch`).
 
         """
         for tile in grid.tiles if tiles is None else tiles:
             needed = None if skip_empty is None else grid.influence(tile, skip_empty)
-            patch = self.read_patch(tile, grid, keep, needed, into)
+            patch = self.read_patch(tile, grid, keep, needed)
             if patch is not None:
                 yield patch
 

@@ -69,8 +69,8 @@ def without_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
     patches = SceneReader.patches
     monkeypatch.setattr(SceneReader, "known_empty", lambda self, window: False)
     monkeypatch.setattr(SceneReader, "patches",
-                        lambda self, grid, tiles=None, keep=None, skip_empty=None, into=None:
-                        patches(self, grid, tiles, keep, None, into))
+                        lambda self, grid, tiles=None, keep=None, skip_empty=None:
+                        patches(self, grid, tiles, keep, None))
 
 
 @pytest.mark.parametrize(("dtype", "sparse", "blend"), [
