@@ -79,8 +79,8 @@ def test_class_set_pixels_only_add_false_positives_of_excluded_classes() -> None
     labels = np.array([1, 1, 0, SET_BASE, SET_BASE, SET_BASE, 255])  # set 0: {0, 2}
     preds = np.array([1, 0, 0, 1, 2, 0, 1])
     cm = confusion_matrix(labels, preds, 3)
-    set_fp = set_false_positives(labels, preds, [(0, 2)], 3)
-    assert set_fp.tolist() == [0, 1, 0]  # one "not building" pixel predicted building
+    set_fp, pixels = set_false_positives(labels, preds, [(0, 2)], 3)
+    assert set_fp.tolist() == [0, 1, 0] and pixels == 3  # one "not building" called building
     report = summarize(cm, ["a", "b", "c"], set_fp)
     assert report["classes"]["b"]["iou"] == pytest.approx(1 / 3)  # tp 1, fn 1, fp 1 (set)
     assert report["classes"]["b"]["precision"] == pytest.approx(1 / 2)

@@ -31,7 +31,7 @@ from geofuse.model_config import ClassInfo
 from geofuse.outputs import Progress, atomic_path, check_destination, write_json
 from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 from geofuse.training.datasets import LabelledRaster, find_pairs
-from geofuse.training.labels import IGNORE, SET_BASE, LabelCoding, load_classes
+from geofuse.training.labels import IGNORE, LabelCoding, load_classes
 from geofuse.training.metrics import (
     confusion_matrix,
     plot_confusion,
@@ -154,10 +154,9 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                 valid = (labels != IGNORE) & (pred != IGNORE)
                 cm += confusion_matrix(labels, pred, spec.classes, valid)
                 if set_fp is not None:
-                    set_fp += set_false_positives(labels, pred, sets, spec.classes)
-                    set_pixels += int(np.count_nonzero(
-                        (labels >= SET_BASE) & (labels < SET_BASE + len(sets))
-                        & (pred != IGNORE)))
+                    counts, pixels = set_false_positives(labels, pred, sets, spec.classes)
+                    set_fp += counts
+                    set_pixels += pixels
                 if seams:
                     band = rows_band[r:r + window.height, None] | cols_band[None, :]
                     seam_cm += confusion_matrix(labels, pred, spec.classes, valid & band)

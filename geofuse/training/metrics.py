@@ -45,18 +45,25 @@ def confusion_matrix(
 
 
 def set_false_positives(labels: np.ndarray, predictions: np.ndarray,
-                        sets: Sequence[Sequence[int]], classes: int) -> np.ndarray:
+                        sets: Sequence[Sequence[int]], classes: int) -> tuple[np.ndarray, int]:
     """Per class, pixels of a class set (``SET_BASE + k``) that excludes it, predicted as it.
 
     For instance a building-only data set's "not building" pixels predicted building.
+
+    Returns:
+        ``(counts, pixels)``: those false positives per class, and the set pixels scored (with
+        a prediction in ``0..classes-1``).
     """
     out = np.zeros(classes, np.int64)
+    pixels = 0
     for k, members in enumerate(sets):
         chosen = predictions[labels == SET_BASE + k]
-        counts = np.bincount(chosen[chosen < classes], minlength=classes)[:classes]
+        chosen = chosen[chosen < classes]
+        counts = np.bincount(chosen, minlength=classes)[:classes]
+        pixels += int(chosen.size)
         counts[list(members)] = 0
         out += counts
-    return out
+    return out, pixels
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
