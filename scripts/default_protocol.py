@@ -21,7 +21,7 @@ scored only. Each scored part has a trivial baseline: the majority class everywh
 the scored class everywhere (the one-class sets).
 
     python scripts/default_protocol.py --model geofuse/models/default.keras --name old
-    python scripts/default_protocol.py --report-only      # the table of docs/default-model.md
+    python scripts/default_protocol.py --report-only      # the tables of docs/default-model.md
 
 Each run writes ``docs/default-model-runs/<name>.json``.
 """
@@ -202,6 +202,18 @@ def baseline(part: str, cm: np.ndarray, set_pixels: int) -> dict[str, float]:
             for c in scored(part)}
 
 
+def protocol_table() -> str:
+    """The protocol (markdown): each part, what is scored, its licence, whether it trains."""
+    lines = ["| set | held-out part | scored | licence | may train the distributed model |",
+             "| --- | --- | --- | --- | --- |"]
+    for p in PARTS:
+        scored_text = ", ".join(p.scored) if len(p.scored) < len(CLASSES) else \
+            "all five classes (and their mean)"
+        lines.append(f"| {p.name} | {p.description} | {scored_text} | {p.licence} | "
+                     f"{'yes' if p.trains else 'no: scored only'} |")
+    return "\n".join(lines)
+
+
 def report() -> str:
     """The held-out table (markdown) of every result file, models as columns."""
     runs = {p.stem: json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))}
@@ -238,7 +250,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.report_only:
         record(args.model, args.name)
-    print(report())
+    print(protocol_table() + "\n\n" + report())
 
 
 def record(model: Path, name: str | None) -> dict[str, Any]:
