@@ -117,10 +117,10 @@ class Budget:
         """Training seconds spent, including those before a resume."""
         return self.spent + (time.perf_counter() - self._since if self._since else 0.0)
 
-    def fraction(self, step: int) -> float:
-        """How much of the run is done, 0..1."""
+    def fraction(self, step: int, elapsed: float | None = None) -> float:
+        """How much of the run is done, 0..1 (``elapsed``: a reading of :meth:`elapsed`)."""
         if self.seconds:
-            done = self.elapsed() / self.seconds
+            done = (self.elapsed() if elapsed is None else elapsed) / self.seconds
             if self.agree is not None:
                 done = self.agree(done)
         else:
@@ -154,10 +154,17 @@ class Schedule(keras.callbacks.Callback):
             self.budget.fraction(step))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Add the learning rate and the time spent to the epoch's logs (history.csv)."""
+        """Add the learning rate and the time spent to the epoch's logs (history.csv).
+
+        A budget that ran out during the epoch's last batches or its validation ends the run
+        here, on the reading the logs get: no epoch starts after the budget.
+        """
+        elapsed = self.budget.elapsed()
         if logs is not None:
             logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
-            logs["elapsed"] = self.budget.elapsed()
+            logs["elapsed"] = elapsed
+        if self.budget.seconds is not None and self.budget.fraction(0, elapsed) >= 1.0:
+            self.model.stop_training = True
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Stop once the time budget is spent (the epoch's validation still runs)."""
