@@ -29,6 +29,17 @@ def evaluate(*args: str | Path) -> object:
     return CliRunner().invoke(main, ["evaluate", *map(str, args), "--quiet"])
 
 
+def segmented_tiles(tiles: Path, model: Path, folder: Path):  # noqa: ANN201 - a generator
+    """``(prediction, labels)`` of each tile: ``geofuse segment`` run by the CLI, read back."""
+    for image in sorted((tiles / "images").iterdir()):
+        out = folder / f"seg_{image.name}"
+        seg = CliRunner().invoke(main, ["segment", str(image), str(out), "--model", str(model),
+                                        "--tile", "64", "--quiet"])
+        assert seg.exit_code == 0, seg.output
+        with rasterio.open(out) as p, rasterio.open(tiles / "masks" / image.name) as m:
+            yield p.read(1), m.read(1)
+
+
 def test_metrics_by_hand() -> None:
     labels = np.array([0, 0, 1, 1, 2, 255])
     preds = np.array([0, 1, 1, 1, 0, 2])
@@ -57,13 +68,8 @@ def test_evaluate_tiles_matches_segment_outputs(tmp_path: Path, trained: Path) -
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     # independently: segment each tile with the CLI and count with numpy
     cm = np.zeros((3, 3), np.int64)
-    for image in sorted((tiles / "images").iterdir()):
-        out = tmp_path / f"seg_{image.name}"
-        seg = CliRunner().invoke(main, ["segment", str(image), str(out), "--model",
-                                        str(trained), "--tile", "64", "--quiet"])
-        assert seg.exit_code == 0, seg.output
-        with rasterio.open(out) as p, rasterio.open(tiles / "masks" / image.name) as m:
-            cm += confusion_matrix(m.read(1), p.read(1), 3)
+    for pred, lab in segmented_tiles(tiles, trained, tmp_path):
+        cm += confusion_matrix(lab, pred, 3)
     assert data["confusion_matrix"] == cm.tolist()
     assert data["pixels"] == 3 * 64 * 64
     assert set(data["classes"]["building"]) == {"iou", "f1", "precision", "recall", "support"}
@@ -104,13 +110,7 @@ def test_evaluate_with_a_class_set_matches_segment_outputs(tmp_path: Path, train
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     tp = fp = fn = 0
-    for image in sorted((tiles / "images").iterdir()):
-        out = tmp_path / f"seg_{image.name}"
-        seg = CliRunner().invoke(main, ["segment", str(image), str(out), "--model",
-                                        str(trained), "--tile", "64", "--quiet"])
-        assert seg.exit_code == 0, seg.output
-        with rasterio.open(out) as p, rasterio.open(tiles / "masks" / image.name) as m:
-            pred, lab = p.read(1), m.read(1)
+    for pred, lab in segmented_tiles(tiles, trained, tmp_path):
         tp += int(((lab == 1) & (pred == 1)).sum())
         fn += int(((lab == 1) & (pred != 1)).sum())
         fp += int(((lab == 9) & (pred == 1)).sum())
