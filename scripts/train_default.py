@@ -18,6 +18,7 @@ them: they are scored, never trained on. After training the model is scored on e
 part (``docs/default-model-runs/<--name>.json``), the scores and the card go into the model file.
 
     nice -n 10 python scripts/train_default.py --budget 45m           # the default model
+    nice -n 10 python scripts/train_default.py --budget 45m --resume  # after an interruption
     nice -n 10 python scripts/train_default.py --quick --out /tmp/q.keras   # plumbing, 1 min
 """
 
@@ -118,6 +119,9 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--synthetic-share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue an interrupted run from --run-dir's last checkpoint (the "
+                        "time already spent counts against --budget).")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="Skip training; score --out and store the card.")
     args = parser.parse_args()
@@ -145,7 +149,7 @@ def main() -> None:
         config = TrainConfig(
             sources=tuple(found), out=args.out, run_dir=args.run_dir,
             labels=LabelOptions(classes=classes), arch=arch, seed=args.seed,
-            source_weights=shares, overwrite=True,
+            source_weights=shares, overwrite=True, resume=args.resume,
             **({"epochs": 2, "steps_per_epoch": 3} if args.quick else
                {"time_limit": parse_duration(args.budget)}),
         )
