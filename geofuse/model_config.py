@@ -32,6 +32,8 @@ class Architecture:
         depth: Number of downsampling steps; tiles must be multiples of ``2**depth``.
         base_filters: Filters of the first encoder level; doubled at each level.
         fusion: How each decoder level fuses encoder levels: a mode of :mod:`geofuse.fusion`.
+            The default, ``none`` (the plain U-Net skip), is what the fusion study supports
+            (docs/fusion.md: no mode beat it on SpaceNet or Dubai, and it is the cheapest).
         fusion_width: Common width of the aligned maps; defaults to ``base_filters``.
         fusion_levels: Encoder levels each decoder level draws on: ``"all"`` or ``"adjacent"``
             (its own level and the ones directly above and below).
@@ -42,7 +44,7 @@ class Architecture:
 
     depth: int = 3
     base_filters: int = 16
-    fusion: str = "concat"
+    fusion: str = "none"
     fusion_width: int | None = None
     fusion_levels: str = "all"
     fusion_options: Mapping[str, Any] = field(default_factory=dict)

@@ -409,8 +409,12 @@ def conclusion_lines(results: list[dict], costs: dict[str, dict]) -> list[str]:
                 f"budget ({duration(results[0]['budget_seconds'])} per run).")
         means = {m: statistics.mean(p[0] for p in v.values()) for m, v in decided.items()}
         top = max(means, key=means.get)
-        text += (f" The largest mean paired difference is `{top}`'s ({describe(top)}), within "
-                 "the noise of the seeds on at least one set.")
+        if all(p[0] < 0 for v in decided.values() for p in v.values()):
+            text += (" Every mode's mean paired difference from `none` is negative on both "
+                     f"sets; the smallest loss is `{top}`'s ({describe(top)}).")
+        else:
+            text += (f" The largest mean paired difference is `{top}`'s ({describe(top)}), "
+                     "within the noise of the seeds on at least one set.")
     lines.append(text)
     extra = []
     if one_set:

@@ -71,7 +71,8 @@ def test_train_on_tiles_writes_model_history_curves_and_metrics(tmp_path: Path) 
     assert np.allclose(info.normalization.mean, pixels.mean(axis=1), atol=1e-6)
     assert np.allclose(info.normalization.std, pixels.std(axis=1), atol=1e-6)
     prov = info.provenance
-    assert prov["fusion"] == "concat" and prov["classes"] == ["background", "building", "water"]
+    assert prov["fusion"] == Architecture().fusion  # the library default travels with the model
+    assert prov["classes"] == ["background", "building", "water"]
     assert len(prov["data_digest"]) == 64
     assert prov["training_config"]["patch"] == 32
     assert prov["metrics"]["mean_iou"] == metrics["validation"]["mean_iou"]
