@@ -32,6 +32,7 @@ the weights do not change the cost) into ``docs/fusion-runs/cost-<mode>.json``, 
     nice -n 19 python scripts/compare_fusion.py                  # the whole study (hours)
     nice -n 19 python scripts/compare_fusion.py --cost           # inference cost per mode
     python scripts/compare_fusion.py --report-only               # docs/fusion.md from the files
+    nohup bash scripts/fusion_resume.sh &     # the rest of the study, frozen recipe, committed
 """
 
 from __future__ import annotations
