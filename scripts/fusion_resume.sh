@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TREE=${FUSION_WORKTREE:-/tmp/geofuse-fusion-$FROZEN}
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -d "$TREE" ] || git -C "$ROOT" worktree add -f --detach "$TREE" $FROZEN
-# the study's order: seeds outer, base modes before the gated and width-matched variants
+# the base modes: seeds outer, then the gated variant
 jobs=()
 for seed in 0 1 2; do
   for set in spacenet dubai; do
@@ -24,10 +24,11 @@ for seed in 0 1 2; do
     done
   done
 done
-for seed in 0 1 2; do
-  for set in spacenet dubai; do
-    for mode in weighted-matched attention-matched cross_attention-matched \
-                weighted-gates-matched; do
+# the twins mode by mode, the closest contender (weighted-matched) first, so that a study cut
+# short still settles the question that matters most
+for mode in weighted-matched attention-matched cross_attention-matched weighted-gates-matched; do
+  for seed in 0 1 2; do
+    for set in spacenet dubai; do
       jobs+=("$set $mode $seed")
     done
   done
