@@ -83,6 +83,11 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "val01": ({"val_fraction": 0.1}, {}, "defaults validating on 10 % of the blocks, not 20 %"),
     "val0": ({"val_fraction": 0.0}, {}, "defaults training on every block (no validation)"),
     "patch128": ({"patch": 128, "batch_size": 8}, {}, "defaults on 128-px chips, batch 8"),
+    "none": ({"val_fraction": 0.1}, {"fusion": "none"},
+             "the defaults of session 7: no fusion (plain U-Net skips), validation on 10 %"),
+    "ema998": ({"val_fraction": 0.1, "ema": 0.998}, {"fusion": "none"},
+               "`none` writing a moving average of the weights (momentum 0.998, about the "
+               "last 500 steps)"),
 }
 
 

@@ -34,7 +34,18 @@ def start(scene: Path, folder: Path, model: Path) -> subprocess.Popen:
          "--overlap", "8", "--batch-size", "1", "--runtime", "tensorflow"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        preexec_fn=default_sigint,
     )
+
+
+def default_sigint() -> None:
+    """Give the child Ctrl-C's default disposition, whatever this process inherited.
+
+    A job a non-interactive shell starts in the background (``nohup bash .ci/run &``) inherits
+    SIGINT *ignored*, and Python then keeps ignoring it, as a background job should: the run
+    would finish with exit 0 and the SIGINT case fail for a reason outside geofuse.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def temporaries(folder: Path) -> list[str]:

@@ -704,6 +704,32 @@ def test_best_weights_and_early_stopping_act_only_in_the_second_half(tmp_path: P
     assert (tmp_path / "best.npz").exists() and (tmp_path / "last.npz").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("ema", ["0", "0.99"])
+def test_ema_writes_the_averaged_weights(tmp_path: Path, ema: str) -> None:
+    """--ema: the model file gets the moving average, the checkpoint keeps the raw weights."""
+    from geofuse.model import load_model
+    from geofuse.training.fit import _unpack
+
+    tiles = make_tiles(tmp_path / "tiles", count=4)
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--out", out, "--ema", ema, *TINY)
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "m.train" / "checkpoints" / "last.npz") as data:
+        raw = _unpack(data, "w")
+    model = load_model(out).model
+    trainable = {id(v) for v in model.trainable_weights}
+    written = [(id(v) in trainable, np.asarray(v)) for v in model.weights]
+    assert len(written) == len(raw)
+    moved = [not np.allclose(w, r) for (t, w), r in zip(written, raw, strict=True) if t]
+    fixed = [np.array_equal(w, r) for (t, w), r in zip(written, raw, strict=True) if not t]
+    assert all(fixed)  # normalisation statistics are not averaged
+    if ema == "0":
+        assert not any(moved)
+    else:  # 6 steps averaged with momentum 0.99: still close to the initial weights
+        assert sum(moved) >= 0.9 * len(moved)
+
+
 def test_class_sets_in_the_loss() -> None:
     """Exact labels give CE + Dice as written out here; a set pixel only asks for its set."""
     from geofuse.training.labels import SET_BASE

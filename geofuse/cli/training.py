@@ -187,6 +187,10 @@ def _train_default(name: str) -> Any:
 @click.option("--weight-decay", default=_train_default("weight_decay"), show_default=True,
               type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="Decoupled weight decay of the convolution kernels (0: none).")
+@click.option("--ema", default=_train_default("ema"), show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+              help="Write an exponential moving average of the weights with this momentum "
+                   "(0: the last weights).")
 @click.option("--loss", type=click.Choice(LOSSES), default=_train_default("loss"),
               show_default=True, help="Loss.")
 @click.option("--class-weights", default=_train_default("class_weights"), show_default=True,

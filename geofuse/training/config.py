@@ -203,6 +203,9 @@ class TrainConfig:
         learning_rate: Adam learning rate (cosine decay to 5 % over the run).
         weight_decay: Decoupled weight decay of the convolution kernels (each step shrinks
             them by ``weight_decay * learning rate``; 0: none).
+        ema: Momentum of an exponential moving average of the weights, which the model file
+            then gets instead of the last weights (0: off; 0.99 averages about the last 100
+            steps). Validation during the run scores the raw weights.
         loss: ``ce+dice``, ``focal+dice``, ``ce``, ``focal`` or ``dice``.
         class_weights: ``auto`` (inverse square-root frequency), ``none`` or one per class.
         augment: 8 flips/rotations and brightness/contrast jitter.
@@ -251,6 +254,7 @@ class TrainConfig:
     warmup: float = 0.05
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
+    ema: float = 0.0
     loss: str = "ce+dice"
     class_weights: str | tuple[float, ...] = "auto"
     augment: bool = True
@@ -318,6 +322,8 @@ class TrainConfig:
                f"Expected a positive learning rate. Received: {self.learning_rate}")
         require(isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < 1,
                 f"Expected 0 <= weight_decay < 1. Received: {self.weight_decay!r}")
+        require(isinstance(self.ema, int | float) and 0 <= self.ema < 1,
+                f"Expected 0 <= ema < 1. Received: {self.ema!r}")
         require(0.0 <= self.jitter < 1.0, f"Expected 0 <= jitter < 1. Received: {self.jitter}")
         require(isinstance(self.patience, int) and self.patience >= 0,
                f"Expected patience >= 0. Received: {self.patience!r}")

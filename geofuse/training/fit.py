@@ -374,7 +374,9 @@ def fit_model(
     with strategy.scope():
         model = build_unet(info.spec)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
-                                          weight_decay=config.weight_decay or None)
+                                          weight_decay=config.weight_decay or None,
+                                          use_ema=config.ema > 0,
+                                          ema_momentum=config.ema or 0.99)
         if config.weight_decay:  # kernels only: biases and normalisation scales are free
             optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         model.compile(
@@ -419,6 +421,8 @@ def fit_model(
                 steps_per_epoch=config.steps_per_epoch, validation_data=val_ds, verbose=0,
                 shuffle=False, callbacks=callbacks,
             )
+    if config.ema:  # the averaged weights (fit() already put them in; a resumed, finished run
+        optimizer.finalize_variable_values(model.trainable_variables)  # or a custom loop not)
     history = read_history(history_path)
     best = folder / "best.npz"
     kept = len(history)
