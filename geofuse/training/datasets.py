@@ -33,7 +33,8 @@ from geofuse.model_config import ClassInfo
 from geofuse.sources import as_source, source_name
 from geofuse.tiling import SceneReader
 from geofuse.training.config import MASK_SUFFIXES, TilesSource
-from geofuse.training.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder, VectorLabels
+from geofuse.training.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder
+from geofuse.training.vector_labels import VectorLabels
 
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 

@@ -116,7 +116,7 @@ def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCod
     """
     import rasterio
 
-    from geofuse.training.labels import vector_class_names
+    from geofuse.training.vector_labels import vector_class_names
 
     for source in config.sources:
         if isinstance(source, SceneSource) and Path(source.labels).suffix.lower() in VECTOR_EXTS:
