@@ -205,7 +205,8 @@ class TrainConfig:
             them by ``weight_decay * learning rate``; 0: none).
         ema: Momentum of an exponential moving average of the weights, which the model file
             then gets instead of the last weights (0: off; 0.99 averages about the last 100
-            steps). Validation during the run scores the raw weights.
+            steps). Validation during the run, checkpoints and ``keep="best"`` use the raw
+            weights.
         loss: ``ce+dice``, ``focal+dice``, ``ce``, ``focal`` or ``dice``.
         class_weights: ``auto`` (inverse square-root frequency), ``none`` or one per class.
         augment: 8 flips/rotations and brightness/contrast jitter.
