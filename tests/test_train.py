@@ -730,6 +730,23 @@ def test_ema_writes_the_averaged_weights(tmp_path: Path, ema: str) -> None:
         assert sum(moved) >= 0.9 * len(moved)
 
 
+@pytest.mark.parametrize(("change", "named"), [(["--ema", "0.9"], "ema 0.0 (received 0.9)"),
+                                               (["--filters", "6"], "architecture")])
+def test_resume_with_other_settings_says_so(tmp_path: Path, change: list[str],
+                                            named: str) -> None:
+    """--resume with another network or optimizer: one clear error, the model file untouched."""
+    tiles = make_tiles(tmp_path / "tiles", count=4)
+    out = tmp_path / "m.keras"
+    assert run_train("--tiles", tiles, "--out", out, *TINY).exit_code == 0
+    before = out.read_bytes()
+    result = run_train("--tiles", tiles, "--out", out, *TINY, "--resume", *change)
+    assert result.exit_code == 1, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert "last.npz" in message and named in message, message
+    assert "Traceback" not in result.output
+    assert out.read_bytes() == before
+
+
 def test_class_sets_in_the_loss() -> None:
     """Exact labels give CE + Dice as written out here; a set pixel only asks for its set."""
     from geofuse.training.labels import SET_BASE

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +196,10 @@ class RunState(keras.callbacks.Callback):
         best_epoch: int = 0,
         wait: int = 0,
         smoothed: float | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.settings = dict(settings or {})
         self.folder = folder
         self.monitor = monitor
         self.patience = patience
@@ -231,7 +233,7 @@ class RunState(keras.callbacks.Callback):
             self.wait += 1
         meta = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
                 "wait": self.wait, "monitor": self.monitor, "smoothed": self.smoothed,
-                "spent": self.budget.elapsed()}
+                "spent": self.budget.elapsed(), "settings": self.settings}
         logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
                  "budget": self.budget.seconds or 0.0, "fraction": fraction}
         optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
@@ -245,6 +247,31 @@ class RunState(keras.callbacks.Callback):
             log.info("early stop after epoch %d (best %s %.4f at epoch %d)",
                      epoch + 1, self.monitor, self.best, self.best_epoch)
             self.model.stop_training = True
+
+
+def _resume_settings(config: TrainConfig, info: ModelInfo) -> dict[str, Any]:
+    """What a checkpoint can only be resumed with: the network and the optimizer's settings."""
+    spec = info.spec
+    return {"bands": spec.bands, "classes": spec.classes,
+            "architecture": json.loads(json.dumps(asdict(spec.arch), default=str)),
+            "ema": config.ema, "weight_decay": config.weight_decay}
+
+
+def _check_resume(path: Path, saved: Mapping[str, Any] | None,
+                  settings: Mapping[str, Any]) -> None:
+    """Raise ConfigError when ``path`` was written with other settings than ``settings``.
+
+    Checkpoints written before the settings were stored carry none; they are trusted.
+    """
+    if saved is None:
+        return
+    changed = [f"{key} {saved.get(key)!r} (received {value!r})"
+               for key, value in settings.items() if saved.get(key) != value]
+    if changed:
+        raise ConfigError(
+            f"Expected the settings of the interrupted run to resume {path}. The checkpoint "
+            f"was written with {'; '.join(changed)}. Resume with the same options, or start "
+            "afresh without --resume.")
 
 
 def _trim_history(path: Path, epochs: int) -> None:
@@ -349,10 +376,12 @@ def fit_model(
                              "smoothed": None, "spent": 0.0}
     saved_weights = saved_optimizer = None
     last = folder / "last.npz"
+    settings = _resume_settings(config, info)
     if config.resume and last.exists():
         with np.load(last) as data:
             state |= json.loads(str(data["meta"]))
             saved_weights, saved_optimizer = _unpack(data, "w"), _unpack(data, "o")
+        _check_resume(last, state.pop("settings", None), settings)
         log.info("resuming after epoch %d", state["epoch"])
     else:
         for stale in (last, folder / "best.npz", history_path):
@@ -393,7 +422,7 @@ def fit_model(
 
     callback = RunState(folder, monitor, config.patience, epochs, progress, report, budget,
                         config.min_fraction, config.smoothing, state["best"],
-                        state["best_epoch"], state["wait"], state["smoothed"])
+                        state["best_epoch"], state["wait"], state["smoothed"], settings)
     stopped = config.patience and state["wait"] >= config.patience
     done = budget.fraction(int(optimizer.iterations.numpy())) >= 1.0
     if initial < epochs and not stopped and not done:
