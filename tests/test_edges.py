@@ -209,7 +209,7 @@ def test_info_default_reads_cleanly() -> None:
     assert "{'" not in text and "['" not in text  # no Python reprs
     provenance = text[text.index("provenance:"):]
     assert "/tmp/" not in provenance and "/home/" not in provenance
-    assert "out: cand2.keras" in provenance
+    assert "out: default.keras" in provenance
     assert "name=water, color=#1f78b4" in text
 
 
