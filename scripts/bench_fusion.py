@@ -11,6 +11,10 @@ time to other processes competing for the cores).
 
     python scripts/bench_fusion.py                      # depth 4, 16 filters, 256 px, batch 4
     python scripts/bench_fusion.py --tile 512 --rounds 3
+
+With ``--models A.keras B.keras`` it times those model files instead (trained networks, their
+own bands), relative to the first: e.g. a new default model against the old one,
+``git show REV:geofuse/models/default.keras > /tmp/old.keras``.
 """
 
 from __future__ import annotations
@@ -54,42 +58,53 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--batches", type=int, default=10, help="timed calls per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=None, metavar="FILE",
+                        help="Time these .keras files instead of the modes (ratios to the first).")
     args = parser.parse_args()
 
     import keras
     import tensorflow as tf
 
+    from geofuse.model import load_model
     from geofuse.segment import make_predictor
 
     keras.utils.set_random_seed(0)
-    print(f"TF {tf.__version__}, {os.cpu_count()} CPUs, depth {args.depth}, "
-          f"base filters {args.filters}, tile {args.tile}, batch {args.batch}")
-    x = np.random.default_rng(0).normal(size=(args.batch, args.tile, args.tile, args.bands))
-    x = x.astype("float32")
-    predictors, params = {}, {}
-    for mode in args.modes:
-        model = build(mode, args)
+    shape = "" if args.models else f"depth {args.depth}, base filters {args.filters}, "
+    print(f"TF {tf.__version__}, {os.cpu_count()} CPUs, {shape}tile {args.tile}, "
+          f"batch {args.batch}")
+    networks = ({path: load_model(path).model for path in args.models} if args.models
+                else {mode: build(mode, args) for mode in args.modes})
+    keys = list(networks)
+    predictors, params, inputs = {}, {}, {}
+    rng = np.random.default_rng(0)
+    for mode, model in networks.items():
+        bands = int(model.inputs[0].shape[-1])
+        inputs[mode] = rng.normal(size=(args.batch, args.tile, args.tile, bands)).astype("float32")
         params[mode] = model.count_params()
-        predictors[mode] = make_predictor(model, args.batch, args.tile, args.bands)
+        predictors[mode] = make_predictor(model, args.batch, args.tile, bands)
         for _ in range(2):
-            predictors[mode](x)
-    best = {mode: float("inf") for mode in args.modes}
-    cpu = {mode: float("inf") for mode in args.modes}
+            predictors[mode](inputs[mode])
+    best = {mode: float("inf") for mode in keys}
+    cpu = {mode: float("inf") for mode in keys}
     for _ in range(args.rounds):
-        for mode in args.modes:
+        for mode in keys:
+            x = inputs[mode]
             start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.batches):
                 predictors[mode](x)
             best[mode] = min(best[mode], time.perf_counter() - start)
             cpu[mode] = min(cpu[mode], time.process_time() - start_cpu)
     megapixels = args.batches * args.batch * args.tile**2 / 1e6
-    base, base_cpu = best.get("none"), cpu.get("none")
-    print(f"{'mode':<16} {'params':>9} {'Mpx/s':>7} {'time/none':>10} {'CPU s/Mpx':>10} "
-          f"{'CPU/none':>9}")
-    for mode in args.modes:
+    first = keys[0] if args.models else "none"
+    base, base_cpu = best.get(first), cpu.get(first)
+    width = max(16, *(len(k) for k in keys))
+    print(f"{'model' if args.models else 'mode':<{width}} {'params':>9} {'Mpx/s':>7} "
+          f"{'time/first' if args.models else 'time/none':>10} {'CPU s/Mpx':>10} "
+          f"{'CPU/first' if args.models else 'CPU/none':>9}")
+    for mode in keys:
         ratio = f"{best[mode] / base:.2f}" if base else "-"
         cpu_ratio = f"{cpu[mode] / base_cpu:.2f}" if base_cpu else "-"
-        print(f"{mode:<16} {params[mode]:>9,} {megapixels / best[mode]:>7.2f} {ratio:>10} "
+        print(f"{mode:<{width}} {params[mode]:>9,} {megapixels / best[mode]:>7.2f} {ratio:>10} "
               f"{cpu[mode] / megapixels:>10.2f} {cpu_ratio:>9}")
 
 
