@@ -32,7 +32,7 @@ from pathlib import Path
 
 import _common
 from _common import REAL, ROOT, dubai_training, epoch_report
-from default_protocol import ZANZIBAR_SPLIT, crop, one_class_coding, record, scored
+from default_protocol import ZANZIBAR_SPLIT, crop, one_class_coding, record, score, scored
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -181,7 +181,7 @@ def main() -> None:
         if not args.evaluate_only:
             result = train(config, report=epoch_report(config.epochs or 0, "mean_iou"))
             print(f"trained in {result.seconds:.0f} s, {result.epochs} epochs", flush=True)
-    scores = record(args.out, None)
+    scores = score(args.out)
     loaded = load_model(args.out)
     provenance = dict(loaded.info.provenance)
     provenance["evaluation"] = {  # the scored classes only (one-class sets: no mean)
