@@ -33,6 +33,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from geofuse.argmax import class_ids
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError, first_line
 from geofuse.outputs import publish, reserve_temp
@@ -270,7 +271,7 @@ class Stitcher:
             f0, f1 = int(only.col_off) - c0, int(only.col_off + only.width) - c0
             if e1 > e0 and f1 > f0:  # this tile alone: its classes as they are
                 rows, cols = slice(e0, e1), slice(f0, f1)
-                labels = np.argmax(probs[rows, cols], axis=-1).astype(np.uint8)
+                labels = class_ids(probs[rows, cols])
                 labels[~valid[rows, cols]] = CLASS_NODATA
                 self._labels[b0 + e0 : b0 + e1, c0 + f0 : c0 + f1] = labels
                 parts = [(slice(0, e0), slice(0, w)), (slice(e1, h), slice(0, w)),
@@ -351,7 +352,7 @@ class Stitcher:
         shared = np.concatenate(([0], covered.any(axis=0).view(np.int8), [0]))
         edges = np.flatnonzero(np.diff(shared))
         for c0, c1 in zip(edges[::2], edges[1::2], strict=True):
-            part = np.argmax(self._acc[start:stop, c0:c1], axis=-1).astype(np.uint8)
+            part = class_ids(self._acc[start:stop, c0:c1])
             np.copyto(labels[:, c0:c1], part, where=covered[:, c0:c1])
             self._acc[start:stop, c0:c1] = 0  # every sum of these rows lies in these runs
             self._weight[start:stop, c0:c1] = 0
@@ -375,7 +376,7 @@ class Stitcher:
         labels = np.full(covered.shape, CLASS_NODATA, dtype=np.uint8)
         if probs is not None:
             span = slice(col0, col0 + probs.shape[1])
-            part = np.argmax(probs, axis=-1).astype(np.uint8)
+            part = class_ids(probs)
             part[~covered[:, span]] = CLASS_NODATA
             labels[:, span] = part
         self.class_counts += np.bincount(labels[covered], minlength=self.classes)[: self.classes]

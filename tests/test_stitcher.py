@@ -10,6 +10,7 @@ import rasterio
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from geofuse.argmax import class_ids
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError
 from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
@@ -197,3 +198,23 @@ def test_a_mask_alone_is_the_mask_written_beside_probabilities(
     for s in stitchers[1:]:
         assert s.nodata_pixels == stitchers[0].nodata_pixels == int((~valid).sum())
         np.testing.assert_array_equal(s.class_counts, stitchers[0].class_counts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(classes=st.integers(1, 20), rows=st.integers(1, 9), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([1e-30, 1e-3, 1.0, 1e6]))
+def test_class_ids_are_the_argmax(classes: int, rows: int, seed: int, scale: float) -> None:
+    """Packed-bit class ids equal numpy's argmax away from near-ties, and ties go low."""
+    rng = np.random.default_rng(seed)
+    scores = (rng.random((rows, 7, classes)) * scale).astype(np.float32)
+    scores[0, 0] = 0.0  # an exact tie of every class: class 0, as np.argmax
+    if classes > 1:
+        scores[0, 1, -2:] = scores[0, 1].max() * 2  # the last two tie at the top
+    top2 = np.sort(scores, axis=-1)[..., -2:] if classes > 1 else None
+    clear = np.ones(scores.shape[:-1], bool) if top2 is None else (
+        (top2[..., 1] - top2[..., 0] > top2[..., 1] * 2.0**-18) | (top2[..., 1] == top2[..., 0]))
+    ids = class_ids(scores)
+    assert ids.dtype == np.uint8 and ids.shape == scores.shape[:-1]
+    np.testing.assert_array_equal(ids[clear], np.argmax(scores, axis=-1)[clear])
+    if classes > 1:
+        assert ids[0, 1] == classes - 2

@@ -1,0 +1,47 @@
+"""Class ids from per-class scores: a faster argmax over a short last axis.
+
+``np.argmax(p, axis=-1)`` over 5 classes costs about 20 ns a pixel: numpy runs its inner loop
+once per pixel over 5 values. The stitcher needs it for every output pixel, so it was the
+largest part of the pipeline's own time. :func:`class_ids` gets the same answer from a few
+whole-array operations (about 8 ns a pixel): the bit pattern of a non-negative float32, read
+as an int32, orders like the float, so the class index (inverted, so that ties go to the lower
+class as with ``np.argmax``) is written into the lowest mantissa bits and one elementwise
+maximum per class does the rest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_PACKED_CLASSES = 16  # 4 low mantissa bits: scores within 2**-19 of each other count as ties
+
+
+def class_ids(scores: np.ndarray) -> np.ndarray:
+    """The index of the largest score along the last axis, as uint8.
+
+    Args:
+        scores: ``(..., classes)`` float32, non-negative and finite (probabilities or
+            weighted sums of them).
+
+    Returns:
+        ``scores.shape[:-1]`` uint8 class ids. They equal ``np.argmax(scores, axis=-1)`` except
+        where two scores are within a relative ``2**-19`` (up to 16 classes; the lowest
+        mantissa bits carry the class): such near-ties go to the lower class, as exact ties
+        do in ``np.argmax``. More classes, or other dtypes, use ``np.argmax`` itself.
+
+    """
+    classes = scores.shape[-1]
+    if classes > MAX_PACKED_CLASSES or scores.dtype != np.float32:
+        return np.argmax(scores, axis=-1).astype(np.uint8)
+    if classes == 1:
+        return np.zeros(scores.shape[:-1], np.uint8)
+    low = (1 << max(1, (classes - 1).bit_length())) - 1
+    bits = scores.view(np.int32)
+    best = bits[..., 0] | low  # class 0 carries the largest code: it wins ties
+    code = np.empty_like(best)
+    for k in range(1, classes):
+        np.bitwise_or(bits[..., k], low, out=code)
+        code ^= k  # low bits: low - k
+        np.maximum(best, code, out=best)
+    best &= low
+    return (low - best).astype(np.uint8)
