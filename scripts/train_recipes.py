@@ -89,7 +89,7 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                "`none` writing a moving average of the weights (momentum 0.998, about the "
                "last 500 steps)"),
     "patch128-none": ({"val_fraction": 0.1, "patch": 128, "batch_size": 8}, {"fusion": "none"},
-                      "`none` on 128-px chips, batch 8 (the same pixels per step, four times "
+                      "`none` on 128-px chips, batch 8 (twice the pixels per step, four times "
                       "the context per chip)"),
 }
 
