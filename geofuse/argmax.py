@@ -2,8 +2,8 @@
 
 ``np.argmax(p, axis=-1)`` over 5 classes costs about 20 ns a pixel: numpy runs its inner loop
 once per pixel over 5 values. The stitcher needs it for every output pixel, so it was the
-largest part of the pipeline's own time. :func:`class_ids` gets the same answer from a few
-whole-array operations (about 8 ns a pixel): the bit pattern of a non-negative float32, read
+largest part of stitching. :func:`class_ids` gets the same answer from a few whole-array
+operations (about 7.5 ns a pixel): the bit pattern of a non-negative float32, read
 as an int32, orders like the float, so the class index (inverted, so that ties go to the lower
 class as with ``np.argmax``) is written into the lowest mantissa bits and one elementwise
 maximum per class does the rest.
