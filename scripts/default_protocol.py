@@ -63,6 +63,11 @@ class HeldOutPart:
     trains: bool
     limit: bool = False  # outside the model's domain: scored for the card's "limits" only
 
+    @property
+    def every_class(self) -> bool:
+        """Every class is scored (with their mean), not one class against the rest."""
+        return len(self.scored) == len(CLASSES)
+
 
 PARTS = (
     HeldOutPart("dubai", f"Dubai land cover, {HOLDOUT} (9 images, RGB, GSD not stated)",
@@ -217,8 +222,14 @@ def score(model: Path) -> dict[str, Any]:
     return results
 
 
+def part_named(name: str) -> HeldOutPart:
+    """The part called ``name``."""
+    return next(p for p in PARTS if p.name == name)
+
+
 def scored(part: str) -> tuple[str, ...]:
-    return next(p.scored for p in PARTS if p.name == part)
+    """The classes scored on the part called ``part``."""
+    return part_named(part).scored
 
 
 def baseline(part: str, cm: np.ndarray, set_pixels: int) -> dict[str, float]:
@@ -229,7 +240,7 @@ def baseline(part: str, cm: np.ndarray, set_pixels: int) -> dict[str, float]:
     set pixels included, which that baseline calls the class).
     """
     labelled = cm.sum(axis=1)  # exactly labelled pixels per class
-    if len(scored(part)) == len(CLASSES):
+    if part_named(part).every_class:
         top = int(np.argmax(labelled))
         return {c: (float(labelled[top] / labelled.sum()) if i == top else 0.0)
                 for i, c in enumerate(CLASSES)}
@@ -242,8 +253,8 @@ def protocol_table() -> str:
     lines = ["| set | held-out part | scored | licence | may train the distributed model |",
              "| --- | --- | --- | --- | --- |"]
     for p in PARTS:
-        scored_text = ", ".join(p.scored) if len(p.scored) < len(CLASSES) else \
-            "all five classes (and their mean)"
+        scored_text = "all five classes (and their mean)" if p.every_class else \
+            ", ".join(p.scored)
         lines.append(f"| {p.name} | {p.description} | {scored_text} | {p.licence} | "
                      f"{'yes' if p.trains else 'no: scored only'} |")
     return "\n".join(lines)
@@ -260,7 +271,7 @@ def report() -> str:
         return "–" if value is None else f"{value:.3f}"
 
     for part in PARTS:
-        rows = [*part.scored, "mean"] if len(part.scored) == len(CLASSES) else part.scored
+        rows = [*part.scored, "mean"] if part.every_class else part.scored
         for c in rows:
             cells = []
             for n in names:

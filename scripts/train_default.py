@@ -32,7 +32,15 @@ from pathlib import Path
 
 import _common
 from _common import REAL, ROOT, dubai_training, epoch_report
-from default_protocol import ZANZIBAR_SPLIT, crop, one_class_coding, record, score, scored
+from default_protocol import (
+    ZANZIBAR_SPLIT,
+    crop,
+    one_class_coding,
+    part_named,
+    record,
+    score,
+    scored,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -186,7 +194,7 @@ def main() -> None:
     provenance = dict(loaded.info.provenance)
     provenance["evaluation"] = {  # the scored classes only (one-class sets: no mean)
         part: {"iou": {k: r["classes"][k]["iou"] for k in scored(part)}}
-        | ({"mean_iou": r["mean_iou"]} if len(scored(part)) > 1 else {})
+        | ({"mean_iou": r["mean_iou"]} if part_named(part).every_class else {})
         for part, r in scores.items()
     }
     words = card(scores, loaded.info.pixel_size, args.synthetic)
