@@ -91,6 +91,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "patch128-none": ({"val_fraction": 0.1, "patch": 128, "batch_size": 8}, {"fusion": "none"},
                       "`none` on 128-px chips, batch 8 (twice the pixels per step, four times "
                       "the context per chip)"),
+    "focal-none": ({"val_fraction": 0.1, "loss": "focal+dice"}, {"fusion": "none"},
+                   "`none` with focal loss (gamma 2) instead of cross-entropy, plus Dice"),
+    "inverse-none": ({"val_fraction": 0.1, "class_weights": "inverse"}, {"fusion": "none"},
+                     "`none` weighting classes by inverse frequency instead of its square root"),
 }
 
 

@@ -22,6 +22,7 @@ from geofuse.model_config import Architecture
 from geofuse.training.config import (
     CACHE_AUTO_BYTES,
     CACHES,
+    CLASS_WEIGHTINGS,
     DEFAULT_BUDGET,
     KEEP,
     LOSSES,
@@ -194,7 +195,8 @@ def _train_default(name: str) -> Any:
 @click.option("--loss", type=click.Choice(LOSSES), default=_train_default("loss"),
               show_default=True, help="Loss.")
 @click.option("--class-weights", default=_train_default("class_weights"), show_default=True,
-              help="auto (inverse sqrt frequency), none, or comma-separated weights.")
+              help="auto (inverse square-root frequency), inverse (inverse frequency; both at "
+                   "most 10), none, or comma-separated weights.")
 @click.option("--augment/--no-augment", default=_train_default("augment"), show_default=True,
               help="8 flips/rotations and brightness/contrast jitter.")
 @click.option("--jitter", default=_train_default("jitter"), show_default=True,
@@ -243,11 +245,12 @@ def train(**values: Any) -> None:
     quiet = values.pop("quiet")
     class_weights = values.pop("class_weights")
     weights: Any = class_weights
-    if class_weights not in ("auto", "none"):
+    if class_weights not in CLASS_WEIGHTINGS:
         try:
             weights = tuple(float(w) for w in class_weights.split(","))
         except ValueError:
-            raise click.BadParameter(f"expected auto, none or numbers, got {class_weights!r}",
+            raise click.BadParameter(f"expected {', '.join(CLASS_WEIGHTINGS)} or numbers, "
+                                     f"got {class_weights!r}",
                                      param_hint="--class-weights") from None
     run_dir = values.pop("run_dir")
     time_limit = values.pop("time_limit")

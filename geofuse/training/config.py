@@ -26,6 +26,8 @@ STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
 CACHE_AUTO_BYTES = 2 << 30  # cache="auto" holds data sets up to this size in memory
 SAMPLING = ("random", "balanced", "grid")
+# named class weightings -> exponent of the inverse class frequency (0: all classes weigh 1)
+CLASS_WEIGHTINGS = {"auto": 0.5, "inverse": 1.0, "none": 0.0}
 KEEP = ("last", "best")
 
 
@@ -208,7 +210,8 @@ class TrainConfig:
             steps). Validation during the run, checkpoints and ``keep="best"`` use the raw
             weights.
         loss: ``ce+dice``, ``focal+dice``, ``ce``, ``focal`` or ``dice``.
-        class_weights: ``auto`` (inverse square-root frequency), ``none`` or one per class.
+        class_weights: ``auto`` (inverse square-root frequency), ``inverse`` (inverse
+            frequency), ``none`` or one per class.
         augment: 8 flips/rotations and brightness/contrast jitter.
         jitter: Brightness/contrast jitter range (normalised units).
         sampling: ``balanced`` (the default: random chip positions, half of them moved onto
@@ -303,7 +306,7 @@ class TrainConfig:
         choice("sampling", self.sampling, SAMPLING)
         choice("keep", self.keep, KEEP)
         if isinstance(self.class_weights, str):
-            choice("class weights", self.class_weights, ("auto", "none"))
+            choice("class weights", self.class_weights, tuple(CLASS_WEIGHTINGS))
         if self.epochs is not None:
             positive_int("epochs", self.epochs)
         if self.time_limit is not None:

@@ -417,15 +417,18 @@ def normalisation_stats(units: Sequence[Unit]) -> tuple[tuple[float, ...], tuple
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def class_weights(counts: np.ndarray, cap: float = 10.0) -> np.ndarray:
-    """Inverse square-root frequency weights, mean 1 over present classes, capped at ``cap``."""
+def class_weights(counts: np.ndarray, power: float = 0.5, cap: float = 10.0) -> np.ndarray:
+    """Inverse frequency weights ``freq ** -power``, mean 1 over present classes, capped at ``cap``.
+
+    ``power`` 0.5 (the ``auto`` weighting) is the inverse square root, 1 the inverse frequency.
+    """
     counts = np.asarray(counts, np.float64)
     present = counts > 0
     weights = np.ones_like(counts)
     if present.sum() < 2:
         return weights
     freq = counts[present] / counts[present].sum()
-    w = 1.0 / np.sqrt(freq)
+    w = freq ** -float(power)
     w /= w.mean()
     weights[present] = np.minimum(w, cap)
     return weights

@@ -31,6 +31,7 @@ from geofuse.outputs import Progress, write_json
 from geofuse.sources import portable
 from geofuse.training.config import (
     CACHE_AUTO_BYTES,
+    CLASS_WEIGHTINGS,
     SceneSource,
     TilesSource,
     TrainConfig,
@@ -400,10 +401,8 @@ def validation_warnings(units: list[Any], classes: tuple[ClassInfo, ...],
 def _class_weights(
     config: TrainConfig, counts: np.ndarray, classes: tuple[ClassInfo, ...]
 ) -> np.ndarray:
-    if config.class_weights == "none":
-        return np.ones(len(classes))
-    if config.class_weights == "auto":
-        return class_weights(counts)
+    if isinstance(config.class_weights, str):
+        return class_weights(counts, power=CLASS_WEIGHTINGS[config.class_weights])
     weights = np.asarray(config.class_weights, np.float64)
     if len(weights) != len(classes):
         raise ConfigError(
