@@ -168,7 +168,8 @@ def predict_array(
             predict = tta_predictor(runtime_predictor(
                 loaded, tiling.batch_size, tiling.tile, choose_runtime(tiling)), tta)
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")
-            batches = read_ahead(lambda: reader.patches(grid), tiling.batch_size, env=env)
+            batches = read_ahead(lambda slot: reader.patches(grid, slot=slot), tiling.batch_size,
+                                 env=env)
             try:
                 run_pipeline(batches, predict, stitcher, len(grid), progress)
             finally:

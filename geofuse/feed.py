@@ -1,9 +1,10 @@
 """Feeding patches to the model: a read-ahead thread and fixed-size batches.
 
 :func:`prefetch` runs any iterator in a background thread so reads overlap the model (GDAL
-releases the GIL while it decodes); :func:`batched` and :func:`stack_batch` turn the patch
-stream into the fixed batch shape a compiled predictor takes, and :func:`read_ahead` does all
-of it in the background: the model's input is ready when the model is.
+releases the GIL while it decodes); :class:`BatchRing` turns the patch stream into the fixed
+batch shape a compiled predictor takes, each patch normalised straight into its slot of the
+batch (:func:`batched` and :func:`stack_batch` do the same with a copy), and :func:`read_ahead`
+does all of it in the background: the model's input is ready when the model is.
 """
 
 from __future__ import annotations
@@ -105,27 +106,80 @@ def stack_batch(batch: Sequence[Patch], size: int, out: np.ndarray | None = None
 
 READ_AHEAD = 2  # batches read, normalised and stacked ahead of the model
 
+Slot = Callable[[tuple[int, ...]], np.ndarray]
+"""``slot(shape)``: the array of that shape the next patch's data is to be written into."""
 
-def stacked(patches: Iterator[Patch], size: int,
-            ring: int = READ_AHEAD + 2) -> Iterator[tuple[list[Patch], np.ndarray]]:
-    """Batches of ``size`` patches with their model input, stacked where the patches are read.
 
-    The input arrays come from a ring of ``ring`` buffers reused in turn (no fresh memory per
-    batch). Run through :func:`prefetch` with ``depth`` batches ahead, at most ``depth + 2``
-    arrays are in use at once (queued, being filled, being predicted): ``ring`` must be at least
-    that.
+class BatchRing:
+    """Fixed-size batches in a ring of reused buffers, filled one patch slot at a time.
+
+    A reader writes each patch straight into :meth:`slot` (no second copy to stack it);
+    :meth:`take` counts the patch in (copying its data into the slot when it was written
+    elsewhere) and returns ``(patches, inputs)`` once ``size`` patches are in. The ``ring``
+    buffers are reused in turn: no fresh memory per batch.
     """
-    buffers: list[np.ndarray | None] = [None] * ring
-    for i, batch in enumerate(batched(patches, size)):
-        buffers[i % ring] = out = stack_batch(batch, size, out=buffers[i % ring])
-        # each patch's data becomes its slot of the input: the patch's own array is freed
-        yield [replace(p, data=out[j]) for j, p in enumerate(batch)], out
+
+    def __init__(self, size: int, ring: int) -> None:
+        self.size = size
+        self._buffers: list[np.ndarray | None] = [None] * ring
+        self._count = 0  # batches handed out
+        self._batch: list[Patch] = []
+
+    def slot(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The ``shape`` array (a view of the current buffer) for the next patch."""
+        k = self._count % len(self._buffers)
+        buffer = self._buffers[k]
+        if buffer is None or buffer.shape[1:] != tuple(shape):
+            if self._batch:
+                raise ValueError(f"Expected patches of shape {buffer.shape[1:]} in one batch. "
+                                 f"Received: {tuple(shape)}")
+            self._buffers[k] = buffer = np.empty((self.size, *shape), dtype=np.float32)
+        return buffer[len(self._batch)]
+
+    def take(self, patch: Patch) -> tuple[list[Patch], np.ndarray] | None:
+        """Count ``patch`` in; the full batch and its inputs once it holds ``size`` patches."""
+        slot = self.slot(patch.data.shape)
+        if not np.shares_memory(patch.data, slot):
+            slot[...] = patch.data
+        # the patch's data is its slot of the input: its own array (if any) is freed
+        self._batch.append(replace(patch, data=slot))
+        return self.rest() if len(self._batch) == self.size else None
+
+    def rest(self) -> tuple[list[Patch], np.ndarray] | None:
+        """The batch so far, zero-padded to ``size`` (None when it is empty)."""
+        if not self._batch:
+            return None
+        inputs = self._buffers[self._count % len(self._buffers)]
+        inputs[len(self._batch):] = 0.0
+        batch, self._batch = self._batch, []
+        self._count += 1
+        return batch, inputs
 
 
-def read_ahead(make_patches: Callable[[], Iterator[Patch]], size: int,
+def stacked(make_patches: Callable[[Slot], Iterator[Patch]], size: int,
+            ring: int = READ_AHEAD + 2) -> Iterator[tuple[list[Patch], np.ndarray]]:
+    """Batches of ``size`` patches with their model input, written where the patches are read.
+
+    ``make_patches(slot)`` yields patches, ideally normalised into ``slot(shape)`` (see
+    :meth:`SceneReader.patches <geofuse.tiling.SceneReader.patches>`). The input arrays come
+    from a :class:`BatchRing` of ``ring`` buffers. Run through :func:`prefetch` with ``depth``
+    batches ahead, at most ``depth + 2`` arrays are in use at once (queued, being filled, being
+    predicted): ``ring`` must be at least that.
+    """
+    batches = BatchRing(size, ring)
+    for patch in make_patches(batches.slot):
+        full = batches.take(patch)
+        if full is not None:
+            yield full
+    last = batches.rest()
+    if last is not None:
+        yield last
+
+
+def read_ahead(make_patches: Callable[[Slot], Iterator[Patch]], size: int,
                env: dict[str, Any] | None = None) -> Iterator[tuple[list[Patch], np.ndarray]]:
-    """:func:`stacked` batches of ``make_patches()``, made ahead in a background thread.
+    """:func:`stacked` batches of ``make_patches(slot)``, made ahead in a background thread.
 
     :data:`READ_AHEAD` batches are read, normalised and stacked while the model runs.
     """
-    return prefetch(lambda: stacked(make_patches(), size), depth=READ_AHEAD, env=env)
+    return prefetch(lambda: stacked(make_patches, size), depth=READ_AHEAD, env=env)

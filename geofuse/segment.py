@@ -272,8 +272,8 @@ def segment_scene(
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
             predict = tta_predictor(predictor, config.tta)
             batches = read_ahead(
-                lambda: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
-                                       skip_empty=tiling.blend),
+                lambda slot: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
+                                            skip_empty=tiling.blend, slot=slot),
                 tiling.batch_size, env=env,
             )
             try:

@@ -162,7 +162,16 @@ class SceneReader:
         self._mask_bands = tuple(  # bands whose GDAL mask counts (nodata may be overridden)
             b for b in self.bands if ds.mask_flag_enums[b - 1] != [MaskFlags.all_valid]
             and not (overridden and ds.mask_flag_enums[b - 1] == [MaskFlags.nodata]))
-        self._needs_data = self.is_float or adapt.nodata is not None  # validity from values
+        # integer bands whose only mask is their nodata value: on reads of the file's own
+        # pixels, validity comes from the values read (GDAL's mask would decode and compare
+        # them a second time); interpolated reads keep GDAL's masks
+        self._value_nodata = {
+            b: int(ds.nodatavals[b - 1]) for b in self._mask_bands
+            if ds.mask_flag_enums[b - 1] == [MaskFlags.nodata]
+            and _exact_integer(ds.nodatavals[b - 1], ds.dtypes[b - 1])}
+        self._gdal_masks = tuple(b for b in self._mask_bands if b not in self._value_nodata)
+        self._needs_data = (self.is_float or adapt.nodata is not None  # validity from values
+                            or bool(self._value_nodata))
         self.has_mask = bool(self._mask_bands) or self._needs_data
         self._values: tuple[np.ndarray, np.ndarray, tuple[float, float] | None] | None = None
         self._grid = (ds.height, ds.width)
@@ -273,13 +282,22 @@ class SceneReader:
         return {"window": source, "out_shape": (count, int(window.height), int(window.width)),
                 "resampling": resampling}
 
+    def _exact(self, native: bool, shape: tuple[int, int] | None) -> bool:
+        """Whether a read gives the file's own pixels (no resampling, no decimation)."""
+        return shape is None and (native or not self.resampled)
+
     def _masks(self, window: Window, native: bool = False,
                shape: tuple[int, int] | None = None) -> np.ndarray:
-        """GDAL's validity of every selected band (nodata, alpha, mask files), ANDed."""
+        """GDAL's validity of the selected bands (nodata, alpha, mask files), ANDed.
+
+        On exact reads the bands whose validity is their nodata value are left to
+        :meth:`_data`, which compares the values it reads.
+        """
+        bands = self._gdal_masks if self._exact(native, shape) else self._mask_bands
         try:
-            if self._mask_bands:
-                masks = self.dataset.read_masks(self._mask_bands, **self._io(
-                    window, len(self._mask_bands), Resampling.nearest, native, shape))
+            if bands:
+                masks = self.dataset.read_masks(bands, **self._io(
+                    window, len(bands), Resampling.nearest, native, shape))
                 return np.all(masks > 0, axis=0)
         except RasterioError as exc:
             raise InputError(f"{self.path}: cannot read pixels ({gdal_reason(exc)})") from exc
@@ -303,6 +321,10 @@ class SceneReader:
             raise InputError(f"{self.path}: cannot read pixels ({gdal_reason(exc)})") from exc
         if self.is_float:
             valid &= np.all(np.isfinite(data), axis=0)
+        if self._value_nodata and self._exact(native, shape):
+            for i, band in enumerate(self.bands):
+                if band in self._value_nodata:
+                    valid &= data[i] != self._value_nodata[band]
         if self.adapt.nodata is not None:
             valid &= np.all(data != self.adapt.nodata, axis=0)
         return data
@@ -372,16 +394,23 @@ class SceneReader:
         return self._sparse.covers(Window(c0, r0, math.ceil(source.col_off + source.width) - c0,
                                           math.ceil(source.row_off + source.height) - r0))
 
-    def normalise(self, data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def normalise(self, data: np.ndarray, valid: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
         """Raw ``(bands, h, w)`` to normalised ``(h, w, bands)`` float32; invalid pixels to 0.
 
-        Values are first mapped onto the model's range when the contract says so.
+        Values are first mapped onto the model's range when the contract says so. ``out``: a
+        float32 ``(h, w, bands)`` array to write into (a slot of the model's batch).
         """
+        pixels = np.moveaxis(data, 0, -1)
         if self._values is None:  # one multiply-add: (v * scale + shift) / std
-            x = np.multiply(np.moveaxis(data, 0, -1), self._gain, dtype=np.float32)
+            x = np.multiply(pixels, self._gain, dtype=np.float32, out=out)
             x += self._offset
         else:
-            x = np.moveaxis(data, 0, -1).astype(np.float32)
+            if out is None:
+                x = pixels.astype(np.float32)
+            else:
+                x = out
+                x[...] = pixels
             gain, bias, clip = self._values
             x *= gain
             x += bias
@@ -400,6 +429,7 @@ class SceneReader:
         grid: TileGrid,
         keep: Callable[[Tile], np.ndarray] | None = None,
         needed: Window | None = None,
+        out: np.ndarray | None = None,
     ) -> Patch | None:
         """Read one tile as a model-ready patch, padding by reflection past the scene edge.
 
@@ -411,32 +441,37 @@ class SceneReader:
                 every valid pixel, so results inside the area do not change.
             needed: When given, the scene window that must hold a valid (and kept) pixel:
                 without one the tile is not needed and None is returned; its data are not
-                even read when the masks decide alone (no NaN to look for).
+                even read when the masks decide alone (no NaN or nodata value to look for).
+            out: Optional float32 ``(tile, tile, bands)`` array the patch's data is written
+                into (a slot of the model's batch: no copy to stack it).
 
         """
         inner = grid.clip(tile.read)
         valid = self._masks(inner)
         area = None if keep is None else keep(tile)[: valid.shape[0], : valid.shape[1]]
-        if needed is not None and not self.is_float and not _any_inside(
+        if needed is not None and not self._needs_data and not _any_inside(
                 valid if area is None else valid & area, inner, needed):
             self.empty_tiles += 1
             return None
         data = self._data(inner, valid)
         self.reads += 1
-        x = self.normalise(data, valid)
+        seen = valid  # what the model sees: every valid pixel, kept or not
         if area is not None:
             valid = valid & area
-        if needed is not None and self.is_float and not _any_inside(valid, inner, needed):
+        if needed is not None and self._needs_data and not _any_inside(valid, inner, needed):
             self.empty_tiles += 1
             return None
         size = int(tile.read.height), int(tile.read.width)
-        pad_r, pad_c = size[0] - x.shape[0], size[1] - x.shape[1]
-        if pad_r or pad_c:
-            x = np.pad(x, ((0, pad_r), (0, pad_c), (0, 0)), mode="symmetric")
-            valid = np.pad(valid, ((0, pad_r), (0, pad_c)), constant_values=False)
+        h, w = valid.shape
+        if out is None or out.shape != (*size, len(self.bands)):
+            out = np.empty((*size, len(self.bands)), dtype=np.float32)
+        self.normalise(data, seen, out[:h, :w])
+        if (h, w) != size:
+            _reflect(out, h, w)
+            valid = np.pad(valid, ((0, size[0] - h), (0, size[1] - w)), constant_values=False)
         return Patch(
             tile=tile,
-            data=x,
+            data=out,
             valid=valid,
             transform=rasterio.windows.transform(tile.read, self.transform),
             crs=self.crs,
@@ -448,6 +483,7 @@ class SceneReader:
         tiles: Sequence[Tile] | None = None,
         keep: Callable[[Tile], np.ndarray] | None = None,
         skip_empty: str | None = None,
+        slot: Callable[[tuple[int, ...]], np.ndarray] | None = None,
     ) -> Iterator[Patch]:
         """Patches of ``tiles`` (default: the whole grid) in grid order.
 
@@ -458,13 +494,45 @@ class SceneReader:
             skip_empty: A blend mode: leave out the tiles without a valid pixel where that
                 blend gives them weight (:meth:`TileGrid.influence`); they are counted in
                 ``empty_tiles``. None yields every tile.
+            slot: Optional ``slot(shape)`` giving the array each patch's data is written
+                into (:meth:`BatchRing.slot <geofuse.feed.BatchRing.slot>`); None: a new
+                array per patch.
 
         """
         for tile in grid.tiles if tiles is None else tiles:
             needed = None if skip_empty is None else grid.influence(tile, skip_empty)
-            patch = self.read_patch(tile, grid, keep, needed)
+            out = None if slot is None else slot(
+                (int(tile.read.height), int(tile.read.width), len(self.bands)))
+            patch = self.read_patch(tile, grid, keep, needed, out)
             if patch is not None:
                 yield patch
+
+
+def _exact_integer(value: float | None, dtype: str) -> bool:
+    """Whether ``value`` is a whole number that a band of integer ``dtype`` can hold."""
+    if value is None or np.dtype(dtype).kind not in "iu" or not float(value).is_integer():
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def _reflect(x: np.ndarray, h: int, w: int) -> None:
+    """Fill ``x`` past its first ``h`` rows and ``w`` columns by mirroring them, in place.
+
+    The same values as ``np.pad(x[:h, :w], ..., mode="symmetric")``: the edge pixel repeats,
+    and a pad longer than the data mirrors it again, back and forth.
+    """
+    rows, cols = x.shape[:2]
+    if rows > h:
+        x[h:, :w] = x[_mirror(h, rows), :w]
+    if cols > w:
+        x[:, w:] = x[:, _mirror(w, cols)]
+
+
+def _mirror(n: int, size: int) -> np.ndarray:
+    """Source indices (among the first ``n``) of positions ``n .. size - 1``, symmetric pad."""
+    k = np.arange(n, size) % (2 * n)
+    return np.where(k < n, k, 2 * n - 1 - k)
 
 
 def _any_inside(valid: np.ndarray, window: Window, inner: Window) -> bool:

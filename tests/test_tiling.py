@@ -44,6 +44,27 @@ def test_nodata_value_marks_invalid_pixels(real: Path) -> None:
     np.testing.assert_array_equal(valid, expected)
 
 
+@pytest.mark.parametrize(("dtype", "nodata"), [
+    ("uint8", 0), ("uint16", 65535), ("int16", -9999), ("int32", -1),
+    ("uint8", 7.5),
+])
+def test_nodata_validity_from_values_is_gdals_mask(tmp_path: Path, dtype: str,
+                                                   nodata: float) -> None:
+    # whole-number nodata values the band can hold are compared in numpy; others (a
+    # fraction) stay with GDAL's mask: either way the validity is GDAL's
+    rng = np.random.default_rng(5)
+    data = rng.integers(1, 120, (2, 70, 90)).astype(dtype)
+    if float(nodata).is_integer() and np.iinfo(dtype).min <= nodata <= np.iinfo(dtype).max:
+        data[0, 10:30, 5:40] = nodata
+        data[1, 25:50, 30:60] = nodata
+    path = write_geotiff(tmp_path / "s.tif", data, nodata=nodata)
+    with rasterio.open(path) as ds:
+        expected = np.all(ds.read_masks() > 0, axis=0)
+    with SceneReader(path) as reader:
+        valid = assemble_valid(reader, 32, 8)
+    np.testing.assert_array_equal(valid, expected)
+
+
 def test_external_msk_file_marks_invalid_pixels(real: Path) -> None:
     path = real / "landsat-rasterio/RGB2.byte.tif"
     with rasterio.open(f"{path}.msk") as msk:
@@ -73,6 +94,9 @@ def test_nan_is_invalid_and_tiny_scene_is_padded(real: Path) -> None:
         assert len(grid) == 1
         patch = next(reader.patches(grid))
     assert patch.data.shape == (16, 16, 1)
+    # past the scene the patch mirrors it, back and forth (numpy's symmetric padding)
+    np.testing.assert_array_equal(
+        patch.data, np.pad(patch.data[:2, :3], ((0, 14), (0, 13), (0, 0)), mode="symmetric"))
     np.testing.assert_array_equal(patch.valid[:2, :3], expected)
     assert not patch.valid[2:].any() and not patch.valid[:, 3:].any()
 
@@ -148,13 +172,15 @@ def test_prefetch_forwards_items_and_errors() -> None:
         next(gen)
 
 
+@pytest.mark.parametrize("slotted", [True, False])
 @pytest.mark.parametrize(("height", "width"), [(96, 160), (10, 250)])
 def test_read_ahead_never_overwrites_the_batch_being_predicted(
-        tmp_path: Path, height: int, width: int) -> None:
+        tmp_path: Path, height: int, width: int, slotted: bool) -> None:
     """The producer fills as far ahead as it may while the consumer holds one batch.
 
     The inputs equal patches read and stacked the plain way (padded past the edge when the
-    scene is smaller than a tile, nodata zeroed), and each patch's data is its slot.
+    scene is smaller than a tile, nodata zeroed), and each patch's data is its slot, whether
+    the reader wrote it there (``slotted``) or the ring copied it in.
     """
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (3, height, width), np.uint8)
@@ -163,7 +189,8 @@ def test_read_ahead_never_overwrites_the_batch_being_predicted(
     with SceneReader(path) as reader:
         expected = [stack_batch(b, 3).copy() for b in batched(reader.patches(grid), 3)]
         seen = 0
-        batches = read_ahead(lambda: reader.patches(grid), 3)
+        batches = read_ahead(lambda slot: reader.patches(grid, slot=slot if slotted else None),
+                             3)
         for i, (batch, inputs) in enumerate(batches):
             assert len(batch) == min(3, len(grid) - 3 * i)
             time.sleep(0.05)  # "predicting": the reader runs READ_AHEAD + 1 batches ahead
