@@ -264,6 +264,7 @@ class Stitcher:
         b0 = r0 - self._top
         base = self._hann if self._hann is not None else core_weights(
             self.grid.tile, tile_core, tile_read)
+        every = bool(valid[:h, :w].all())  # no invalid pixel: no per-pixel masking
         parts = [(slice(0, h), slice(0, w))]
         if self._labels is not None:
             only = self.grid.exclusive(tile_read)
@@ -272,12 +273,13 @@ class Stitcher:
             if e1 > e0 and f1 > f0:  # this tile alone: its classes as they are
                 rows, cols = slice(e0, e1), slice(f0, f1)
                 labels = class_ids(probs[rows, cols])
-                labels[~valid[rows, cols]] = CLASS_NODATA
+                if not every:
+                    labels[~valid[rows, cols]] = CLASS_NODATA
                 self._labels[b0 + e0 : b0 + e1, c0 + f0 : c0 + f1] = labels
                 parts = [(slice(0, e0), slice(0, w)), (slice(e1, h), slice(0, w)),
                          (rows, slice(0, f0)), (rows, slice(f1, w))]
         for rows, cols in parts:  # the pixels other tiles share: weighted sums
-            weight = base[rows, cols] * valid[rows, cols]
+            weight = base[rows, cols] if every else base[rows, cols] * valid[rows, cols]
             if weight.size == 0:
                 continue
             out_rows = slice(b0 + rows.start, b0 + rows.stop)

@@ -401,16 +401,17 @@ class SceneReader:
         Values are first mapped onto the model's range when the contract says so. ``out``: a
         float32 ``(h, w, bands)`` array to write into (a slot of the model's batch).
         """
-        pixels = np.moveaxis(data, 0, -1)
+        bands, h, w = data.shape
+        x = np.empty((h, w, bands), dtype=np.float32) if out is None else out
+        # band by band: each band's rows are contiguous in ``data`` (a transposing multiply
+        # over all bands at once measured 2.5 times slower)
         if self._values is None:  # one multiply-add: (v * scale + shift) / std
-            x = np.multiply(pixels, self._gain, dtype=np.float32, out=out)
-            x += self._offset
+            for i in range(bands):
+                np.multiply(data[i], self._gain[i], out=x[..., i], dtype=np.float32)
+            _add_per_band(x, self._offset)
         else:
-            if out is None:
-                x = pixels.astype(np.float32)
-            else:
-                x = out
-                x[...] = pixels
+            for i in range(bands):
+                x[..., i] = data[i]
             gain, bias, clip = self._values
             x *= gain
             x += bias
@@ -506,6 +507,15 @@ class SceneReader:
             patch = self.read_patch(tile, grid, keep, needed, out)
             if patch is not None:
                 yield patch
+
+
+def _add_per_band(x: np.ndarray, values: np.ndarray) -> None:
+    """``x += values`` over the last axis of ``x`` (bands), along whole rows where possible."""
+    if x.flags.c_contiguous:  # one long inner loop per row instead of one per pixel
+        rows = x.reshape(x.shape[0], -1)
+        rows += np.tile(values, x.shape[1])
+    else:
+        x += values
 
 
 def _exact_integer(value: float | None, dtype: str) -> bool:

@@ -139,7 +139,7 @@ def pipeline_child(args: argparse.Namespace) -> None:
 
     import geofuse.stitcher as stitcher
     from geofuse.config import SegmentConfig, TilingConfig
-    from geofuse.feed import batched, stack_batch
+    from geofuse.feed import stacked
     from geofuse.model import load_model
     from geofuse.segment import segment_scene
     from geofuse.tiling import SceneReader
@@ -180,10 +180,10 @@ def pipeline_child(args: argparse.Namespace) -> None:
                       predictor=lambda x: fixed)
         total = time.perf_counter() - start
     start = time.perf_counter()
-    with SceneReader(args.scene, model=loaded.info) as reader:
-        out = None
-        for batch in batched(reader.patches(grid, grid.tiles), tiling.batch_size):
-            out = stack_batch(batch, tiling.batch_size, out=out)
+    with SceneReader(args.scene, model=loaded.info) as reader:  # as segment_scene reads
+        for _ in stacked(lambda slot: reader.patches(grid, grid.tiles, slot=slot),
+                         tiling.batch_size):
+            pass
     seconds["read"] = time.perf_counter() - start
     seconds["stitch"] -= seconds["classes"]  # flushing finished rows happens inside add
     print(json.dumps({"total": total, "phases": seconds, "patch_px": grid.patch_pixels}))
