@@ -337,7 +337,7 @@ class SceneReader:
         return valid
 
     def sample(self, pixels: int = 1 << 20) -> np.ndarray:
-        """About ``pixels`` valid values of each selected band: ``(bands, n)`` float64.
+        """About ``pixels`` valid values of each selected band: ``(bands, n)``, the file's type.
 
         A scene with overviews, or small enough, is read decimated (GDAL reads the overviews).
         A bigger one is read in ``SAMPLE_WINDOW``-px windows spread evenly over it: a decimated
@@ -352,8 +352,7 @@ class SceneReader:
             shape = (max(1, ds.height // step), max(1, ds.width // step))
             whole = Window(0, 0, ds.width, ds.height)
             valid = self._masks(whole, True, shape)
-            data = self._data(whole, valid, True, shape)
-            return data[:, valid].astype(np.float64)
+            return _valid_values(self._data(whole, valid, True, shape), valid)
         # at least SAMPLE_WINDOWS windows (smaller ones for a small sample)
         side = min(SAMPLE_WINDOW, max(16, math.isqrt(pixels // SAMPLE_WINDOWS)), ds.width,
                    ds.height)
@@ -368,8 +367,8 @@ class SceneReader:
                                 (ds.height - side) * i // max(1, rows - 1) if rows > 1 else
                                 (ds.height - side) // 2, side, side)
                 valid = self._masks(window, True)
-                parts.append(self._data(window, valid, True)[:, valid])
-        return np.concatenate(parts, axis=1).astype(np.float64)
+                parts.append(_valid_values(self._data(window, valid, True), valid))
+        return np.concatenate(parts, axis=1)
 
     def known_empty(self, window: Window) -> bool:
         """True when GDAL's block index alone says ``window`` holds no valid pixel.
@@ -507,6 +506,13 @@ class SceneReader:
             patch = self.read_patch(tile, grid, keep, needed, out)
             if patch is not None:
                 yield patch
+
+
+def _valid_values(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``(bands, n)`` values of the valid pixels of ``(bands, h, w)`` data (no copy if all)."""
+    flat = data.reshape(len(data), -1)
+    # np.compress: a third of the time of data[:, valid] here
+    return flat if valid.all() else np.compress(valid.ravel(), flat, axis=1)
 
 
 def _add_per_band(x: np.ndarray, values: np.ndarray) -> None:
