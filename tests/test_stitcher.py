@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from geofuse.argmax import class_ids
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError
-from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
+from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher, sparse_zeros
 from geofuse.windows import TileGrid
 from tests.conftest import UTM_TRANSFORM
 
@@ -218,3 +218,13 @@ def test_class_ids_are_the_argmax(classes: int, rows: int, seed: int, scale: flo
     np.testing.assert_array_equal(ids[clear], np.argmax(scores, axis=-1)[clear])
     if classes > 1:
         assert ids[0, 1] == classes - 2
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (3, 5, 2), (616, 300, 6)])
+def test_sparse_zeros_are_zeros_to_write_into(shape: tuple[int, ...]) -> None:
+    a = sparse_zeros(shape, np.float32)
+    assert a.shape == shape and a.dtype == np.float32 and a.flags.writeable
+    assert not a.any()
+    if a.size:
+        a[-1] += 2.5
+        assert a.sum() == 2.5 * a[-1].size
