@@ -841,3 +841,32 @@ def test_partial_labels_train_beside_full_ones_with_their_own_coding(tmp_path: P
         train(TrainConfig(sources=(TilesSource(partial, coding=own),
                                    TilesSource(full, coding=other)),
                           out=tmp_path / "n.keras", **common))
+
+
+@pytest.mark.parametrize(("choice", "power"), [("auto", 0.5), ("inverse", 1.0), ("none", 0.0)])
+def test_class_weightings_follow_the_class_frequencies(tmp_path: Path, choice: str,
+                                                       power: float) -> None:
+    """--class-weights auto/inverse/none: freq ** -power, mean 1, capped at 10 (metrics.json)."""
+    tiles = make_tiles(tmp_path / "tiles", count=4)
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--out", out, "--class-weights", choice, *TINY)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    counts = np.array(list(metrics["class_pixels_train"].values()), np.float64)
+    assert (counts > 0).sum() >= 2
+    present = counts > 0
+    expected = np.ones_like(counts)
+    w = (counts[present] / counts[present].sum()) ** -power
+    expected[present] = np.minimum(w / w.mean(), 10.0)
+    np.testing.assert_allclose(metrics["class_weights"], expected, atol=1e-4)
+    if power:  # the tiles' classes are unbalanced: the weightings differ from each other
+        assert np.ptp(metrics["class_weights"]) > 0.2 * power
+
+
+def test_unknown_class_weighting_is_a_one_line_error(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=2)
+    result = run_train("--tiles", tiles, "--out", tmp_path / "m.keras", "--class-weights",
+                       "inverted", *TINY)
+    assert result.exit_code == 2
+    assert "expected auto, inverse, none or numbers, got 'inverted'" in result.output
+    assert not (tmp_path / "m.keras").exists()
