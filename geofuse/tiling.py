@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -34,6 +34,9 @@ from geofuse.rasterfile import gdal_reason, open_raster
 from geofuse.sources import Source, as_source
 from geofuse.sparse import MissingBlocks
 from geofuse.windows import Tile, TileGrid
+
+if TYPE_CHECKING:  # geofuse.feed imports this module
+    from geofuse.feed import Slot
 
 SAMPLE_WINDOW = 128  # side of the windows SceneReader.sample reads from a big scene
 SAMPLE_WINDOWS = 64  # and their least number
@@ -483,7 +486,7 @@ class SceneReader:
         tiles: Sequence[Tile] | None = None,
         keep: Callable[[Tile], np.ndarray] | None = None,
         skip_empty: str | None = None,
-        slot: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+        slot: Slot | None = None,
     ) -> Iterator[Patch]:
         """Patches of ``tiles`` (default: the whole grid) in grid order.
 
