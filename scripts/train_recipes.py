@@ -95,6 +95,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                    "`none` with focal loss (gamma 2) instead of cross-entropy, plus Dice"),
     "inverse-none": ({"val_fraction": 0.1, "class_weights": "inverse"}, {"fusion": "none"},
                      "`none` weighting classes by inverse frequency instead of its square root"),
+    "inverse-ema": ({"val_fraction": 0.1, "class_weights": "inverse", "ema": 0.998},
+                    {"fusion": "none"},
+                    "`inverse-none` writing a moving average of the weights (momentum 0.998)"),
 }
 
 
