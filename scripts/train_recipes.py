@@ -98,6 +98,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "inverse-ema": ({"val_fraction": 0.1, "class_weights": "inverse", "ema": 0.998},
                     {"fusion": "none"},
                     "`inverse-none` writing a moving average of the weights (momentum 0.998)"),
+    "zoom-none": ({"val_fraction": 0.1, "zoom": 0.25}, {"fusion": "none"},
+                  "`none` with random zoom: chips cover 0.8 to 1.25 times the patch side"),
 }
 
 

@@ -870,3 +870,65 @@ def test_unknown_class_weighting_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "expected auto, inverse, none or numbers, got 'inverted'" in result.output
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> None:
+    """``zoom``: chips cover windows of other sizes, resampled to the patch, still aligned."""
+    from geofuse.model_config import ClassInfo, Normalization
+    from geofuse.training.chips import ChipLoader, resample_chip
+    from geofuse.training.datasets import LabelledRaster, make_units, scan
+    from geofuse.training.labels import LabelCoding
+
+    ramp = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 8, 1), np.float32)
+    same = resample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 8)
+    assert np.array_equal(same[0], ramp)  # same size: unchanged
+    half = resample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 4)[0]
+    np.testing.assert_allclose(half[:, 0, 0], [0.5, 2.5, 4.5, 6.5])  # pixel centres aligned
+
+    labels = np.zeros((128, 128), np.uint8)
+    labels[48:80, 48:80] = 1  # a 32-px building in the middle
+    image = np.where(labels == 1, 200, 20).astype(np.uint8)[None]
+    image[0, 0, :] = 0  # nodata row at the top
+    write_geotiff(tmp_path / "s.tif", image, nodata=0)
+    write_geotiff(tmp_path / "s_labels.tif", labels)
+    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
+                            LabelCoding(classes=2), [ClassInfo(0, "background"),
+                                                     ClassInfo(1, "building")])
+    units = make_units([raster], ["scene"], 128)
+    scan([raster], units, 2, 1 / 255)
+    norm = Normalization(mean=(0.0,), std=(1.0,), scale=1 / 255)
+    areas = set()
+    for zoom in (0.0, 0.5):
+        loader = ChipLoader([raster], units, 48, norm, zoom=zoom, jitter=0.0)
+        rows = np.array([[0, 40, 40, 0, seed] for seed in range(12)], np.int64)
+        xs, ys = loader.load(rows)
+        assert xs.shape == (12, 48, 48, 1) and ys.shape == (12, 48, 48)
+        bright = xs[..., 0] > (20 + 200) / 2 / 255
+        assert ((ys == 1) == bright).mean() > 0.97  # labels follow the resampled image
+        counts = (ys == 1).sum(axis=(1, 2))
+        if zoom:
+            assert counts.max() / counts.min() > 1.4  # the building's size changes with zoom
+        else:
+            assert len(set(counts.tolist())) == 1
+            areas.add(int(counts[0]))
+    assert areas == {32 * 32}
+    # zoomed-out chips at the top are moved onto the nodata row, which stays 0 (invalid)
+    loader = ChipLoader([raster], units, 48, norm, zoom=1.0, jitter=0.0)
+    xs, _ = loader.load(np.array([[0, 0, 40, 0, seed] for seed in range(12)], np.int64))
+    top = xs[:, 0, :, 0]
+    nodata = (top == 0).all(axis=1)
+    assert 0 < nodata.sum() < 12
+    assert (top[~nodata] > 0).all()
+
+
+def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=2)
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--out", out, "--zoom", "0.25", *TINY)
+    assert result.exit_code == 0, result.output
+    from geofuse.model import load_model
+
+    assert load_model(out).info.provenance["training_config"]["zoom"] == 0.25
+    bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", "--zoom", "2", *TINY)
+    assert bad.exit_code == 2 and "--zoom" in bad.output
+    assert not (tmp_path / "n.keras").exists()

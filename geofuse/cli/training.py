@@ -202,6 +202,10 @@ def _train_default(name: str) -> Any:
 @click.option("--jitter", default=_train_default("jitter"), show_default=True,
               type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="Range of the brightness/contrast jitter of --augment (normalised units).")
+@click.option("--zoom", default=_train_default("zoom"), show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0),
+              help="Random zoom of --augment: chips cover 1/(1+ZOOM) to 1+ZOOM times the "
+                   "patch side, resampled to the patch (0: off).")
 @click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
               show_default=True,
               help="balanced: random chip positions, half of them moved onto a pixel of a "

@@ -36,6 +36,9 @@ class ChipLoader:
         normalization: Scaling and per-band statistics.
         augment: Apply the 8 flips/rotations and brightness/contrast jitter.
         jitter: Brightness shift and contrast change range (normalised units).
+        zoom: Random zoom range of ``augment``: a chip covers a window ``f`` times the patch
+            side, ``f`` log-uniform in ``[1 / (1 + zoom), 1 + zoom]``, resampled to the patch
+            (image bilinear, labels and validity nearest); 0 keeps the pixel size.
         seed: Base seed.
         sampling: ``random``, ``balanced`` (as random, but half of the chips are centred on a
             pixel of a class drawn uniformly, so rare classes are seen as often as common
@@ -54,12 +57,14 @@ class ChipLoader:
         seed: int = 0,
         sampling: str = "random",
         source_weights: Sequence[float] | None = None,
+        zoom: float = 0.0,
     ) -> None:
         self.rasters = list(rasters)
         self.units = list(units)
         self.patch = patch
         self.augment = augment
         self.jitter = jitter
+        self.zoom = zoom
         self.seed = seed
         self.sampling = sampling
         self.bands = len(self.rasters[0].bands)
@@ -169,14 +174,16 @@ class ChipLoader:
                       min(max(left, c0), max(c0, c0 + int(win.width) - p)))
 
     # -- reading ------------------------------------------------------------------------------
-    def read_chip(self, unit: int, row: int, col: int) -> tuple[np.ndarray, ...]:
-        """A normalised ``(patch, patch, bands)`` chip, its labels and its validity.
+    def read_chip(self, unit: int, row: int, col: int,
+                  size: int | None = None) -> tuple[np.ndarray, ...]:
+        """A normalised ``(size, size, bands)`` chip, its labels and its validity.
 
-        Chips reaching past the unit are padded: image 0, labels IGNORE, validity False.
+        ``size`` defaults to the patch. Chips reaching past the unit are padded: image 0,
+        labels IGNORE, validity False.
         """
         u = self.units[unit]
         raster = self.rasters[u.raster]
-        p = self.patch
+        p = size or self.patch
         h = min(p, int(u.window.row_off + u.window.height) - row)
         w = min(p, int(u.window.col_off + u.window.width) - col)
         data, valid, labels = raster.read(Window(col, row, w, h))
@@ -190,6 +197,25 @@ class ChipLoader:
             labels = np.pad(labels, ((0, p - h), (0, p - w)), constant_values=IGNORE)
             valid = np.pad(valid, ((0, p - h), (0, p - w)), constant_values=False)
         return x, labels, valid
+
+    def zoomed_chip(self, unit: int, row: int, col: int, seed: int) -> tuple[np.ndarray, ...]:
+        """The chip at ``(row, col)`` zoomed by a factor drawn from ``seed`` (see ``zoom``).
+
+        The window keeps the chip's centre, moved inside the unit where it would reach past it.
+        """
+        p = self.patch
+        rng = np.random.default_rng((seed, 1))  # its own stream: jitter draws stay the same
+        bound = np.log1p(self.zoom)
+        q = max(2, round(p * float(np.exp(rng.uniform(-bound, bound)))))
+        if q == p:
+            return self.read_chip(unit, row, col)
+        win = self.units[unit].window
+        top = row + (p - q) // 2
+        left = col + (p - q) // 2
+        top = max(int(win.row_off), min(top, int(win.row_off + win.height) - q))
+        left = max(int(win.col_off), min(left, int(win.col_off + win.width) - q))
+        x, labels, valid = self.read_chip(unit, top, left, size=q)
+        return resample_chip(x, labels, valid, p)
 
     def augment_chip(
         self, x: np.ndarray, y: np.ndarray, valid: np.ndarray, k: int, seed: int
@@ -216,11 +242,35 @@ class ChipLoader:
         xs = np.zeros((n, p, p, self.bands), np.float32)
         ys = np.full((n, p, p), IGNORE, np.uint8)
         for i, (unit, row, col, k, seed) in enumerate(np.asarray(rows).tolist()):
-            x, y, valid = self.read_chip(unit, row, col)
+            if augment and self.zoom > 0:
+                x, y, valid = self.zoomed_chip(unit, row, col, seed)
+            else:
+                x, y, valid = self.read_chip(unit, row, col)
             if augment:
                 x, y = self.augment_chip(x, y, valid, k, seed)
             xs[i], ys[i] = x, y
         return xs, ys
+
+
+def resample_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample a square chip to ``size`` px: image bilinear, labels and validity nearest.
+
+    Pixel centres are aligned (``(i + 0.5) * q / size - 0.5``); input outside ``valid`` is 0
+    and stays 0.
+    """
+    q = x.shape[0]
+    centres = (np.arange(size) + 0.5) * (q / size)
+    near = np.minimum(centres.astype(np.int64), q - 1)
+    src = np.clip(centres - 0.5, 0, q - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, q - 1)
+    w = (src - lo).astype(np.float32)
+    rows = x[lo] * (1 - w)[:, None, None] + x[hi] * w[:, None, None]
+    out = rows[:, lo] * (1 - w)[None, :, None] + rows[:, hi] * w[None, :, None]
+    ok = valid[np.ix_(near, near)]
+    out[~ok] = 0.0
+    return out.astype(np.float32, copy=False), labels[np.ix_(near, near)], ok
 
 
 def train_dataset(loader: ChipLoader, rows: np.ndarray, batch: int, workers: int) -> Any:
