@@ -80,6 +80,20 @@ def sparse_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     return np.frombuffer(memory, dtype).reshape(shape)  # the array keeps the mapping alive
 
 
+def move_up(rows: np.ndarray, n: int) -> None:
+    """Move ``rows[n:]`` to the top of ``rows``, in place, without a temporary copy.
+
+    numpy copies overlapping source rows to a temporary first: when the last row of tiles
+    (shifted inward) shares most of its rows with the one before, that is a buffer-sized
+    allocation whose fresh pages cost more than the copy. Blocks of at most ``n`` rows, top
+    first, never overlap their own destination.
+    """
+    keep = rows.shape[0] - n
+    for start in range(0, keep, max(n, 1)):
+        stop = min(keep, start + n)
+        rows[start:stop] = rows[n + start : n + stop]
+
+
 class GeoTiffSink:
     """Receives full-width row bands and produces one COG under ``path`` on commit.
 
@@ -332,12 +346,12 @@ class Stitcher:
         # (_emit_labels), so only the rows moved up need clearing behind them.
         clear = max(keep, n) if self._labels is not None and self.rows == (
             0, self.grid.height) else keep
-        self._acc[:keep] = self._acc[n:]
+        move_up(self._acc, n)
         self._acc[clear:] = 0
-        self._weight[:keep] = self._weight[n:]
+        move_up(self._weight, n)
         self._weight[clear:] = 0
         if self._labels is not None:
-            self._labels[:keep] = self._labels[n:]
+            move_up(self._labels, n)
             self._labels[keep:] = CLASS_NODATA
         self._top = row
 

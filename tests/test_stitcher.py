@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from geofuse.argmax import class_ids
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError
-from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher, sparse_zeros
+from geofuse.stitcher import (
+    PROB_SCALE,
+    ColumnStitcher,
+    GeoTiffSink,
+    Stitcher,
+    move_up,
+    sparse_zeros,
+)
 from geofuse.windows import TileGrid
 from tests.conftest import UTM_TRANSFORM
 
@@ -228,3 +235,14 @@ def test_sparse_zeros_are_zeros_to_write_into(shape: tuple[int, ...]) -> None:
     if a.size:
         a[-1] += 2.5
         assert a.sum() == 2.5 * a[-1].size
+
+
+@given(rows=st.integers(1, 40), n=st.integers(0, 40), cols=st.integers(1, 3))
+def test_move_up_equals_the_copy_of_the_rows_below(rows: int, n: int, cols: int) -> None:
+    """``move_up`` is ``a[:rows - n] = a[n:].copy()``, whatever the overlap of the two."""
+    n = min(n, rows)
+    a = np.arange(rows * cols, dtype=np.float32).reshape(rows, cols)
+    expected = a.copy()
+    expected[: rows - n] = a[n:].copy()
+    move_up(a, n)
+    np.testing.assert_array_equal(a, expected)
