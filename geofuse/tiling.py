@@ -175,7 +175,6 @@ class SceneReader:
         self._gdal_masks = tuple(b for b in self._mask_bands if b not in self._value_nodata)
         self._needs_data = (self.is_float or adapt.nodata is not None  # validity from values
                             or bool(self._value_nodata))
-        self.has_mask = bool(self._mask_bands) or self._needs_data
         self._values: tuple[np.ndarray, np.ndarray, tuple[float, float] | None] | None = None
         self._grid = (ds.height, ds.width)
         if model is not None:
