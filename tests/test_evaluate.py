@@ -29,12 +29,13 @@ def evaluate(*args: str | Path) -> object:
     return CliRunner().invoke(main, ["evaluate", *map(str, args), "--quiet"])
 
 
-def segmented_tiles(tiles: Path, model: Path, folder: Path):  # noqa: ANN201 - a generator
+def segmented_tiles(tiles: Path, model: Path, folder: Path,  # noqa: ANN201 - a generator
+                    *extra: str):
     """``(prediction, labels)`` of each tile: ``geofuse segment`` run by the CLI, read back."""
     for image in sorted((tiles / "images").iterdir()):
         out = folder / f"seg_{image.name}"
         seg = CliRunner().invoke(main, ["segment", str(image), str(out), "--model", str(model),
-                                        "--tile", "64", "--quiet"])
+                                        "--tile", "64", "--quiet", "--overwrite", *extra])
         assert seg.exit_code == 0, seg.output
         with rasterio.open(out) as p, rasterio.open(tiles / "masks" / image.name) as m:
             yield p.read(1), m.read(1)
@@ -77,6 +78,26 @@ def test_evaluate_tiles_matches_segment_outputs(tmp_path: Path, trained: Path) -
 
     again = evaluate("--model", trained, "--tiles", tiles, "--report", report)
     assert again.exit_code == 1 and "r.json" in again.output
+
+
+def test_evaluate_with_tta_scores_what_segment_tta_writes(tmp_path: Path, trained: Path) -> None:
+    """``evaluate --tta flips`` scores the predictions ``segment --tta flips`` writes."""
+    tiles = make_tiles(tmp_path / "tiles", count=2, size=64, seed=41)
+    report = tmp_path / "r.json"
+    result = evaluate("--model", trained, "--tiles", tiles, "--report", report, "--tta", "flips")
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["tta"] == "flips"
+    cms = {}
+    for mode in ("flips", "none"):
+        cm = np.zeros((3, 3), np.int64)
+        for pred, lab in segmented_tiles(tiles, trained, tmp_path, "--tta", mode):
+            cm += confusion_matrix(lab, pred, 3)
+        cms[mode] = cm.tolist()
+    assert data["confusion_matrix"] == cms["flips"]
+    assert cms["flips"] != cms["none"]  # the averaged flips predict other classes somewhere
+    bad = evaluate("--model", trained, "--tiles", tiles, "--tta", "mirror")
+    assert bad.exit_code == 2 and "--tta" in bad.output
 
 
 def test_class_set_pixels_only_add_false_positives_of_excluded_classes() -> None:

@@ -131,6 +131,13 @@ def announce_runtime(tiling: TilingConfig, quiet: bool) -> None:
         click.echo(choice.describe(), err=True)
 
 
+tta_option = click.option(
+    "--tta", type=click.Choice(TTA_MODES), default=default(SegmentConfig, "tta"),
+    is_flag=False, flag_value="all", show_default=True,
+    help="Test-time augmentation: average the predictions of the 8 flips/rotations (--tta or "
+         "--tta all) or of 4 (flips, rotations). Costs that many model passes per tile.")
+
+
 def tiling_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by ``segment`` and ``batch``."""
     options = [
@@ -140,11 +147,7 @@ def tiling_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--probability-dtype", type=click.Choice(PROBABILITY_DTYPES),
                      default=default(SegmentConfig, "probability_dtype"), show_default=True,
                      help="uint8 stores p*254 (nodata 255); float32 stores p (nodata NaN)."),
-        click.option("--tta", type=click.Choice(TTA_MODES), default=default(SegmentConfig, "tta"),
-                     is_flag=False, flag_value="all", show_default=True,
-                     help="Test-time augmentation: average the predictions of the 8 "
-                          "flips/rotations (--tta or --tta all) or of 4 (flips, rotations). "
-                          "Costs that many model passes per tile."),
+        tta_option,
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]

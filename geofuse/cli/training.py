@@ -14,6 +14,7 @@ from geofuse.cli.options import (
     build_tiling,
     grid_options,
     input_options,
+    tta_option,
 )
 from geofuse.cli.progress import ProgressBar
 from geofuse.config import FUSION_LEVELS, InputConfig, parse_bands
@@ -311,6 +312,7 @@ def train(**values: Any) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Confusion-matrix PNG. Default: the report path with .png.")
 @grid_options
+@tta_option
 @click.option("--seam-width", default=default(EvaluateConfig, "seam_width"), show_default=True,
               help="Half-width in pixels of the band around tile seams (scene only).")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
@@ -319,8 +321,8 @@ def train(**values: Any) -> None:
 @handle_errors
 def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
              exact_tile: bool, overlap: int | None, blend: str, batch_size: int, bands: str | None,
-             runtime: str, precision: str, seam_width: int, overwrite: bool, quiet: bool,
-             adapt: InputConfig, **data: Any) -> None:
+             runtime: str, precision: str, tta: str, seam_width: int, overwrite: bool,
+             quiet: bool, adapt: InputConfig, **data: Any) -> None:
     """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
     sources, labels = build_data(**data)
     if len(sources) > 1:
@@ -330,7 +332,7 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
         tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision,
                             exact_tile),
         seam_width=seam_width, report=Path(report) if report else None,
-        plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt,
+        plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt, tta=tta,
     )
     quiet_tensorflow()
     announce_runtime(config.tiling, quiet)

@@ -15,7 +15,7 @@ from typing import Any
 
 from geofuse.checks import bands as check_bands
 from geofuse.checks import choice, positive_int, require
-from geofuse.config import InputConfig, TilingConfig
+from geofuse.config import TTA_MODES, InputConfig, TilingConfig
 from geofuse.errors import ConfigError
 from geofuse.model_config import Architecture, ClassInfo
 from geofuse.sources import as_source
@@ -371,6 +371,7 @@ class EvaluateConfig:
         overwrite: Replace existing report files.
         input: How each image is fitted to the model (as ``segment``'s ``--input-range``,
             ``--stretch``, ``--resample``, ``--nodata``).
+        tta: Test-time augmentation of the predictions scored (as ``segment``'s ``--tta``).
     """
 
     source: TilesSource | SceneSource
@@ -382,8 +383,10 @@ class EvaluateConfig:
     plot: Path | None = None
     overwrite: bool = False
     input: InputConfig = field(default_factory=InputConfig)
+    tta: str = "none"
 
     def __post_init__(self) -> None:
+        choice("tta", self.tta, TTA_MODES)
         require(isinstance(self.source, TilesSource | SceneSource),
                 "Expected --tiles or --scene with --labels. Received: "
                 f"{type(self.source).__name__}")

@@ -139,7 +139,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                 predictors[tile] = make_predictor(loaded, tiling.batch_size, tile, choice)
             out = Path(tmp) / f"pred_{n}.tif"
             result = segment_scene(raster.image, out, loaded,
-                                   SegmentConfig(tiling=tiling, input=config.input),
+                                   SegmentConfig(tiling=tiling, input=config.input,
+                                                 tta=config.tta),
                                    predictor=predictors[tile], notify=notices.append)
             # read at the model's pixel size, the tile seams are not on the scene's grid
             seams = scene_mode and config.seam_width and not result.resampled
@@ -175,6 +176,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     report["items"] = per_item
     report["tiling"] = {"tile": config.tiling.tile, "overlap": config.tiling.overlap,
                         "blend": config.tiling.blend}
+    report["tta"] = config.tta
     report["notices"] = list(dict.fromkeys(notices))
     for notice in report["notices"]:
         log.warning("%s", notice)
