@@ -170,8 +170,7 @@ class ChipLoader:
             r0, c0 = int(win.row_off), int(win.col_off)
             top = row - rng.integers(p // 4, p - p // 4)
             left = col - rng.integers(p // 4, p - p // 4)
-            pos[n] = (i, min(max(top, r0), max(r0, r0 + int(win.height) - p)),
-                      min(max(left, c0), max(c0, c0 + int(win.width) - p)))
+            pos[n] = (i, _inside(top, r0, int(win.height), p), _inside(left, c0, int(win.width), p))
 
     # -- reading ------------------------------------------------------------------------------
     def read_chip(self, unit: int, row: int, col: int,
@@ -210,10 +209,8 @@ class ChipLoader:
         if q == p:
             return self.read_chip(unit, row, col)
         win = self.units[unit].window
-        top = row + (p - q) // 2
-        left = col + (p - q) // 2
-        top = max(int(win.row_off), min(top, int(win.row_off + win.height) - q))
-        left = max(int(win.col_off), min(left, int(win.col_off + win.width) - q))
+        top = _inside(row + (p - q) // 2, int(win.row_off), int(win.height), q)
+        left = _inside(col + (p - q) // 2, int(win.col_off), int(win.width), q)
         x, labels, valid = self.read_chip(unit, top, left, size=q)
         return resample_chip(x, labels, valid, p)
 
@@ -250,6 +247,14 @@ class ChipLoader:
                 x, y = self.augment_chip(x, y, valid, k, seed)
             xs[i], ys[i] = x, y
         return xs, ys
+
+
+def _inside(start: int, lo: int, length: int, size: int) -> int:
+    """``start`` moved so that ``[start, start + size)`` lies in ``[lo, lo + length)``.
+
+    Where it cannot (``size > length``) the window starts at ``lo``.
+    """
+    return max(lo, min(start, lo + length - size))
 
 
 def resample_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray,
