@@ -100,6 +100,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                     "`inverse-none` writing a moving average of the weights (momentum 0.998)"),
     "zoom-none": ({"val_fraction": 0.1, "zoom": 0.25}, {"fusion": "none"},
                   "`none` with random zoom: chips cover 0.8 to 1.25 times the patch side"),
+    "lovasz-none": ({"val_fraction": 0.1, "loss": "ce+lovasz"}, {"fusion": "none"},
+                    "`none` with cross-entropy + Lovász-softmax instead of cross-entropy + Dice"),
     "small-none": ({"val_fraction": 0.1, "batch_size": 32},
                    {"depth": 2, "base_filters": 8, "fusion": "none"},
                    "the 60-line baseline's network (plain U-Net 8-16-32) and batch 32, with "

@@ -332,7 +332,7 @@ def test_loss_and_metric_ignore_pixels() -> None:
     p = rng.dirichlet(np.ones(3), (2, 8, 8)).astype(np.float32)
     y_ignored = y.copy()
     y_ignored[:, :4] = 255
-    for mode in ("ce+dice", "focal+dice", "ce"):
+    for mode in ("ce+dice", "focal+dice", "ce", "ce+lovasz", "lovasz"):
         loss = SegmentationLoss(3, mode, [1.0, 2.0, 0.5])
         base = float(loss(y_ignored, p))
         p2 = p.copy()
@@ -347,6 +347,25 @@ def test_loss_and_metric_ignore_pixels() -> None:
     result = metric.result()
     assert float(result["mean_iou"]) == pytest.approx(iou.mean(), rel=1e-5)
     assert float(result["iou_b"]) == pytest.approx(iou[1], rel=1e-5)
+
+
+def test_lovasz_of_hard_predictions_is_one_minus_the_iou_of_the_classes_present() -> None:
+    from geofuse.training.losses import SegmentationLoss
+    from geofuse.training.metrics import confusion_matrix
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (2, 16, 16)).astype(np.uint8)  # class 2 never labelled
+    pred = np.where(rng.random(y.shape) < 0.3, rng.integers(0, 3, y.shape), y)
+    y[0, :3] = 255  # ignored
+    p = np.eye(3, dtype=np.float32)[pred]
+    cm = confusion_matrix(y, pred, 3, y < 3)
+    tp = np.diag(cm)
+    iou = tp / (cm.sum(0) + cm.sum(1) - tp)
+    expected = 1.0 - iou[:2].mean()  # classes 0 and 1 are present in the labels
+    assert float(SegmentationLoss(3, "lovasz")(y, p)) == pytest.approx(expected, abs=1e-4)
+    # soft predictions closer to the truth score lower
+    soft = 0.5 * p + 0.5 * np.eye(3, dtype=np.float32)[np.minimum(y, 2)]
+    assert float(SegmentationLoss(3, "lovasz")(y, soft)) < expected - 0.05
 
 
 def test_bad_inputs_in_library_name_the_file(tmp_path: Path) -> None:

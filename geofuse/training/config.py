@@ -21,7 +21,7 @@ from geofuse.model_config import Architecture, ClassInfo
 from geofuse.sources import as_source
 from geofuse.training.labels import MASK_MODES, LabelCoding
 
-LOSSES = ("ce+dice", "focal+dice", "ce", "focal", "dice")
+LOSSES = ("ce+dice", "focal+dice", "ce+lovasz", "ce", "focal", "dice", "lovasz")
 STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
 CACHE_AUTO_BYTES = 2 << 30  # cache="auto" holds data sets up to this size in memory
@@ -209,7 +209,8 @@ class TrainConfig:
             then gets instead of the last weights (0: off; 0.99 averages about the last 100
             steps). Validation during the run, checkpoints and ``keep="best"`` use the raw
             weights.
-        loss: ``ce+dice``, ``focal+dice``, ``ce``, ``focal`` or ``dice``.
+        loss: ``ce+dice``, ``focal+dice``, ``ce+lovasz``, ``ce``, ``focal``, ``dice`` or
+            ``lovasz`` (the Lovász-softmax surrogate of the mean IoU).
         class_weights: ``auto`` (inverse square-root frequency), ``inverse`` (inverse
             frequency), ``none`` or one per class.
         augment: 8 flips/rotations and brightness/contrast jitter.

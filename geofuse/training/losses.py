@@ -25,7 +25,7 @@ from geofuse.training.labels import SET_BASE
 
 @keras.saving.register_keras_serializable(package="geofuse")
 class SegmentationLoss(keras.losses.Loss):
-    """Cross-entropy (or focal) plus soft Dice over valid pixels.
+    """Cross-entropy (or focal) plus soft Dice or Lovász-softmax over valid pixels.
 
     Args:
         classes: Number of classes.
@@ -75,7 +75,7 @@ class SegmentationLoss(keras.losses.Loss):
         count = tf.reduce_sum(allowed, axis=-1)  # 1: a class, 2+: a set, 0: ignored
         p = tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0 - 1e-7)
         total = tf.constant(0.0)
-        if self.mode != "dice":
+        if self.mode not in ("dice", "lovasz"):
             p_true = tf.clip_by_value(tf.reduce_sum(p * allowed, axis=-1), 1e-7, 1.0)
             pixel = -tf.math.log(p_true)
             if self.mode.startswith("focal"):
@@ -83,6 +83,8 @@ class SegmentationLoss(keras.losses.Loss):
             weights = tf.reduce_sum(allowed * tf.constant(self.class_weights, tf.float32),
                                     axis=-1) / tf.maximum(count, 1.0)
             total += tf.reduce_sum(pixel * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        if self.mode.endswith("lovasz"):
+            total += lovasz_softmax(p, tf.cast(count == 1.0, tf.float32), allowed)
         if self.mode.endswith("dice"):
             exact = tf.cast(count == 1.0, tf.float32)[..., None]
             onehot = allowed * exact  # the class of an exactly labelled pixel
@@ -100,6 +102,38 @@ class SegmentationLoss(keras.losses.Loss):
             "classes": self.classes, "mode": self.mode, "class_weights": self.class_weights,
             "gamma": self.gamma, "smooth": self.smooth, "class_sets": self.class_sets,
         }
+
+
+def lovasz_softmax(p: Any, exact: Any, onehot: Any) -> Any:
+    """Lovász-softmax loss (Berman et al., 2018) over the exactly labelled pixels of a batch.
+
+    A convex surrogate of ``1 - IoU`` per class, averaged over the classes present in the
+    batch's labels. Pixels labelled with a class set or ignored carry no Lovász term.
+
+    Args:
+        p: Probabilities ``(b, h, w, classes)``.
+        exact: 1 where a pixel has exactly one class, else 0, ``(b, h, w)``.
+        onehot: The allowed classes of each pixel ``(b, h, w, classes)``.
+    """
+    classes = p.shape[-1]
+    keep = tf.reshape(exact, (-1,)) > 0
+    probs = tf.boolean_mask(tf.reshape(p, (-1, classes)), keep)
+    truth = tf.boolean_mask(tf.reshape(onehot, (-1, classes)), keep)
+    losses, present = [], []
+    for c in range(classes):
+        fg = truth[:, c]
+        errors = tf.abs(fg - probs[:, c])
+        order = tf.argsort(errors, direction="DESCENDING")
+        errors, fg = tf.gather(errors, order), tf.gather(fg, order)
+        total = tf.reduce_sum(fg)
+        intersection = total - tf.cumsum(fg)
+        union = total + tf.cumsum(1.0 - fg)
+        jaccard = 1.0 - intersection / tf.maximum(union, 1.0)
+        grad = tf.concat([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
+        losses.append(tf.tensordot(errors, grad, 1))
+        present.append(tf.cast(total > 0, tf.float32))
+    present = tf.stack(present)
+    return tf.reduce_sum(tf.stack(losses) * present) / tf.maximum(tf.reduce_sum(present), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="geofuse")
