@@ -52,19 +52,19 @@ def spacenet_classes() -> tuple[ClassInfo, ...]:
     return (ClassInfo(0, "background", "#202020"), ClassInfo(1, "building", "#e31a1c"))
 
 
-def spacenet_split(folder: Path) -> tuple[Path, Path]:
-    """Write the western (training) and eastern (held-out) part of the SpaceNet scene.
+def split_columns(scene: Path, column: int, folder: Path, stem: str) -> tuple[Path, Path]:
+    """Write the columns left of ``column`` and those from it on as two tiled GeoTIFFs.
 
-    Each part is a tiled GeoTIFF in ``folder`` with its own transform; the vector labels
-    (:data:`SPACENET_LABELS`) cover both. Parts already in ``folder`` are reused.
+    Each part, ``folder/<stem>_west.tif`` and ``<stem>_east.tif``, has its own transform.
+    Parts already in ``folder`` are reused.
 
     Returns:
         ``(west, east)`` paths.
     """
-    west, east = folder / "spacenet_west.tif", folder / "spacenet_east.tif"
-    with rasterio.open(SPACENET_SCENE) as src:
-        windows = (Window(0, 0, SPACENET_SPLIT, src.height),
-                   Window(SPACENET_SPLIT, 0, src.width - SPACENET_SPLIT, src.height))
+    west, east = folder / f"{stem}_west.tif", folder / f"{stem}_east.tif"
+    with rasterio.open(scene) as src:
+        windows = (Window(0, 0, column, src.height),
+                   Window(column, 0, src.width - column, src.height))
         for path, window in zip((west, east), windows, strict=True):
             if path.exists():
                 continue
@@ -76,6 +76,36 @@ def spacenet_split(folder: Path) -> tuple[Path, Path]:
                 dst.write(src.read(window=window))
             os.replace(tmp, path)
     return west, east
+
+
+def spacenet_split(folder: Path) -> tuple[Path, Path]:
+    """Write the western (training) and eastern (held-out) part of the SpaceNet scene.
+
+    Each part is a tiled GeoTIFF in ``folder`` with its own transform; the vector labels
+    (:data:`SPACENET_LABELS`) cover both. Parts already in ``folder`` are reused.
+
+    Returns:
+        ``(west, east)`` paths.
+    """
+    return split_columns(SPACENET_SCENE, SPACENET_SPLIT, folder, "spacenet")
+
+
+# -- Inria Austin: the same protocol on a second, unrelated building scene ----------------------
+
+INRIA = REAL / "inria-austin-deeposlandia"
+INRIA_SPLIT = 700  # of 1000 columns (0.3 m RGB, labels 0 / 255)
+
+
+def inria_split(folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+    """The western and eastern parts of the Inria Austin crop and of its label raster.
+
+    Returns:
+        ``((west image, west labels), (east image, east labels))``.
+    """
+    images = split_columns(INRIA / "aerial_sample_image.tif", INRIA_SPLIT, folder, "inria")
+    labels = split_columns(INRIA / "aerial_sample_labels.tif", INRIA_SPLIT, folder,
+                           "inria_labels")
+    return (images[0], labels[0]), (images[1], labels[1])
 
 
 def building_scores(labels: np.ndarray, pred: np.ndarray,
@@ -170,12 +200,13 @@ class HeldOut:
 
 
 def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
-    """The fixed protocol of ``spacenet`` or ``dubai-<tile folder>`` for a model at ``model``.
+    """The fixed protocol of ``spacenet``, ``inria`` or ``dubai-<tile>`` for a model at ``model``.
 
     ``spacenet``: train on the western :data:`SPACENET_SPLIT` columns (validation blocks of
     :data:`SPACENET_VAL_BLOCK` px), score building IoU on the eastern part (split files written
     to ``work``). ``dubai-<tile>``: train on every Dubai tile folder but ``<tile>``, score mean
-    IoU over the five classes on it. As ``scripts/train_recipes.py`` runs them.
+    IoU over the five classes on it. ``inria``: as ``spacenet`` on the Inria Austin crop
+    (:data:`INRIA_SPLIT`, label raster). As ``scripts/train_recipes.py`` runs them.
     """
     from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 
@@ -186,6 +217,17 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
                        train_options={"val_block": SPACENET_VAL_BLOCK},
                        evaluation=EvaluateConfig(source=SceneSource(east, SPACENET_LABELS),
                                                  model=model),
+                       score_class="building")
+    if dataset == "inria":
+        from geofuse.training.labels import LabelCoding
+
+        (west, west_labels), (east, east_labels) = inria_split(work)
+        coding = LabelCoding(classes=2, values=(0, 255))
+        return HeldOut(sources=(SceneSource(west, west_labels),),
+                       labels=LabelOptions(classes=spacenet_classes(), coding=coding),
+                       train_options={"val_block": SPACENET_VAL_BLOCK},
+                       evaluation=EvaluateConfig(source=SceneSource(east, east_labels),
+                                                 model=model, labels=LabelOptions(coding=coding)),
                        score_class="building")
     if dataset.startswith("dubai-"):
         tile = dataset[len("dubai-"):]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from geofuse.cli import main
 from geofuse.training.metrics import confusion_matrix, set_false_positives, summarize
 from geofuse.windows import TileGrid
-from tests.conftest import make_tiny_model
+from tests.conftest import make_tiny_model, write_geotiff
 from tests.trainkit import CLASSES, make_scene, make_tiles, write_classes
 
 
@@ -207,6 +207,26 @@ def test_evaluate_scene_with_vector_labels(tmp_path: Path, trained: Path) -> Non
     data = json.loads((tmp_path / "v.json").read_text())
     assert data["classes"]["building"]["support"] == 256
     assert data["pixels"] == 64 * 64
+
+
+def test_binary_masks_of_0_and_255_score_as_the_two_classes(tmp_path: Path) -> None:
+    """A two-class model scored on 0/255 masks (as ``train`` reads them): 255 is class 1."""
+    model = make_tiny_model(tmp_path / "b.keras", bands=3, classes=2,
+                            class_names=("background", "building"))
+    scene, labels = make_scene(tmp_path, size=(64, 96))
+    with rasterio.open(labels) as ds:
+        building = ds.read(1) == 1
+    reports = {}
+    for name, values in (("ids", building.astype(np.uint8)),
+                         ("255", np.where(building, 255, 0).astype(np.uint8))):
+        mask = write_geotiff(tmp_path / f"mask_{name}.tif", values)
+        result = evaluate("--model", model, "--scene", scene, "--labels", mask, "--tile", "64",
+                          "--report", tmp_path / f"{name}.json")
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["255"]["classes"]["building"]["support"] == int(building.sum()) > 0
+    assert reports["255"]["classes"] == reports["ids"]["classes"]
+    assert reports["255"]["confusion_matrix"] == reports["ids"]["confusion_matrix"]
 
 
 def test_evaluate_bad_inputs(tmp_path: Path, trained: Path) -> None:

@@ -30,8 +30,8 @@ from geofuse.errors import InputError
 from geofuse.model_config import ClassInfo
 from geofuse.outputs import Progress, atomic_path, check_destination, write_json
 from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
-from geofuse.training.datasets import LabelledRaster, find_pairs
-from geofuse.training.labels import IGNORE, LabelCoding, load_classes
+from geofuse.training.datasets import VECTOR_EXTS, LabelledRaster, find_pairs
+from geofuse.training.labels import IGNORE, LabelCoding, binary_coding, load_classes, mask_values
 from geofuse.training.metrics import (
     confusion_matrix,
     plot_confusion,
@@ -69,9 +69,14 @@ def seam_band(grid: TileGrid, width: int) -> tuple[np.ndarray, np.ndarray]:
     return axis(grid.row_starts, grid.height), axis(grid.col_starts, grid.width)
 
 
-def _coding(options: LabelOptions, classes: tuple[ClassInfo, ...]) -> LabelCoding:
-    """The model's classes as the masks encode them (a classes file may say how)."""
-    base = None
+def _coding(options: LabelOptions, classes: tuple[ClassInfo, ...],
+            masks: list[Path]) -> LabelCoding:
+    """The model's classes as the masks encode them.
+
+    A classes file (or a coding) may say how. Without one, a two-class model scored on
+    one-band masks of 0 and 255 reads 255 as its second class, as ``train`` does.
+    """
+    base = options.coding
     if options.classes_file is not None:
         file_classes, base = load_classes(options.classes_file)
         if len(file_classes) != len(classes):
@@ -79,6 +84,15 @@ def _coding(options: LabelOptions, classes: tuple[ClassInfo, ...]) -> LabelCodin
                 f"{options.classes_file}: expected {len(classes)} classes like the model. "
                 f"Received: {len(file_classes)}"
             )
+    if base is None and len(classes) == 2 and options.mask_mode != "colors" and masks:
+        seen: set[int] = set()
+        for mask in masks:
+            values = mask_values(mask, options.ignore_values)
+            if values is None:
+                break
+            seen |= values
+        else:
+            base = binary_coding(seen)
     return options.merge(base, classes)
 
 
@@ -105,11 +119,14 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     info = loaded.info
     classes = info.classes
     names = [c.name for c in classes]
-    coding = _coding(config.labels, classes)
     spec = info.spec
     spec.arch.check_tile(config.tiling.tile)
     source = config.source
     scene_mode = isinstance(source, SceneSource)
+    pairs = [] if scene_mode else find_pairs(source)
+    masks = ([Path(source.labels)] if Path(source.labels).suffix.lower() not in VECTOR_EXTS
+             else []) if scene_mode else [mask for _, mask in pairs]
+    coding = _coding(config.labels, classes, masks)
     # without --bands, segment_scene picks the bands (by name where the image names them)
     expected = spec.bands if config.tiling.bands else None
     if scene_mode:
@@ -119,7 +136,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     else:
         rasters = [LabelledRaster(image, mask, source.coding or coding, classes,
                                   config.tiling.bands, expected)
-                   for image, mask in find_pairs(source)]
+                   for image, mask in pairs]
     notices: list[str] = []
     predictors: dict[int, Any] = {}
     choice = choose_runtime(config.tiling)

@@ -179,6 +179,28 @@ def parse_ignore(items: Sequence[str | int]) -> tuple[tuple[int, ...], tuple[str
     return tuple(values), tuple(colours)
 
 
+def mask_values(path: str | Path, ignore: Sequence[int] = ()) -> set[int] | None:
+    """The values of a one-band mask raster, without ``ignore`` and its nodata value.
+
+    Returns:
+        The set of values, or None for a mask of several bands (colour-coded).
+    """
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        if ds.count != 1:
+            return None
+        values = np.unique(ds.read(1))
+        return {int(v) for v in values if int(v) not in ignore and v != ds.nodata}
+
+
+def binary_coding(seen: set[int]) -> LabelCoding | None:
+    """The coding of binary masks of 0 and 255 (background, the one class), else None."""
+    if seen <= {0, 255} and 255 in seen:
+        return LabelCoding(classes=2, values=(0, 255))
+    return None
+
+
 def load_classes(path: str | Path) -> tuple[tuple[ClassInfo, ...], LabelCoding]:
     """Read a ``classes.json``: class names/colours, mask values and ignored values.
 

@@ -52,7 +52,13 @@ from geofuse.training.datasets import (
 )
 from geofuse.training.distributed import worker_role
 from geofuse.training.facts import input_facts
-from geofuse.training.labels import LabelCoding, default_colour, load_classes
+from geofuse.training.labels import (
+    LabelCoding,
+    binary_coding,
+    default_colour,
+    load_classes,
+    mask_values,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +121,6 @@ def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCod
     Binary labels (a vector without a class field, masks of 0 and 1, or 0 and 255) give
     ``background`` and the label file's (or mask folder's) name.
     """
-    import rasterio
-
     from geofuse.training.vector_labels import vector_class_names
 
     for source in config.sources:
@@ -136,26 +140,24 @@ def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCod
     ignore = set(config.labels.ignore_values)
     masks = [m for s in config.sources for m in _mask_paths(s)]
     for path in masks:
-        with rasterio.open(path) as ds:
-            if ds.count != 1:
-                raise InputError(
-                    f"{path}: expected a classes file (--classes) with colours for "
-                    "colour-coded masks. Received: none"
-                )
-            values = np.unique(ds.read(1))
-            values = [int(v) for v in values if int(v) not in ignore and v != ds.nodata]
-            if values and min(values) < 0:
-                raise InputError(
-                    f"{path}: expected class ids >= 0. Received: {min(values)} "
-                    "(use --ignore-value)"
-                )
-            top = max([top, *values])
-            seen.update(values)
+        values = mask_values(path, ignore)
+        if values is None:
+            raise InputError(
+                f"{path}: expected a classes file (--classes) with colours for "
+                "colour-coded masks. Received: none"
+            )
+        if values and min(values) < 0:
+            raise InputError(
+                f"{path}: expected class ids >= 0. Received: {min(values)} "
+                "(use --ignore-value)"
+            )
+        top = max([top, *values])
+        seen.update(values)
     foreground = _foreground_name(config.sources[0])
     binary = [ClassInfo(0, "background", default_colour(0, "background")),
               ClassInfo(1, foreground, default_colour(1, foreground))]
-    if seen <= {0, 255} and 255 in seen:
-        return tuple(binary), LabelCoding(classes=2, values=(0, 255))
+    if coding := binary_coding(seen):
+        return tuple(binary), coding
     if top == 1:
         return tuple(binary), None
     return tuple(ClassInfo(i, f"class{i}", default_colour(i)) for i in range(top + 1)), None
