@@ -156,7 +156,8 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
         "held_out_score": report["classes"][score_class]["iou"] if score_class
         else report["mean_iou"],
         "score_name": f"{score_class} IoU" if score_class else "mean IoU",
-        "classes": {k: {"iou": v["iou"], "f1": v["f1"]} for k, v in report["classes"].items()},
+        "classes": {k: {m: v[m] for m in ("iou", "f1", "precision", "recall")}
+                    for k, v in report["classes"].items()},
         "warnings": result.metrics.get("warnings", []),
         "keep": config.keep,  # the weights in the model file: last, or best (second half)
         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
