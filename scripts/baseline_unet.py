@@ -1,16 +1,17 @@
-"""The plain U-Net baseline of issue 10, rebuilt, on the SpaceNet split.
+"""The plain U-Net baseline of issue 10, rebuilt, on the SpaceNet (or Inria) split.
 
 A reference point for ``geofuse train``, outside geofuse's training loop: a plain Keras U-Net
 (filters 8-16-32, two 3x3 conv + batch norm + ReLU per level), 64-px chips drawn uniformly from
-the western 600 columns, batch 32, Adam 3e-3 (constant), binary cross-entropy + soft Dice on a
-sigmoid output, D4 flips, input standardised by the west's mean and standard deviation, trained
-for a wall-clock budget; the eastern 300 columns are then predicted in one pass (threshold 0.5)
+the western part, batch 32, Adam 3e-3 (constant), binary cross-entropy + soft Dice on a
+sigmoid output, D4 flips, each band standardised by the west's mean and standard deviation,
+trained for a wall-clock budget; the eastern part is then predicted in one pass (threshold 0.5)
 and scored as ``scripts/train_recipes.py`` scores geofuse (building IoU, geofuse's metrics).
-Labels come from geofuse's own rasteriser, as for every other SpaceNet figure.
+Labels are read by geofuse itself (SpaceNet's vectors rasterised, Inria's 0/255 raster), as for
+every other figure of these sets (``held_out_protocol`` in ``_common.py``).
 
 One result file per run in ``docs/baseline-runs/`` (finished runs are skipped):
 
-    python scripts/baseline_unet.py --seeds 0,1,2 --budget 300
+    python scripts/baseline_unet.py --set spacenet --seeds 0,1,2 --budget 300
 """
 
 from __future__ import annotations
@@ -23,13 +24,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, building_scores, git_commit, spacenet_split, write_json_atomic
+from _common import (
+    ROOT,
+    building_scores,
+    git_commit,
+    held_out_protocol,
+    spacenet_classes,
+    write_json_atomic,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 RUNS = ROOT / "docs" / "baseline-runs"
 
 
-def unet(filters: tuple[int, ...] = (8, 16, 32)):
+def unet(bands: int, filters: tuple[int, ...] = (8, 16, 32)):
     """A plain U-Net with a one-channel sigmoid output."""
     import keras
     from keras import layers
@@ -40,7 +48,7 @@ def unet(filters: tuple[int, ...] = (8, 16, 32)):
             x = layers.ReLU()(layers.BatchNormalization()(x))
         return x
 
-    inputs = keras.Input((None, None, 1))
+    inputs = keras.Input((None, None, bands))
     x, skips = inputs, []
     for f in filters[:-1]:
         x = block(x, f)
@@ -81,25 +89,36 @@ def chips(image, target, rng, count: int, size: int):
     return np.stack(xs), np.stack(ys)
 
 
-def run(seed: int, budget: float, work: Path) -> dict:
+def labelled(source) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ``(h, w, bands)``, building labels 0/1 and the scored pixels of a scene source."""
+    from rasterio.windows import Window
+
+    from geofuse.training.datasets import LabelledRaster
+    from geofuse.training.labels import LabelCoding
+
+    coding = LabelCoding(classes=2, values=(0, 255)) if source.labels.suffix == ".tif" \
+        else LabelCoding(classes=2)
+    raster = LabelledRaster(source.scene, source.labels, coding, spacenet_classes())
+    data, valid, labels = raster.read(Window(0, 0, raster.width, raster.height))
+    raster.close()
+    keep = valid & (labels < 2)
+    return (np.moveaxis(data, 0, -1).astype(np.float64), np.where(keep, labels, 0)
+            .astype(np.float32), keep)
+
+
+def run(dataset: str, seed: int, budget: float, work: Path) -> dict:
     """Train one seed for ``budget`` seconds and score the east."""
     import keras
-    from spacenet_experiment import labelled_pixels
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    west, east = spacenet_split(work)
-    parts = {}
-    for name, path in (("west", west), ("east", east)):
-        values, labels, valid = labelled_pixels(path)
-        keep = valid & (labels < 2)
-        parts[name] = values, np.where(keep, labels, 0).astype(np.float32), keep
-    values, labels, keep = parts["west"]
-    mean, std = values[keep].mean(), values[keep].std()
-    image = ((values - mean) / std).astype(np.float32)[..., None]
+    protocol = held_out_protocol(dataset, work, work / "unused.keras")
+    values, labels, keep = labelled(protocol.sources[0])
+    mean, std = values[keep].mean(axis=0), values[keep].std(axis=0)
+    image = ((values - mean) / std).astype(np.float32)
     target = np.stack([labels, keep.astype(np.float32)], axis=-1)
 
-    model = unet()
+    model = unet(image.shape[-1])
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=bce_dice)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < budget:
@@ -108,28 +127,29 @@ def run(seed: int, budget: float, work: Path) -> dict:
         steps += 1
     seconds = time.perf_counter() - start
 
-    values, labels, keep = parts["east"]
-    x = ((values - mean) / std).astype(np.float32)[None, ..., None]
+    values, labels, keep = labelled(protocol.evaluation.source)
+    x = ((values - mean) / std).astype(np.float32)[None]
     prob = model.predict(x, verbose=0)[0, ..., 0]
     scores = building_scores(labels.astype(np.uint8), (prob > 0.5).astype(np.uint8), keep)
-    return {"seed": seed, "budget_s": budget, "train_seconds": round(seconds, 1),
+    return {"set": dataset, "seed": seed, "budget_s": budget, "train_seconds": round(seconds, 1),
             "steps": steps, "building": scores, "geofuse_commit": git_commit(),
             "loadavg_end": os.getloadavg()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="spacenet", choices=("spacenet", "inria"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=float, default=300.0, help="training seconds")
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="baseline-") as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
-            out = RUNS / f"spacenet-{args.budget:.0f}-{seed}.json"
+            out = RUNS / f"{args.set}-{args.budget:.0f}-{seed}.json"
             if out.exists():
                 print(f"{out.name}: done, skipped")
                 continue
-            result = run(seed, args.budget, Path(tmp))
+            result = run(args.set, seed, args.budget, Path(tmp))
             write_json_atomic(out, result)
             print(f"{out.name}: building IoU {result['building']['iou']:.3f} "
                   f"({result['steps']} steps)", flush=True)
