@@ -102,6 +102,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "`none` with random zoom: chips cover 0.8 to 1.25 times the patch side"),
     "lovasz-none": ({"val_fraction": 0.1, "loss": "ce+lovasz"}, {"fusion": "none"},
                     "`none` with cross-entropy + Lovász-softmax instead of cross-entropy + Dice"),
+    "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
+                  "the defaults fed as the baseline feeds its network: no class weights, chips "
+                  "drawn uniformly, no brightness/contrast jitter"),
     "small-none": ({"val_fraction": 0.1, "batch_size": 32},
                    {"depth": 2, "base_filters": 8, "fusion": "none"},
                    "the 60-line baseline's network (plain U-Net 8-16-32) and batch 32, with "
