@@ -113,7 +113,10 @@ def test_empty_tiles_skip_the_model_and_change_no_pixel(
     mask, probs, transform = read(tmp_path / "skip.tif")
     mask_all, probs_all, transform_all = read(tmp_path / "all.tif")
     np.testing.assert_array_equal(mask, mask_all)
-    np.testing.assert_array_equal(probs, probs_all)
+    # A tile sits at another place in its batch once others are skipped. On some CPUs (seen on
+    # a 2-core AMD EPYC with AVX2: 5 of 96,000 values, 6e-8 apart) TensorFlow's kernels then
+    # round a few sums differently; the probabilities agree to float32 rounding.
+    np.testing.assert_allclose(probs, probs_all, rtol=0, atol=1e-6)
     assert transform == transform_all
     np.testing.assert_array_equal(mask == 255, ~footprint())
 
