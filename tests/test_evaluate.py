@@ -227,6 +227,13 @@ def test_binary_masks_of_0_and_255_score_as_the_two_classes(tmp_path: Path) -> N
     assert reports["255"]["classes"]["building"]["support"] == int(building.sum()) > 0
     assert reports["255"]["classes"] == reports["ids"]["classes"]
     assert reports["255"]["confusion_matrix"] == reports["ids"]["confusion_matrix"]
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a raster")
+    result = evaluate("--model", model, "--scene", scene, "--labels", broken, "--tile", "64",
+                      "--report", tmp_path / "broken.json")
+    assert result.exit_code != 0
+    assert "broken.tif: not a readable raster" in result.output
+    assert not (tmp_path / "broken.json").exists()
 
 
 def test_evaluate_bad_inputs(tmp_path: Path, trained: Path) -> None:

@@ -184,10 +184,13 @@ def mask_values(path: str | Path, ignore: Sequence[int] = ()) -> set[int] | None
 
     Returns:
         The set of values, or None for a mask of several bands (colour-coded).
-    """
-    import rasterio
 
-    with rasterio.open(path) as ds:
+    Raises:
+        InputError: The file is missing or not a readable raster (one line naming it).
+    """
+    from geofuse.rasterfile import open_raster
+
+    with open_raster(path) as ds:
         if ds.count != 1:
             return None
         values = np.unique(ds.read(1))
