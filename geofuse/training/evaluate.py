@@ -123,9 +123,12 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     spec.arch.check_tile(config.tiling.tile)
     source = config.source
     scene_mode = isinstance(source, SceneSource)
-    pairs = [] if scene_mode else find_pairs(source)
-    masks = ([Path(source.labels)] if Path(source.labels).suffix.lower() not in VECTOR_EXTS
-             else []) if scene_mode else [mask for _, mask in pairs]
+    if scene_mode:
+        vector = Path(source.labels).suffix.lower() in VECTOR_EXTS
+        masks = [] if vector else [Path(source.labels)]
+    else:
+        pairs = find_pairs(source)
+        masks = [mask for _, mask in pairs]
     coding = _coding(config.labels, classes, masks)
     # without --bands, segment_scene picks the bands (by name where the image names them)
     expected = spec.bands if config.tiling.bands else None
