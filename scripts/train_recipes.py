@@ -117,8 +117,10 @@ PICKS = {"any": " (any-epoch pick)", "second half": " (second-half pick)",
          "best": " (keep best)"}
 
 
-def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) -> dict[str, Any]:
-    """Train ``recipe`` on ``dataset`` for ``budget`` seconds and score the held-out part."""
+def run_once(dataset: str, recipe: str, seed: int, budget: float | None,
+             work: Path) -> dict[str, Any]:
+    """Train ``recipe`` on ``dataset`` for ``budget`` seconds (None: the default number of
+    steps) and score the held-out part."""
     from geofuse.model_config import Architecture
     from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
     from geofuse.training.evaluate import evaluate
@@ -149,6 +151,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
     report = evaluate(held_out).report
     return {
         "set": dataset, "recipe": recipe, "seed": seed, "budget_seconds": budget,
+        "budget_steps": result.metrics.get("budget_steps"),
         "recipe_overrides": overrides, "architecture": arch,
         "train_seconds": round(result.seconds, 1), "epochs": result.epochs,
         "best_epoch": result.best_epoch,
@@ -171,11 +174,12 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float, work: Path) ->
 
 def report() -> str:
     """The results table (markdown) from the run files."""
-    rows: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    rows: dict[tuple[str, str, float], list[dict[str, Any]]] = {}  # budget -1: default steps
     for path in sorted(RUNS.glob("*.json")):
         r = json.loads(path.read_text())
         recipe = r["recipe"] + PICKS.get(r.get("keep") or r.get("selection"), "")
-        rows.setdefault((r["set"], recipe, r["budget_seconds"]), []).append(r)
+        budget = r["budget_seconds"] if r["budget_seconds"] is not None else -1.0
+        rows.setdefault((r["set"], recipe, budget), []).append(r)
     lines = ["| set | recipe | budget | seeds | held-out score (each seed) | mean | spread |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for (dataset, recipe, budget), runs in sorted(rows.items()):
@@ -184,7 +188,9 @@ def report() -> str:
         mean = sum(valid) / len(valid) if valid else None
         spread = max(valid) - min(valid) if len(valid) > 1 else 0.0
         shown = ", ".join("-" if s is None else f"{s:.3f}" for s in scores)
-        lines.append(f"| {dataset} | {recipe} | {budget / 60:g} min | {len(runs)} | "
+        length = (f"default ({runs[0]['budget_steps']:,} steps)" if budget < 0
+                  else f"{budget / 60:g} min")
+        lines.append(f"| {dataset} | {recipe} | {length} | {len(runs)} | "
                      f"{runs[0]['score_name']}: {shown} | "
                      f"{'-' if mean is None else f'{mean:.3f}'} | {spread:.3f} |")
     return "\n".join(lines)
@@ -211,7 +217,8 @@ def main() -> None:
     parser.add_argument("--recipes", default="default", help="Comma-separated recipes: "
                         + ", ".join(RECIPES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--budget", default="5m", help="Training time per run (90s, 5m, ...).")
+    parser.add_argument("--budget", default="5m", help="Training time per run (90s, 5m, ...), "
+                        "or 'default': no time limit, the default number of steps.")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="Scratch folder.")
     args = parser.parse_args()
@@ -220,14 +227,15 @@ def main() -> None:
         return
     from geofuse.training.config import parse_duration
 
-    budget = parse_duration(args.budget)
+    budget = None if args.budget == "default" else parse_duration(args.budget)
+    length = "default" if budget is None else f"{budget:g}s"
     RUNS.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="geofuse-recipes-"))
     work.mkdir(parents=True, exist_ok=True)
     for dataset in args.sets.split(","):
         for recipe in args.recipes.split(","):
             for seed in args.seeds:
-                out = RUNS / f"{dataset}-{recipe}-{budget:g}s-seed{seed}.json".replace(" ", "_")
+                out = RUNS / f"{dataset}-{recipe}-{length}-seed{seed}.json".replace(" ", "_")
                 if out.exists():
                     print(f"skip {out.name}")
                     continue

@@ -505,14 +505,38 @@ def test_time_limit_lays_the_schedule_over_the_budget(tmp_path: Path) -> None:
 
 def test_default_budget_grows_with_the_data_and_durations_parse() -> None:
     from geofuse.errors import ConfigError
-    from geofuse.training.config import default_budget, parse_duration
+    from geofuse.training.config import DEFAULT_STEPS, default_steps, parse_duration
 
     assert [parse_duration(t) for t in ("90s", "10m", "1h", "1h30m", "45")] == \
         [90, 600, 3600, 5400, 45]
     with pytest.raises(ConfigError, match="Expected a duration like 90s"):
         parse_duration("soon")
-    assert default_budget(0) == 120 and default_budget(10**9) == 600
-    assert default_budget(100_000) < default_budget(1_000_000) < 600
+    low, _, high = DEFAULT_STEPS
+    assert default_steps(0, 50) == -(-low // 50) * 50 and default_steps(10**9, 50) == high
+    assert default_steps(100_000, 50) < default_steps(1_000_000, 50) < high
+    assert default_steps(0, 7) % 7 == 0  # whole epochs
+
+
+def test_default_budget_counts_steps_not_seconds(tmp_path: Path, monkeypatch) -> None:
+    """Without --time-limit or --epochs the run lasts a number of steps from the data, laid
+    under its schedule, and reports its pace and the time left."""
+    import geofuse.training.config as train_config
+
+    monkeypatch.setattr(train_config, "DEFAULT_STEPS", (12, 0, 12))
+    tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--out", out, "--depth", "2", "--filters", "4",
+                       "--patch", "32", "--batch-size", "4", "--steps", "5",
+                       "--val-tiles", "t01")
+    assert result.exit_code == 0, result.output
+    assert "training for 15 steps (default for" in result.output  # 12, in whole epochs
+    assert "epoch 1 (step 5/15, about 0:" in result.output
+    assert "epoch 3 (step 15/15, about 0:00 left)" in result.output
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    assert metrics["budget_steps"] == 15 and metrics["budget_seconds"] is None
+    assert metrics["epochs_run"] == 3
+    rates = [float(r["learning_rate"]) for r in history(tmp_path / "m.train")]
+    assert len(rates) == 3 and rates[-1] <= 0.2 * 3e-3  # annealed at the last step
 
 
 def test_unknown_validation_tile_is_named(tmp_path: Path) -> None:

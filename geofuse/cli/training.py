@@ -24,7 +24,7 @@ from geofuse.training.config import (
     CACHE_AUTO_BYTES,
     CACHES,
     CLASS_WEIGHTINGS,
-    DEFAULT_BUDGET,
+    DEFAULT_STEPS,
     KEEP,
     LOSSES,
     MASK_SUFFIXES,
@@ -35,6 +35,7 @@ from geofuse.training.config import (
     SceneSource,
     TilesSource,
     TrainConfig,
+    format_duration,
     parse_duration,
 )
 from geofuse.training.labels import MASK_MODES
@@ -177,8 +178,9 @@ def _train_default(name: str) -> Any:
               help="Chips per step.")
 @click.option("--time-limit", default=None,
               help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it. "
-                   "Default: from the amount of labelled data (at most "
-                   f"{DEFAULT_BUDGET[2] / 60:g} minutes), unless --epochs is given.")
+                   "Default: a number of steps from the amount of labelled data (at most "
+                   f"{DEFAULT_STEPS[2]:,}), so a slower machine trains longer, not less; "
+                   "--epochs sets the steps instead.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (a fixed number of steps, reproducible); with "
                    "--time-limit, an upper bound.")
@@ -278,6 +280,10 @@ def train(**values: Any) -> None:
         shown = "  ".join(f"{k} {logs[k]:.4f}" for k in keys if k in logs)
         if logs.get("budget"):
             when = f"{logs['elapsed']:.0f}/{logs['budget']:.0f} s"
+        elif logs.get("budget_steps") and logs.get("fraction"):
+            done, total = logs["fraction"], int(logs["budget_steps"])
+            left = logs["elapsed"] * (1.0 - done) / done
+            when = f"step {round(done * total):,}/{total:,}, about {format_duration(left)} left"
         else:
             when = f"{epoch}/{config.epochs}"
         click.echo(f"epoch {epoch} ({when})  {shown}", err=True)

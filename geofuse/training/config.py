@@ -151,17 +151,26 @@ class LabelOptions:
 MASK_SUFFIXES = ("_mask", ".mask", "-mask", "_label", "_labels", ".label", "_gt", "_seg")
 """Mask name suffixes recognised next to images when no ``mask_suffix`` is given."""
 
-DEFAULT_BUDGET = (120.0, 300.0, 600.0)
-"""Default training time: ``(minimum, seconds per million labelled pixels, maximum)``."""
+DEFAULT_STEPS = (920, 2300, 4600)
+"""Default training length in optimiser steps: ``(minimum, steps per million labelled
+training pixels, maximum)``.
+
+Counted in steps, not seconds, so a slower CPU trains longer rather than less: the same
+defaults give the same converged model on every machine. The figures are the time budget
+of sessions 2-11 (2 minutes + 5 per million labelled pixels, at most 10) at the pace the
+default network had on those machines (2,300 steps in 5 minutes, ``docs/training.md``).
+"""
 
 
-def default_budget(labelled_pixels: int) -> float:
-    """Seconds of training for this much labelled training data, when the user gave no budget.
+def default_steps(labelled_pixels: int, steps_per_epoch: int) -> int:
+    """Optimiser steps of training for this much labelled training data (no budget given).
 
-    Grows with the data from :data:`DEFAULT_BUDGET`'s minimum to its maximum (10 minutes).
+    Grows with the data from :data:`DEFAULT_STEPS`'s minimum to its maximum, rounded up to
+    whole epochs.
     """
-    low, per_mpx, high = DEFAULT_BUDGET
-    return float(min(high, max(low, low + per_mpx * labelled_pixels / 1e6)))
+    low, per_mpx, high = DEFAULT_STEPS
+    steps = min(high, low + per_mpx * labelled_pixels / 1e6)
+    return -(-int(steps) // steps_per_epoch) * steps_per_epoch
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -182,6 +191,11 @@ def parse_duration(text: str | float | int) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", body))
 
 
+def format_duration(seconds: float) -> str:
+    """``90`` -> ``1:30`` (minutes and seconds)."""
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run.
@@ -197,7 +211,8 @@ class TrainConfig:
         batch_size: Chips per step (a multiple of the replica count with a strategy).
         time_limit: Training time in seconds. The learning-rate schedule (warm-up, then cosine)
             is laid over it, so the run ends at the end of its schedule. None with ``epochs``
-            None: a default budget from the amount of labelled data (:func:`default_budget`).
+            None: a default number of steps from the amount of labelled data
+            (:func:`default_steps`).
         epochs: Number of epochs; with a time budget, an upper bound (None: no bound). Set
             without ``time_limit``, the run is counted in steps, not seconds (reproducible).
         steps_per_epoch: Steps per epoch (validation and checkpoints run after each epoch).

@@ -235,7 +235,8 @@ class RunState(keras.callbacks.Callback):
                 "wait": self.wait, "monitor": self.monitor, "smoothed": self.smoothed,
                 "spent": self.budget.elapsed(), "settings": self.settings}
         logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
-                 "budget": self.budget.seconds or 0.0, "fraction": fraction}
+                 "budget": self.budget.seconds or 0.0, "fraction": fraction,
+                 "budget_steps": self.budget.steps or 0}
         optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
         _save_npz(self.folder / "last.npz", _pack("w", weights) | _pack("o", optimizer)
                   | {"meta": np.array(json.dumps(meta))})
@@ -339,11 +340,13 @@ def fit_model(
     report: Callable[[int, Mapping[str, float]], None] | None = None,
     seconds: float | None = None,
     class_sets: Sequence[Sequence[int]] = (),
+    steps: int | None = None,
 ) -> FitOutcome:
     """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state.
 
     With ``seconds`` the run is timed (``config.epochs``, if set, is an upper bound);
-    without, it lasts ``config.epochs`` epochs of ``config.steps_per_epoch`` steps.
+    without, it lasts ``steps`` optimiser steps (rounded up to whole epochs) or, when that is
+    None, ``config.epochs`` epochs of ``config.steps_per_epoch`` steps.
     ``class_sets``: the class ids of each class set the labels use (:mod:`.labels`).
     """
     keras.utils.set_random_seed(config.seed)
@@ -389,9 +392,9 @@ def fit_model(
     initial = int(state["epoch"])
 
     if seconds is None:
-        epochs = config.epochs or 1
+        epochs = -(-steps // config.steps_per_epoch) if steps else config.epochs or 1
         budget = Budget(config.learning_rate, config.warmup,
-                        steps=epochs * config.steps_per_epoch)
+                        steps=epochs * config.steps_per_epoch, spent=float(state["spent"]))
     else:
         epochs = config.epochs or 1_000_000
         budget = Budget(config.learning_rate, config.warmup, seconds=seconds,

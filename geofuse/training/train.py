@@ -35,7 +35,8 @@ from geofuse.training.config import (
     SceneSource,
     TilesSource,
     TrainConfig,
-    default_budget,
+    default_steps,
+    format_duration,
 )
 from geofuse.training.datasets import (
     VECTOR_EXTS,
@@ -254,8 +255,8 @@ def train(
         config: What to train on and how.
         progress: ``progress(done_epochs, total_epochs)`` after every epoch.
         report: ``report(epoch, logs)`` after every epoch (loss, mean IoU, ``elapsed`` and
-            ``budget`` seconds, ...).
-        notify: Receives one-line messages for the user: the time budget chosen, warnings
+            ``budget`` seconds, ``budget_steps``, the ``fraction`` of the run done, ...).
+        notify: Receives one-line messages for the user: the budget chosen, warnings
             about a validation set too small to decide (also logged).
 
     Returns:
@@ -305,13 +306,14 @@ def train(
 
     for warning in validation_warnings(units, classes):
         say(f"warning: {warning}")
-    seconds = config.time_limit
+    seconds, steps = config.time_limit, None
     if seconds is None and config.epochs is None:
-        seconds = default_budget(int(train_counts.sum()))
-        say(f"training for {_clock(seconds)} (default for {train_counts.sum() / 1e6:.2f} Mpx "
-            "of labelled training pixels; set --time-limit or --epochs to choose)")
+        steps = default_steps(int(train_counts.sum()), config.steps_per_epoch)
+        say(f"training for {steps:,} steps (default for {train_counts.sum() / 1e6:.2f} Mpx of "
+            "labelled training pixels; the time it takes depends on this machine and is "
+            "estimated after the first epoch; set --time-limit or --epochs to choose)")
     elif seconds is not None:
-        say(f"training for {_clock(seconds)}")
+        say(f"training for {format_duration(seconds)}")
     weights = _class_weights(config, train_counts, classes)
     spec = ModelSpec(bands=len(rasters[0].bands), classes=len(classes), arch=config.arch)
     info = ModelInfo(
@@ -326,7 +328,7 @@ def train(
     if seconds is not None:  # the budget covers the whole run: data checks included
         seconds = max(1.0, seconds - (time.perf_counter() - start))
     outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report,
-                        seconds, class_sets=class_sets)
+                        seconds, class_sets=class_sets, steps=steps)
     digest = data_digest(files)
     metrics = {
         "validation": outcome.validation,
@@ -345,6 +347,7 @@ def train(
         "seconds": round(time.perf_counter() - start, 1),
         "time_limit": config.time_limit,
         "budget_seconds": seconds,
+        "budget_steps": steps,
         "warnings": validation_warnings(units, classes),
     }
     provenance = portable({  # no absolute paths of this machine in the model file
@@ -369,11 +372,6 @@ def train(
         seconds=time.perf_counter() - start,
         history=outcome.history,
     )
-
-
-def _clock(seconds: float) -> str:
-    """``90`` -> ``1:30``."""
-    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 def validation_warnings(units: list[Any], classes: tuple[ClassInfo, ...],
