@@ -188,8 +188,11 @@ def report() -> str:
         mean = sum(valid) / len(valid) if valid else None
         spread = max(valid) - min(valid) if len(valid) > 1 else 0.0
         shown = ", ".join("-" if s is None else f"{s:.3f}" for s in scores)
-        length = (f"default ({runs[0]['budget_steps']:,} steps)" if budget < 0
-                  else f"{budget / 60:g} min")
+        length = f"{budget / 60:g} min"
+        if budget < 0:
+            steps = [r.get("budget_steps") or r["steps"] for r in runs]
+            low, high = min(steps), max(steps)
+            length = f"default ({low:,}{f'–{high:,}' if high > low else ''} steps)"
         lines.append(f"| {dataset} | {recipe} | {length} | {len(runs)} | "
                      f"{runs[0]['score_name']}: {shown} | "
                      f"{'-' if mean is None else f'{mean:.3f}'} | {spread:.3f} |")
