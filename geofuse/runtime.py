@@ -9,9 +9,10 @@ corrupt or half-copied entry is rebuilt, never trusted. The IR itself is always 
 a compile-time setting (one entry serves f32 and bf16).
 
 ``auto`` picks OpenVINO when it is installed and has a CPU device, and bf16 where the CPU has
-native BF16 (``OPTIMIZATION_CAPABILITIES``); without BF16 instructions OpenVINO would emulate bf16,
-which is slower than f32. Where OpenVINO is missing, or cannot convert a model, ``auto`` falls
-back to TensorFlow with one notice.
+native BF16 (``OPTIMIZATION_CAPABILITIES``). An explicit ``bf16`` on a CPU without BF16 gets a
+notice: OpenVINO's CPU plugin emulates it where it can (AVX-512: slower than f32) and otherwise
+(AVX2 only) compiles the model in f32, which is then reported as the f32 it is. Where OpenVINO
+is missing, or cannot convert a model, ``auto`` falls back to TensorFlow with one notice.
 
 TensorFlow and OpenVINO are imported lazily, inside the functions that need them. OpenVINO is
 imported without its usage telemetry (which would otherwise report every import and conversion
@@ -68,12 +69,15 @@ class OpenVinoProbe:
         version: The OpenVINO version, or None when it cannot be used.
         bf16: The CPU has native BF16 support.
         reason: Why OpenVINO cannot be used (None when it can).
+        bf16_emulated: Without native BF16, OpenVINO still compiles bf16 (emulating it) rather
+            than falling back to f32.
 
     """
 
     version: str | None
     bf16: bool = False
     reason: str | None = None
+    bf16_emulated: bool = False
 
 
 def import_openvino() -> Any:
@@ -108,7 +112,29 @@ def probe_openvino() -> OpenVinoProbe:
         caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception as exc:  # noqa: BLE001 - ImportError, missing libraries, plugin errors
         return OpenVinoProbe(None, reason=f"OpenVINO unavailable: {first_line(exc)}")
-    return OpenVinoProbe(ov.get_version().split("-")[0], bf16="BF16" in caps)
+    native = "BF16" in caps
+    return OpenVinoProbe(ov.get_version().split("-")[0], bf16=native,
+                         bf16_emulated=not native and _keeps_bf16(ov, core))
+
+
+def _keeps_bf16(ov: Any, core: Any) -> bool:
+    """Whether the CPU plugin compiles a bf16 precision hint as bf16.
+
+    Read back from a one-operation model (about 0.1 s; asked only on CPUs without native BF16).
+    """
+    import numpy as np
+
+    try:
+        try:
+            from openvino import opset8 as ops
+        except ImportError:  # OpenVINO before 2024.x kept the opsets under runtime
+            from openvino.runtime import opset8 as ops
+        x = ops.parameter([1, 4], np.float32)
+        compiled = core.compile_model(ov.Model([ops.relu(x)], [x]), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "bf16"})
+        return bool(compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16)
+    except Exception:  # noqa: BLE001 - any failure: assume the f32 fallback
+        return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -208,7 +234,11 @@ def choose_runtime(runtime: str | TilingConfig = "auto", precision: str = "auto"
     if precision == "auto":
         precision = "bf16" if probe.bf16 else "f32"
     elif precision == "bf16" and not probe.bf16:
-        notice = "this CPU has no BF16 instructions: bf16 is emulated and slower than f32"
+        if probe.bf16_emulated:
+            notice = "this CPU has no BF16 instructions: bf16 is emulated and slower than f32"
+        else:  # OpenVINO compiles it in f32 here: say so, and report what runs
+            notice = "this CPU has no BF16 instructions: OpenVINO runs the model in f32"
+            precision = "f32"
     assert probe.version is not None
     return RuntimeChoice("openvino", precision, probe.version, auto=runtime == "auto",
                          notice=notice)

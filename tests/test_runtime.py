@@ -78,8 +78,13 @@ def test_auto_picks_openvino_and_bf16_only_where_the_cpu_has_it(
 
     _fake_openvino(monkeypatch, OpenVinoProbe("2026.4.1", bf16=False))
     assert runtime.choose_runtime().precision == "f32"
-    emulated = runtime.choose_runtime("openvino", "bf16")
-    assert emulated.precision == "bf16" and "emulated" in (emulated.notice or "")
+    asked = runtime.choose_runtime("openvino", "bf16")  # AVX2 only: OpenVINO compiles f32
+    assert asked.precision == "f32" and "runs the model in f32" in (asked.notice or "")
+    assert asked.describe().endswith("f32 (this CPU has no BF16 instructions: OpenVINO runs "
+                                     "the model in f32)")
+    _fake_openvino(monkeypatch, OpenVinoProbe("2026.4.1", bf16=False, bf16_emulated=True))
+    emulated = runtime.choose_runtime("openvino", "bf16")  # AVX-512 without BF16
+    assert emulated.precision == "bf16" and "emulated and slower" in (emulated.notice or "")
 
 
 def test_auto_falls_back_to_tensorflow_with_one_notice_without_openvino(
@@ -137,11 +142,14 @@ def test_openvino_predicts_what_tensorflow_predicts(tiny_models, precision: str)
     loaded = load_model(tiny_models(bands=3, classes=3))
     tf_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("tensorflow"))
     ov_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", precision))
-    assert ov_pred.choice.runtime == "openvino" and ov_pred.choice.precision == precision
+    probe = runtime.probe_openvino()  # bf16 where the CPU has it or OpenVINO emulates it
+    native = probe.bf16 or probe.bf16_emulated or precision == "f32"
+    assert ov_pred.choice.runtime == "openvino"
+    assert ov_pred.choice.precision == (precision if native else "f32")
     x = _batch((2, 32, 32, 3))
     expected, got = tf_pred(x), ov_pred(x)
     assert got.shape == expected.shape == (2, 32, 32, 3) and got.dtype == np.float32
-    if precision == "f32":
+    if ov_pred.choice.precision == "f32":
         np.testing.assert_allclose(got, expected, atol=1e-4)
     else:  # 8 significant bits: close on average, the same class almost everywhere
         assert np.abs(got - expected).mean() < 0.01
