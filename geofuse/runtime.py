@@ -69,15 +69,12 @@ class OpenVinoProbe:
         version: The OpenVINO version, or None when it cannot be used.
         bf16: The CPU has native BF16 support.
         reason: Why OpenVINO cannot be used (None when it can).
-        bf16_emulated: Without native BF16, OpenVINO still compiles bf16 (emulating it) rather
-            than falling back to f32.
 
     """
 
     version: str | None
     bf16: bool = False
     reason: str | None = None
-    bf16_emulated: bool = False
 
 
 def import_openvino() -> Any:
@@ -112,19 +109,20 @@ def probe_openvino() -> OpenVinoProbe:
         caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception as exc:  # noqa: BLE001 - ImportError, missing libraries, plugin errors
         return OpenVinoProbe(None, reason=f"OpenVINO unavailable: {first_line(exc)}")
-    native = "BF16" in caps
-    return OpenVinoProbe(ov.get_version().split("-")[0], bf16=native,
-                         bf16_emulated=not native and _keeps_bf16(ov, core))
+    return OpenVinoProbe(ov.get_version().split("-")[0], bf16="BF16" in caps)
 
 
-def _keeps_bf16(ov: Any, core: Any) -> bool:
-    """Whether the CPU plugin compiles a bf16 precision hint as bf16.
+@functools.lru_cache(maxsize=1)
+def openvino_emulates_bf16() -> bool:
+    """Whether OpenVINO emulates bf16 on this CPU without BF16, rather than compiling f32.
 
-    Read back from a one-operation model (about 0.1 s; asked only on CPUs without native BF16).
+    The CPU plugin's precision hint is read back from a one-operation model (about 0.1 s),
+    once per process, and only when bf16 is requested on such a CPU.
     """
     import numpy as np
 
     try:
+        ov, core = import_openvino(), _core()
         try:
             from openvino import opset8 as ops
         except ImportError:  # OpenVINO before 2024.x kept the opsets under runtime
@@ -234,7 +232,7 @@ def choose_runtime(runtime: str | TilingConfig = "auto", precision: str = "auto"
     if precision == "auto":
         precision = "bf16" if probe.bf16 else "f32"
     elif precision == "bf16" and not probe.bf16:
-        if probe.bf16_emulated:
+        if openvino_emulates_bf16():
             notice = "this CPU has no BF16 instructions: bf16 is emulated and slower than f32"
         else:  # OpenVINO compiles it in f32 here: say so, and report what runs
             notice = "this CPU has no BF16 instructions: OpenVINO runs the model in f32"

@@ -77,12 +77,13 @@ def test_auto_picks_openvino_and_bf16_only_where_the_cpu_has_it(
     assert runtime.choose_runtime("openvino", "f32").label == "openvino 2026.4.1 f32"
 
     _fake_openvino(monkeypatch, OpenVinoProbe("2026.4.1", bf16=False))
+    monkeypatch.setattr(runtime, "openvino_emulates_bf16", lambda: False)
     assert runtime.choose_runtime().precision == "f32"
     asked = runtime.choose_runtime("openvino", "bf16")  # AVX2 only: OpenVINO compiles f32
     assert asked.precision == "f32" and "runs the model in f32" in (asked.notice or "")
     assert asked.describe().endswith("f32 (this CPU has no BF16 instructions: OpenVINO runs "
                                      "the model in f32)")
-    _fake_openvino(monkeypatch, OpenVinoProbe("2026.4.1", bf16=False, bf16_emulated=True))
+    monkeypatch.setattr(runtime, "openvino_emulates_bf16", lambda: True)
     emulated = runtime.choose_runtime("openvino", "bf16")  # AVX-512 without BF16
     assert emulated.precision == "bf16" and "emulated and slower" in (emulated.notice or "")
 
@@ -143,7 +144,7 @@ def test_openvino_predicts_what_tensorflow_predicts(tiny_models, precision: str)
     tf_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("tensorflow"))
     ov_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", precision))
     probe = runtime.probe_openvino()  # bf16 where the CPU has it or OpenVINO emulates it
-    native = probe.bf16 or probe.bf16_emulated or precision == "f32"
+    native = probe.bf16 or precision == "f32" or runtime.openvino_emulates_bf16()
     assert ov_pred.choice.runtime == "openvino"
     assert ov_pred.choice.precision == (precision if native else "f32")
     x = _batch((2, 32, 32, 3))
