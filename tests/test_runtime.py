@@ -144,9 +144,9 @@ def test_openvino_predicts_what_tensorflow_predicts(tiny_models, precision: str)
     tf_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("tensorflow"))
     ov_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", precision))
     probe = runtime.probe_openvino()  # bf16 where the CPU has it or OpenVINO emulates it
-    native = probe.bf16 or precision == "f32" or runtime.openvino_emulates_bf16()
+    kept = probe.bf16 or precision == "f32" or runtime.openvino_emulates_bf16()
     assert ov_pred.choice.runtime == "openvino"
-    assert ov_pred.choice.precision == (precision if native else "f32")
+    assert ov_pred.choice.precision == (precision if kept else "f32")
     x = _batch((2, 32, 32, 3))
     expected, got = tf_pred(x), ov_pred(x)
     assert got.shape == expected.shape == (2, 32, 32, 3) and got.dtype == np.float32
