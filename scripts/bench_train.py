@@ -4,10 +4,14 @@
 It writes a tiled, deflate-compressed RGB GeoTIFF scene with a label raster, draws one table of
 random chips (with augmentation), and times the same compiled training step fed by
 
-  * disk:   geofuse.training.chips.train_dataset -> parallel GeoTIFF window reads + augmentation
+  * disk:   geofuse.training.chipfeed.ChipFeed -> GeoTIFF window reads + augmentation in
+            Python threads, handed to tf.data through a queue
   * memory: the identical batches, precomputed into arrays (tf.data from_tensor_slices)
   * cached: the rasters held as arrays (``--cache auto`` up to CACHE_AUTO_BYTES of data), chips
     sliced, augmented and batched by the same pipeline as disk
+  * numpy_function: the pipeline before session 14, the same reads run by
+    ``tf.numpy_function`` inside ``Dataset.map`` (Python in tf.data's threads); measured
+    last, since it slows the process's later steps too
 
 plus the pipeline alone (no model). Goal: disk / memory <= 1.15.
 
@@ -46,7 +50,8 @@ def main() -> None:
 
     from geofuse.model import build_unet
     from geofuse.model_config import Architecture, ClassInfo, ModelSpec, Normalization
-    from geofuse.training.chips import ChipLoader, train_dataset
+    from geofuse.training.chipfeed import ChipFeed
+    from geofuse.training.chips import ChipLoader
     from geofuse.training.config import CACHE_AUTO_BYTES
     from geofuse.training.datasets import (
         LabelledRaster,
@@ -76,10 +81,30 @@ def main() -> None:
             depth=args.depth, base_filters=args.filters)))
         model.compile(keras.optimizers.Adam(1e-3), SegmentationLoss(5))
 
+        def feed(chips: ChipLoader) -> ChipFeed:
+            return ChipFeed(chips, [rows], args.batch_size, args.workers)
+
+        def numpy_function_pipeline(chips: ChipLoader) -> object:
+            """The tf.data pipeline geofuse used until session 14."""
+            p, b = chips.patch, chips.bands
+
+            def read(r: object) -> tuple[object, object]:
+                x, y = tf.numpy_function(chips.load, [r], [tf.float32, tf.uint8],
+                                         stateful=False)
+                x.set_shape((None, p, p, b))
+                y.set_shape((None, p, p))
+                return x, y
+
+            ds = tf.data.Dataset.from_tensor_slices(rows).batch(args.batch_size,
+                                                                drop_remainder=True)
+            return ds.map(read, num_parallel_calls=args.workers,
+                          deterministic=True).prefetch(2)
+
         # pipeline alone
         t = time.perf_counter()
-        for _ in train_dataset(loader, rows, args.batch_size, args.workers):
-            pass
+        with feed(loader) as alone:
+            for _ in alone.dataset():
+                pass
         pipeline = (time.perf_counter() - t) / (n // args.batch_size)
 
         # the same batches in memory
@@ -88,14 +113,11 @@ def main() -> None:
         load_all = time.perf_counter() - t
         memory = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(
             args.batch_size, drop_remainder=True).prefetch(2)
-        disk = train_dataset(loader, rows, args.batch_size, args.workers)
         # what `geofuse train --cache auto` does with data sets up to CACHE_AUTO_BYTES: the
         # rasters held as arrays, chips sliced, augmented and batched by the same pipeline
         held = LabelledRaster(scene, labels, LabelCoding(classes=5), classes)
         held.load()
-        cached = train_dataset(
-            ChipLoader([held], units, args.patch, norm, augment=True, seed=0), rows,
-            args.batch_size, args.workers)
+        held_loader = ChipLoader([held], units, args.patch, norm, augment=True, seed=0)
 
         def timed(ds: object) -> float:
             stamps: list[float] = []
@@ -107,10 +129,16 @@ def main() -> None:
             return float(np.median(steps)), float(np.mean(steps))
 
         timed(memory)  # trace once
-        results = {}
-        for name, ds in (("memory", memory), ("disk", disk), ("cached", cached),
-                         ("memory", memory), ("disk", disk), ("cached", cached)):
-            results.setdefault(name, []).append(timed(ds))
+        results: dict[str, list[tuple[float, float]]] = {}
+        for _ in range(2):
+            results.setdefault("memory", []).append(timed(memory))
+            with feed(loader) as disk:
+                results.setdefault("disk", []).append(timed(disk.dataset()))
+            with feed(held_loader) as cached:
+                results.setdefault("cached", []).append(timed(cached.dataset()))
+        # last: once Python has run in tf.data's threads, later steps are slow as well
+        results["numpy_function"] = [timed(numpy_function_pipeline(held_loader))]
+        results["memory after"] = [timed(memory)]
         raster.close()
 
     mem = np.mean([r[1] for r in results["memory"]])
@@ -128,9 +156,14 @@ def main() -> None:
     cch = np.mean([r[1] for r in results["cached"]])
     print(f"train step, rasters held (auto): {cch * 1e3:7.1f} ms/step "
           f"(median {np.mean([r[0] for r in results['cached']]) * 1e3:.1f})")
+    npf = np.mean([r[1] for r in results["numpy_function"]])
+    after = np.mean([r[1] for r in results["memory after"]])
+    print(f"train step, numpy_function (old): {npf * 1e3:6.1f} ms/step, rasters held; "
+          f"then chips in memory again: {after * 1e3:.1f} ms/step")
     print(f"ratio disk / memory            : {dsk / mem:.3f} (goal <= 1.15)")
     print(f"ratio held rasters / memory    : {cch / mem:.3f} (--cache auto up to "
           f"{CACHE_AUTO_BYTES >> 30} GiB of data)")
+    print(f"ratio numpy_function / held    : {npf / cch:.3f} (the pipeline before session 14)")
 
 
 if __name__ == "__main__":

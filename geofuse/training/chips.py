@@ -1,4 +1,4 @@
-"""Training chips on the fly: sampling tables, reading, augmentation and the tf.data pipeline.
+"""Training chips on the fly: sampling tables, reading and augmentation.
 
 Every epoch is a table of chips ``(unit, row, col, transform, seed)`` drawn with a generator
 seeded by ``(seed, epoch)``: random positions inside training units (weighted by area), the same
@@ -6,8 +6,8 @@ with half of the chips centred on pixels of a class drawn uniformly (``balanced`
 shuffled grid over them. Tables are computed up front for the remaining epochs, so a resumed run
 sees exactly the chips (and augmentations) the interrupted one would have seen.
 
-The tf.data pipeline batches table rows, reads and augments each batch in parallel
-(``tf.numpy_function``; GDAL releases the GIL while it reads) and prefetches.
+Batches are read and augmented by Python threads and handed to tf.data by
+:class:`.chipfeed.ChipFeed`.
 """
 
 from __future__ import annotations
@@ -276,51 +276,6 @@ def resample_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray,
     ok = valid[np.ix_(near, near)]
     out[~ok] = 0.0
     return out.astype(np.float32, copy=False), labels[np.ix_(near, near)], ok
-
-
-def train_dataset(loader: ChipLoader, rows: np.ndarray, batch: int, workers: int) -> Any:
-    """tf.data: batches of table rows -> parallel reads/augmentation -> prefetch."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices(rows).batch(batch, drop_remainder=True)
-    return _read_batches(loader, ds, workers)
-
-
-def epoch_dataset(loader: ChipLoader, first_epoch: int, chips_per_epoch: int, batch: int,
-                  workers: int) -> Any:
-    """tf.data over the chips of epochs ``first_epoch, first_epoch + 1, ...`` without end.
-
-    Each epoch's table comes from :meth:`ChipLoader.epoch_rows` (seeded by the epoch), made
-    only when the pipeline reaches it, so a timed run needs no upper bound on epochs.
-    """
-    import itertools
-
-    import tensorflow as tf
-
-    def tables() -> Any:
-        for epoch in itertools.count(first_epoch):
-            yield loader.epoch_rows(epoch, chips_per_epoch)
-
-    ds = tf.data.Dataset.from_generator(
-        tables, output_signature=tf.TensorSpec((chips_per_epoch, 5), tf.int64))
-    ds = ds.unbatch().batch(batch, drop_remainder=True)
-    return _read_batches(loader, ds, workers)
-
-
-def _read_batches(loader: ChipLoader, ds: Any, workers: int) -> Any:
-    """Map batches of table rows to (chips, labels) with parallel reads, then prefetch."""
-    import tensorflow as tf
-
-    p, b = loader.patch, loader.bands
-
-    def read(r: Any) -> tuple[Any, Any]:
-        x, y = tf.numpy_function(loader.load, [r], [tf.float32, tf.uint8], stateful=False)
-        x.set_shape((None, p, p, b))
-        y.set_shape((None, p, p))
-        return x, y
-
-    ds = ds.map(read, num_parallel_calls=max(1, workers), deterministic=True)
-    return ds.prefetch(2)
 
 
 def memory_dataset(x: np.ndarray, y: np.ndarray, batch: int) -> Any:

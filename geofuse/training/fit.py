@@ -14,7 +14,9 @@ Imports TensorFlow: import this module lazily.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import json
 import logging
 import time
@@ -31,7 +33,8 @@ from geofuse.errors import ConfigError
 from geofuse.model import build_unet
 from geofuse.model_config import ModelInfo
 from geofuse.outputs import atomic_path
-from geofuse.training.chips import ChipLoader, epoch_dataset, memory_dataset
+from geofuse.training.chipfeed import ChipFeed
+from geofuse.training.chips import ChipLoader, memory_dataset
 from geofuse.training.config import TrainConfig
 from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.distributed import Agreement, run_loop, worker_role
@@ -430,29 +433,30 @@ def fit_model(
     done = budget.fraction(int(optimizer.iterations.numpy())) >= 1.0
     if initial < epochs and not stopped and not done:
         _trim_history(history_path, initial)
-        if not multi:
-            train_ds = epoch_dataset(loader, initial,
-                                     config.steps_per_epoch * config.batch_size,
-                                     config.batch_size, config.workers)
         callbacks = [Schedule(budget),
                      keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
                      callback]
-        if multi:
-            def worker_data(context: Any) -> Any:
-                return epoch_dataset(loader, initial, config.steps_per_epoch * config.batch_size,
-                                     context.get_per_replica_batch_size(config.batch_size),
-                                     config.workers)
+        chips = config.steps_per_epoch * config.batch_size
+        with contextlib.ExitStack() as feeds:  # leaving it stops the chip threads
 
-            run_loop(model, strategy, model.loss, worker_data,
-                     (xv, yv) if len(val_rows) else None, names, config.batch_size, epochs,
-                     initial, config.steps_per_epoch, callbacks, agree)
-        else:
-            val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
-            model.fit(
-                train_ds, epochs=epochs, initial_epoch=initial,
-                steps_per_epoch=config.steps_per_epoch, validation_data=val_ds, verbose=0,
-                shuffle=False, callbacks=callbacks,
-            )
+            def feed(batch: int) -> Any:
+                tables = (loader.epoch_rows(e, chips) for e in itertools.count(initial))
+                return feeds.enter_context(
+                    ChipFeed(loader, tables, batch, config.workers)).dataset()
+
+            if multi:
+                run_loop(model, strategy, model.loss,
+                         lambda context: feed(context.get_per_replica_batch_size(
+                             config.batch_size)),
+                         (xv, yv) if len(val_rows) else None, names, config.batch_size,
+                         epochs, initial, config.steps_per_epoch, callbacks, agree)
+            else:
+                val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
+                model.fit(
+                    feed(config.batch_size), epochs=epochs, initial_epoch=initial,
+                    steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
+                    verbose=0, shuffle=False, callbacks=callbacks,
+                )
     if config.ema:  # the averaged weights (fit() already put them in; a resumed, finished run
         optimizer.finalize_variable_values(model.trainable_variables)  # or a custom loop not)
     history = read_history(history_path)
