@@ -9,9 +9,10 @@ random chips (with augmentation), and times the same compiled training step fed 
   * memory: the identical batches, precomputed into arrays (tf.data from_tensor_slices)
   * cached: the rasters held as arrays (``--cache auto`` up to CACHE_AUTO_BYTES of data), chips
     sliced, augmented and batched by the same pipeline as disk
-  * numpy_function: the pipeline before session 14, the same reads run by
+  * numpy_function: the pipeline of `geofuse train` before session 14: the tables from a
+    Python generator (``Dataset.from_generator``), the same reads run by
     ``tf.numpy_function`` inside ``Dataset.map`` (Python in tf.data's threads); measured
-    last, since it slows the process's later steps too
+    last, since it may slow the process's later steps too
 
 plus the pipeline alone (no model). Goal: disk / memory <= 1.15.
 
@@ -85,7 +86,7 @@ def main() -> None:
             return ChipFeed(chips, [rows], args.batch_size, args.workers)
 
         def numpy_function_pipeline(chips: ChipLoader) -> object:
-            """The tf.data pipeline geofuse used until session 14."""
+            """The tf.data pipeline `geofuse train` used until session 14 (epoch_dataset)."""
             p, b = chips.patch, chips.bands
 
             def read(r: object) -> tuple[object, object]:
@@ -95,8 +96,9 @@ def main() -> None:
                 y.set_shape((None, p, p))
                 return x, y
 
-            ds = tf.data.Dataset.from_tensor_slices(rows).batch(args.batch_size,
-                                                                drop_remainder=True)
+            ds = tf.data.Dataset.from_generator(
+                lambda: iter([rows]), output_signature=tf.TensorSpec(rows.shape, tf.int64))
+            ds = ds.unbatch().batch(args.batch_size, drop_remainder=True)
             return ds.map(read, num_parallel_calls=args.workers,
                           deterministic=True).prefetch(2)
 
