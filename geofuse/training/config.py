@@ -259,7 +259,7 @@ class TrainConfig:
         cache: ``auto`` (hold the data in memory when it takes at most
             :data:`CACHE_AUTO_BYTES`, else only non-GeoTIFF images: chips are then sliced from
             arrays instead of read and decoded by GDAL), ``memory`` or ``disk``.
-        workers: Parallel chip-reading calls in the tf.data pipeline.
+        workers: Python threads reading and augmenting batches of chips (:mod:`.chipfeed`).
     """
 
     sources: tuple[TilesSource | SceneSource, ...]
