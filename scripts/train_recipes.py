@@ -104,6 +104,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                     "`none` with cross-entropy + Lovász-softmax instead of cross-entropy + Dice"),
     "feed": ({}, {}, "the library defaults with the chip feed of session 14 (chips cut by Python "
              "threads, not in tf.data): the same recipe at about twice the steps per minute"),
+    "capped": ({}, {}, "the library defaults of session 15: a time limit also ends at the "
+               "default number of steps for the data, if that comes first (fewer default steps: "
+               "600 + 1,300 per labelled Mpx, at most 4,600)"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),

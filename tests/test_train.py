@@ -489,7 +489,7 @@ def test_time_limit_lays_the_schedule_over_the_budget(tmp_path: Path) -> None:
                        "--val-tiles", "t01")
     assert result.exit_code == 0, result.output
     assert "training for 0:08" in result.output
-    assert "(" in result.output and "/8 s)" in result.output  # epochs report time, not counts
+    assert "/8 s, step 5/" in result.output  # epochs report time and steps, not counts
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
     budget = metrics["budget_seconds"]  # what was left of the 8 s after the data checks
     assert 0 < budget <= 8
@@ -531,7 +531,7 @@ def test_default_budget_counts_steps_not_seconds(tmp_path: Path, monkeypatch) ->
                        "--patch", "32", "--batch-size", "4", "--steps", "5",
                        "--val-tiles", "t01")
     assert result.exit_code == 0, result.output
-    assert "training for 15 steps (default for" in result.output  # 12, in whole epochs
+    assert "training for 15 steps (the default for" in result.output  # 12, whole epochs
     assert "epoch 1 (step 5/15, about 0:" in result.output
     assert "epoch 3 (step 15/15, about 0:00 left)" in result.output
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
@@ -539,6 +539,38 @@ def test_default_budget_counts_steps_not_seconds(tmp_path: Path, monkeypatch) ->
     assert metrics["epochs_run"] == 3
     rates = [float(r["learning_rate"]) for r in history(tmp_path / "m.train")]
     assert len(rates) == 3 and rates[-1] <= 0.2 * 3e-3  # annealed at the last step
+
+
+def test_a_time_limit_stops_at_the_default_steps_if_they_come_first(
+        tmp_path: Path, monkeypatch) -> None:
+    """More time than the data needs: the run ends, annealed, at the data's default steps."""
+    import geofuse.training.config as train_config
+
+    monkeypatch.setattr(train_config, "DEFAULT_STEPS", (12, 0, 12))
+    tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
+    result = run_train("--tiles", tiles, "--out", tmp_path / "m.keras", "--time-limit", "10m",
+                       "--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "4",
+                       "--steps", "5", "--val-tiles", "t01")
+    assert result.exit_code == 0, result.output
+    assert "training for 10:00 or 15 steps, whichever comes first" in result.output
+    assert "epoch 3 (" in result.output and ", step 15/15)" in result.output
+    metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    assert metrics["budget_steps"] == 15 and metrics["epochs_run"] == 3
+    rows = history(tmp_path / "m.train")
+    assert float(rows[-1]["elapsed"]) < 300  # stopped long before its time was up
+    assert float(rows[-1]["learning_rate"]) <= 0.2 * 3e-3  # annealed at the last step
+
+
+def test_a_budget_in_seconds_and_steps_follows_the_nearer_limit() -> None:
+    from geofuse.errors import ConfigError
+    from geofuse.training.fit import Budget
+
+    budget = Budget(3e-3, 0.05, seconds=100.0, steps=10, spent=30.0)
+    assert budget.fraction(2) == pytest.approx(0.30, abs=0.01)  # time is further along
+    assert budget.fraction(8) == pytest.approx(0.80)  # the steps are
+    assert budget.fraction(10) == 1.0
+    with pytest.raises(ConfigError, match="Received: neither"):
+        Budget(3e-3, 0.05)
 
 
 def test_unknown_validation_tile_is_named(tmp_path: Path) -> None:

@@ -177,13 +177,14 @@ def _train_default(name: str) -> Any:
 @click.option("--batch-size", default=_train_default("batch_size"), show_default=True,
               help="Chips per step.")
 @click.option("--time-limit", default=None,
-              help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it. "
-                   "Default: a number of steps from the amount of labelled data (at most "
-                   f"{DEFAULT_STEPS[2]:,}), so a slower machine trains longer, not less; "
-                   "--epochs sets the steps instead.")
+              help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it, "
+                   "or the run's steps if it reaches them first. Default: no time limit, "
+                   "only the steps.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (a fixed number of steps, reproducible); with "
-                   "--time-limit, an upper bound.")
+                   "--time-limit, an upper bound. Default: a number of steps from the amount "
+                   f"of labelled data (at most {DEFAULT_STEPS[2]:,}), so a slower machine "
+                   "trains longer, not less, and small data is not overfitted.")
 @click.option("--steps", "steps_per_epoch", default=_train_default("steps_per_epoch"),
               show_default=True, help="Steps per epoch.")
 @click.option("--lr", "learning_rate", default=_train_default("learning_rate"),
@@ -280,6 +281,8 @@ def train(**values: Any) -> None:
         shown = "  ".join(f"{k} {logs[k]:.4f}" for k in keys if k in logs)
         if logs.get("budget"):
             when = f"{logs['elapsed']:.0f}/{logs['budget']:.0f} s"
+            if logs.get("budget_steps"):
+                when += f", step {int(logs['step']):,}/{int(logs['budget_steps']):,}"
         elif logs.get("budget_steps") and logs.get("fraction"):
             done, total = logs["fraction"], int(logs["budget_steps"])
             left = logs["elapsed"] * (1.0 - done) / done

@@ -151,14 +151,16 @@ class LabelOptions:
 MASK_SUFFIXES = ("_mask", ".mask", "-mask", "_label", "_labels", ".label", "_gt", "_seg")
 """Mask name suffixes recognised next to images when no ``mask_suffix`` is given."""
 
-DEFAULT_STEPS = (920, 2300, 4600)
+DEFAULT_STEPS = (600, 1300, 4600)
 """Default training length in optimiser steps: ``(minimum, steps per million labelled
 training pixels, maximum)``.
 
 Counted in steps, not seconds, so a slower CPU trains longer rather than less: the same
-defaults give the same converged model on every machine. The figures are the time budget
-of sessions 2-11 (2 minutes + 5 per million labelled pixels, at most 10) at the pace the
-default network had on those machines (2,300 steps in 5 minutes, ``docs/training.md``).
+defaults give the same converged model on every machine. A time budget (``--time-limit``)
+stops at these steps too if it gets there first: on small data more steps overfit. The
+figures were chosen on the SpaceNet runs of ``docs/training.md`` (half a megapixel of labels:
+about 1,200 steps scored better than 2,000-3,850 on every seed, and better than 450-1,000);
+session 15 there has the checks on other sets. Large sets reach the maximum.
 """
 
 
@@ -210,11 +212,12 @@ class TrainConfig:
         patch: Chip side in pixels (a multiple of ``2**depth``).
         batch_size: Chips per step (a multiple of the replica count with a strategy).
         time_limit: Training time in seconds. The learning-rate schedule (warm-up, then cosine)
-            is laid over it, so the run ends at the end of its schedule. None with ``epochs``
-            None: a default number of steps from the amount of labelled data
-            (:func:`default_steps`).
-        epochs: Number of epochs; with a time budget, an upper bound (None: no bound). Set
-            without ``time_limit``, the run is counted in steps, not seconds (reproducible).
+            is laid over it, so the run ends at the end of its schedule; the run stops
+            sooner, annealed, if it reaches its steps first (``epochs``, or by default
+            :func:`default_steps`). None: the run lasts those steps.
+        epochs: Number of epochs (None: a default number of steps from the amount of
+            labelled data, :func:`default_steps`); with a time budget, an upper bound. Without
+            ``time_limit``, the run is counted in steps, not seconds (reproducible).
         steps_per_epoch: Steps per epoch (validation and checkpoints run after each epoch).
         warmup: Share of the run over which the learning rate rises linearly to its peak.
         learning_rate: Adam learning rate (cosine decay to 5 % over the run).

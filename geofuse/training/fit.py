@@ -90,20 +90,21 @@ def _unpack(data: Any, prefix: str) -> list[np.ndarray]:
 
 
 class Budget:
-    """The run's length, in seconds (a time budget) or in optimiser steps, and its schedule.
+    """The run's length (seconds of a time budget, optimiser steps, or both) and schedule.
 
     The learning rate rises linearly over the first ``warmup`` share of the run, then follows
     a cosine down to 5 % of the peak at the very end of the run; in seconds, the share is the
     training time spent so far (carried over a resume), so the run ends with its schedule.
+    With both, the share is the larger of the two: the run ends, annealed, at whichever
+    limit it reaches first.
     """
 
     FLOOR = 0.05
 
     def __init__(self, peak: float, warmup: float, seconds: float | None = None,
                  steps: int | None = None, spent: float = 0.0) -> None:
-        if (seconds is None) == (steps is None):
-            raise ConfigError("Expected a budget in seconds or in steps. Received: "
-                              + ("both" if seconds is not None else "neither"))
+        if seconds is None and steps is None:
+            raise ConfigError("Expected a budget in seconds or in steps. Received: neither")
         self.peak, self.warmup = peak, warmup
         self.seconds, self.steps = seconds, steps
         self.spent = spent
@@ -122,12 +123,13 @@ class Budget:
 
     def fraction(self, step: int, elapsed: float | None = None) -> float:
         """How much of the run is done, 0..1 (``elapsed``: a reading of :meth:`elapsed`)."""
+        done = 0.0
         if self.seconds:
             done = (self.elapsed() if elapsed is None else elapsed) / self.seconds
             if self.agree is not None:
                 done = self.agree(done)
-        else:
-            done = step / max(1, self.steps or 1)
+        if self.steps:  # the same step on every worker: no agreement needed
+            done = max(done, step / self.steps)
         return float(min(1.0, max(0.0, done)))
 
     def learning_rate(self, fraction: float) -> float:
@@ -152,9 +154,8 @@ class Schedule(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Set the scheduled learning rate."""
-        step = int(self.model.optimizer.iterations.numpy())
         self.model.optimizer.learning_rate = self.budget.learning_rate(
-            self.budget.fraction(step))
+            self.budget.fraction(self._step()))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Add the learning rate and the time spent to the epoch's logs (history.csv).
@@ -166,13 +167,16 @@ class Schedule(keras.callbacks.Callback):
         if logs is not None:
             logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
             logs["elapsed"] = elapsed
-        if self.budget.seconds is not None and self.budget.fraction(0, elapsed) >= 1.0:
+        if self.budget.seconds is not None and self.budget.fraction(self._step(), elapsed) >= 1:
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Stop once the time budget is spent (the epoch's validation still runs)."""
-        if self.budget.seconds is not None and self.budget.fraction(0) >= 1.0:
+        if self.budget.seconds is not None and self.budget.fraction(self._step()) >= 1.0:
             self.model.stop_training = True
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
 
 
 class RunState(keras.callbacks.Callback):
@@ -226,7 +230,8 @@ class RunState(keras.callbacks.Callback):
         self.smoothed = value if self.smoothed is None or not np.isfinite(self.smoothed) \
             else self.smoothing * self.smoothed + (1.0 - self.smoothing) * value
         weights = self.model.get_weights()
-        fraction = self.budget.fraction(int(self.model.optimizer.iterations.numpy()))
+        step = int(self.model.optimizer.iterations.numpy())
+        fraction = self.budget.fraction(step)
         if fraction < self.min_fraction:
             pass  # too early to pick: a small validation set favours lucky early epochs
         elif self.smoothed >= self.best - 1e-9 or not np.isfinite(self.best):
@@ -239,7 +244,7 @@ class RunState(keras.callbacks.Callback):
                 "spent": self.budget.elapsed(), "settings": self.settings}
         logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
                  "budget": self.budget.seconds or 0.0, "fraction": fraction,
-                 "budget_steps": self.budget.steps or 0}
+                 "budget_steps": self.budget.steps or 0, "step": step}
         optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
         _save_npz(self.folder / "last.npz", _pack("w", weights) | _pack("o", optimizer)
                   | {"meta": np.array(json.dumps(meta))})
@@ -347,9 +352,10 @@ def fit_model(
 ) -> FitOutcome:
     """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state.
 
-    With ``seconds`` the run is timed (``config.epochs``, if set, is an upper bound);
-    without, it lasts ``steps`` optimiser steps (rounded up to whole epochs) or, when that is
-    None, ``config.epochs`` epochs of ``config.steps_per_epoch`` steps.
+    Without ``seconds`` the run lasts ``steps`` optimiser steps (rounded up to whole epochs)
+    or, when that is None, ``config.epochs`` epochs of ``config.steps_per_epoch`` steps. With
+    ``seconds`` the run is timed, and those steps (or epochs), if given, are an upper bound:
+    the schedule then follows whichever limit is nearer.
     ``class_sets``: the class ids of each class set the labels use (:mod:`.labels`).
     """
     keras.utils.set_random_seed(config.seed)
@@ -399,8 +405,10 @@ def fit_model(
         budget = Budget(config.learning_rate, config.warmup,
                         steps=epochs * config.steps_per_epoch, spent=float(state["spent"]))
     else:
-        epochs = config.epochs or 1_000_000
+        cap = steps or (config.epochs or 0) * config.steps_per_epoch
+        epochs = -(-cap // config.steps_per_epoch) if cap else 1_000_000
         budget = Budget(config.learning_rate, config.warmup, seconds=seconds,
+                        steps=epochs * config.steps_per_epoch if cap else None,
                         spent=float(state["spent"]))
     if multi:
         agree = Agreement(strategy)

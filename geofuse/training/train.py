@@ -307,13 +307,20 @@ def train(
     for warning in validation_warnings(units, classes):
         say(f"warning: {warning}")
     seconds, steps = config.time_limit, None
-    if seconds is None and config.epochs is None:
+    if config.epochs is None:
         steps = default_steps(int(train_counts.sum()), config.steps_per_epoch)
-        say(f"training for {steps:,} steps (default for {train_counts.sum() / 1e6:.2f} Mpx of "
-            "labelled training pixels; the time it takes depends on this machine and is "
-            "estimated after the first epoch; set --time-limit or --epochs to choose)")
+        why = f"the default for {train_counts.sum() / 1e6:.2f} Mpx of labelled training pixels"
+        if seconds is None:
+            say(f"training for {steps:,} steps ({why}; the time it takes depends on this "
+                "machine and is estimated after the first epoch; set --time-limit or "
+                "--epochs to choose)")
+        else:
+            say(f"training for {format_duration(seconds)} or {steps:,} steps, whichever comes "
+                f"first ({why}: more steps overfit data this small; --epochs sets another "
+                "bound)")
     elif seconds is not None:
-        say(f"training for {format_duration(seconds)}")
+        say(f"training for {format_duration(seconds)} or {config.epochs} epochs, whichever "
+            "comes first")
     weights = _class_weights(config, train_counts, classes)
     spec = ModelSpec(bands=len(rasters[0].bands), classes=len(classes), arch=config.arch)
     info = ModelInfo(
