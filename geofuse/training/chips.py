@@ -3,8 +3,9 @@
 Every epoch is a table of chips ``(unit, row, col, transform, seed)`` drawn with a generator
 seeded by ``(seed, epoch)``: random positions inside training units (weighted by area), the same
 with half of the chips centred on pixels of a class drawn uniformly (``balanced``), or a
-shuffled grid over them. Tables are computed up front for the remaining epochs, so a resumed run
-sees exactly the chips (and augmentations) the interrupted one would have seen.
+shuffled grid over them. An epoch's table depends only on the seed and the epoch's number, and
+is computed when the epoch's chips are first needed, so a resumed run sees exactly the chips
+(and augmentations) the interrupted one would have seen.
 
 Batches are read and augmented by Python threads and handed to tf.data by
 :class:`.chipfeed.ChipFeed`.
