@@ -517,6 +517,8 @@ def test_default_budget_grows_with_the_data_and_durations_parse() -> None:
     assert default_steps(0, 50) == -(-low // 50) * 50 and default_steps(10**9, 50) == high
     assert default_steps(100_000, 50) < default_steps(1_000_000, 50) < high
     assert default_steps(0, 7) % 7 == 0  # whole epochs
+    assert default_steps(10**9, 50, maximum=False) > high  # a time limit's bound: large data
+    assert default_steps(100_000, 50, maximum=False) == default_steps(100_000, 50)
 
 
 def test_default_budget_counts_steps_not_seconds(tmp_path: Path, monkeypatch) -> None:

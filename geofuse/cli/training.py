@@ -178,8 +178,8 @@ def _train_default(name: str) -> Any:
               help="Chips per step.")
 @click.option("--time-limit", default=None,
               help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it, "
-                   "or the run's steps if it reaches them first. Default: no time limit, "
-                   "only the steps.")
+                   "or the steps the data should get (as the default, without its maximum) "
+                   "if the run reaches them first. Default: no time limit, the default steps.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (a fixed number of steps, reproducible); with "
                    "--time-limit, an upper bound. Default: a number of steps from the amount "

@@ -157,21 +157,26 @@ training pixels, maximum)``.
 
 Counted in steps, not seconds, so a slower CPU trains longer rather than less: the same
 defaults give the same converged model on every machine. A time budget (``--time-limit``)
-stops at these steps too if it gets there first: on small data more steps overfit. The
+stops at these steps too, without the maximum, if it gets there first: on small data more
+steps overfit, while large data (the Dubai set's 87 Mpx: 113,000 steps) keeps its time. The
 figures were chosen on the SpaceNet runs of ``docs/training.md`` (half a megapixel of labels:
 about 1,200 steps scored better than 2,000-3,850 on every seed, and better than 450-1,000);
 session 15 there has the checks on other sets. Large sets reach the maximum.
 """
 
 
-def default_steps(labelled_pixels: int, steps_per_epoch: int) -> int:
-    """Optimiser steps of training for this much labelled training data (no budget given).
+def default_steps(labelled_pixels: int, steps_per_epoch: int, maximum: bool = True) -> int:
+    """Optimiser steps of training for this much labelled training data.
 
-    Grows with the data from :data:`DEFAULT_STEPS`'s minimum to its maximum, rounded up to
-    whole epochs.
+    Grows with the data from :data:`DEFAULT_STEPS`'s minimum, rounded up to whole epochs.
+    ``maximum``: at most :data:`DEFAULT_STEPS`'s maximum (the length of a run given no
+    budget); without, the most steps this data should get under a time limit, which large
+    data never reaches.
     """
     low, per_mpx, high = DEFAULT_STEPS
-    steps = min(high, low + per_mpx * labelled_pixels / 1e6)
+    steps = low + per_mpx * labelled_pixels / 1e6
+    if maximum:
+        steps = min(high, steps)
     return -(-int(steps) // steps_per_epoch) * steps_per_epoch
 
 
@@ -214,7 +219,7 @@ class TrainConfig:
         time_limit: Training time in seconds. The learning-rate schedule (warm-up, then cosine)
             is laid over it, so the run ends at the end of its schedule; the run stops
             sooner, annealed, if it reaches its steps first (``epochs``, or by default
-            :func:`default_steps`). None: the run lasts those steps.
+            :func:`default_steps` without its maximum). None: the run lasts the default steps.
         epochs: Number of epochs (None: a default number of steps from the amount of
             labelled data, :func:`default_steps`); with a time budget, an upper bound. Without
             ``time_limit``, the run is counted in steps, not seconds (reproducible).

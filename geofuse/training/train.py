@@ -308,16 +308,17 @@ def train(
         say(f"warning: {warning}")
     seconds, steps = config.time_limit, None
     if config.epochs is None:
-        steps = default_steps(int(train_counts.sum()), config.steps_per_epoch)
-        why = f"the default for {train_counts.sum() / 1e6:.2f} Mpx of labelled training pixels"
+        steps = default_steps(int(train_counts.sum()), config.steps_per_epoch,
+                              maximum=seconds is None)
+        data = f"{train_counts.sum() / 1e6:.2f} Mpx of labelled training pixels"
         if seconds is None:
-            say(f"training for {steps:,} steps ({why}; the time it takes depends on this "
-                "machine and is estimated after the first epoch; set --time-limit or "
-                "--epochs to choose)")
+            say(f"training for {steps:,} steps (the default for {data}; the time it takes "
+                "depends on this machine and is estimated after the first epoch; set "
+                "--time-limit or --epochs to choose)")
         else:
             say(f"training for {format_duration(seconds)} or {steps:,} steps, whichever comes "
-                f"first ({why}: more steps overfit data this small; --epochs sets another "
-                "bound)")
+                f"first (the most for {data}: more steps overfit small data; --epochs sets "
+                "another bound)")
     elif seconds is not None:
         say(f"training for {format_duration(seconds)} or {config.epochs} epochs, whichever "
             "comes first")
