@@ -108,6 +108,51 @@ def inria_split(folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
     return (images[0], labels[0]), (images[1], labels[1])
 
 
+# -- Massachusetts roads: small data no recipe was chosen on (session 15) ------------------------
+
+ROADS = REAL / "massachusetts-roads-subset"
+ROADS_TRAIN = ("17278960_15", 700, 800, 700)  # image, row, column, side: the first image's
+# 700-px window with the least no-data (0.49 Mpx, 5.7 % road); fixed before any run
+
+
+def roads_split(folder: Path) -> tuple[tuple[Path, Path], Path]:
+    """The training window of :data:`ROADS_TRAIN` and a tiles folder of the 15 other images.
+
+    Written as GeoTIFFs in ``folder`` (reused when there). The images carry no georeferencing;
+    their pure-white no-data areas (PROVENANCE.md) get mask value 2, which is ignored.
+
+    Returns:
+        ``((window image, window mask), tiles folder with images/ and masks/)``.
+    """
+    tiles = folder / "roads-held-out"
+    window = folder / "roads_train.tif", folder / "roads_train_mask.tif"
+    if window[1].exists() and (tiles / "done").exists():
+        return window, tiles
+    (tiles / "images").mkdir(parents=True, exist_ok=True)
+    (tiles / "masks").mkdir(parents=True, exist_ok=True)
+    name, row, col, side = ROADS_TRAIN
+    for image in sorted((ROADS / "images").glob("*.png")):
+        with rasterio.open(image) as src:
+            data = src.read()
+        with rasterio.open(ROADS / "masks" / image.name) as src:
+            mask = (src.read(1) > 0).astype(np.uint8)
+        mask[(data == 255).all(axis=0)] = 2
+        if image.stem == name:
+            data = data[:, row:row + side, col:col + side]
+            mask = mask[row:row + side, col:col + side]
+            out = window
+        else:
+            out = tiles / "images" / f"{image.stem}.tif", tiles / "masks" / f"{image.stem}.tif"
+        profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1],
+                   "dtype": "uint8", "tiled": True, "compress": "deflate"}
+        with rasterio.open(out[0], "w", count=3, **profile) as dst:
+            dst.write(data)
+        with rasterio.open(out[1], "w", count=1, **profile) as dst:
+            dst.write(mask, 1)
+    (tiles / "done").touch()
+    return window, tiles
+
+
 def building_scores(labels: np.ndarray, pred: np.ndarray,
                     valid: np.ndarray | None = None) -> dict[str, Any]:
     """Building (class 1 against background 0) IoU, F1, precision, recall and support.
@@ -206,7 +251,9 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
     :data:`SPACENET_VAL_BLOCK` px), score building IoU on the eastern part (split files written
     to ``work``). ``dubai-<tile>``: train on every Dubai tile folder but ``<tile>``, score mean
     IoU over the five classes on it. ``inria``: as ``spacenet`` on the Inria Austin crop
-    (:data:`INRIA_SPLIT`, label raster). As ``scripts/train_recipes.py`` runs them.
+    (:data:`INRIA_SPLIT`, label raster). ``roads``: train on a 700-px window of one
+    Massachusetts roads image, score road IoU on the 15 others (:func:`roads_split`). As
+    ``scripts/train_recipes.py`` runs them.
     """
     from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 
@@ -229,6 +276,20 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
                        evaluation=EvaluateConfig(source=SceneSource(east, east_labels),
                                                  model=model, labels=LabelOptions(coding=coding)),
                        score_class="building")
+    if dataset == "roads":
+        from geofuse.model_config import ClassInfo
+        from geofuse.training.config import TilesSource
+        from geofuse.training.labels import LabelCoding
+
+        (image, mask), tiles = roads_split(work)
+        coding = LabelCoding(classes=2, ignore_values=(2,))
+        classes = (ClassInfo(0, "background", "#202020"), ClassInfo(1, "road", "#ff7f00"))
+        return HeldOut(sources=(SceneSource(image, mask),),
+                       labels=LabelOptions(classes=classes, coding=coding),
+                       train_options={"val_block": SPACENET_VAL_BLOCK},
+                       evaluation=EvaluateConfig(source=TilesSource(tiles), model=model,
+                                                 labels=LabelOptions(coding=coding)),
+                       score_class="road")
     if dataset.startswith("dubai-"):
         tile = dataset[len("dubai-"):]
         return HeldOut(sources=(dubai_training(tile),),

@@ -107,6 +107,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "capped": ({}, {}, "the library defaults of session 15: a time limit also ends at the "
                "default number of steps for the data, if that comes first (fewer default steps: "
                "600 + 1,300 per labelled Mpx, at most 4,600)"),
+    "uncapped": ({"epochs": 1_000_000}, {}, "`capped` with an upper bound of epochs no run "
+                 "reaches, so a time limit is spent whole, as before session 15"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),
