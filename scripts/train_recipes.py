@@ -105,8 +105,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "feed": ({}, {}, "the library defaults with the chip feed of session 14 (chips cut by Python "
              "threads, not in tf.data): the same recipe at about twice the steps per minute"),
     "capped": ({}, {}, "the library defaults of session 15: a time limit also ends at the "
-               "default number of steps for the data, if that comes first (fewer default steps: "
-               "600 + 1,300 per labelled Mpx, at most 4,600)"),
+               "steps the data should get, if that comes first (600 + 1,300 per labelled Mpx; "
+               "without a time limit the default, at most 4,600)"),
     "uncapped": ({"epochs": 1_000_000}, {}, "`capped` with an upper bound of epochs no run "
                  "reaches, so a time limit is spent whole, as before session 15"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
