@@ -109,6 +109,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                "without a time limit the default, at most 4,600)"),
     "uncapped": ({"epochs": 1_000_000}, {}, "`capped` with an upper bound of epochs no run "
                  "reaches, so a time limit is spent whole, as before session 15"),
+    **{f"capped-{mode}": ({}, {"fusion": mode},
+                          f"`capped` (the defaults of session 15) with fusion `{mode}` "
+                          "(width 16) in place of the plain U-Net skips")
+       for mode in ("concat", "weighted", "attention", "cross_attention")},
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),
