@@ -115,11 +115,31 @@ ROADS_TRAIN = ("17278960_15", 700, 800, 700)  # image, row, column, side: the fi
 # 700-px window with the least no-data (0.49 Mpx, 5.7 % road); fixed before any run
 
 
+def white_masked(src: Path, dest: Path, window: Window | None = None) -> Path:
+    """``src`` (RGB; ``window`` of it) as a GeoTIFF whose alpha band hides pure white pixels.
+
+    The Massachusetts roads images mark no-data as pure white (255, 255, 255; PROVENANCE.md):
+    behind an alpha band those pixels are invalid input, so training ignores their labels,
+    inference leaves them nodata and scoring skips them.
+    """
+    from rasterio.enums import ColorInterp
+
+    with rasterio.open(src) as ds:
+        rgb = ds.read(window=window)
+    alpha = np.where(np.all(rgb == 255, axis=0), 0, 255).astype(np.uint8)
+    with rasterio.open(dest, "w", driver="GTiff", width=rgb.shape[2], height=rgb.shape[1],
+                       count=4, dtype="uint8", tiled=True, compress="deflate") as out:
+        out.write(np.concatenate([rgb, alpha[None]]))
+        out.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                           ColorInterp.alpha]
+    return dest
+
+
 def roads_split(folder: Path) -> tuple[tuple[Path, Path], Path]:
     """The training window of :data:`ROADS_TRAIN` and a tiles folder of the 15 other images.
 
     Written as GeoTIFFs in ``folder`` (reused when there). The images carry no georeferencing;
-    their pure-white no-data areas (PROVENANCE.md) get mask value 2, which is ignored.
+    their pure-white no-data areas are hidden by an alpha band (:func:`white_masked`).
 
     Returns:
         ``((window image, window mask), tiles folder with images/ and masks/)``.
@@ -132,22 +152,15 @@ def roads_split(folder: Path) -> tuple[tuple[Path, Path], Path]:
     (tiles / "masks").mkdir(parents=True, exist_ok=True)
     name, row, col, side = ROADS_TRAIN
     for image in sorted((ROADS / "images").glob("*.png")):
-        with rasterio.open(image) as src:
-            data = src.read()
+        crop = Window(col, row, side, side) if image.stem == name else None
+        out = window if crop else (tiles / "images" / f"{image.stem}.tif",
+                                   tiles / "masks" / f"{image.stem}.tif")
+        white_masked(image, out[0], crop)
         with rasterio.open(ROADS / "masks" / image.name) as src:
-            mask = (src.read(1) > 0).astype(np.uint8)
-        mask[(data == 255).all(axis=0)] = 2
-        if image.stem == name:
-            data = data[:, row:row + side, col:col + side]
-            mask = mask[row:row + side, col:col + side]
-            out = window
-        else:
-            out = tiles / "images" / f"{image.stem}.tif", tiles / "masks" / f"{image.stem}.tif"
-        profile = {"driver": "GTiff", "height": mask.shape[0], "width": mask.shape[1],
-                   "dtype": "uint8", "tiled": True, "compress": "deflate"}
-        with rasterio.open(out[0], "w", count=3, **profile) as dst:
-            dst.write(data)
-        with rasterio.open(out[1], "w", count=1, **profile) as dst:
+            mask = (src.read(1, window=crop) > 0).astype(np.uint8)
+        with rasterio.open(out[1], "w", driver="GTiff", height=mask.shape[0],
+                           width=mask.shape[1], count=1, dtype="uint8", tiled=True,
+                           compress="deflate") as dst:
             dst.write(mask, 1)
     (tiles / "done").touch()
     return window, tiles
@@ -282,7 +295,7 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
         from geofuse.training.labels import LabelCoding
 
         (image, mask), tiles = roads_split(work)
-        coding = LabelCoding(classes=2, ignore_values=(2,))
+        coding = LabelCoding(classes=2)
         classes = (ClassInfo(0, "background", "#202020"), ClassInfo(1, "road", "#ff7f00"))
         return HeldOut(sources=(SceneSource(image, mask),),
                        labels=LabelOptions(classes=classes, coding=coding),

@@ -42,7 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import DUBAI, REAL, ROOT, SAMPLES, dubai_holdout, git_commit, write_json_atomic
+from _common import (
+    DUBAI,
+    REAL,
+    ROOT,
+    SAMPLES,
+    dubai_holdout,
+    git_commit,
+    white_masked,
+    write_json_atomic,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -138,22 +147,6 @@ def crop(src: Path, dest: Path, start: float, stop: float = 1.0, pixel: float | 
         with rasterio.open(dest, "w", **profile) as out:
             out.write(data)
             out.colorinterp = ds.colorinterp
-    return dest
-
-
-def white_masked(src: Path, dest: Path) -> Path:
-    """``src`` (RGB) as a GeoTIFF whose alpha band hides pure white (255, 255, 255) pixels."""
-    import rasterio
-    from rasterio.enums import ColorInterp
-
-    with rasterio.open(src) as ds:
-        rgb = ds.read()
-    alpha = np.where(np.all(rgb == 255, axis=0), 0, 255).astype(np.uint8)
-    with rasterio.open(dest, "w", driver="GTiff", width=rgb.shape[2], height=rgb.shape[1],
-                       count=4, dtype="uint8", compress="deflate") as out:
-        out.write(np.concatenate([rgb, alpha[None]]))
-        out.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
-                           ColorInterp.alpha]
     return dest
 
 
