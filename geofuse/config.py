@@ -8,6 +8,7 @@ travels inside its file, lives in :mod:`geofuse.model_config`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ RESAMPLE_MODES = ("auto", "off")  # reading a scene at the model's pixel size (I
 STRETCH_MODES = ("percentile",)
 OVERLAP_DIVISOR = 16  # default overlap: a sixteenth of the tile (docs/seams.md)
 FIT_RANGE = 0.25  # a big scene's tile may differ from the nominal one by this share (for_scene)
+CALL_SLACK = 0.1  # a fitted tiling's model call may hold this share more pixels (for_scene)
 PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.preview)
 @dataclass(frozen=True)
 class TilingConfig:
@@ -91,43 +93,51 @@ class TilingConfig:
         ``predict_array``, the Dask bands): a scene smaller than the tile is predicted as one
         tile of the smallest side that holds it (rounded up to ``multiple``, the model's
         ``2**depth``), instead of being padded into a big one; the overlap shrinks with it.
-        With ``fit``, a bigger scene gets the tile within ``FIT_RANGE`` of ``tile`` (a multiple
-        of ``multiple``) whose grid computes the fewest patch pixels, ties going to the
-        nominal tile: the grid then fits the scene instead of its last tiles being pushed
-        back over their neighbours. A bigger tile gets a smaller ``batch_size`` (rounded,
-        at least 1), so that a model call holds about as many pixels (and memory) as before.
-        The overlap is rounded up to a multiple of ``multiple`` and tiles are aligned to it
-        (``align``). The result has ``fit`` off, so applying it twice changes nothing.
+        With ``fit``, a bigger scene gets the tile whose grid makes the model compute the fewest
+        pixels (its model calls, the last one padded, times their pixels), ties going to the
+        nominal tile: the grid then fits the scene instead of its last tiles being pushed back
+        over their neighbours. The side is a multiple of ``multiple``, at least ``FIT_RANGE``
+        below ``tile`` and at most ``FIT_RANGE`` above it, or above that where fewer tiles per
+        call make up for it: a model call never holds more than ``batch_size * tile**2`` pixels
+        plus ``CALL_SLACK`` (its memory), so a 4 x 512 px call may become 3 x 616 or 1 x 1040
+        px. The overlap is rounded up to a multiple of ``multiple`` and tiles are aligned to it
+        (``align``). A scene of fewer tiles than ``batch_size`` gets a batch of its tiles (a
+        padded call computes for nothing). The result has ``fit`` off, so applying it twice
+        changes nothing.
         """
         # a whole number of lattice steps, less than the tile
         overlap = max(0, min(-(-self.overlap // multiple) * multiple, self.tile - multiple))
         side = max(height, width)
         tile = -(-side // multiple) * multiple
-        if tile < self.tile:
-            return dataclasses.replace(self, tile=tile, fit=False, align=multiple,
+        if tile < self.tile:  # one tile: a call of one (a padded batch computes for nothing)
+            return dataclasses.replace(self, tile=tile, fit=False, align=multiple, batch_size=1,
                                        overlap=min(overlap, tile // 2) // multiple * multiple)
-        if not self.fit:
-            return dataclasses.replace(self, overlap=overlap, align=multiple)
-        low = max(multiple, -(-int(self.tile * (1 - FIT_RANGE)) // multiple) * multiple,
-                  overlap + multiple)
-        high = int(self.tile * (1 + FIT_RANGE)) // multiple * multiple
         from geofuse.windows import TileGrid  # numpy, rasterio: not at import (CLI start-up)
 
-        sides = sorted({*range(low, high + 1, multiple), self.tile},
-                       key=lambda t: (TileGrid(height, width, t, overlap, multiple).patch_pixels,
-                                      abs(t - self.tile)))
-        tile = sides[0]
-        # a bigger tile takes fewer per model call, so a call holds no more pixels (memory)
-        batch = max(1, min(self.batch_size, round(self.batch_size * self.tile**2 / tile**2)))
+        call = self.batch_size * self.tile**2 * (1 + CALL_SLACK)  # pixels one call may hold
+
+        def shape(side: int) -> tuple[int, int]:  # (pixels the model computes, batch)
+            tiles = len(TileGrid(height, width, side, overlap, multiple))
+            batch = max(1, min(self.batch_size, tiles, int(call // side**2)))
+            return -(-tiles // batch) * batch * side**2, batch  # the last call padded
+
+        if not self.fit:
+            return dataclasses.replace(self, overlap=overlap, align=multiple,
+                                       batch_size=shape(self.tile)[1])
+        low = max(multiple, -(-int(self.tile * (1 - FIT_RANGE)) // multiple) * multiple,
+                  overlap + multiple)
+        high = min(max(int(self.tile * (1 + FIT_RANGE)), math.isqrt(int(call))) // multiple
+                   * multiple, tile)  # one tile of the scene's side at most
+        tile = min({*range(low, high + 1, multiple), self.tile},
+                   key=lambda t: (shape(t)[0], abs(t - self.tile)))
         return dataclasses.replace(self, tile=tile, overlap=overlap, fit=False,
-                                   align=multiple, batch_size=batch)
+                                   align=multiple, batch_size=shape(tile)[1])
 
     def grid(self, height: int, width: int) -> TileGrid:
         """The tile grid of this tiling over a ``height`` x ``width`` scene."""
         from geofuse.windows import TileGrid
 
         return TileGrid(height, width, self.tile, self.overlap, self.align)
-
 
 
 @dataclass(frozen=True)

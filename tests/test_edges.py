@@ -123,10 +123,19 @@ def test_segment_announces_every_phase_after_the_tiles(tmp_path: Path, tiny_mode
 # -- 5. one tile choice ---------------------------------------------------------------------------
 def test_tile_for_a_scene() -> None:
     default = TilingConfig(overlap=64)
+    # one tile: one per model call (a batch of 4 would compute three padded tiles for nothing)
     assert default.for_scene(256, 256, 8) == TilingConfig(tile=256, overlap=64, fit=False,
-                                                          align=8)
+                                                          align=8, batch_size=1)
     assert default.for_scene(250, 100, 8).tile == 256
-    assert default.for_scene(512, 512, 8) == dataclasses.replace(default, fit=False, align=8)
+    assert default.for_scene(512, 512, 8) == dataclasses.replace(default, fit=False, align=8,
+                                                                 batch_size=1)
+    # a big scene: bigger tiles, fewer per call (4 x 512² px, +10 %, at most), fewer pixels
+    # computed in the overlaps: 64 tiles of 1056 px, 1.06 patch pixels per scene pixel at 8192²
+    # (196 tiles of 616 px, three per call, 1.11 before)
+    big = TilingConfig().for_scene(8192, 8192, 8)
+    assert (big.tile, big.batch_size, big.overlap) == (1056, 1, 32)
+    assert big.grid(8192, 8192).patch_pixels / 8192**2 < 1.065
+    assert TilingConfig(batch_size=1).for_scene(8192, 8192, 8).tile <= 640
     # a 5000 x 100 strip: 11 tiles of 512 px (the last pushed back over its neighbour), each
     # mostly padding across the strip; 16 tiles of 384 px (the smallest allowed) compute 25 %
     # fewer pixels
@@ -137,7 +146,7 @@ def test_tile_for_a_scene() -> None:
     # the overlap becomes a whole number of the model's lattice steps
     assert TilingConfig(overlap=50).for_scene(5000, 5000, 8).overlap == 56
     small = TilingConfig(tile=64, overlap=40).for_scene(30, 30, 4)
-    assert small == TilingConfig(tile=32, overlap=16, fit=False, align=4)
+    assert small == TilingConfig(tile=32, overlap=16, fit=False, align=4, batch_size=1)
     assert small.for_scene(30, 30, 4) == small
 
 

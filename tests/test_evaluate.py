@@ -163,7 +163,7 @@ def test_evaluate_scene_with_seam_metric(tmp_path: Path, trained: Path) -> None:
     scene, labels = make_scene(tmp_path, size=(160, 200), collar=8)
     report = tmp_path / "scene.json"
     result = evaluate("--model", trained, "--scene", scene, "--labels", labels,
-                      "--tile", "64", "--overlap", "16", "--seam-width", "4",
+                      "--tile", "64", "--exact-tile", "--overlap", "16", "--seam-width", "4",
                       "--report", report)
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())

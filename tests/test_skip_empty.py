@@ -52,7 +52,7 @@ def needed_tiles(valid: np.ndarray, blend: str) -> int:
 def segment(scene: Path, out: Path, model: Path, blend: str) -> str:
     result = CliRunner().invoke(main, [
         "segment", str(scene), str(out), "--model", str(model), "--tile", str(TILE),
-        "--overlap", str(OVERLAP), "--blend", blend, "--probabilities",
+        "--exact-tile", "--overlap", str(OVERLAP), "--blend", blend, "--probabilities",
         str(out.with_suffix(".probs.tif")), "--probability-dtype", "float32",
         "--runtime", "tensorflow"])
     assert result.exit_code == 0, result.output
@@ -146,7 +146,8 @@ def test_a_scene_without_any_valid_pixel_gives_all_nodata(tmp_path: Path, tiny_m
         return np.full((*x.shape[:3], 3), 1 / 3, np.float32)
 
     result = segment_scene(scene, tmp_path / "mask.tif", tiny_models(bands=3, classes=3),
-                           SegmentConfig(tiling=TilingConfig(tile=TILE, overlap=OVERLAP)),
+                           SegmentConfig(tiling=TilingConfig(tile=TILE, overlap=OVERLAP,
+                                                             fit=False)),
                            progress=lambda done, total: progress.append((done, total)),
                            predictor=predictor)
     assert calls == [] and progress == []
@@ -172,7 +173,7 @@ def test_progress_counts_the_tiles_that_need_the_model(tmp_path: Path, tiny_mode
 
     result = segment_scene(scene, tmp_path / "mask.tif", tiny_models(bands=3, classes=3),
                            SegmentConfig(tiling=TilingConfig(tile=TILE, overlap=OVERLAP,
-                                                             batch_size=4)),
+                                                             batch_size=4, fit=False)),
                            progress=lambda done, total: progress.append((done, total)),
                            predictor=predictor)
     assert result.tiles == needed

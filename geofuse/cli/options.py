@@ -12,6 +12,7 @@ import click
 from geofuse.cli.app import default
 from geofuse.config import (
     BLEND_MODES,
+    CALL_SLACK,
     FIT_RANGE,
     OVERLAP_DIVISOR,
     PRECISIONS,
@@ -35,7 +36,9 @@ def grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tile", default=default(TilingConfig, "tile"), show_default=True,
                      help="Nominal tile side in pixels (a multiple of 2**depth of the model); "
                           f"each scene gets the side within {FIT_RANGE:.0%} of it whose grid "
-                          "computes the fewest pixels."),
+                          "computes the fewest pixels, or a bigger one with fewer tiles per "
+                          f"call (a call holds at most {CALL_SLACK:.0%} more pixels than "
+                          "batch size x tile²)."),
         click.option("--exact-tile", is_flag=True,
                      help="Use --tile as given on every scene (smaller scenes still get one "
                           "smaller tile)."),
