@@ -30,6 +30,8 @@ from typing import Any
 
 from _common import REAL, ROOT, git_commit, held_out_protocol
 
+from geofuse.fusion import fusion_modes  # the registry alone: no TensorFlow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RUNS = ROOT / "docs" / "training-runs"
@@ -112,7 +114,7 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     **{f"capped-{mode}": ({}, {"fusion": mode},
                           f"`capped` (the defaults of session 15) with fusion `{mode}` "
                           "(width 16) in place of the plain U-Net skips")
-       for mode in ("concat", "weighted", "attention", "cross_attention")},
+       for mode in fusion_modes() if mode != "none"},
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),
