@@ -18,6 +18,7 @@ from geofuse.model import (
     decoder_sources,
     file_digest,
     load_model,
+    member_networks,
     read_info,
     resolve_model_path,
 )
@@ -46,6 +47,9 @@ def describe_model(path: Path) -> dict[str, Any]:
         "classes": [{"id": c.id, "name": c.name, "color": c.color} for c in info.classes],
         "patch_size": info.patch_size,
         "architecture": architecture(spec.arch),
+        **({"ensemble": f"{spec.members} networks of this architecture, probabilities "
+                        "averaged (inference costs as much as that many models)"}
+           if spec.members > 1 else {}),
         **({"fusion_weights": fusion_weights(path, spec.arch)} if learns_weights else {}),
         "provenance": dict(info.provenance),
         "card": model_card(info),
@@ -109,14 +113,17 @@ def fusion_weights(path: Path, arch: Architecture) -> dict[str, str]:
     coming up from level 3, ``enc0`` the encoder map of level 0 (full resolution). With gates,
     these static weights are further scaled per image by the gates.
     """
-    model = load_model(path).model
+    loaded = load_model(path)
+    networks = member_networks(loaded.model, loaded.info.spec)
     weights = {}
-    for level in reversed(range(arch.depth)):
-        values = model.get_layer(f"fuse{level}").normalized_weights()
-        names = [f"decoder{level + 1}"] + [f"enc{j}" for j in decoder_sources(arch, level)]
-        weights[f"level {level}"] = ", ".join(
-            f"{name} {value:.3f}" for name, value in zip(names, values, strict=True)
-        )
+    for k, network in enumerate(networks):  # an ensemble: each member's, ``member 1 level 2``
+        for level in reversed(range(arch.depth)):
+            values = network.get_layer(f"fuse{level}").normalized_weights()
+            names = [f"decoder{level + 1}"] + [f"enc{j}" for j in decoder_sources(arch, level)]
+            key = f"level {level}" if len(networks) == 1 else f"member {k} level {level}"
+            weights[key] = ", ".join(
+                f"{name} {value:.3f}" for name, value in zip(names, values, strict=True)
+            )
     return weights
 
 

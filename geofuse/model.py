@@ -11,6 +11,7 @@ Keras is imported inside the functions that need it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import zipfile
@@ -76,10 +77,19 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     fusion mode (:mod:`geofuse.fusion`), then applies a conv-BN-ReLU.
 
     The model is fully convolutional: input ``(None, None, bands)``, with sides multiples of
-    ``2**depth``; output per-pixel class probabilities (softmax, float32).
+    ``2**depth``; output per-pixel class probabilities (softmax, float32). With
+    ``spec.members`` above 1 it is an ensemble: that many such networks (sub-models
+    ``member0``, ``member1``, ...) on the same input, their probabilities averaged.
     """
     keras = _import_keras()
     from keras import layers
+
+    if spec.members > 1:
+        single = dataclasses.replace(spec, members=1)
+        image = keras.Input((None, None, spec.bands), name="image")
+        parts = [build_unet(single, f"member{k}")(image) for k in range(spec.members)]
+        mean = layers.Average(dtype="float32", name="probabilities")(parts)
+        return keras.Model(image, mean, name=name)
 
     from geofuse.blocks import ConvBNReLU
 
@@ -110,6 +120,13 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     logits = layers.Conv2D(spec.classes, 1, name="logits")(x)
     probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, probs, name=name)
+
+
+def member_networks(model: keras.Model, spec: ModelSpec) -> list[keras.Model]:
+    """The U-Nets of a network built by :func:`build_unet`: itself, or an ensemble's members."""
+    if spec.members == 1:
+        return [model]
+    return [model.get_layer(f"member{k}") for k in range(spec.members)]
 
 
 @dataclass(frozen=True)

@@ -101,17 +101,21 @@ class ModelSpec:
     Attributes:
         bands: Number of input bands.
         classes: Number of output classes (softmax over classes).
-        arch: The architecture.
+        arch: The architecture (of each member).
+        members: Networks of this architecture, trained apart, whose probabilities the model
+            averages (an ensemble; 1: a single network).
 
     """
 
     bands: int
     classes: int
     arch: Architecture = field(default_factory=Architecture)
+    members: int = 1
 
     def __post_init__(self) -> None:
         positive_int("bands", self.bands)
         positive_int("classes", self.classes)
+        positive_int("members", self.members)
         require(
             self.classes >= 2 and self.classes < CLASS_NODATA,
             f"Expected 2 to {CLASS_NODATA - 1} classes. Received: {self.classes}",
@@ -126,7 +130,7 @@ class ModelSpec:
             k: v for k, v in data.items() if k not in ("bands", "classes")
         }
         return cls(bands=data["bands"], classes=data["classes"],
-                   arch=Architecture.from_dict(arch))
+                   arch=Architecture.from_dict(arch), members=data.get("members", 1))
 
 
 @dataclass(frozen=True)

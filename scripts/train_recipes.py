@@ -106,12 +106,15 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                     "`none` with cross-entropy + Lovász-softmax instead of cross-entropy + Dice"),
     "feed": ({}, {}, "the library defaults with the chip feed of session 14 (chips cut by Python "
              "threads, not in tf.data): the same recipe at about twice the steps per minute"),
-    "capped": ({}, {}, "the library defaults of session 15: a time limit also ends at the "
-               "steps the data should get, if that comes first (600 + 1,300 per labelled Mpx; "
-               "without a time limit the default, at most 4,600)"),
-    "uncapped": ({"epochs": 1_000_000}, {}, "`capped` with an upper bound of epochs no run "
-                 "reaches, so a time limit is spent whole, as before session 15"),
-    **{f"capped-{mode}": ({}, {"fusion": mode},
+    "capped": ({"members": 1}, {}, "the library defaults of session 15: a time limit also "
+               "ends at the steps the data should get, if that comes first (600 + 1,300 per "
+               "labelled Mpx; without a time limit the default, at most 4,600); one network"),
+    "uncapped": ({"epochs": 1_000_000, "members": 1}, {}, "`capped` with an upper bound of "
+                 "epochs no run reaches, so a time limit is spent whole, as before session 15"),
+    "ensemble": ({}, {}, "the library defaults of session 17: `capped`, and when the first "
+                 "network stops at its steps with at least 0.8 of its time left, a second one "
+                 "(seed + 1, same split) in the time left; the model file averages the two"),
+    **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
                           f"`capped` (the defaults of session 15) with fusion `{mode}` "
                           "(width 16) in place of the plain U-Net skips")
        for mode in fusion_modes() if mode != "none"},
@@ -169,7 +172,8 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float | None,
         "train_seconds": round(result.seconds, 1), "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "kept_epoch": result.kept_epoch,
-        "steps": result.epochs * config.steps_per_epoch,
+        "steps": result.epochs * config.steps_per_epoch,  # every network's, added up
+        "members": result.metrics.get("members", 1),
         "validation_mean_iou": (result.metrics.get("validation") or {}).get("mean_iou"),
         "held_out_mean_iou": report["mean_iou"],
         "held_out_score": report["classes"][score_class]["iou"] if score_class

@@ -543,24 +543,83 @@ def test_default_budget_counts_steps_not_seconds(tmp_path: Path, monkeypatch) ->
     assert len(rates) == 3 and rates[-1] <= 0.2 * 3e-3  # annealed at the last step
 
 
-def test_a_time_limit_stops_at_the_default_steps_if_they_come_first(
+def test_a_time_limit_stops_at_the_default_steps_and_trains_a_second_network(
         tmp_path: Path, monkeypatch) -> None:
-    """More time than the data needs: the run ends, annealed, at the data's default steps."""
+    """More time than the data needs: the run ends, annealed, at the data's default steps, and
+    the time left trains a second network (another seed) that the model file averages."""
+    import keras
+
     import geofuse.training.config as train_config
+    from geofuse.model import load_model
 
     monkeypatch.setattr(train_config, "DEFAULT_STEPS", (12, 0, 12))
     tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
-    result = run_train("--tiles", tiles, "--out", tmp_path / "m.keras", "--time-limit", "10m",
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--out", out, "--time-limit", "10m",
                        "--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "4",
                        "--steps", "5", "--val-tiles", "t01")
     assert result.exit_code == 0, result.output
     assert "training for 10:00 or 15 steps, whichever comes first" in result.output
     assert "epoch 3 (" in result.output and ", step 15/15)" in result.output
+    assert "training a second one in the" in result.output
+    assert "network 2, epoch 3 (" in result.output
+    assert "the average of 2 networks (6 epochs in all)" in result.output
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
-    assert metrics["budget_steps"] == 15 and metrics["epochs_run"] == 3
-    rows = history(tmp_path / "m.train")
-    assert float(rows[-1]["elapsed"]) < 300  # stopped long before its time was up
-    assert float(rows[-1]["learning_rate"]) <= 0.2 * 3e-3  # annealed at the last step
+    assert metrics["budget_steps"] == 15 and metrics["epochs_run"] == 6
+    assert metrics["members"] == 2 and len(metrics["member_validation"]) == 2
+    assert metrics["validation"]["pixels"] == metrics["member_validation"][0]["pixels"] > 0
+    for run in (tmp_path / "m.train", tmp_path / "m.train" / "member1"):
+        rows = history(run)
+        assert len(rows) == 3  # each network: the data's 15 steps
+        assert float(rows[-1]["elapsed"]) < 300  # stopped long before its time was up
+        assert float(rows[-1]["learning_rate"]) <= 0.2 * 3e-3  # annealed at the last step
+    loaded = load_model(out)
+    assert loaded.info.spec.members == 2 and loaded.info.provenance["members"] == 2
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
+    first = np.asarray(loaded.model.get_layer("member0")(x))
+    second = np.asarray(loaded.model.get_layer("member1")(x))
+    assert not np.allclose(first, second, atol=1e-3)  # two seeds, two networks
+    np.testing.assert_allclose(np.asarray(loaded.model(x)), (first + second) / 2, atol=1e-6)
+    assert isinstance(loaded.model.get_layer("member1"), keras.Model)
+
+
+def test_members_one_keeps_a_single_network_and_an_ensemble_segments(
+        tmp_path: Path, monkeypatch) -> None:
+    """--members 1 trains one network in the same spare time; --members 2 without a time
+    limit trains both for the default steps, and the ensemble segments a GeoTIFF with either
+    runtime to the same classes."""
+    import geofuse.training.config as train_config
+
+    monkeypatch.setattr(train_config, "DEFAULT_STEPS", (12, 0, 12))
+    tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
+    tiny = ["--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "4", "--steps",
+            "5", "--val-tiles", "t01"]
+    one = run_train("--tiles", tiles, "--out", tmp_path / "one.keras", "--time-limit", "10m",
+                    "--members", "1", *tiny)
+    assert one.exit_code == 0, one.output
+    assert "second one" not in one.output and "weights of epoch 3 of 3" in one.output
+    assert not (tmp_path / "one.train" / "member1").exists()
+    two = run_train("--tiles", tiles, "--out", tmp_path / "two.keras", "--members", "2", *tiny)
+    assert two.exit_code == 0, two.output
+    assert "the average of 2 networks (6 epochs in all)" in two.output
+    assert len(history(tmp_path / "two.train" / "member1")) == 3
+    info = CliRunner().invoke(main, ["info", str(tmp_path / "two.keras")])
+    assert info.exit_code == 0 and "2 networks of this architecture" in info.output
+    scene = sorted((tiles / "images").glob("*.tif"))[0]
+    masks = {}
+    for runtime in ("tensorflow", "openvino"):
+        mask = tmp_path / f"{runtime}.tif"
+        seg = CliRunner().invoke(main, ["segment", str(scene), str(mask), "--model",
+                                        str(tmp_path / "two.keras"), "--runtime", runtime,
+                                        "--quiet"])
+        assert seg.exit_code == 0, seg.output
+        with rasterio.open(mask) as ds, rasterio.open(scene) as src:
+            assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, src.shape)
+            masks[runtime] = ds.read(1)
+    assert np.mean(masks["tensorflow"] == masks["openvino"]) > 0.99
+    bad = run_train("--tiles", tiles, "--out", tmp_path / "bad.keras", "--members", "2",
+                    "--strategy", "multi-worker", *tiny)
+    assert bad.exit_code != 0 and "Expected one network with the multi-worker" in bad.output
 
 
 def test_a_budget_in_seconds_and_steps_follows_the_nearer_limit() -> None:

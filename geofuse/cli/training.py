@@ -21,6 +21,7 @@ from geofuse.config import FUSION_LEVELS, InputConfig, parse_bands
 from geofuse.fusion import all_options, fusion_mode, fusion_modes
 from geofuse.model_config import Architecture
 from geofuse.training.config import (
+    AUTO_MEMBERS,
     CACHE_AUTO_BYTES,
     CACHES,
     CLASS_WEIGHTINGS,
@@ -180,6 +181,11 @@ def _train_default(name: str) -> Any:
               help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it, "
                    "or the steps the data should get (as the default, without its maximum) "
                    "if the run reaches them first. Default: no time limit, the default steps.")
+@click.option("--members", type=click.IntRange(min=1), default=None,
+              help="Networks to train one after another (seeds SEED, SEED+1, ...) and average "
+                   "into the model file; inference costs as many times a network. Default: "
+                   f"1, or with --time-limit {AUTO_MEMBERS} when the first network reaches its "
+                   "steps with most of the time left (small data).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (a fixed number of steps, reproducible); with "
                    "--time-limit, an upper bound. Default: a number of steps from the amount "
@@ -289,7 +295,8 @@ def train(**values: Any) -> None:
             when = f"step {round(done * total):,}/{total:,}, about {format_duration(left)} left"
         else:
             when = f"{epoch}/{config.epochs}"
-        click.echo(f"epoch {epoch} ({when})  {shown}", err=True)
+        network = f"network {logs['member']}, " if logs.get("member", 1) > 1 else ""
+        click.echo(f"{network}epoch {epoch} ({when})  {shown}", err=True)
 
     def notify(text: str) -> None:
         if not quiet or text.startswith("warning"):
@@ -303,9 +310,12 @@ def train(**values: Any) -> None:
     elif not quiet:
         validation = result.metrics.get("validation") or {}
         score = validation.get("mean_iou")
+        members = result.metrics.get("members", 1)
         click.echo(
-            f"{result.model}: weights of epoch {result.kept_epoch} of {result.epochs} "
-            f"({config.keep}), "
+            f"{result.model}: "
+            + (f"the average of {members} networks ({result.epochs} epochs in all), "
+               if members > 1 else
+               f"weights of epoch {result.kept_epoch} of {result.epochs} ({config.keep}), ")
             + (f"validation mean IoU {score:.4f}, " if score is not None else "")
             + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})",
             err=True,

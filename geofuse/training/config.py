@@ -165,6 +165,19 @@ session 15 there has the checks on other sets. Large sets reach the maximum.
 """
 
 
+AUTO_MEMBERS = 2
+"""Networks a time-limited run trains at most by default (:attr:`TrainConfig.members`).
+
+Averaging two networks trained apart scored +0.02 to +0.04 IoU over each of them on three
+small sets (``docs/training.md``, session 17); inference then costs twice as much, so the
+default stops at two.
+"""
+
+MEMBER_TIME_SHARE = 0.8
+"""A further network is trained by default only if the time left is at least this share of
+the time the first one took (so it gets about as many steps)."""
+
+
 def default_steps(labelled_pixels: int, steps_per_epoch: int, maximum: bool = True) -> int:
     """Optimiser steps of training for this much labelled training data.
 
@@ -220,6 +233,12 @@ class TrainConfig:
             is laid over it, so the run ends at the end of its schedule; the run stops
             sooner, annealed, if it reaches its steps first (``epochs``, or by default
             :func:`default_steps` without its maximum). None: the run lasts the default steps.
+        members: Networks to train and average into one model file (an ensemble; each
+            from its own seed, on the same training and validation split). None (the
+            default): 1, or, with a time limit, :data:`AUTO_MEMBERS` when the first network
+            reaches its steps early enough that another gets at least
+            :data:`MEMBER_TIME_SHARE` of its time (small data: the time buys a second
+            network instead of steps that overfit). With a time limit, the networks share it.
         epochs: Number of epochs (None: a default number of steps from the amount of
             labelled data, :func:`default_steps`); with a time budget, an upper bound. Without
             ``time_limit``, the run is counted in steps, not seconds (reproducible).
@@ -279,6 +298,7 @@ class TrainConfig:
     patch: int = 64
     batch_size: int = 16
     time_limit: float | None = None
+    members: int | None = None
     epochs: int | None = None
     steps_per_epoch: int = 50
     warmup: float = 0.05
@@ -336,6 +356,11 @@ class TrainConfig:
             choice("class weights", self.class_weights, tuple(CLASS_WEIGHTINGS))
         if self.epochs is not None:
             positive_int("epochs", self.epochs)
+        if self.members is not None:
+            positive_int("members", self.members)
+            require(self.members == 1 or self.strategy != "multi-worker",
+                    f"Expected one network with the multi-worker strategy. Received: "
+                    f"members={self.members}")
         if self.time_limit is not None:
             require(isinstance(self.time_limit, int | float) and self.time_limit > 0,
                     f"Expected a positive time limit. Received: {self.time_limit!r}")

@@ -56,6 +56,8 @@ class FitOutcome:
     kept_epoch: int = 0
     replicas: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
+    val_data: tuple[np.ndarray, np.ndarray] | None = None
+    seconds: float = 0.0
 
 
 def make_strategy(name: str) -> Any:
@@ -476,20 +478,28 @@ def fit_model(
         kept = callback.best_epoch
     export = build_unet(info.spec)
     export.set_weights(model.get_weights())
-    validation: dict[str, Any] = {}
-    if len(val_rows):
-        cm = np.zeros((info.spec.classes, info.spec.classes), np.int64)
-        for i in range(0, len(xv), config.batch_size):  # predict_on_batch: no tf.data here
-            probs = np.asarray(export.predict_on_batch(xv[i:i + config.batch_size]))
-            cm += confusion_matrix(yv[i:i + config.batch_size], probs.argmax(-1),
-                                   info.spec.classes)
-        validation = summarize(cm, names)
+    val_data = (xv, yv) if len(val_rows) else None
+    validation = validate(export, val_data, config.batch_size, names)
     if chief:
         plot_curves(history, run_dir / "curves.png")
     return FitOutcome(
         export_model=export, validation=validation, best_epoch=callback.best_epoch, kept_epoch=kept,
         epochs=len(history), monitor=monitor, replicas=replicas, history=history,
+        val_data=val_data, seconds=budget.elapsed(),
     )
+
+
+def validate(model: Any, val_data: tuple[np.ndarray, np.ndarray] | None, batch_size: int,
+             names: Sequence[str]) -> dict[str, Any]:
+    """Metrics of ``model`` on the validation chips ``(images, labels)`` (empty: none)."""
+    if val_data is None:
+        return {}
+    xv, yv = val_data
+    cm = np.zeros((len(names), len(names)), np.int64)
+    for i in range(0, len(xv), batch_size):  # predict_on_batch: no tf.data here
+        probs = np.asarray(model.predict_on_batch(xv[i:i + batch_size]))
+        cm += confusion_matrix(yv[i:i + batch_size], probs.argmax(-1), len(names))
+    return summarize(cm, names)
 
 
 def _worker_folder(run_dir: Path, resume: bool) -> Path:

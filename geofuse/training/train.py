@@ -13,6 +13,7 @@ TensorFlow is imported inside :func:`train`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
@@ -329,16 +330,25 @@ def train(
         patch_size=config.patch, input_dtype=rasters[0].dtype,
         **input_facts(rasters),  # colours, value range, pixel size: the input contract
     )
-    from geofuse.training.fit import fit_model
-
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
     if seconds is not None:  # the budget covers the whole run: data checks included
         seconds = max(1.0, seconds - (time.perf_counter() - start))
-    outcome = fit_model(config, info, rasters, units, weights, run_dir, progress, report,
-                        seconds, class_sets=class_sets, steps=steps)
+    from geofuse.training.members import ensemble_outcome, fit_members
+
+    outcomes = fit_members(config, info, rasters, units, weights, run_dir, progress, report,
+                           seconds, class_sets, steps, say)
+    outcome = outcomes[0]
+    if len(outcomes) > 1:
+        spec = dataclasses.replace(spec, members=len(outcomes))
+        info = dataclasses.replace(info, spec=spec)
+        outcome = ensemble_outcome(outcomes, spec, config.batch_size,
+                                   [c.name for c in classes])
     digest = data_digest(files)
     metrics = {
+        "members": len(outcomes),
+        **({"member_validation": [o.validation for o in outcomes]} if len(outcomes) > 1
+           else {}),
         "validation": outcome.validation,
         "best_epoch": outcome.best_epoch,
         "kept_epoch": outcome.kept_epoch,
@@ -365,6 +375,7 @@ def train(
         "data": [_describe_source(s) for s in config.sources],
         "classes": [c.name for c in classes],
         "fusion": spec.arch.fusion,
+        "members": spec.members,
         "metrics": _short_metrics(outcome.validation),
         "training_config": config.to_dict(),
     })

@@ -1,0 +1,101 @@
+"""Several networks in one model file: trained one after another, their probabilities averaged.
+
+A time-limited run on small data reaches the steps that data should get (more overfit) long
+before its time is up; the time left trains a second network from another seed, and the model
+file averages the two (:func:`geofuse.model.build_unet` with ``members``). Averaging two
+networks trained apart scored 0.02 to 0.04 IoU above each of them on three small sets
+(``docs/training.md``, session 17). TensorFlow is imported by :mod:`.fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geofuse.model_config import ModelInfo, ModelSpec
+from geofuse.outputs import Progress
+from geofuse.training.config import (
+    AUTO_MEMBERS,
+    MEMBER_TIME_SHARE,
+    TrainConfig,
+    format_duration,
+)
+
+if TYPE_CHECKING:
+    from geofuse.training.datasets import LabelledRaster
+    from geofuse.training.fit import FitOutcome
+    from geofuse.training.train import Report
+
+
+def fit_members(
+    config: TrainConfig,
+    info: ModelInfo,
+    rasters: list[LabelledRaster],
+    units: list[Any],
+    weights: np.ndarray,
+    run_dir: Path,
+    progress: Progress | None,
+    report: Report | None,
+    seconds: float | None,
+    class_sets: tuple[tuple[int, ...], ...],
+    steps: int | None,
+    say: Callable[[str], None],
+) -> list[FitOutcome]:
+    """Fit ``config.members`` networks, or as many as the time allows by default.
+
+    Network ``k`` uses seed ``config.seed + k`` (weights, chips, augmentation) on the same
+    split, and the run folder's ``member<k>`` subfolder for ``k > 0``. With a time limit,
+    ``seconds`` is shared: an explicit count splits what is left evenly between the networks
+    still to train; by default the first network gets it all and a second one follows only
+    when the first stopped at its steps with at least :data:`MEMBER_TIME_SHARE` of its time
+    left.
+    """
+    from geofuse.training.fit import fit_model
+
+    wanted = config.members or (AUTO_MEMBERS if seconds is not None
+                                and config.strategy != "multi-worker" else 1)
+    start = time.perf_counter()
+    outcomes: list[FitOutcome] = []
+    took = 0.0  # the first network's wall time, set-up and validation included
+    for k in range(wanted):
+        left = None if seconds is None else seconds - (time.perf_counter() - start)
+        if k and config.members is None:
+            if left is None or left < MEMBER_TIME_SHARE * took:
+                break
+            say(f"network 1 stopped at its steps after {format_duration(took)}; training a "
+                f"second one in the {format_duration(left)} left, to average with it "
+                "(--members 1: one network, half the inference time)")
+        share = None if left is None else max(1.0, left / (
+            wanted - k if config.members else 1))
+        member = config if k == 0 else dataclasses.replace(config, seed=config.seed + k)
+        folder = run_dir if k == 0 else run_dir / f"member{k}"
+
+        def tagged(epoch: int, logs: Mapping[str, Any], k: int = k) -> None:
+            report(epoch, {**logs, "member": k + 1})
+
+        outcomes.append(fit_model(member, info, rasters, units, weights, folder, progress,
+                                  None if report is None else tagged, share,
+                                  class_sets=class_sets, steps=steps))
+        took = took or time.perf_counter() - start
+    return outcomes
+
+
+def ensemble_outcome(outcomes: list[FitOutcome], spec: ModelSpec, batch_size: int,
+                     names: list[str]) -> FitOutcome:
+    """One outcome for the average of the networks of ``outcomes`` (validated anew)."""
+    from geofuse.model import build_unet, member_networks
+    from geofuse.training.fit import validate
+
+    model = build_unet(spec)
+    for network, outcome in zip(member_networks(model, spec), outcomes, strict=True):
+        network.set_weights(outcome.export_model.get_weights())
+    first = outcomes[0]
+    return dataclasses.replace(
+        first, export_model=model,
+        validation=validate(model, first.val_data, batch_size, names),
+        epochs=sum(o.epochs for o in outcomes), seconds=sum(o.seconds for o in outcomes))
