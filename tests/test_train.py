@@ -192,6 +192,40 @@ def test_same_seed_same_metrics_and_resume_after_interrupt(tmp_path: Path) -> No
         [h["loss"] for h in first.history], rel=1e-4)
 
 
+def test_an_ensemble_resumes_in_its_second_network(tmp_path: Path) -> None:
+    """Killed while the second network trains, --resume keeps the finished first one and
+    continues the second from its checkpoint: the same model as an uninterrupted run."""
+    from geofuse.training.train import TilesSource, TrainConfig, train
+
+    tiles = make_tiles(tmp_path / "tiles", count=5, size=48)
+    common = dict(sources=(TilesSource(tiles),), arch=Architecture(depth=2, base_filters=4),
+                  patch=32, batch_size=8, epochs=3, steps_per_epoch=3, seed=7, members=2)
+    whole = train(TrainConfig(out=tmp_path / "a.keras", **common))
+    assert whole.metrics["members"] == 2 and whole.epochs == 6
+
+    class Killed(KeyboardInterrupt):
+        pass
+
+    calls = []
+
+    def kill_in_the_second(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 5:  # three epochs of the first network, two of the second
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(TrainConfig(out=tmp_path / "c.keras", **common), progress=kill_in_the_second)
+    assert not (tmp_path / "c.keras").exists()
+    assert len(history(tmp_path / "c.train" / "member1")) == 2
+    calls.clear()
+    resumed = train(TrainConfig(out=tmp_path / "c.keras", resume=True, **common),
+                    progress=lambda done, total: calls.append(done))
+    assert calls == [3]  # only the second network's last epoch ran again
+    assert len(history(tmp_path / "c.train")) == 3
+    assert resumed.metrics["validation"]["mean_iou"] == pytest.approx(
+        whole.metrics["validation"]["mean_iou"], abs=1e-4)
+
+
 @pytest.mark.slow
 def test_ignore_value_in_id_masks(tmp_path: Path) -> None:
     tiles = make_tiles(tmp_path / "t", count=3, size=48, classes=False)

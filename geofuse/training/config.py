@@ -168,8 +168,8 @@ session 15 there has the checks on other sets. Large sets reach the maximum.
 AUTO_MEMBERS = 2
 """Networks a time-limited run trains at most by default (:attr:`TrainConfig.members`).
 
-Averaging two networks trained apart scored +0.02 to +0.04 IoU over each of them on three
-small sets (``docs/training.md``, session 17); inference then costs twice as much, so the
+Averaging two networks trained apart scored 0.01 to 0.04 IoU above the mean of the two on
+three small sets (``docs/training.md``, session 17); inference then costs twice as much, so the
 default stops at two.
 """
 

@@ -3,7 +3,7 @@
 A time-limited run on small data reaches the steps that data should get (more overfit) long
 before its time is up; the time left trains a second network from another seed, and the model
 file averages the two (:func:`geofuse.model.build_unet` with ``members``). Averaging two
-networks trained apart scored 0.02 to 0.04 IoU above each of them on three small sets
+networks trained apart scored 0.01 to 0.04 IoU above the mean of the two on three small sets
 (``docs/training.md``, session 17). TensorFlow is imported by :mod:`.fit`.
 """
 
@@ -61,9 +61,11 @@ def fit_members(
                                 and config.strategy != "multi-worker" else 1)
     start = time.perf_counter()
     outcomes: list[FitOutcome] = []
-    took = 0.0  # the first network's wall time, set-up and validation included
+    took = 0.0  # the first network's time: wall clock (set-up included) or, resumed, trained
     for k in range(wanted):
-        left = None if seconds is None else seconds - (time.perf_counter() - start)
+        # a resumed run counts the training time its networks spent before the interruption
+        spent = max(time.perf_counter() - start, sum(o.seconds for o in outcomes))
+        left = None if seconds is None else seconds - spent
         if k and config.members is None:
             if left is None or left < MEMBER_TIME_SHARE * took:
                 break
@@ -81,7 +83,7 @@ def fit_members(
         outcomes.append(fit_model(member, info, rasters, units, weights, folder, progress,
                                   None if report is None else tagged, share,
                                   class_sets=class_sets, steps=steps))
-        took = took or time.perf_counter() - start
+        took = took or max(time.perf_counter() - start, outcomes[0].seconds)
     return outcomes
 
 

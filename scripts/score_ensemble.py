@@ -1,0 +1,62 @@
+"""Score model files alone and averaged on a set's held-out part (the protocol of train_recipes).
+
+Given model files trained on the same set (e.g. the ``m.keras`` of ``train_recipes.py`` runs with
+different seeds), each is scored alone and every pair is averaged into one model file (an
+ensemble, :func:`geofuse.model.build_unet` with ``members=2``) and scored too. This is how the
+session-17 evidence for averaging two networks was measured (``docs/training.md``).
+
+    python scripts/score_ensemble.py --set spacenet --work /tmp/ens \\
+        --models /tmp/r/spacenet-capped-0/m.keras /tmp/r/spacenet-capped-1/m.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+from pathlib import Path
+
+from _common import held_out_protocol
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", required=True, help="spacenet, inria, roads or dubai-<tile>.")
+    parser.add_argument("--models", nargs="+", required=True, help="Model files (.keras).")
+    parser.add_argument("--work", type=Path, required=True, help="Scratch folder.")
+    args = parser.parse_args()
+
+    from geofuse.model import build_unet, load_model, member_networks, save_model
+    from geofuse.training.evaluate import evaluate
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    loaded = [load_model(m) for m in args.models]
+
+    def score(path: Path) -> float | None:
+        protocol = held_out_protocol(args.set, args.work, path)
+        report = evaluate(dataclasses.replace(protocol.evaluation, model=path)).report
+        return protocol.score(report)
+
+    rows = []
+    for model in loaded:
+        rows.append({"models": [str(model.path)], "score": score(model.path)})
+        print(json.dumps(rows[-1]), flush=True)
+    for i, j in itertools.combinations(range(len(loaded)), 2):
+        first, second = loaded[i], loaded[j]
+        spec = dataclasses.replace(first.info.spec, members=2)
+        ensemble = build_unet(spec)
+        for network, member in zip(member_networks(ensemble, spec), (first, second),
+                                   strict=True):
+            network.set_weights(member.model.get_weights())
+        path = args.work / f"{args.set}-average-{i}-{j}.keras"
+        save_model(ensemble, dataclasses.replace(first.info, spec=spec), path)
+        rows.append({"models": [str(first.path), str(second.path)], "score": score(path)})
+        print(json.dumps(rows[-1]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
