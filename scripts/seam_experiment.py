@@ -68,7 +68,8 @@ def patch_ratio(height: int, width: int, tile: int, overlap: int, multiple: int)
     return grid.patch_pixels / (height * width)
 
 
-def measure(name: str, files: list[Path], model_path: str | None) -> dict:
+def measure(name: str, files: list[Path], model_path: str | None, tiles: tuple[int, ...] = TILES,
+            overlaps: tuple[int, ...] = OVERLAPS, blends: tuple[str, ...] = BLENDS) -> dict:
     """Every tile/overlap/blend on the scene's images against their whole-image prediction."""
     from geofuse.arrays import predict_array
     from geofuse.config import TilingConfig
@@ -86,9 +87,9 @@ def measure(name: str, files: list[Path], model_path: str | None) -> dict:
         side = -(-max(image.shape[1:]) // multiple) * multiple
         references.append(predict_array(model, image, tiling=TilingConfig(
             tile=side, overlap=0, batch_size=1, runtime="tensorflow", precision="f32")).classes)
-    for tile in TILES:
-        for overlap in OVERLAPS:
-            for blend in BLENDS:
+    for tile in tiles:
+        for overlap in overlaps:
+            for blend in blends:
                 if overlap == 0 and blend == "hann":
                     continue  # no overlap to blend: the same as center
                 differ = valid = differ_all = valid_all = patch = scene = 0
@@ -156,6 +157,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=3072, help="Generated scene side.")
     parser.add_argument("--scenes", default=None, help="Comma-separated subset.")
     parser.add_argument("--label", default="aligned", help="Name of this code's runs.")
+    parser.add_argument("--tiles", type=int, nargs="+", default=list(TILES),
+                        help="Nominal tiles (segment fits each to the scene).")
+    parser.add_argument("--overlaps", type=int, nargs="+", default=list(OVERLAPS))
+    parser.add_argument("--blends", nargs="+", default=list(BLENDS), choices=BLENDS)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
@@ -165,7 +170,8 @@ def main() -> None:
                 out = RUNS / f"{name}-{args.label}.json"
                 if out.exists() or (args.scenes and name not in args.scenes.split(",")):
                     continue
-                write_json_atomic(out, measure(name, files, model))
+                write_json_atomic(out, measure(name, files, model, tuple(args.tiles),
+                                               tuple(args.overlaps), tuple(args.blends)))
     table = report()
     print(table)
     doc = ROOT / "docs" / "seams.md"

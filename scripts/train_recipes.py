@@ -114,6 +114,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "ensemble": ({}, {}, "the library defaults of session 17: `capped`, and when the first "
                  "network stops at its steps with at least 0.8 of its time left, a second one "
                  "(seed + 1, same split) in the time left; the model file averages the two"),
+    "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
+                 "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
                           f"`capped` (the defaults of session 15) with fusion `{mode}` "
                           "(width 16) in place of the plain U-Net skips")
