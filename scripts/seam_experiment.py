@@ -59,17 +59,20 @@ def scenes(args: argparse.Namespace, work: Path) -> dict[str, tuple[list[Path], 
     return found
 
 
-def patch_ratio(height: int, width: int, tile: int, overlap: int, multiple: int) -> float:
+def patch_ratio(height: int, width: int, tile: int, overlap: int, multiple: int,
+                fit: bool = True) -> float:
     """Patch pixels per scene pixel of the grid geofuse uses for this scene."""
     from geofuse.config import TilingConfig
 
-    tiling = TilingConfig(tile=tile, overlap=overlap).for_scene(height, width, multiple)
+    tiling = TilingConfig(tile=tile, overlap=overlap, fit=fit).for_scene(height, width,
+                                                                        multiple)
     grid = tiling.grid(height, width)
     return grid.patch_pixels / (height * width)
 
 
 def measure(name: str, files: list[Path], model_path: str | None, tiles: tuple[int, ...] = TILES,
-            overlaps: tuple[int, ...] = OVERLAPS, blends: tuple[str, ...] = BLENDS) -> dict:
+            overlaps: tuple[int, ...] = OVERLAPS, blends: tuple[str, ...] = BLENDS,
+            fit: bool = True) -> dict:
     """Every tile/overlap/blend on the scene's images against their whole-image prediction."""
     from geofuse.arrays import predict_array
     from geofuse.config import TilingConfig
@@ -96,7 +99,7 @@ def measure(name: str, files: list[Path], model_path: str | None, tiles: tuple[i
                 fitted = set()
                 started = time.perf_counter()
                 for image, reference in zip(images, references, strict=True):
-                    tiling = TilingConfig(tile=tile, overlap=overlap, blend=blend,
+                    tiling = TilingConfig(tile=tile, overlap=overlap, blend=blend, fit=fit,
                                           runtime="tensorflow", precision="f32")
                     prediction = predict_array(model, image, tiling=tiling)
                     fitted.add(prediction.tiling.tile)
@@ -108,7 +111,7 @@ def measure(name: str, files: list[Path], model_path: str | None, tiles: tuple[i
                     differ += int(np.count_nonzero(wrong[inner]))
                     valid += int(np.count_nonzero(ok[inner]))
                     h, w = image.shape[1:]
-                    patch += patch_ratio(h, w, tile, overlap, multiple) * h * w
+                    patch += patch_ratio(h, w, tile, overlap, multiple, fit) * h * w
                     scene += h * w
                 rows.append({
                     "tile": tile, "overlap": overlap, "blend": blend,
@@ -117,7 +120,7 @@ def measure(name: str, files: list[Path], model_path: str | None, tiles: tuple[i
                     "tiles_used": sorted(fitted),
                     "patch_per_scene_pixel": patch / scene,
                     "large_scene_patch_per_scene_pixel": {
-                        str(s): patch_ratio(s, s, tile, overlap, multiple) for s in LARGE},
+                        str(s): patch_ratio(s, s, tile, overlap, multiple, fit) for s in LARGE},
                     "seconds": round(time.perf_counter() - started, 2),
                 })
                 print(f"{name} tile {tile} overlap {overlap} {blend}: "
@@ -161,6 +164,8 @@ def main() -> None:
                         help="Nominal tiles (segment fits each to the scene).")
     parser.add_argument("--overlaps", type=int, nargs="+", default=list(OVERLAPS))
     parser.add_argument("--blends", nargs="+", default=list(BLENDS), choices=BLENDS)
+    parser.add_argument("--exact-tile", action="store_true",
+                        help="Keep each --tiles side as it is (segment --exact-tile).")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
@@ -171,7 +176,8 @@ def main() -> None:
                 if out.exists() or (args.scenes and name not in args.scenes.split(",")):
                     continue
                 write_json_atomic(out, measure(name, files, model, tuple(args.tiles),
-                                               tuple(args.overlaps), tuple(args.blends)))
+                                               tuple(args.overlaps), tuple(args.blends),
+                                               not args.exact_tile))
     table = report()
     print(table)
     doc = ROOT / "docs" / "seams.md"
