@@ -112,8 +112,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "uncapped": ({"epochs": 1_000_000, "members": 1}, {}, "`capped` with an upper bound of "
                  "epochs no run reaches, so a time limit is spent whole, as before session 15"),
     "ensemble": ({}, {}, "the library defaults of session 17: `capped`, and when the first "
-                 "network stops at its steps with at least 0.8 of its time left, a second one "
-                 "(seed + 1, same split) in the time left; the model file averages the two"),
+                 "network stops at its steps with the time for another left, a second one "
+                 "(seed + 1, same split) in the time left; the model file averages the two "
+                 "(the runs on record had it at 0.8 of that time, MEMBER_TIME_SHARE then)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},

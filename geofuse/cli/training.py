@@ -185,7 +185,7 @@ def _train_default(name: str) -> Any:
               help="Networks to train one after another (seeds SEED, SEED+1, ...) and average "
                    "into the model file; inference costs as many times a network. Default: "
                    f"1, or with --time-limit {AUTO_MEMBERS} when the first network reaches its "
-                   "steps with most of the time left (small data).")
+                   "steps with the time for another left (small data).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (a fixed number of steps, reproducible); with "
                    "--time-limit, an upper bound. Default: a number of steps from the amount "

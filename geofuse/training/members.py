@@ -52,8 +52,8 @@ def fit_members(
     split, and the run folder's ``member<k>`` subfolder for ``k > 0``. With a time limit,
     ``seconds`` is shared: an explicit count splits what is left evenly between the networks
     still to train; by default the first network gets it all and a second one follows only
-    when the first stopped at its steps with at least :data:`MEMBER_TIME_SHARE` of its time
-    left.
+    when the first stopped at its steps with at least :data:`MEMBER_TIME_SHARE` times its
+    time left (the same steps for the second).
     """
     from geofuse.training.fit import fit_model
 
