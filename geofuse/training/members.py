@@ -1,10 +1,12 @@
 """Several networks in one model file: trained one after another, their probabilities averaged.
 
-A time-limited run on small data reaches the steps that data should get (more overfit) long
-before its time is up; the time left trains a second network from another seed, and the model
-file averages the two (:func:`geofuse.model.build_unet` with ``members``). Averaging two
-networks trained apart scored 0.01 to 0.04 IoU above the mean of the two on three small sets
-(``docs/training.md``, session 17). TensorFlow is imported by :mod:`.fit`.
+``--members N`` trains N networks from seeds ``seed``, ``seed + 1``, ... on the same split,
+and the model file averages them (:func:`geofuse.model.build_unet` with ``members``). A
+time-limited run on small data may reach the steps that data should get (more overfit) long
+before its time is up; when the time left is at least what the first network took, it trains a
+second one by default. Averaging two networks trained apart scored 0.01 to 0.04 IoU above the
+mean of the two on three small sets (``docs/training.md``, session 17); a second network cut
+short by the clock added little. TensorFlow is imported by :mod:`.fit`.
 """
 
 from __future__ import annotations
