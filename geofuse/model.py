@@ -129,6 +129,15 @@ def member_networks(model: keras.Model, spec: ModelSpec) -> list[keras.Model]:
     return [model.get_layer(f"member{k}") for k in range(spec.members)]
 
 
+def averaged(networks: list[keras.Model], spec: ModelSpec) -> keras.Model:
+    """One network averaging ``networks`` (U-Nets of ``spec`` with one member each)."""
+    spec = dataclasses.replace(spec, members=len(networks))
+    model = build_unet(spec)
+    for member, network in zip(member_networks(model, spec), networks, strict=True):
+        member.set_weights(network.get_weights())
+    return model
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A network with its metadata and the digest of the file it came from."""

@@ -2,7 +2,7 @@
 
 Given model files trained on the same set (e.g. the ``m.keras`` of ``train_recipes.py`` runs with
 different seeds), each is scored alone and every pair is averaged into one model file (an
-ensemble, :func:`geofuse.model.build_unet` with ``members=2``) and scored too. This is how the
+ensemble, :func:`geofuse.model.averaged`) and scored too. This is how the
 session-17 evidence for averaging two networks was measured (``docs/training.md``).
 
     python scripts/score_ensemble.py --set spacenet --work /tmp/ens \\
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="Scratch folder.")
     args = parser.parse_args()
 
-    from geofuse.model import build_unet, load_model, member_networks, save_model
+    from geofuse.model import averaged, load_model, save_model
     from geofuse.training.evaluate import evaluate
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -47,11 +47,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     for i, j in itertools.combinations(range(len(loaded)), 2):
         first, second = loaded[i], loaded[j]
+        ensemble = averaged([first.model, second.model], first.info.spec)
         spec = dataclasses.replace(first.info.spec, members=2)
-        ensemble = build_unet(spec)
-        for network, member in zip(member_networks(ensemble, spec), (first, second),
-                                   strict=True):
-            network.set_weights(member.model.get_weights())
         path = args.work / f"{args.set}-average-{i}-{j}.keras"
         save_model(ensemble, dataclasses.replace(first.info, spec=spec), path)
         rows.append({"models": [str(first.path), str(second.path)], "score": score(path)})

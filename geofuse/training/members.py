@@ -92,12 +92,10 @@ def fit_members(
 def ensemble_outcome(outcomes: list[FitOutcome], spec: ModelSpec, batch_size: int,
                      names: list[str]) -> FitOutcome:
     """One outcome for the average of the networks of ``outcomes`` (validated anew)."""
-    from geofuse.model import build_unet, member_networks
+    from geofuse.model import averaged
     from geofuse.training.fit import validate
 
-    model = build_unet(spec)
-    for network, outcome in zip(member_networks(model, spec), outcomes, strict=True):
-        network.set_weights(outcome.export_model.get_weights())
+    model = averaged([o.export_model for o in outcomes], spec)
     first = outcomes[0]
     return dataclasses.replace(
         first, export_model=model,
