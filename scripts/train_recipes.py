@@ -115,6 +115,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                  "network stops at its steps with the time for another left, a second one "
                  "(seed + 1, same split) in the time left; the model file averages the two "
                  "(the runs on record had it at 0.8 of that time, MEMBER_TIME_SHARE then)"),
+    "stepled": ({"members": 1}, {}, "`capped` with session 18's schedule: when a time limit "
+                "leaves room for the data's steps, the learning rate follows the steps alone "
+                "(not the clock), so a seed gives one model; one network"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},

@@ -660,10 +660,32 @@ def test_a_budget_in_seconds_and_steps_follows_the_nearer_limit() -> None:
     from geofuse.errors import ConfigError
     from geofuse.training.fit import Budget
 
-    budget = Budget(3e-3, 0.05, seconds=100.0, steps=10, spent=30.0)
-    assert budget.fraction(2) == pytest.approx(0.30, abs=0.01)  # time is further along
-    assert budget.fraction(8) == pytest.approx(0.80)  # the steps are
-    assert budget.fraction(10) == 1.0
+    # undecided, then on course for its steps: the schedule follows the steps alone, so the
+    # clock (the machine, its load) does not change the run
+    budget = Budget(3e-3, 0.05, seconds=100.0, steps=500)
+    assert budget.fraction(2, elapsed=30.0) == pytest.approx(0.004)
+    budget.observe(1, 5.0)  # the first step traces the model
+    budget.observe(21, 7.0)  # 0.1 s a step: 500 steps by about 62 s
+    assert budget.led_by == "steps"
+    assert budget.fraction(100, elapsed=60.0) == pytest.approx(0.2)
+    assert not budget.done(100, elapsed=60.0) and budget.done(500, elapsed=60.0)
+    assert budget.done(400, elapsed=100.0)  # the time is a hard limit all the same
+    budget.observe(300, 95.0)  # between epochs: no new projection
+    assert budget.led_by == "steps"
+    budget.observe(300, 95.0, epoch_end=True)  # slowed down: the time will end the run
+    assert budget.led_by == "time"
+    assert budget.fraction(300, elapsed=95.0) == pytest.approx(0.95)
+    budget.observe(310, 95.5, epoch_end=True)
+    assert budget.led_by == "time"  # for good
+
+    # the time comes first from the start: the further of the two, as before
+    timed = Budget(3e-3, 0.05, seconds=100.0, steps=1000, spent=30.0)
+    timed.observe(1, 35.0)
+    timed.observe(21, 37.0)  # 0.1 s a step: 1,000 steps would take about 150 s
+    assert timed.led_by == "time"
+    assert timed.fraction(2, elapsed=40.0) == pytest.approx(0.40)
+    assert timed.fraction(800, elapsed=40.0) == pytest.approx(0.80)
+    assert timed.fraction(1000) == 1.0 and timed.done(1000)
     with pytest.raises(ConfigError, match="Received: neither"):
         Budget(3e-3, 0.05)
 
@@ -1104,3 +1126,29 @@ def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
     bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", "--zoom", "2", *TINY)
     assert bad.exit_code == 2 and "--zoom" in bad.output
     assert not (tmp_path / "n.keras").exists()
+
+
+@pytest.mark.slow
+def test_a_generous_time_limit_gives_the_same_model_for_a_seed(tmp_path: Path) -> None:
+    # Two processes, one seed, a time limit far beyond the data's steps: the schedule follows
+    # the steps, so the clock (tracing, load) does not change the weights. Before, the first
+    # steps' learning rate followed the clock (tracing took a tenth of the 30 s) and the
+    # two models differed.
+    tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
+    models = []
+    for k in range(2):
+        out = tmp_path / f"m{k}.keras"
+        proc = subprocess.run(
+            [sys.executable, "-m", "geofuse.cli", "train", "--tiles", str(tiles), "--out",
+             str(out), "--time-limit", "30s", "--seed", "3", "--members", "1",
+             "--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "8",
+             "--epochs", "4", "--steps", "10"],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+        assert "step 40/40" in proc.stdout + proc.stderr
+        models.append(out)
+    from geofuse.model import load_model
+
+    first, second = (load_model(m).model.get_weights() for m in models)
+    assert len(first) == len(second) > 10
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

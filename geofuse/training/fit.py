@@ -96,15 +96,26 @@ class Budget:
 
     The learning rate rises linearly over the first ``warmup`` share of the run, then follows
     a cosine down to 5 % of the peak at the very end of the run; in seconds, the share is the
-    training time spent so far (carried over a resume), so the run ends with its schedule.
-    With both, the share is the larger of the two: the run ends, annealed, at whichever
-    limit it reaches first.
+    time spent so far (carried over a resume), so the run ends with its schedule.
+
+    With both a time and a step limit the run ends at whichever it reaches first. The schedule
+    follows the steps alone while the steps are on course to come first (:meth:`observe`
+    projects the finish from the step rate measured after the first step, and again after
+    every epoch), so a run whose time is generous is the same run on any machine and for any
+    load: one seed, one model. Once the projection says the time will end the run, the
+    schedule follows whichever of the two is further along, for good, and the run still ends
+    annealed. The time is a hard limit either way.
     """
 
     FLOOR = 0.05
+    DECIDE_AFTER = 20
+    """Steps after the first (the one that traces the model) that the first projection uses."""
+    SLACK = 1.15
+    """Projected training time x this must fit the time left (epoch validation, checkpoints)."""
 
     def __init__(self, peak: float, warmup: float, seconds: float | None = None,
-                 steps: int | None = None, spent: float = 0.0) -> None:
+                 steps: int | None = None, spent: float = 0.0,
+                 led_by: str | None = None) -> None:
         if seconds is None and steps is None:
             raise ConfigError("Expected a budget in seconds or in steps. Received: neither")
         self.peak, self.warmup = peak, warmup
@@ -114,25 +125,57 @@ class Budget:
         # Multi-worker runs: maps this worker's share of a timed run to the share all agree
         # on, so every worker sets the same learning rate and stops at the same step.
         self.agree: Callable[[float], float] | None = None
+        # "steps": the schedule follows the steps; "time": the further of the two; None: not
+        # decided yet (the steps meanwhile). Only a budget of both is ever decided.
+        self.led_by = led_by if seconds and steps else None
+        self._first: tuple[int, float] | None = None  # (step, elapsed) after the first step
 
-    def start(self) -> None:
-        """Start (or restart, after a resume) the clock."""
-        self._since = time.perf_counter()
+    def start(self, since: float | None = None) -> None:
+        """Start (or restart, after a resume) the clock, at ``since`` (a perf_counter reading)."""
+        self._since = time.perf_counter() if since is None else since
 
     def elapsed(self) -> float:
         """Training seconds spent, including those before a resume."""
         return self.spent + (time.perf_counter() - self._since if self._since else 0.0)
 
+    def _time_share(self, elapsed: float | None) -> float:
+        done = (self.elapsed() if elapsed is None else elapsed) / self.seconds
+        return self.agree(done) if self.agree is not None else done
+
     def fraction(self, step: int, elapsed: float | None = None) -> float:
-        """How much of the run is done, 0..1 (``elapsed``: a reading of :meth:`elapsed`)."""
+        """How much of the schedule is done, 0..1 (``elapsed``: a reading of :meth:`elapsed`)."""
         done = 0.0
-        if self.seconds:
-            done = (self.elapsed() if elapsed is None else elapsed) / self.seconds
-            if self.agree is not None:
-                done = self.agree(done)
+        if self.seconds and (not self.steps or self.agree is not None
+                             or self.led_by == "time"):
+            done = self._time_share(elapsed)
         if self.steps:  # the same step on every worker: no agreement needed
             done = max(done, step / self.steps)
         return float(min(1.0, max(0.0, done)))
+
+    def done(self, step: int, elapsed: float | None = None) -> bool:
+        """Whether the run is over: its steps made, or its time spent."""
+        if self.steps and step >= self.steps:
+            return True
+        return bool(self.seconds) and self._time_share(elapsed) >= 1.0
+
+    def observe(self, step: int, elapsed: float, epoch_end: bool = False) -> None:
+        """Decide, from the step rate so far, whether the steps will end the run first.
+
+        Called after every step (``epoch_end``: and after each epoch's validation). The first
+        projection comes :data:`DECIDE_AFTER` steps after the first one; later ones at each
+        epoch's end, until the time is found to come first.
+        """
+        if self.led_by == "time" or not (self.seconds and self.steps) or self.agree is not None:
+            return
+        if self._first is None:
+            self._first = (step, elapsed)
+            return
+        made = step - self._first[0]
+        if made < self.DECIDE_AFTER or (self.led_by == "steps" and not epoch_end):
+            return
+        rate = (elapsed - self._first[1]) / made
+        projected = elapsed + self.SLACK * rate * max(0, self.steps - step)
+        self.led_by = "steps" if projected <= self.seconds else "time"
 
     def learning_rate(self, fraction: float) -> float:
         """The scheduled learning rate at ``fraction`` of the run."""
@@ -151,8 +194,9 @@ class Schedule(keras.callbacks.Callback):
         self.budget = budget
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        """Start the clock."""
-        self.budget.start()
+        """Start the clock (unless :func:`fit_model` started it with the set-up)."""
+        if self.budget._since is None:
+            self.budget.start()
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Set the scheduled learning rate."""
@@ -166,15 +210,21 @@ class Schedule(keras.callbacks.Callback):
         here, on the reading the logs get: no epoch starts after the budget.
         """
         elapsed = self.budget.elapsed()
+        step = self._step()
+        self.budget.observe(step, elapsed, epoch_end=True)
         if logs is not None:
             logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
             logs["elapsed"] = elapsed
-        if self.budget.seconds is not None and self.budget.fraction(self._step(), elapsed) >= 1:
+        if self.budget.seconds is not None and self.budget.done(step, elapsed):
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Stop once the time budget is spent (the epoch's validation still runs)."""
-        if self.budget.seconds is not None and self.budget.fraction(self._step()) >= 1.0:
+        if self.budget.seconds is None:
+            return
+        step, elapsed = self._step(), self.budget.elapsed()
+        self.budget.observe(step, elapsed)
+        if self.budget.done(step, elapsed):
             self.model.stop_training = True
 
     def _step(self) -> int:
@@ -243,7 +293,8 @@ class RunState(keras.callbacks.Callback):
             self.wait += 1
         meta = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
                 "wait": self.wait, "monitor": self.monitor, "smoothed": self.smoothed,
-                "spent": self.budget.elapsed(), "settings": self.settings}
+                "spent": self.budget.elapsed(), "led_by": self.budget.led_by,
+                "settings": self.settings}
         logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
                  "budget": self.budget.seconds or 0.0, "fraction": fraction,
                  "budget_steps": self.budget.steps or 0, "step": step}
@@ -360,6 +411,7 @@ def fit_model(
     the schedule then follows whichever limit is nearer.
     ``class_sets``: the class ids of each class set the labels use (:mod:`.labels`).
     """
+    entered = time.perf_counter()  # a timed run's clock counts the set-up too
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -387,7 +439,7 @@ def fit_model(
     folder.mkdir(parents=True, exist_ok=True)
     history_path = run_dir / "history.csv"
     state: dict[str, Any] = {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
-                             "smoothed": None, "spent": 0.0}
+                             "smoothed": None, "spent": 0.0, "led_by": None}
     saved_weights = saved_optimizer = None
     last = folder / "last.npz"
     settings = _resume_settings(config, info)
@@ -411,7 +463,9 @@ def fit_model(
         epochs = -(-cap // config.steps_per_epoch) if cap else 1_000_000
         budget = Budget(config.learning_rate, config.warmup, seconds=seconds,
                         steps=epochs * config.steps_per_epoch if cap else None,
-                        spent=float(state["spent"]))
+                        spent=float(state["spent"]), led_by=state["led_by"])
+    if seconds is not None:
+        budget.start(entered)
     if multi:
         agree = Agreement(strategy)
         if seconds is not None:
@@ -440,7 +494,7 @@ def fit_model(
                         config.min_fraction, config.smoothing, state["best"],
                         state["best_epoch"], state["wait"], state["smoothed"], settings)
     stopped = config.patience and state["wait"] >= config.patience
-    done = budget.fraction(int(optimizer.iterations.numpy())) >= 1.0
+    done = budget.done(int(optimizer.iterations.numpy()))
     if initial < epochs and not stopped and not done:
         _trim_history(history_path, initial)
         callbacks = [Schedule(budget),

@@ -55,8 +55,12 @@ def fit_members(
     ``seconds`` is shared: an explicit count splits what is left evenly between the networks
     still to train; by default the first network gets it all and a second one follows only
     when the first stopped at its steps with at least :data:`MEMBER_TIME_SHARE` times its
-    time left (the same steps for the second).
+    time left (the same steps for the second). A network's clock counts its set-up; the time
+    each takes after its clock stops (final validation, export), measured on the first, is
+    kept back from the shares of the others.
     """
+    import keras
+
     from geofuse.training.fit import fit_model
 
     wanted = config.members or (AUTO_MEMBERS if seconds is not None
@@ -64,10 +68,12 @@ def fit_members(
     start = time.perf_counter()
     outcomes: list[FitOutcome] = []
     took = 0.0  # the first network's time: wall clock (set-up included) or, resumed, trained
+    tail = 0.0  # the first network's time after its clock stopped
     for k in range(wanted):
         # a resumed run counts the training time its networks spent before the interruption
         spent = max(time.perf_counter() - start, sum(o.seconds for o in outcomes))
-        left = None if seconds is None else seconds - spent
+        # kept back: the tails of the networks to come and the validation of their average
+        left = None if seconds is None else seconds - spent - tail * (wanted - k + 1)
         if k and config.members is None:
             if left is None or left < MEMBER_TIME_SHARE * took:
                 break
@@ -76,6 +82,8 @@ def fit_members(
                 "(--members 1: one network, half the inference time)")
         share = None if left is None else max(1.0, left / (
             wanted - k if config.members else 1))
+        if k:  # the last network's traced functions made this one's first step 2-5x slower
+            keras.backend.clear_session()
         member = config if k == 0 else dataclasses.replace(config, seed=config.seed + k)
         folder = run_dir if k == 0 else run_dir / f"member{k}"
 
@@ -85,7 +93,9 @@ def fit_members(
         outcomes.append(fit_model(member, info, rasters, units, weights, folder, progress,
                                   None if report is None else tagged, share,
                                   class_sets=class_sets, steps=steps))
-        took = took or max(time.perf_counter() - start, outcomes[0].seconds)
+        if not took:
+            took = max(time.perf_counter() - start, outcomes[0].seconds)
+            tail = max(0.0, time.perf_counter() - start - outcomes[0].seconds)
     return outcomes
 
 
