@@ -96,8 +96,12 @@ class ChipFeed:
         queue = self._queue
         steps = (tf.data.Dataset.from_tensors(0).repeat() if self._count is None
                  else tf.data.Dataset.range(self._count))
+        options = tf.data.Options()
+        # Nothing here to tune (one map, a fixed prefetch), and the autotuning thread made
+        # deleting a spent iterator wait up to its polling period: 30 s after a 2-minute run
+        options.autotune.enabled = False
         return steps.map(
-            lambda _: tuple(queue.dequeue())).prefetch(2)
+            lambda _: tuple(queue.dequeue())).prefetch(2).with_options(options)
 
     def close(self) -> None:
         """Stop the threads; raise the error the threads met, if any."""

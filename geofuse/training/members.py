@@ -82,7 +82,7 @@ def fit_members(
                 "(--members 1: one network, half the inference time)")
         share = None if left is None else max(1.0, left / (
             wanted - k if config.members else 1))
-        if k:  # the last network's traced functions made this one's first step 2-5x slower
+        if k:  # frees the last network's graphs: the next one traces as fast as the first
             keras.backend.clear_session()
         member = config if k == 0 else dataclasses.replace(config, seed=config.seed + k)
         folder = run_dir if k == 0 else run_dir / f"member{k}"
