@@ -675,8 +675,12 @@ def test_a_budget_in_seconds_and_steps_follows_the_nearer_limit() -> None:
     budget.observe(300, 95.0, epoch_end=True)  # slowed down: the time will end the run
     assert budget.led_by == "time"
     assert budget.fraction(300, elapsed=95.0) == pytest.approx(0.95)
-    budget.observe(310, 95.5, epoch_end=True)
-    assert budget.led_by == "time"  # for good
+    slow = Budget(3e-3, 0.05, seconds=100.0, steps=500)
+    slow.observe(1, 5.0)
+    slow.observe(21, 15.0)  # a busy start: 0.5 s a step
+    assert slow.led_by == "time" and slow.fraction(21, elapsed=15.0) == pytest.approx(0.15)
+    slow.observe(150, 27.9, epoch_end=True)  # 0.1 s a step since: back on course
+    assert slow.led_by == "steps" and slow.fraction(150, elapsed=27.9) == pytest.approx(0.3)
 
     # the time comes first from the start: the further of the two, as before
     timed = Budget(3e-3, 0.05, seconds=100.0, steps=1000, spent=30.0)

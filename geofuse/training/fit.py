@@ -100,10 +100,10 @@ class Budget:
 
     With both a time and a step limit the run ends at whichever it reaches first. The schedule
     follows the steps alone while the steps are on course to come first (:meth:`observe`
-    projects the finish from the step rate measured after the first step, and again after
-    every epoch), so a run whose time is generous is the same run on any machine and for any
-    load: one seed, one model. Once the projection says the time will end the run, the
-    schedule follows whichever of the two is further along, for good, and the run still ends
+    projects the finish from the step rate measured since the first step, 20 steps in and
+    again after every epoch), so a run whose time is generous is the same run on any machine
+    and for any load: one seed, one model. While the projection says the time will end the
+    run, the schedule follows whichever of the two is further along, so the run still ends
     annealed. The time is a hard limit either way.
     """
 
@@ -126,7 +126,7 @@ class Budget:
         # on, so every worker sets the same learning rate and stops at the same step.
         self.agree: Callable[[float], float] | None = None
         # "steps": the schedule follows the steps; "time": the further of the two; None: not
-        # decided yet (the steps meanwhile). Only a budget of both is ever decided.
+        # projected yet (the steps meanwhile). Only a budget of both is ever projected.
         self.led_by = led_by if seconds and steps else None
         self._first: tuple[int, float] | None = None  # (step, elapsed) after the first step
 
@@ -159,19 +159,19 @@ class Budget:
         return bool(self.seconds) and self._time_share(elapsed) >= 1.0
 
     def observe(self, step: int, elapsed: float, epoch_end: bool = False) -> None:
-        """Decide, from the step rate so far, whether the steps will end the run first.
+        """Project, from the step rate so far, whether the steps will end the run first.
 
         Called after every step (``epoch_end``: and after each epoch's validation). The first
-        projection comes :data:`DECIDE_AFTER` steps after the first one; later ones at each
-        epoch's end, until the time is found to come first.
+        projection comes :data:`DECIDE_AFTER` steps after the first one, the next ones at each
+        epoch's end (a machine busy at the start is not held against the whole run).
         """
-        if self.led_by == "time" or not (self.seconds and self.steps) or self.agree is not None:
+        if not (self.seconds and self.steps) or self.agree is not None:
             return
         if self._first is None:
             self._first = (step, elapsed)
             return
         made = step - self._first[0]
-        if made < self.DECIDE_AFTER or (self.led_by == "steps" and not epoch_end):
+        if made < self.DECIDE_AFTER or (self.led_by is not None and not epoch_end):
             return
         rate = (elapsed - self._first[1]) / made
         projected = elapsed + self.SLACK * rate * max(0, self.steps - step)
