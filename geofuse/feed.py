@@ -9,6 +9,7 @@ does all of it in the background: the model's input is ready when the model is.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -24,9 +25,33 @@ T = TypeVar("T")
 
 _DONE = object()
 
+PIPELINE_NICE = 10
+"""Niceness added to the threads that read and stitch around the model (Linux; 0: none).
+
+The model's threads use every core; a pipeline thread that preempts one of them stalls the
+other at its next barrier. Lowered, the pipeline runs in the gaps (README, Development:
+``scripts/bench.py``)."""
+
+
+def lower_priority(nice: int | None = None) -> None:
+    """Make the calling thread ``nice`` (None: :data:`PIPELINE_NICE`) steps nicer.
+
+    Linux schedules threads apart. Raising one's niceness needs no privilege; where it is not
+    supported this does nothing.
+    """
+    nice = PIPELINE_NICE if nice is None else nice
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError:  # not permitted here: run at the usual priority
+        pass
+
 
 def prefetch(
-    make_iter: Callable[[], Iterator[T]], depth: int = 2, env: dict[str, Any] | None = None
+    make_iter: Callable[[], Iterator[T]], depth: int = 2, env: dict[str, Any] | None = None,
+    nice: int = 0,
 ) -> Iterator[T]:
     """Run ``make_iter()`` in a background thread, ``depth`` items ahead of the consumer.
 
@@ -37,6 +62,7 @@ def prefetch(
         make_iter: Builds the iterator inside the worker thread.
         depth: Queue size (items read ahead).
         env: GDAL options for a ``rasterio.Env`` around the worker (GDAL config is per thread).
+        nice: Niceness added to the worker thread (:func:`lower_priority`).
 
     """
     items: queue.Queue[Any] = queue.Queue(maxsize=depth)
@@ -52,6 +78,7 @@ def prefetch(
         return False
 
     def work() -> None:
+        lower_priority(nice)
         try:
             with rasterio.Env(**(env or {})):
                 for item in make_iter():
@@ -182,4 +209,5 @@ def read_ahead(make_patches: Callable[[Slot], Iterator[Patch]], size: int,
 
     :data:`READ_AHEAD` batches are read, normalised and stacked while the model runs.
     """
-    return prefetch(lambda: stacked(make_patches, size), depth=READ_AHEAD, env=env)
+    return prefetch(lambda: stacked(make_patches, size), depth=READ_AHEAD, env=env,
+                    nice=PIPELINE_NICE)

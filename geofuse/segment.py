@@ -25,7 +25,7 @@ import geofuse
 from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
-from geofuse.feed import read_ahead
+from geofuse.feed import lower_priority, read_ahead
 from geofuse.model import LoadedModel, load_model
 from geofuse.outputs import (
     TAGS,
@@ -142,7 +142,8 @@ def run_pipeline(
 
     done = 0
     pending: Future[int] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geofuse-stitch") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geofuse-stitch",
+                            initializer=lower_priority) as pool:
         for batch, inputs in batches:
             probs = predict(inputs)
             if pending is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 import rasterio
 
 from geofuse.errors import InputError
-from geofuse.feed import READ_AHEAD, batched, prefetch, read_ahead, stack_batch
+from geofuse.feed import PIPELINE_NICE, READ_AHEAD, batched, prefetch, read_ahead, stack_batch
 from geofuse.model_config import Normalization
 from geofuse.tiling import SceneReader
 from geofuse.windows import TileGrid
@@ -170,6 +172,18 @@ def test_prefetch_forwards_items_and_errors() -> None:
     assert next(gen) == 1
     with pytest.raises(InputError, match="boom.tif"):
         next(gen)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread niceness is Linux's")
+def test_the_read_ahead_thread_runs_nicer_than_the_model() -> None:
+    def niceness():
+        yield os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert PIPELINE_NICE > 0
+    assert list(prefetch(niceness, nice=PIPELINE_NICE)) == [min(19, mine + PIPELINE_NICE)]
+    assert list(prefetch(niceness)) == [mine]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
 
 
 @pytest.mark.parametrize("slotted", [True, False])
