@@ -118,6 +118,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "stepled": ({"members": 1}, {}, "`capped` with session 18's schedule: when a time limit "
                 "leaves room for the data's steps, the learning rate follows the steps alone "
                 "(not the clock), so a seed gives one model; one network"),
+    "members2-18": ({"members": 2}, {}, "`members2` with session 18's training loop: the clock "
+                    "counts each network's set-up, the first one's tail is kept back from the "
+                    "second's share, no tf.data autotuning stall between them"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
