@@ -134,6 +134,11 @@ class Budget:
         """Start (or restart, after a resume) the clock, at ``since`` (a perf_counter reading)."""
         self._since = time.perf_counter() if since is None else since
 
+    @property
+    def started(self) -> bool:
+        """Whether the clock runs."""
+        return self._since is not None
+
     def elapsed(self) -> float:
         """Training seconds spent, including those before a resume."""
         return self.spent + (time.perf_counter() - self._since if self._since else 0.0)
@@ -195,7 +200,7 @@ class Schedule(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Start the clock (unless :func:`fit_model` started it with the set-up)."""
-        if self.budget._since is None:
+        if not self.budget.started:
             self.budget.start()
 
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
