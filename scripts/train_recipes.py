@@ -121,6 +121,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "members2-18": ({"members": 2}, {}, "`members2` with session 18's training loop: the clock "
                     "counts each network's set-up, the first one's tail is kept back from the "
                     "second's share, no tf.data autotuning stall between them"),
+    "members2-ema": ({"members": 2, "ema": 0.998}, {}, "`members2-18` with each network "
+                     "written as a moving average of its weights (`--ema 0.998`, about its "
+                     "last 500 steps)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
