@@ -150,7 +150,7 @@ class AreaOfInterest:
         return [tile for tile, hit in zip(grid.tiles, hits, strict=True) if hit]
 
     def tile_mask(self, tile: Tile) -> np.ndarray:
-        """``(tile, tile)`` bool: True where the pixel centre lies in the area."""
+        """``(rows, cols)`` bool of the tile: True where the pixel centre lies in the area."""
         return self.window_mask(tile.read)
 
     def window_mask(self, window: Window) -> np.ndarray:

@@ -128,7 +128,7 @@ def predict_array(
     from geofuse.runtime import choose_runtime
     from geofuse.runtime import make_predictor as runtime_predictor
     from geofuse.segment import run_pipeline
-    from geofuse.tta import tta_predictor
+    from geofuse.tta import tta_predictor, turns
 
     choice("tta", tta, TTA_MODES)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
@@ -143,8 +143,8 @@ def predict_array(
     if valid is not None and np.shape(valid) != (height, width):
         raise InputError(f"Expected a valid mask of shape {(height, width)}. "
                          f"Received: {np.shape(valid)}")
-    tiling = tiling.for_scene(height, width, info.spec.arch.multiple)
-    info.spec.arch.check_tile(tiling.tile)
+    tiling = tiling.for_scene(height, width, info.spec.arch.multiple, square=turns(tta))
+    info.spec.arch.check_tile(tiling.shape)
     classes = info.spec.classes
     mask_sink = _ArraySink(1, height, width, "uint8")
     prob_sink = _ArraySink(classes, height, width, "float32")
@@ -166,7 +166,7 @@ def predict_array(
         with reader:
             grid = tiling.grid(height, width)
             predict = tta_predictor(runtime_predictor(
-                loaded, tiling.batch_size, tiling.tile, choose_runtime(tiling)), tta)
+                loaded, tiling.batch_size, tiling.shape, choose_runtime(tiling)), tta)
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")
             batches = read_ahead(lambda slot: reader.patches(grid, slot=slot), tiling.batch_size,
                                  env=env)

@@ -241,7 +241,7 @@ def segment_directory(
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     model_path = resolve_model_path(model)
     info = read_info(model_path)
-    info.spec.arch.check_tile(config.segment.tiling.tile)
+    info.spec.arch.check_tile(config.segment.tiling.shape)
     digest = file_digest(model_path)
     jobs = plan_jobs(in_dir, out_dir, config)
     try:

@@ -175,7 +175,7 @@ def _output_matches(path: Path, src: Any, config: SegmentConfig, digest: str,
         if not dst.transform.almost_equals(src.transform) or (count and dst.count != count):
             return False
         tags, tiling = dst.tags(), config.tiling
-        expected = {TAGS.MODEL_SHA256: digest, TAGS.TILE: str(tiling.tile),
+        expected = {TAGS.MODEL_SHA256: digest, TAGS.TILE: tiling.label,
                     TAGS.OVERLAP: str(tiling.overlap), TAGS.BLEND: tiling.blend,
                     TAGS.TTA: config.tta}
         if any(tags.get(k) != v for k, v in expected.items()):
@@ -193,7 +193,7 @@ def check_scene(job: SceneJob, config: SegmentConfig,
     """
     with SceneReader(job.scene, bands=config.tiling.bands, model=info,
                      adapt=config.input) as reader:  # the model's input contract too
-        tiling = config.tiling.for_scene(reader.height, reader.width, info.spec.arch.multiple)
+        tiling = config.tiling_for(reader.height, reader.width, info.spec.arch.multiple)
         return reader.dataset.width * reader.dataset.height / 1e6, tiling
 
 

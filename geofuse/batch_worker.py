@@ -98,11 +98,11 @@ def worker_model(task: SceneTask) -> tuple[LoadedModel, Callable[..., Any], floa
             _models[key] = loaded
             seconds = time.perf_counter() - start
         loaded = _models[key]
-        pkey = (*key, tiling.batch_size, tiling.tile, tiling.runtime, tiling.precision)
+        pkey = (*key, tiling.batch_size, tiling.shape, tiling.runtime, tiling.precision)
         if pkey not in _predictors:
             from geofuse.runtime import choose_runtime, make_predictor
 
-            _predictors[pkey] = make_predictor(loaded, tiling.batch_size, tiling.tile,
+            _predictors[pkey] = make_predictor(loaded, tiling.batch_size, tiling.shape,
                                                choose_runtime(tiling), threads=task.tf_threads)
         return loaded, _predictors[pkey], seconds
 

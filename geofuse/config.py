@@ -40,7 +40,8 @@ class TilingConfig:
     """How a scene is cut into model inputs and stitched back.
 
     Attributes:
-        tile: Side of each square model input, in pixels (a multiple of the model's ``2**depth``).
+        tile: Side of each square model input, in pixels (a multiple of the model's ``2**depth``);
+            its rows when ``tile_width`` is given.
         overlap: Pixels shared by neighbouring tiles; the stride is ``tile - overlap``.
             None (the default) means ``tile // OVERLAP_DIVISOR`` (32 for the default tile).
         blend: ``"hann"`` (weighted blending) or ``"center"`` (keep each tile's core).
@@ -54,6 +55,8 @@ class TilingConfig:
             its grid computes the fewest patch pixels; False keeps ``tile`` exactly.
         align: Tiles start on multiples of this: :meth:`for_scene` sets the model's
             ``2**depth`` (see :mod:`geofuse.windows`).
+        tile_width: The tile's columns where :meth:`for_scene` fitted a tile that is not
+            square (a scene narrower than the tile along one axis); None: square.
 
     """
 
@@ -66,14 +69,18 @@ class TilingConfig:
     precision: str = "auto"
     fit: bool = True
     align: int = 1
+    tile_width: int | None = None
 
     def __post_init__(self) -> None:
         positive_int("tile", self.tile)
+        if self.tile_width is not None:
+            positive_int("tile_width", self.tile_width)
         if self.overlap is None:
             object.__setattr__(self, "overlap", self.tile // OVERLAP_DIVISOR)
+        side = min(self.shape)
         require(
-            isinstance(self.overlap, int) and 0 <= self.overlap < self.tile,
-            f"Expected 0 <= overlap < tile ({self.tile}). Received: overlap={self.overlap!r}",
+            isinstance(self.overlap, int) and 0 <= self.overlap < side,
+            f"Expected 0 <= overlap < tile ({side}). Received: overlap={self.overlap!r}",
         )
         choice("blend", self.blend, BLEND_MODES)
         positive_int("batch_size", self.batch_size)
@@ -82,62 +89,89 @@ class TilingConfig:
         choice("precision", self.precision, PRECISIONS)
 
     @property
-    def stride(self) -> int:
-        """Distance between the origins of neighbouring tiles."""
-        return self.tile - self.overlap
+    def shape(self) -> tuple[int, int]:
+        """The tile's ``(rows, columns)``."""
+        return self.tile, self.tile if self.tile_width is None else self.tile_width
 
-    def for_scene(self, height: int, width: int, multiple: int) -> TilingConfig:
+    def for_scene(self, height: int, width: int, multiple: int,
+                  square: bool = False) -> TilingConfig:
         """The tiling to use for a scene of ``height`` x ``width`` pixels.
 
         The one place that decides the tile for a scene (``segment``, ``batch``, ``evaluate``,
         ``predict_array``, the Dask bands): a scene smaller than the tile is predicted as one
-        tile of the smallest side that holds it (rounded up to ``multiple``, the model's
-        ``2**depth``), instead of being padded into a big one; the overlap shrinks with it.
-        With ``fit``, a bigger scene gets the tile whose grid makes the model compute the fewest
-        pixels (its model calls, the last one padded, times their pixels), ties going to the
-        nominal tile: the grid then fits the scene instead of its last tiles being pushed back
-        over their neighbours. The side is a multiple of ``multiple``, at least ``FIT_RANGE``
-        below ``tile`` and at most ``FIT_RANGE`` above it, or above that where fewer tiles per
-        call make up for it: a model call never holds more than ``batch_size * tile**2`` pixels
-        plus ``CALL_SLACK`` (its memory), so a 4 x 512 px call may become 3 x 616 or 1 x 1040
-        px. The overlap is rounded up to a multiple of ``multiple`` and tiles are aligned to it
-        (``align``). A scene of fewer tiles than ``batch_size`` gets a batch of its tiles (a
-        padded call computes for nothing). The result has ``fit`` off, so applying it twice
-        changes nothing.
+        tile of the smallest shape that holds it (its sides rounded up to ``multiple``, the
+        model's ``2**depth``), instead of being padded into a big square one; the overlap
+        shrinks with it. With ``fit``, a bigger scene gets the tile whose grid makes the model
+        compute the fewest pixels (its model calls, the last one padded, times their pixels),
+        ties going to a square tile, then to the nominal one: the grid then fits the scene
+        instead of its last tiles being pushed back over their neighbours. Each side is a
+        multiple of ``multiple``, at least ``FIT_RANGE`` below ``tile`` and at most
+        ``FIT_RANGE`` above it, or above that where fewer tiles per call make up for it, or
+        the whole scene's side (a strip narrower than the tile gets tiles as narrow as it);
+        a model call never holds more than ``batch_size * tile**2`` pixels plus
+        ``CALL_SLACK`` (its memory), so a 4 x 512 px call may become 3 x 616, 1 x 1040 or
+        one 768 x 1024 px tile of a 768 x 1024 scene. ``square`` keeps the tile square (test-time
+        rotations turn a tile's rows into columns). The overlap is rounded up to a multiple of
+        ``multiple`` and tiles are aligned to it (``align``). A scene of fewer tiles than
+        ``batch_size`` gets a batch of its tiles (a padded call computes for nothing). The
+        result has ``fit`` off, so applying it twice changes nothing.
         """
+        if square and self.tile_width not in (None, self.tile):
+            return dataclasses.replace(self, tile=max(self.shape), tile_width=None).for_scene(
+                height, width, multiple, square)
+        rows, cols = self.shape
         # a whole number of lattice steps, less than the tile
-        overlap = max(0, min(-(-self.overlap // multiple) * multiple, self.tile - multiple))
-        side = max(height, width)
-        tile = -(-side // multiple) * multiple
-        if tile < self.tile:  # one tile: a call of one (a padded batch computes for nothing)
-            return dataclasses.replace(self, tile=tile, fit=False, align=multiple, batch_size=1,
-                                       overlap=min(overlap, tile // 2) // multiple * multiple)
-        from geofuse.windows import TileGrid  # numpy, rasterio: not at import (CLI start-up)
+        overlap = max(0, min(-(-self.overlap // multiple) * multiple, min(rows, cols) - multiple))
+        whole = [-(-n // multiple) * multiple for n in (height, width)]  # one tile per axis
+        if square:
+            whole = [max(whole)] * 2
+        call = self.batch_size * rows * cols * (1 + CALL_SLACK)  # pixels one call may hold
+        low = max(multiple, -(-int(self.tile * (1 - FIT_RANGE)) // multiple) * multiple,
+                  overlap + multiple)
+        high = max(int(self.tile * (1 + FIT_RANGE)), math.isqrt(int(call))) // multiple * multiple
+        if (whole[0] <= rows and whole[1] <= cols) or (self.fit and whole[0] * whole[1] <= high**2):
+            return dataclasses.replace(  # one tile, a call of one
+                self, tile=whole[0], tile_width=None if whole[0] == whole[1] else whole[1],
+                fit=False, align=multiple, batch_size=1,
+                overlap=min(overlap, min(whole) // 2) // multiple * multiple)
+        from geofuse.windows import axis_starts  # numpy, rasterio: not at import (CLI start-up)
 
-        call = self.batch_size * self.tile**2 * (1 + CALL_SLACK)  # pixels one call may hold
+        def count(length: int, side: int) -> int:  # tiles along one axis
+            return len(axis_starts(length, side, side - overlap, multiple))
 
-        def shape(side: int) -> tuple[int, int]:  # (pixels the model computes, batch)
-            tiles = len(TileGrid(height, width, side, overlap, multiple))
-            batch = max(1, min(self.batch_size, tiles, int(call // side**2)))
-            return -(-tiles // batch) * batch * side**2, batch  # the last call padded
+        def cost(pair: tuple[int, int]) -> tuple[int, int]:  # (pixels computed, batch)
+            tiles = count(height, pair[0]) * count(width, pair[1])
+            batch = max(1, min(self.batch_size, tiles, int(call // (pair[0] * pair[1]))))
+            return -(-tiles // batch) * batch * pair[0] * pair[1], batch  # last call padded
 
         if not self.fit:
             return dataclasses.replace(self, overlap=overlap, align=multiple,
-                                       batch_size=shape(self.tile)[1])
-        low = max(multiple, -(-int(self.tile * (1 - FIT_RANGE)) // multiple) * multiple,
-                  overlap + multiple)
-        high = min(max(int(self.tile * (1 + FIT_RANGE)), math.isqrt(int(call))) // multiple
-                   * multiple, tile)  # one tile of the scene's side at most
-        tile = min({*range(low, high + 1, multiple), self.tile},
-                   key=lambda t: (shape(t)[0], abs(t - self.tile)))
-        return dataclasses.replace(self, tile=tile, overlap=overlap, fit=False,
-                                   align=multiple, batch_size=shape(tile)[1])
+                                       batch_size=cost((rows, cols))[1])
+
+        def sides(one: int) -> set[int]:  # the candidate sides along an axis
+            one = max(one, overlap + multiple)  # one tile across: no shorter than the overlap
+            return {*range(low, min(high, one) + 1, multiple), one, min(self.tile, one)}
+
+        pairs = [(a, b) for a in sides(whole[0]) for b in sides(whole[1])
+                 if a * b <= high * high and (a == b or not square)]
+        best = min(pairs, key=lambda p: (cost(p)[0], p[0] != p[1],
+                                         abs(p[0] - self.tile) + abs(p[1] - self.tile)))
+        return dataclasses.replace(self, tile=best[0],
+                                   tile_width=None if best[0] == best[1] else best[1],
+                                   overlap=overlap, fit=False, align=multiple,
+                                   batch_size=cost(best)[1])
+
+    @property
+    def label(self) -> str:
+        """The tile as its outputs' ``GEOFUSE_TILE`` tag gives it: ``512`` or ``768x1024``."""
+        rows, cols = self.shape
+        return str(rows) if rows == cols else f"{rows}x{cols}"
 
     def grid(self, height: int, width: int) -> TileGrid:
         """The tile grid of this tiling over a ``height`` x ``width`` scene."""
         from geofuse.windows import TileGrid
 
-        return TileGrid(height, width, self.tile, self.overlap, self.align)
+        return TileGrid(height, width, self.tile, self.overlap, self.align, self.tile_width)
 
 
 @dataclass(frozen=True)
@@ -259,6 +293,12 @@ class SegmentConfig:
         choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)
         positive_int("gdal_cache_mb", self.gdal_cache_mb)
         choice("tta", self.tta, TTA_MODES)
+
+    def tiling_for(self, height: int, width: int, multiple: int) -> TilingConfig:
+        """``tiling.for_scene`` of a scene, square where ``tta`` turns tiles a quarter turn."""
+        from geofuse.tta import turns
+
+        return self.tiling.for_scene(height, width, multiple, square=turns(self.tta))
 
 
 def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:

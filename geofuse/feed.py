@@ -117,7 +117,7 @@ def batched(patches: Iterator[Patch], size: int) -> Iterator[list[Patch]]:
 
 
 def stack_batch(batch: Sequence[Patch], size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Stack patches into a ``(size, tile, tile, bands)`` array, zero-padding a short batch.
+    """Stack patches into a ``(size, rows, cols, bands)`` array, zero-padding a short batch.
 
     A fixed batch shape keeps the compiled model from retracing on the last batch. Passing the
     previous result as ``out`` reuses its memory (no fresh page faults for every batch).

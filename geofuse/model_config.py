@@ -69,15 +69,17 @@ class Architecture:
         """The common width of aligned maps in fusion blocks."""
         return self.fusion_width or self.base_filters
 
-    def check_tile(self, tile: int) -> None:
-        """Refuse a tile (or patch) side the network cannot take.
+    def check_tile(self, tile: int | tuple[int, int]) -> None:
+        """Refuse a tile (or patch) side, or ``(rows, cols)``, the network cannot take.
 
         Raises:
-            ConfigError: When ``tile`` is not a multiple of ``2**depth``.
+            ConfigError: When a side is not a multiple of ``2**depth``.
         """
-        require(tile % self.multiple == 0,
+        sides = (tile,) if isinstance(tile, int) else tuple(tile)
+        require(all(side % self.multiple == 0 for side in sides),
                 f"Expected a tile size that is a multiple of {self.multiple} for this model "
-                f"(2**depth, depth {self.depth}). Received: {tile}")
+                f"(2**depth, depth {self.depth}). Received: "
+                f"{'x'.join(str(side) for side in sides)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Architecture:

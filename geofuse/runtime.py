@@ -43,6 +43,7 @@ from geofuse.checks import choice as check_value
 from geofuse.config import PRECISIONS, RUNTIMES, TilingConfig
 from geofuse.errors import ConfigError, ModelError, first_line
 from geofuse.model import LoadedModel, file_digest
+from geofuse.windows import tile_shape
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,8 @@ def choose_runtime(runtime: str | TilingConfig = "auto", precision: str = "auto"
 class Predictor:
     """A batch prediction function that knows which runtime it runs on.
 
-    Called with a float32 ``(batch, tile, tile, bands)`` array, returns the float32
-    ``(batch, tile, tile, classes)`` probabilities as a new array (never a view of a buffer the
+    Called with a float32 ``(batch, rows, cols, bands)`` array, returns the float32
+    ``(batch, rows, cols, classes)`` probabilities as a new array (never a view of a buffer the
     next call overwrites, so the stitcher may hold it while the next batch runs).
     """
 
@@ -265,7 +266,7 @@ class Predictor:
         return self._fn(x)
 
 
-def tensorflow_function(model: Any, batch: int, tile: int,
+def tensorflow_function(model: Any, batch: int, tile: int | tuple[int, int],
                         bands: int) -> Callable[[np.ndarray], np.ndarray]:
     """A ``tf.function`` with a fixed input signature, so it is traced exactly once."""
     from geofuse.tfimport import import_tensorflow
@@ -273,7 +274,7 @@ def tensorflow_function(model: Any, batch: int, tile: int,
     tf = import_tensorflow()
 
     @tf.function(
-        input_signature=[tf.TensorSpec((batch, tile, tile, bands), tf.float32)],
+        input_signature=[tf.TensorSpec((batch, *tile_shape(tile), bands), tf.float32)],
         reduce_retracing=True,
     )
     def predict(x: Any) -> Any:
@@ -285,7 +286,7 @@ def tensorflow_function(model: Any, batch: int, tile: int,
 def make_predictor(
     loaded: LoadedModel,
     batch: int,
-    tile: int,
+    tile: int | tuple[int, int],
     choice: RuntimeChoice | None = None,
     threads: int | None = None,
 ) -> Predictor:
@@ -294,7 +295,7 @@ def make_predictor(
     Args:
         loaded: The model.
         batch: Batch size (fixed: the last batch of a scene is padded).
-        tile: Tile side in pixels.
+        tile: Tile side in pixels, or its ``(rows, cols)``.
         choice: From :func:`choose_runtime`; default ``choose_runtime()``.
         threads: OpenVINO inference threads (None: all cores). TensorFlow's thread pools are
             process-wide and set by the caller before TensorFlow starts.
@@ -310,7 +311,7 @@ def make_predictor(
     """
     choice = choice or choose_runtime()
     start = time.perf_counter()
-    shape = (batch, tile, tile, loaded.info.spec.bands)
+    shape = (batch, *tile_shape(tile), loaded.info.spec.bands)
     if choice.runtime == "openvino":
         try:
             fn = openvino_function(loaded, shape, choice.precision, threads)

@@ -172,7 +172,7 @@ def run_key(scene: Source, digest: str, config: SegmentConfig, grid: TileGrid,
     """
     key: dict[str, Any] = {
         "geofuse": geofuse.__version__, "scene": absolute_source(scene), "model_sha256": digest,
-        "grid": [grid.height, grid.width, grid.tile, grid.overlap],
+        "grid": [grid.height, grid.width, *grid.shape, grid.overlap],
         "tiling": dataclasses.asdict(config.tiling), "tta": config.tta,
         "input": dataclasses.asdict(config.input), "aoi": config.aoi and str(config.aoi),
         "probabilities": probabilities,
@@ -267,7 +267,7 @@ def _check_scene(scene: Source, info: Any, config: SegmentConfig,
             raise ConfigError(f"{scene}: expected a scene on the model's pixel size for "
                               "--workers/--scheduler. Received: one to be resampled; run it "
                               "without them, or with --resample off")
-        tiling = config.tiling.for_scene(reader.height, reader.width, info.spec.arch.multiple)
+        tiling = config.tiling_for(reader.height, reader.width, info.spec.arch.multiple)
         if config.aoi is not None:  # an area missing the scene fails here, not in a task
             AreaOfInterest.load(config.aoi, scene, reader.crs, reader.transform, reader.width,
                                 reader.height)
@@ -316,7 +316,7 @@ def segment_scattered(
     prob_path = check_outputs(out, config)
     model_path = resolve_model_path(model).absolute()
     info = read_info(model_path)
-    info.spec.arch.check_tile(config.tiling.tile)
+    info.spec.arch.check_tile(config.tiling.shape)
     digest = file_digest(model_path)
     config, grid, georeferenced, notices = _check_scene(scene, info, config, notify)
     rows = len(grid.row_starts)
@@ -366,7 +366,8 @@ def segment_scattered(
     counts = [sum(m["class_counts"][i] for m in markers) for i in range(len(info.classes))]
     return ScatterResult(
         scene=scene, mask=out, probabilities=prob_path, width=grid.width, height=grid.height,
-        tiles=tiles, patch_pixels=tiles * grid.tile ** 2, seconds=time.perf_counter() - start,
+        tiles=tiles, patch_pixels=tiles * grid.shape[0] * grid.shape[1],
+        seconds=time.perf_counter() - start,
         class_counts={c.name: n for c, n in zip(info.classes, counts, strict=True)},
         nodata_pixels=sum(m["nodata_pixels"] for m in markers), grid_tiles=len(grid),
         empty_tiles=sum(m["empty_tiles"] for m in markers), tta_passes=passes(config.tta),

@@ -8,6 +8,7 @@ prediction function is traced once; the stitcher streams full-width row bands to
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -86,7 +87,8 @@ class SegmentResult:
         return self.width * self.height / 1e6
 
 
-def make_predictor(model: Any, batch: int, tile: int, bands: int) -> Callable[[np.ndarray], Any]:
+def make_predictor(model: Any, batch: int, tile: int | tuple[int, int],
+                   bands: int) -> Callable[[np.ndarray], Any]:
     """A TensorFlow predictor of a bare Keras model, traced once (see :mod:`geofuse.runtime`)."""
     return tensorflow_function(model, batch, tile, bands)
 
@@ -109,7 +111,7 @@ def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Source,
         TAGS.VERSION: geofuse.__version__,
         TAGS.MODEL: loaded.path.name,
         TAGS.MODEL_SHA256: loaded.digest,
-        TAGS.TILE: str(tiling.tile),
+        TAGS.TILE: tiling.label,
         TAGS.OVERLAP: str(tiling.overlap),
         TAGS.BLEND: tiling.blend,
         TAGS.SOURCE: source_name(scene),
@@ -209,7 +211,7 @@ def segment_scene(
         raise ConfigError("Expected no polygons or quick-look for a band of a scene")
     prob_path = check_outputs(out, config)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    loaded.info.spec.arch.check_tile(config.tiling.tile)
+    loaded.info.spec.arch.check_tile(config.tiling.shape)
     info, tiling = loaded.info, config.tiling
     env = {"GDAL_CACHEMAX": config.gdal_cache_mb * 1024 * 1024}
 
@@ -218,7 +220,7 @@ def segment_scene(
     ) as reader:
         for notice in reader.notices:
             (notify or log.warning)(notice)
-        tiling = tiling.for_scene(reader.height, reader.width, info.spec.arch.multiple)
+        tiling = config.tiling_for(reader.height, reader.width, info.spec.arch.multiple)
         config = replace(config, tiling=tiling)
         grid = tiling.grid(reader.height, reader.width)
         rows = None if grid_rows is None else grid.band_rows(*grid_rows)
@@ -235,11 +237,11 @@ def segment_scene(
         selected = len(tiles)
         tiles = [t for t in tiles if not reader.known_empty(grid.influence(t, tiling.blend))]
         known_empty = selected - len(tiles)  # empty by the file's block index: never read
-        wanted = (tiling.batch_size, tiling.tile)
-        if tuple(getattr(predictor, "shape", wanted)[:2]) != wanted:
+        wanted = (tiling.batch_size, *tiling.shape)
+        if tuple(getattr(predictor, "shape", wanted)[:3]) != wanted:
             predictor = None  # built for the nominal tiling; this scene's fitted one differs
         if predictor is None:
-            predictor = runtime_predictor(loaded, tiling.batch_size, tiling.tile,
+            predictor = runtime_predictor(loaded, tiling.batch_size, tiling.shape,
                                           choose_runtime(tiling))
         choice = getattr(predictor, "choice", None)
         ds = reader.dataset  # outputs are on the scene's own grid, even when it is resampled
@@ -293,7 +295,7 @@ def segment_scene(
     log.info("%s: %d tiles in %.1f s", source_name(scene), predicted, seconds)
     return SegmentResult(
         scene=scene, mask=out, probabilities=prob_path, width=ds.width,
-        height=y1 - y0, tiles=predicted, patch_pixels=predicted * tiling.tile ** 2,
+        height=y1 - y0, tiles=predicted, patch_pixels=predicted * math.prod(tiling.shape),
         empty_tiles=known_empty + reader.empty_tiles,
         seconds=seconds, class_counts=counts, nodata_pixels=stitcher.nodata_pixels,
         grid_tiles=len(grid), tta_passes=passes(config.tta), windows_read=reader.reads,

@@ -252,14 +252,14 @@ class Stitcher:
         self.mask_sink = mask_sink
         self.prob_sink = prob_sink
         self.prob_dtype = prob_dtype
-        rows = min(grid.tile, grid.height)
+        rows = min(grid.shape[0], grid.height)
         self._acc = sparse_zeros((rows, grid.width, classes), np.float32)
         self._weight = sparse_zeros((rows, grid.width), np.float32)
-        self._scratch = np.empty((grid.tile, grid.tile, classes), dtype=np.float32)
+        self._scratch = np.empty((*grid.shape, classes), dtype=np.float32)
         self._row = next(g for g, start in enumerate(grid.row_starts)  # grid row accumulated
-                         if start + grid.tile > self.rows[0])
+                         if start + grid.shape[0] > self.rows[0])
         self._top = grid.row_starts[self._row]  # scene row held at buffer row 0
-        self._hann = blend_weights(grid.tile) if blend == "hann" else None
+        self._hann = blend_weights(grid.shape) if blend == "hann" else None
         # the Hann window once per class: multiplying the probabilities by it runs along whole
         # rows (broadcasting one weight over a short class axis measured twice as slow)
         self._hann_classes = None if self._hann is None else np.repeat(
@@ -288,18 +288,18 @@ class Stitcher:
 
     def add(self, tile_read: Window, tile_core: Window, grid_row: int, valid: np.ndarray,
             probs: np.ndarray) -> None:
-        """Accumulate one tile's ``(tile, tile, classes)`` probabilities."""
+        """Accumulate one tile's ``(rows, cols, classes)`` probabilities."""
         if grid_row < self._row:
             raise ValueError(f"Expected tiles in grid order. Received: row {grid_row} late")
         while grid_row > self._row:
             self._flush_until(self.grid.rows_final_after(self._row))
             self._row += 1
         r0, c0 = int(tile_read.row_off), int(tile_read.col_off)
-        h = min(self.grid.tile, self.grid.height - r0)
-        w = min(self.grid.tile, self.grid.width - c0)
+        h = min(self.grid.shape[0], self.grid.height - r0)
+        w = min(self.grid.shape[1], self.grid.width - c0)
         b0 = r0 - self._top
         base = self._hann if self._hann is not None else core_weights(
-            self.grid.tile, tile_core, tile_read)
+            self.grid.shape, tile_core, tile_read)
         every = bool(valid[:h, :w].all())  # no invalid pixel: no per-pixel masking
         parts = [(slice(0, h), slice(0, w))]
         if self._labels is not None:
@@ -488,7 +488,7 @@ class ColumnStitcher:
 
     def add(self, tile_read: Window, tile_core: Window, grid_row: int, valid: np.ndarray,
             probs: np.ndarray) -> None:
-        """Accumulate one tile of the scene (its windows, ``(tile, tile, classes)``)."""
+        """Accumulate one tile of the scene (its windows, ``(rows, cols, classes)``)."""
         self.inner.add(_swap(tile_read), _swap(tile_core), self._column[int(tile_read.col_off)],
                        valid.T, probs.transpose(1, 0, 2))
 

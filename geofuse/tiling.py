@@ -51,8 +51,8 @@ class Patch:
 
     Attributes:
         tile: Where the patch sits in the grid (read window and core window).
-        data: ``(tile, tile, bands)`` float32, normalised; invalid pixels are 0.
-        valid: ``(tile, tile)`` bool; False for invalid input pixels and for padding.
+        data: ``(rows, cols, bands)`` float32, normalised; invalid pixels are 0.
+        valid: ``(rows, cols)`` bool; False for invalid input pixels and for padding.
         transform: Affine transform of the patch's top-left pixel.
         crs: The scene's CRS (None for a scene without one).
 
@@ -438,13 +438,13 @@ class SceneReader:
         Args:
             tile: The tile.
             grid: Its grid.
-            keep: Optional ``keep(tile)`` -> ``(tile, tile)`` bool (an area of interest): the
+            keep: Optional ``keep(tile)`` -> ``(rows, cols)`` bool (an area of interest): the
                 patch's ``valid`` (its stitching weight) is ANDed with it; the model still sees
                 every valid pixel, so results inside the area do not change.
             needed: When given, the scene window that must hold a valid (and kept) pixel:
                 without one the tile is not needed and None is returned; its data are not
                 even read when the masks decide alone (no NaN or nodata value to look for).
-            out: Optional float32 ``(tile, tile, bands)`` array the patch's data is written
+            out: Optional float32 ``(rows, cols, bands)`` array the patch's data is written
                 into (a slot of the model's batch: no copy to stack it).
 
         """

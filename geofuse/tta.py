@@ -2,8 +2,10 @@
 
 A transform is ``(k, flip)``: mirror the tile left-right when ``flip``, then rotate it ``k``
 quarter turns. A batch is transformed, predicted, transformed back and averaged, so the
-stitcher sees ordinary ``(batch, tile, tile, classes)`` probabilities. Tiles are square, so every
-transform keeps their shape and the compiled model never retraces. Probabilities are averaged
+stitcher sees ordinary ``(batch, rows, cols, classes)`` probabilities. A quarter turn swaps a
+tile's rows and columns, so modes with one (:func:`turns`) get square tiles
+(:meth:`SegmentConfig.tiling_for <geofuse.config.SegmentConfig.tiling_for>`): every transform
+keeps the tile's shape and the compiled model never retraces. Probabilities are averaged
 before the argmax. Pure numpy: no TensorFlow here.
 """
 
@@ -51,6 +53,11 @@ def passes(mode: str) -> int:
     return len(transforms(mode))
 
 
+def turns(mode: str) -> bool:
+    """Whether a TTA mode turns tiles a quarter turn (so needs square tiles)."""
+    return any(k % 2 for k, _ in transforms(mode))
+
+
 def transforms(mode: str) -> tuple[Transform, ...]:
     """The transforms of a TTA mode.
 
@@ -69,7 +76,7 @@ def tta_predictor(
     """Wrap a batch predictor so it returns the mean over the transforms of ``mode``.
 
     Args:
-        predict: Maps ``(batch, tile, tile, bands)`` to ``(batch, tile, tile, classes)``.
+        predict: Maps ``(batch, rows, cols, bands)`` to ``(batch, rows, cols, classes)``.
         mode: One of ``TTA_MODES``; ``none`` returns ``predict`` unchanged.
 
     Returns:

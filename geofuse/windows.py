@@ -1,7 +1,8 @@
 """Pure window math: the tile grid, core windows and blend weights.
 
-No I/O happens here. A scene of ``height`` x ``width`` pixels is covered by square tiles of
-side ``tile`` placed every ``stride = tile - overlap`` pixels; the last row and column of tiles is
+No I/O happens here. A scene of ``height`` x ``width`` pixels is covered by tiles of
+``tile`` rows and ``tile_width`` columns (square unless given) placed every ``stride = side -
+overlap`` pixels along each axis; the last row and column of tiles is
 shifted inward so that it ends on the scene edge (no ragged tiles, no missed pixels). With
 ``align`` (the model's ``2**depth``), every tile starts on a multiple of it, so that each tile's
 pooling lattice is the whole scene's: a U-Net is only shift-equivariant by multiples of
@@ -83,8 +84,8 @@ class Tile:
         index: Position in row-major order.
         row: Grid row.
         col: Grid column.
-        read: The ``tile`` x ``tile`` window read for the model (may reach past the scene edge
-            when the scene is smaller than a tile).
+        read: The tile-sized window read for the model (may reach past the scene edge when the
+            scene is smaller than a tile).
         core: The part of the scene this tile owns; cores partition the scene.
 
     """
@@ -103,10 +104,12 @@ class TileGrid:
     Attributes:
         height: Scene rows.
         width: Scene columns.
-        tile: Tile side.
-        overlap: Pixels shared by neighbouring tiles.
-        align: Tiles start on multiples of this (the model's ``2**depth``); ``tile`` and
-            ``overlap`` must be multiples of it.
+        tile: Tile rows (and columns, unless ``tile_width`` is given).
+        overlap: Pixels shared by neighbouring tiles, along either axis.
+        align: Tiles start on multiples of this (the model's ``2**depth``); the tile's sides
+            and ``overlap`` must be multiples of it.
+        tile_width: Tile columns when they differ from ``tile`` (a scene narrower than a
+            square tile along one axis); None: square tiles.
 
     """
 
@@ -115,51 +118,57 @@ class TileGrid:
     tile: int
     overlap: int
     align: int = 1
+    tile_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
             raise ConfigError(
                 f"Expected a scene of at least 1x1 pixels. Received: {self.width}x{self.height}"
             )
-        if not 0 <= self.overlap < self.tile:
-            raise ConfigError(
-                f"Expected 0 <= overlap < tile ({self.tile}). Received: overlap={self.overlap}"
-            )
-        if self.align <= 0 or self.tile % self.align or self.overlap % self.align:
+        rows, cols = self.shape
+        if not 0 <= self.overlap < min(rows, cols):
+            raise ConfigError(f"Expected 0 <= overlap < tile ({min(rows, cols)}). "
+                              f"Received: overlap={self.overlap}")
+        if self.align <= 0 or rows % self.align or cols % self.align or self.overlap % self.align:
             raise ConfigError(f"Expected tile and overlap to be multiples of {self.align}. "
-                              f"Received: tile={self.tile}, overlap={self.overlap}")
+                              f"Received: tile={rows}x{cols}, overlap={self.overlap}")
 
     @property
-    def stride(self) -> int:
-        """Distance between tile origins."""
-        return self.tile - self.overlap
+    def shape(self) -> tuple[int, int]:
+        """The tile's ``(rows, columns)``."""
+        return self.tile, self.tile if self.tile_width is None else self.tile_width
 
     @cached_property
     def row_starts(self) -> list[int]:
         """Row offsets of the grid rows."""
-        return axis_starts(self.height, self.tile, self.stride, self.align)
+        return axis_starts(self.height, self.shape[0], self.shape[0] - self.overlap, self.align)
 
     @cached_property
     def col_starts(self) -> list[int]:
         """Column offsets of the grid columns."""
-        return axis_starts(self.width, self.tile, self.stride, self.align)
+        return axis_starts(self.width, self.shape[1], self.shape[1] - self.overlap, self.align)
 
     @cached_property
     def row_cores(self) -> list[tuple[int, int]]:
         """Scene rows ``[lo, hi)`` owned by the cores of each grid row (they partition rows)."""
-        return axis_cores(self.row_starts, self.tile, self.height)
+        return axis_cores(self.row_starts, self.shape[0], self.height)
+
+    @cached_property
+    def col_cores(self) -> list[tuple[int, int]]:
+        """Scene columns ``[lo, hi)`` owned by the cores of each grid column."""
+        return axis_cores(self.col_starts, self.shape[1], self.width)
 
     @cached_property
     def row_exclusive(self) -> dict[int, tuple[int, int]]:
         """Per grid row start, the scene rows ``[lo, hi)`` no other grid row's tiles cover."""
-        return dict(zip(self.row_starts, axis_exclusive(self.row_starts, self.tile, self.height),
-                        strict=True))
+        spans = axis_exclusive(self.row_starts, self.shape[0], self.height)
+        return dict(zip(self.row_starts, spans, strict=True))
 
     @cached_property
     def col_exclusive(self) -> dict[int, tuple[int, int]]:
         """Per grid column start, the scene columns no other grid column's tiles cover."""
-        return dict(zip(self.col_starts, axis_exclusive(self.col_starts, self.tile, self.width),
-                        strict=True))
+        spans = axis_exclusive(self.col_starts, self.shape[1], self.width)
+        return dict(zip(self.col_starts, spans, strict=True))
 
     def exclusive(self, read: Window) -> Window:
         """The part of the tile read at ``read`` that no other tile of the grid covers.
@@ -173,8 +182,8 @@ class TileGrid:
     @cached_property
     def tiles(self) -> list[Tile]:
         """Every tile in row-major order (the block-friendly read order)."""
-        row_cores = self.row_cores
-        col_cores = axis_cores(self.col_starts, self.tile, self.width)
+        row_cores, col_cores = self.row_cores, self.col_cores
+        rows, cols = self.shape
         tiles = []
         for r, (r0, (rc0, rc1)) in enumerate(zip(self.row_starts, row_cores, strict=True)):
             for c, (c0, (cc0, cc1)) in enumerate(zip(self.col_starts, col_cores, strict=True)):
@@ -183,7 +192,7 @@ class TileGrid:
                         index=len(tiles),
                         row=r,
                         col=c,
-                        read=Window(c0, r0, self.tile, self.tile),
+                        read=Window(c0, r0, cols, rows),
                         core=Window(cc0, rc0, cc1 - cc0, rc1 - rc0),
                     )
                 )
@@ -197,7 +206,9 @@ class TileGrid:
 
     def transposed(self) -> TileGrid:
         """The same grid over the transposed scene (rows and columns swapped)."""
-        return TileGrid(self.width, self.height, self.tile, self.overlap, self.align)
+        rows, cols = self.shape
+        return TileGrid(self.width, self.height, cols, self.overlap, self.align,
+                        None if rows == cols else rows)
 
     def clip(self, window: Window) -> Window:
         """The part of ``window`` inside the scene."""
@@ -243,30 +254,43 @@ class TileGrid:
     @property
     def patch_pixels(self) -> int:
         """Pixels fed to the model for the whole scene (tiles x tile area)."""
-        return len(self) * self.tile * self.tile
+        return len(self) * self.shape[0] * self.shape[1]
 
 
-def blend_weights(tile: int, floor: float = 1e-3) -> np.ndarray:
+def tile_shape(tile: int | tuple[int, int]) -> tuple[int, int]:
+    """A tile's ``(rows, cols)`` from its side or its shape."""
+    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+
+
+def blend_weights(tile: int | tuple[int, int], floor: float = 1e-3) -> np.ndarray:
     """A smooth 2-D window (separable squared sine, i.e. Hann) with a positive floor.
 
     Weights fall towards tile edges, where predictions have the least context, so that
     overlapping tiles fade into each other without seams. The floor keeps every pixel of a
     tile weighted, which matters where a single tile covers a pixel (scene edges).
 
+    Args:
+        tile: The tile's side, or its ``(rows, columns)``.
+        floor: The smallest weight.
+
     Returns:
-        A ``(tile, tile)`` float32 array in ``[floor, 1]``.
+        A ``(rows, columns)`` float32 array in ``[floor, 1]``.
 
     """
-    if tile <= 0:
+    rows, cols = tile_shape(tile)
+    if rows <= 0 or cols <= 0:
         raise ConfigError(f"Expected tile > 0. Received: {tile}")
-    x = (np.arange(tile, dtype=np.float64) + 0.5) / tile
-    w = np.maximum(np.sin(np.pi * x) ** 2, floor)
-    return np.outer(w, w).astype(np.float32)
+
+    def window(n: int) -> np.ndarray:
+        x = (np.arange(n, dtype=np.float64) + 0.5) / n
+        return np.maximum(np.sin(np.pi * x) ** 2, floor)
+
+    return np.outer(window(rows), window(cols)).astype(np.float32)
 
 
-def core_weights(tile: int, core: Window, read: Window) -> np.ndarray:
+def core_weights(tile: int | tuple[int, int], core: Window, read: Window) -> np.ndarray:
     """Weights for the ``center`` blend: 1 inside the tile's core, 0 elsewhere."""
-    w = np.zeros((tile, tile), dtype=np.float32)
+    w = np.zeros(tile_shape(tile), dtype=np.float32)
     r0 = int(core.row_off - read.row_off)
     c0 = int(core.col_off - read.col_off)
     w[r0 : r0 + int(core.height), c0 : c0 + int(core.width)] = 1.0

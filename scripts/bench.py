@@ -87,7 +87,7 @@ def child(args: argparse.Namespace) -> None:
                               fit=not args.exact_tile).for_scene(
                                   ds.height, ds.width, loaded.info.spec.arch.multiple)
         grid = tiling.grid(ds.height, ds.width)
-    predict = make_predictor(loaded, tiling.batch_size, tiling.tile,
+    predict = make_predictor(loaded, tiling.batch_size, tiling.shape,
                              choose_runtime(runtime, precision))
     batch = tiling.batch_size  # fewer per call where the fitted tile is bigger
     n_batches = -(-len(grid) // batch)
@@ -116,7 +116,7 @@ def child(args: argparse.Namespace) -> None:
     peak = peak_rss_mb()
     after = model_only()
     print(json.dumps({"e2e_seconds": e2e, "model_seconds": (before + after) / 2 * n_batches,
-                      "tiles": len(grid), "batches": n_batches, "tile": tiling.tile,
+                      "tiles": len(grid), "batches": n_batches, "tile": tiling.label,
                       "batch": batch,
                       "overlap": tiling.overlap, "scene_px": grid.height * grid.width,
                       "patch_px": grid.patch_pixels, "peak_rss_mb": peak, "stages_mb": stages,
@@ -151,9 +151,9 @@ def pipeline_child(args: argparse.Namespace) -> None:
                                   ds.height, ds.width, loaded.info.spec.arch.multiple)
         grid = tiling.grid(ds.height, ds.width)
     rng = np.random.default_rng(0)
-    side, classes = tiling.tile, loaded.info.spec.classes
-    low = rng.normal(size=(tiling.batch_size, side // 8 + 1, side // 8 + 1, classes)) * 3
-    logits = np.exp(low.repeat(8, 1).repeat(8, 2)[:, :side, :side]).astype(np.float32)
+    (rows, cols), classes = tiling.shape, loaded.info.spec.classes
+    low = rng.normal(size=(tiling.batch_size, rows // 8 + 1, cols // 8 + 1, classes)) * 3
+    logits = np.exp(low.repeat(8, 1).repeat(8, 2)[:, :rows, :cols]).astype(np.float32)
     fixed = logits / logits.sum(axis=-1, keepdims=True)
     seconds: dict[str, float] = {}
 

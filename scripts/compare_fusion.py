@@ -313,7 +313,7 @@ def measure_child(model: str, scene: str) -> None:
     with rasterio.open(scene) as ds:  # what `geofuse segment` uses by default, fitted
         tiling = TilingConfig().for_scene(ds.height, ds.width, loaded.info.spec.arch.multiple)
     config = SegmentConfig(tiling=tiling, overwrite=True)
-    predictor = make_predictor(loaded.model, tiling.batch_size, tiling.tile,
+    predictor = make_predictor(loaded.model, tiling.batch_size, tiling.shape,
                                loaded.info.spec.bands)
     out = Path(scene).with_name(f".cost_{os.getpid()}.tif")
     segment_scene(scene, out, loaded, config, predictor=predictor)

@@ -102,7 +102,7 @@ def measure(name: str, files: list[Path], model_path: str | None, tiles: tuple[i
                     tiling = TilingConfig(tile=tile, overlap=overlap, blend=blend, fit=fit,
                                           runtime="tensorflow", precision="f32")
                     prediction = predict_array(model, image, tiling=tiling)
-                    fitted.add(prediction.tiling.tile)
+                    fitted.add(prediction.tiling.label)
                     ok = reference != 255
                     wrong = (prediction.classes != reference) & ok
                     differ_all += int(np.count_nonzero(wrong))

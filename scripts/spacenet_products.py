@@ -104,7 +104,7 @@ def main() -> None:
         with rasterio.open(east) as ds:
             tiling = TilingConfig(tile=args.tile, batch_size=4).for_scene(
                 ds.height, ds.width, loaded.info.spec.arch.multiple)  # as segment fits it
-            predictor = make_predictor(loaded.model, tiling.batch_size, tiling.tile, 1)
+            predictor = make_predictor(loaded.model, tiling.batch_size, tiling.shape, 1)
             valid = ds.read_masks(1) > 0
             truth = rasterize(footprints(tuple(ds.bounds)), out_shape=ds.shape,
                               transform=ds.transform) > 0

@@ -84,7 +84,7 @@ def test_overlap_default_is_one_sixteenth_of_the_tile_in_library_and_shell(tmp_p
     used = TilingConfig(tile=64).for_scene(70, 90, multiple)  # fitted, on the lattice
     with rasterio.open(tmp_path / "o.tif") as ds:
         assert ds.tags()["GEOFUSE_OVERLAP"] == str(used.overlap)
-        assert ds.tags()["GEOFUSE_TILE"] == str(used.tile)
+        assert ds.tags()["GEOFUSE_TILE"] == used.label
     assert used.overlap == max(4, -(-4 // multiple) * multiple)  # 64 / 16, rounded up
 
 

@@ -136,13 +136,24 @@ def test_tile_for_a_scene() -> None:
     assert (big.tile, big.batch_size, big.overlap) == (1056, 1, 32)
     assert big.grid(8192, 8192).patch_pixels / 8192**2 < 1.065
     assert TilingConfig(batch_size=1).for_scene(8192, 8192, 8).tile <= 640
-    # a 5000 x 100 strip: 11 tiles of 512 px (the last pushed back over its neighbour), each
-    # mostly padding across the strip; 16 tiles of 384 px (the smallest allowed) compute 25 %
-    # fewer pixels
+    # a 5000 x 100 strip: 11 tiles of 512² px (the last pushed back over its neighbour), each
+    # mostly padding across the strip, computed 5.8 patch pixels per scene pixel; 16 square
+    # tiles of 384 px, 4.7; one tile as narrow as the strip (5000 x 104 px, within one call's
+    # pixels) computes 1.04, with no seam at all
     fitted = default.for_scene(5000, 100, 8)
-    assert (fitted.tile, fitted.overlap, fitted.fit) == (384, 64, False)
+    assert (fitted.shape, fitted.batch_size, fitted.fit) == ((5000, 104), 1, False)
+    assert fitted.grid(5000, 100).patch_pixels == 5000 * 104
     assert fitted.for_scene(5000, 100, 8) == fitted
-    assert TilingConfig(overlap=64, fit=False).for_scene(5000, 100, 8).tile == 512
+    assert TilingConfig(overlap=64, fit=False).for_scene(5000, 100, 8).shape == (512, 512)
+    # a longer strip: tiles as narrow as it, fitted along it
+    strip = default.for_scene(20000, 100, 8)
+    assert strip.tile_width == 104 and len(strip.grid(20000, 100).col_starts) == 1
+    assert strip.grid(20000, 100).patch_pixels / (20000 * 100) < 1.15
+    # a 768 x 1024 scene: one 768 x 1024 tile (one 1024² tile before: 1.33 patch pixels per
+    # scene pixel); test-time rotations turn tiles, so they keep the square one
+    assert default.for_scene(768, 1024, 8).shape == (768, 1024)
+    assert default.for_scene(768, 1024, 8, square=True).shape == (1024, 1024)
+    assert TilingConfig(tile=1024).for_scene(768, 1024, 8).label == "768x1024"
     # the overlap becomes a whole number of the model's lattice steps
     assert TilingConfig(overlap=50).for_scene(5000, 5000, 8).overlap == 56
     small = TilingConfig(tile=64, overlap=40).for_scene(30, 30, 4)
@@ -234,7 +245,7 @@ def test_readable_palette_and_default_model(tmp_path: Path) -> None:
     assert f"{tmp_path / 'm.tif'}: 40x24 px, 1 tile," in result.output
     with rasterio.open(tmp_path / "m.tif") as ds:
         assert ds.tags()["GEOFUSE_MODEL"] == "default.keras"
-        assert ds.tags()["GEOFUSE_TILE"] == "40"
+        assert ds.tags()["GEOFUSE_TILE"] == "24x40"  # one tile of the scene's shape
         assert ds.colormap(1)[3][:3] == hex_rgb(expected["water"])
 
 

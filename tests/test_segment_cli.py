@@ -186,9 +186,10 @@ def test_output_is_a_valid_cog_with_tags_colours_and_overviews(tiny_models, tmp_
     assert is_valid, errors
     with rasterio.open(out) as dst:
         tags = dst.tags()
-        # the tile fitted to the scene: 2 x 2 tiles of 368 px, two per call, compute fewer
-        # pixels than 3 x 3 of 256 px in three calls of four (the last one padded)
-        assert tags["GEOFUSE_TILE"] == "368" and tags["GEOFUSE_OVERLAP"] == "32"
+        # the tile fitted to the scene: 2 tiles of 368 x 600 px (as wide as the scene, within
+        # one call's pixels) compute fewer pixels than 2 x 2 of 368² px two per call, or 3 x 3
+        # of 256 px in three calls of four (the last one padded)
+        assert tags["GEOFUSE_TILE"] == "368x600" and tags["GEOFUSE_OVERLAP"] == "32"
         assert tags["GEOFUSE_BLEND"] == "hann"
         assert len(tags["GEOFUSE_MODEL_SHA256"]) == 64
         assert dst.overviews(1) == [2]

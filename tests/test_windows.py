@@ -16,10 +16,11 @@ from geofuse.windows import TileGrid, axis_starts, blend_weights, core_weights
 def grids(draw: st.DrawFn) -> TileGrid:
     align = draw(st.sampled_from([1, 1, 4, 8]))
     tile = draw(st.sampled_from([8, 16, 32, 48, 64]))
-    overlap = draw(st.integers(0, tile // align - 1)) * align
+    tile_width = draw(st.sampled_from([None, None, 8, 24, 40, 64]))
+    overlap = draw(st.integers(0, min(tile, tile_width or tile) // align - 1)) * align
     height = draw(st.integers(1, 300))
     width = draw(st.integers(1, 300))
-    return TileGrid(height, width, tile, overlap, align)
+    return TileGrid(height, width, tile, overlap, align, tile_width)
 
 
 @settings(max_examples=300, deadline=None)
@@ -38,16 +39,16 @@ def test_cores_partition_the_scene_exactly_once(grid: TileGrid) -> None:
 def test_every_read_window_has_the_tile_size_and_covers_its_core(grid: TileGrid) -> None:
     for t in grid:
         r = t.read
-        assert (r.width, r.height) == (grid.tile, grid.tile)
+        assert (r.height, r.width) == grid.shape
         assert r.col_off >= 0 and r.row_off >= 0
         # on the lattice, and inside the scene but for less than one lattice step, unless the
         # scene is smaller than a tile on that axis (then at 0)
         assert r.col_off % grid.align == 0 and r.row_off % grid.align == 0
-        if grid.width >= grid.tile:
+        if grid.width >= grid.shape[1]:
             assert r.col_off + r.width < grid.width + grid.align
         else:
             assert r.col_off == 0
-        if grid.height >= grid.tile:
+        if grid.height >= grid.shape[0]:
             assert r.row_off + r.height < grid.height + grid.align
         else:
             assert r.row_off == 0
@@ -64,10 +65,11 @@ def test_every_pixel_is_read_and_last_tiles_end_on_the_edge(grid: TileGrid) -> N
         r = grid.clip(t.read)
         covered[r.toslices()] = True
     assert covered.all()
-    if grid.height >= grid.tile:
-        assert 0 <= grid.row_starts[-1] + grid.tile - grid.height < grid.align
-    if grid.width >= grid.tile:
-        assert 0 <= grid.col_starts[-1] + grid.tile - grid.width < grid.align
+    rows, cols = grid.shape
+    if grid.height >= rows:
+        assert 0 <= grid.row_starts[-1] + rows - grid.height < grid.align
+    if grid.width >= cols:
+        assert 0 <= grid.col_starts[-1] + cols - grid.width < grid.align
 
 
 @settings(max_examples=300, deadline=None)
@@ -152,23 +154,32 @@ def test_the_fitted_tile_never_computes_more_and_stays_in_range(
     assume(tile % multiple == 0 and overlap < tile // 2)
     nominal = TilingConfig(tile=tile, overlap=overlap)
     fitted = nominal.for_scene(height, width, multiple)
-    assert fitted.tile % multiple == 0 and fitted.overlap < fitted.tile
+    rows, cols = fitted.shape
+    grid = fitted.grid(height, width)
+    assert rows % multiple == 0 and cols % multiple == 0 and fitted.overlap < min(rows, cols)
     assert not fitted.fit and fitted.for_scene(height, width, multiple) == fitted
     assert fitted.overlap % multiple == 0
-    if max(height, width) > tile:  # the overlap asked for, at least, on the lattice
-        assert fitted.overlap >= min(overlap, tile - multiple)
+    if len(grid) > 1:  # the overlap asked for, at least, on the lattice
+        assert fitted.overlap >= min(overlap, tile - multiple, min(rows, cols) - multiple)
     if max(height, width) <= tile:  # a small scene: one tile of its size, never bigger
-        assert fitted.tile <= tile and len(fitted.grid(height, width)) == 1
+        assert rows <= tile and cols <= tile and len(grid) == 1
+        assert rows - multiple < height and cols - multiple < width
         return
-    # the model computes no more pixels (calls x batch x tile², the last call padded)
-    nominal_grid = TileGrid(height, width, tile, fitted.overlap)
-    computed = -(-len(fitted.grid(height, width)) // fitted.batch_size) * fitted.batch_size \
-        * fitted.tile**2
+    # the model computes no more pixels (calls x batch x tile area, the last call padded)
+    nominal_grid = TileGrid(height, width, tile, min(fitted.overlap, tile - multiple))
+    computed = -(-len(grid) // fitted.batch_size) * fitted.batch_size * rows * cols
     assert computed <= -(-len(nominal_grid) // nominal.batch_size) * nominal.batch_size * tile**2
-    # the tile moved by at most FIT_RANGE, or grew where fewer tiles per call make up for it:
-    # a model call holds at most CALL_SLACK more pixels than asked for (or one tile in range)
-    call = fitted.batch_size * fitted.tile**2
-    assert fitted.tile >= (1 - FIT_RANGE) * tile and fitted.batch_size <= nominal.batch_size
+    # each side moved by at most FIT_RANGE, or grew where fewer tiles per call make up for it,
+    # or is the scene's own side (one tile across a strip narrower than the tile); a model
+    # call holds at most CALL_SLACK more pixels than asked for (or one tile in range)
+    for side, length, starts in ((rows, height, grid.row_starts), (cols, width, grid.col_starts)):
+        assert side >= (1 - FIT_RANGE) * tile or (len(starts) == 1 and side - multiple < max(
+            length, fitted.overlap + 1))
+    call = fitted.batch_size * rows * cols
+    assert fitted.batch_size <= nominal.batch_size
     assert call <= nominal.batch_size * tile**2 * (1 + CALL_SLACK) or (
-        fitted.batch_size == 1 and fitted.tile <= (1 + FIT_RANGE) * tile)
-    assert fitted.grid(height, width).align == multiple
+        fitted.batch_size == 1 and rows * cols <= ((1 + FIT_RANGE) * tile) ** 2)
+    assert grid.align == multiple
+    if rows != cols:  # test-time rotations get a square tile of the same scene
+        square = nominal.for_scene(height, width, multiple, square=True)
+        assert square.tile_width is None and square.tile % multiple == 0

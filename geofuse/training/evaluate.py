@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from geofuse.training.metrics import (
     set_false_positives,
     summarize,
 )
-from geofuse.windows import TileGrid, axis_cores
+from geofuse.windows import TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,13 @@ def seam_band(grid: TileGrid, width: int) -> tuple[np.ndarray, np.ndarray]:
         ``(rows, cols)`` boolean vectors; a pixel is in the seam band when its row or its
         column is.
     """
-    def axis(starts: list[int], length: int) -> np.ndarray:
+    def axis(cores: list[tuple[int, int]], length: int) -> np.ndarray:
         band = np.zeros(length, bool)
-        for lo, _ in axis_cores(starts, grid.tile, length)[1:]:
+        for lo, _ in cores[1:]:
             band[max(0, lo - width): lo + width] = True
         return band
 
-    return axis(grid.row_starts, grid.height), axis(grid.col_starts, grid.width)
+    return axis(grid.row_cores, grid.height), axis(grid.col_cores, grid.width)
 
 
 def _coding(options: LabelOptions, classes: tuple[ClassInfo, ...],
@@ -120,7 +120,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     classes = info.classes
     names = [c.name for c in classes]
     spec = info.spec
-    spec.arch.check_tile(config.tiling.tile)
+    spec.arch.check_tile(config.tiling.shape)
     source = config.source
     scene_mode = isinstance(source, SceneSource)
     if scene_mode:
@@ -141,7 +141,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                                   config.tiling.bands, expected)
                    for image, mask in pairs]
     notices: list[str] = []
-    predictors: dict[int, Any] = {}
+    predictors: dict[tuple[int, int], Any] = {}
     choice = choose_runtime(config.tiling)
     total = np.zeros((spec.classes, spec.classes), np.int64)
     sets = (source.coding or coding).sets  # partial labels: "one of these classes"
@@ -153,14 +153,14 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     with tempfile.TemporaryDirectory(prefix="geofuse-eval-") as tmp:
         for n, raster in enumerate(rasters):
             # the tile segment_scene picks for this image (smaller for a small chip)
-            tiling = config.tiling.for_scene(raster.height, raster.width, spec.arch.multiple)
-            tile = tiling.tile
+            segment = SegmentConfig(tiling=config.tiling, input=config.input, tta=config.tta)
+            tiling = segment.tiling_for(raster.height, raster.width, spec.arch.multiple)
+            tile = tiling.shape
             if tile not in predictors:
                 predictors[tile] = make_predictor(loaded, tiling.batch_size, tile, choice)
             out = Path(tmp) / f"pred_{n}.tif"
             result = segment_scene(raster.image, out, loaded,
-                                   SegmentConfig(tiling=tiling, input=config.input,
-                                                 tta=config.tta),
+                                   replace(segment, tiling=tiling),
                                    predictor=predictors[tile], notify=notices.append)
             # read at the model's pixel size, the tile seams are not on the scene's grid
             seams = scene_mode and config.seam_width and not result.resampled
