@@ -109,8 +109,9 @@ class TilingConfig:
         ``FIT_RANGE`` above it, or above that where fewer tiles per call make up for it, or
         the whole scene's side (a strip narrower than the tile gets tiles as narrow as it);
         a model call never holds more than ``batch_size * tile**2`` pixels plus
-        ``CALL_SLACK`` (its memory), so a 4 x 512 px call may become 3 x 616, 1 x 1040 or
-        one 768 x 1024 px tile of a 768 x 1024 scene. ``square`` keeps the tile square (test-time
+        ``CALL_SLACK`` (its memory), or one tile of at most ``(1 + FIT_RANGE)**2 * tile**2``,
+        so a 4 x 512 px call may become 3 x 616, 1 x 1040 or one 768 x 1024 px tile of a
+        768 x 1024 scene. ``square`` keeps the tile square (test-time
         rotations turn a tile's rows into columns). The overlap is rounded up to a multiple of
         ``multiple`` and tiles are aligned to it (``align``). A scene of fewer tiles than
         ``batch_size`` gets a batch of its tiles (a padded call computes for nothing). The

@@ -25,6 +25,7 @@ end-to-end run, plus the ratio of the largest to the smallest scene's peak RSS.
 
     python scripts/bench.py                   # 2048 and 8192, default model, every runtime
     python scripts/bench.py --sizes 1024 2048 --tile 256 --runtimes tensorflow:f32 openvino:f32
+    python scripts/bench.py --scenes data_samples/scene_a.tif 100x5000 --baseline ../old --repeat 4
 """
 
 from __future__ import annotations
@@ -294,6 +295,47 @@ def segment_seconds(scene: Path, out: Path, args: argparse.Namespace,
     return time.perf_counter() - start
 
 
+def time_segments(scenes: dict[str, Path], args: argparse.Namespace,
+                  no_baseline: set[str] = frozenset()) -> dict[tuple[str, str], float]:
+    """The fastest wall time of ``geofuse segment`` on each scene, this checkout and
+    ``--baseline``, over ``--repeat`` rounds that interleave the cases (they share the
+    machine's load). Keys: ``(scene name, "this" or "baseline")``."""
+    times: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "mask.tif"
+        for _ in range(args.repeat):
+            for name, scene in scenes.items():
+                for label, baseline in (("this", None), ("baseline", args.baseline)):
+                    if label == "baseline" and (baseline is None or name in no_baseline):
+                        continue
+                    seconds = segment_seconds(scene, out, args, baseline)
+                    times[name, label] = min(seconds, times.get((name, label), seconds))
+                    print(f"{name:<24} {label:<9} {seconds:>7.2f} s", flush=True)
+    return times
+
+
+def scenes_case(args: argparse.Namespace) -> None:
+    """``geofuse segment`` on the given scenes (files, or WIDTHxHEIGHT generated from the
+    sample texture) in fresh processes, start-up included; with ``--baseline``, this
+    checkout's time over the baseline's for each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scenes = {}
+        for spec in args.scenes:
+            if Path(spec).exists():
+                scenes[Path(spec).name] = Path(spec)
+            else:
+                width, _, height = spec.partition("x")
+                scenes[spec] = synthetic_scene(Path(tmp) / f"{spec}.tif", int(width), "sample",
+                                               height=int(height or width))
+        times = time_segments(scenes, args)
+    for name in scenes:
+        if (name, "baseline") in times:
+            print(f"{name}: this {times[name, 'this']:.2f} s, baseline "
+                  f"{times[name, 'baseline']:.2f} s, ratio "
+                  f"{times[name, 'this'] / times[name, 'baseline']:.2f} (fastest of "
+                  f"{args.repeat})")
+
+
 def sparse_case(args: argparse.Namespace) -> None:
     """Tiles without a valid pixel skip the model: a 1 %-valid scene vs the same scene full.
 
@@ -316,7 +358,6 @@ def sparse_case(args: argparse.Namespace) -> None:
             return image, ids
         return part
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         scenes = {
@@ -327,18 +368,7 @@ def sparse_case(args: argparse.Namespace) -> None:
                                                      partial(block_texture(size)), sparse=True),
         }
         scenes["RGB.byte.tif"] = REAL / "landsat-rasterio" / "RGB.byte.tif"
-        out = folder / "mask.tif"
-        for _ in range(args.repeat):  # rounds interleave the cases: they share the machine load
-            for name, scene in scenes.items():
-                for label, baseline in (("this", None), ("baseline", args.baseline)):
-                    if label == "baseline" and (baseline is None or "sparse" in name):
-                        continue
-                    seconds = segment_seconds(scene, out, args, baseline)
-                    rows.append((name, label, seconds))
-                    print(f"{name:<24} {label:<9} {seconds:>7.1f} s", flush=True)
-    times: dict[tuple[str, str], float] = {}
-    for n, lab, sec in rows:  # the fastest round of each case
-        times[n, lab] = min(sec, times.get((n, lab), sec))
+        times = time_segments(scenes, args, no_baseline={"1% valid, sparse file"})
     for label in ("this", "baseline"):
         if (("full", label) in times) and (("1% valid", label) in times):
             print(f"{label}: 1 %-valid / full = "
@@ -366,11 +396,15 @@ def main() -> None:
     parser.add_argument("--sparse", type=int, default=None, metavar="SIZE",
                         help="Only the sparse case: a SIZE^2 scene 1 %% valid vs fully valid, "
                              "and RGB.byte.tif, each a fresh `geofuse segment` (e.g. 6000).")
+    parser.add_argument("--scenes", nargs="+", default=None, metavar="SCENE",
+                        help="Only time `geofuse segment` (a fresh process each) on these files "
+                             "or generated WIDTHxHEIGHT scenes, against --baseline.")
     parser.add_argument("--baseline", default=None, metavar="DIR",
-                        help="With --sparse: also time the geofuse of this checkout (e.g. a "
-                             "`git worktree` of an older commit).")
+                        help="With --sparse or --scenes: also time the geofuse of this checkout "
+                             "(e.g. a `git worktree` of an older commit).")
     parser.add_argument("--cli-args", default="",
-                        help="With --sparse: extra `geofuse segment` options for this checkout.")
+                        help="With --sparse or --scenes: extra `geofuse segment` options for "
+                             "this checkout.")
     parser.add_argument("--repeat", type=int, default=1,
                         help="Runs of each case, the fastest kept: end-to-end runs per scene "
                              "and runtime, or with --sparse rounds over the cases.")
@@ -392,6 +426,9 @@ def main() -> None:
         return
     if args.sparse:
         sparse_case(args)
+        return
+    if args.scenes:
+        scenes_case(args)
         return
     print(f"geofuse bench: tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, "
           f"model {args.model or 'embedded default'}, {os.cpu_count()} CPUs\n", flush=True)
