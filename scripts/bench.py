@@ -322,7 +322,7 @@ def scenes_case(args: argparse.Namespace) -> None:
         scenes = {}
         for spec in args.scenes:
             if Path(spec).exists():
-                scenes[Path(spec).name] = Path(spec)
+                scenes[Path(spec).name] = Path(spec).resolve()
             else:
                 width, _, height = spec.partition("x")
                 scenes[spec] = synthetic_scene(Path(tmp) / f"{spec}.tif", int(width), "sample",
