@@ -133,6 +133,32 @@ def test_resume_never_trusts_a_partial_or_foreign_file(tmp_path: Path) -> None:
     assert not outputs_complete(job, seg, "abc", 3)
 
 
+def test_a_worker_keeps_few_predictors_for_scenes_of_many_shapes(tmp_path: Path,
+                                                                  tiny_models) -> None:
+    """Each scene's fitted tile has its predictor; a worker keeps the most recent few."""
+    from geofuse import batch_worker
+    from geofuse.model import file_digest
+
+    model = tiny_models()
+    shapes = [(16, 24), (16, 32), (24, 16), (32, 32), (40, 16), (16, 48)]
+    predictors = []
+    for rows, cols in shapes:
+        tiling = TilingConfig(tile=rows, tile_width=cols, overlap=8, fit=False,
+                              runtime="tensorflow", batch_size=1)
+        task = batch_worker.SceneTask("s.tif", "m.tif", SegmentConfig(tiling=tiling), str(model),
+                                      file_digest(model), None)
+        _, predictor, _ = batch_worker.worker_model(task)
+        predictors.append((task, predictor))
+        assert len(batch_worker._predictors) <= batch_worker.PREDICTORS_KEPT
+    x = np.zeros((1, 16, 48, 3), np.float32)
+    assert predictors[-1][1](x).shape[:3] == (1, 16, 48)  # built for its own shape
+    task, predictor = predictors[-2]  # recent: reused
+    assert batch_worker.worker_model(task)[1] is predictor
+    task, predictor = predictors[0]  # the oldest was let go, and is built again
+    assert batch_worker.worker_model(task)[1] is not predictor
+    assert len(batch_worker._predictors) == batch_worker.PREDICTORS_KEPT
+
+
 def test_one_batch_per_output_folder(tmp_path: Path) -> None:
     with exclusive(tmp_path):
         with pytest.raises(OutputError, match="another geofuse batch is writing here"):
