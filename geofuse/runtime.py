@@ -21,6 +21,7 @@ over the network and keep a client id in ``~/intel``): see :func:`import_openvin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -53,6 +54,9 @@ CACHE_ENV = "GEOFUSE_CACHE_DIR"
 """Environment variable naming the cache folder (default: ``$XDG_CACHE_HOME/geofuse``)."""
 CACHE_LAYOUT = 1
 """Version of the cache entry layout; part of every key."""
+CACHE_ENTRIES = 64
+"""Conversions kept (one per model and tile shape; 3.5 MB each for the default model); the
+least recently used go first."""
 _ENTRY = "entry.json"
 _IR_FILES = ("model.xml", "model.bin")
 _unconvertible: dict[str, ModelError] = {}
@@ -423,6 +427,27 @@ def _read_entry(entry: Path, digest: str, shape: tuple[int, ...], version: str) 
     return _core().read_model(str(entry / "model.xml"))
 
 
+def prune_cache(root: Path) -> None:
+    """Discard the least recently used entries beyond ``CACHE_ENTRIES``.
+
+    There is one entry per model and tile shape: scenes of many shapes would otherwise fill
+    the disk. Entries are marked as used when read (their folder's modification time).
+    """
+
+    def used(entry: Path) -> float:
+        try:
+            return entry.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    try:
+        entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return
+    for entry in sorted(entries, key=used)[: max(0, len(entries) - CACHE_ENTRIES)]:
+        discard_folder(entry)
+
+
 def discard_folder(entry: Path) -> None:
     """Move a folder out of the way (atomic for readers), then delete it."""
     trash = entry.with_name(f".trash-{entry.name}-{os.getpid()}-{time.monotonic_ns()}")
@@ -449,7 +474,10 @@ def openvino_model(loaded: LoadedModel, shape: tuple[int, int, int, int]) -> Any
     entry = root / cache_key(loaded.digest, shape, version)
     if entry.is_dir():
         try:
-            return _read_entry(entry, loaded.digest, shape, version)
+            ov_model = _read_entry(entry, loaded.digest, shape, version)
+            with contextlib.suppress(OSError):  # used now: the last to be pruned
+                os.utime(entry)
+            return ov_model
         except Exception as exc:  # noqa: BLE001 - anything wrong with an entry means rebuild
             log.warning("OpenVINO cache entry %s is unusable (%s); rebuilding it",
                         entry, first_line(exc))
@@ -475,6 +503,7 @@ def openvino_model(loaded: LoadedModel, shape: tuple[int, int, int, int]) -> Any
         os.rename(tmp, entry)
     except OSError:  # another process published the same entry first, or a full disk
         shutil.rmtree(tmp, ignore_errors=True)
+    prune_cache(root)
     log.info("converted %s to OpenVINO for %s in %.1f s", loaded.path.name, shape, seconds)
     return ov_model
 

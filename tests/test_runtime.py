@@ -220,6 +220,34 @@ def test_conversion_is_cached_by_model_and_shape(tiny_models, cache: Path,
     assert np.abs(first(x) - second(x)).mean() < 0.01
 
 
+def test_the_cache_keeps_the_most_recently_used_conversions(
+        tiny_models, cache: Path, conversions: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tile shape has its conversion; scenes of many shapes must not fill the disk."""
+    from geofuse.model import load_model
+
+    monkeypatch.setattr(runtime, "CACHE_ENTRIES", 2)
+    loaded = load_model(tiny_models(bands=3, classes=3))
+    choice = runtime.choose_runtime("openvino", "f32")
+    version = runtime.probe_openvino().version
+
+    def entries() -> set[str]:
+        return {p.name for p in (cache / "openvino").iterdir()}
+
+    runtime.make_predictor(loaded, 1, (16, 32), choice)
+    runtime.make_predictor(loaded, 1, (32, 16), choice)
+    first = runtime.cache_key(loaded.digest, (1, 16, 32, 3), version)
+    second = runtime.cache_key(loaded.digest, (1, 32, 16, 3), version)
+    assert entries() == {first, second}
+    os.utime(cache / "openvino" / first, (1, 1))  # long unused, then used again:
+    runtime.make_predictor(loaded, 1, (16, 32), choice)  # read from the cache, marked as used
+    assert len(conversions) == 2
+    runtime.make_predictor(loaded, 1, (32, 32), choice)  # a third shape: the least recent goes
+    assert entries() == {first, runtime.cache_key(loaded.digest, (1, 32, 32, 3), version)}
+    predict = runtime.make_predictor(loaded, 1, (32, 16), choice)  # converted again
+    assert len(conversions) == 4 and len(entries()) == 2
+    assert predict(_batch((1, 32, 16, 3))).shape == (1, 32, 16, 3)
+
+
 @pytest.mark.parametrize("damage", ["truncated weights", "garbage xml with matching digests",
                                     "no manifest", "manifest of another shape"])
 def test_a_corrupted_cache_entry_is_rebuilt_not_trusted(
