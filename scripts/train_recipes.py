@@ -124,6 +124,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "members2-ema": ({"members": 2, "ema": 0.998}, {}, "`members2-18` with each network "
                      "written as a moving average of its weights (`--ema 0.998`, about its "
                      "last 500 steps)"),
+    "defaults-19": ({}, {}, "the library defaults of session 19, no option: a time limit that "
+                    "leaves the first network's time over trains a second one; held-out "
+                    "scenes tiled as session 19 tiles them (a scene that fits one model call "
+                    "is one tile of its own shape)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
