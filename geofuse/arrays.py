@@ -28,7 +28,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
 from geofuse.checks import choice
-from geofuse.config import TTA_MODES, TilingConfig
+from geofuse.config import TTA_MODES, SegmentConfig, TilingConfig
 from geofuse.errors import InputError
 from geofuse.feed import read_ahead
 from geofuse.model import LoadedModel, load_model
@@ -128,7 +128,7 @@ def predict_array(
     from geofuse.runtime import choose_runtime
     from geofuse.runtime import make_predictor as runtime_predictor
     from geofuse.segment import run_pipeline
-    from geofuse.tta import tta_predictor, turns
+    from geofuse.tta import tta_predictor
 
     choice("tta", tta, TTA_MODES)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
@@ -143,7 +143,8 @@ def predict_array(
     if valid is not None and np.shape(valid) != (height, width):
         raise InputError(f"Expected a valid mask of shape {(height, width)}. "
                          f"Received: {np.shape(valid)}")
-    tiling = tiling.for_scene(height, width, info.spec.arch.multiple, square=turns(tta))
+    tiling = SegmentConfig(tiling=tiling, tta=tta).tiling_for(height, width,
+                                                               info.spec.arch.multiple)
     info.spec.arch.check_tile(tiling.shape)
     classes = info.spec.classes
     mask_sink = _ArraySink(1, height, width, "uint8")

@@ -150,10 +150,10 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
     seam_cm = np.zeros_like(total)
     inner_cm = np.zeros_like(total)
     per_item = []
+    segment = SegmentConfig(tiling=config.tiling, input=config.input, tta=config.tta)
     with tempfile.TemporaryDirectory(prefix="geofuse-eval-") as tmp:
         for n, raster in enumerate(rasters):
             # the tile segment_scene picks for this image (smaller for a small chip)
-            segment = SegmentConfig(tiling=config.tiling, input=config.input, tta=config.tta)
             tiling = segment.tiling_for(raster.height, raster.width, spec.arch.multiple)
             tile = tiling.shape
             if tile not in predictors:
