@@ -3,10 +3,10 @@
 ``--members N`` trains N networks from seeds ``seed``, ``seed + 1``, ... on the same split,
 and the model file averages them (:func:`geofuse.model.build_unet` with ``members``). A
 time-limited run on small data may reach the steps that data should get (more overfit) long
-before its time is up; when the time left is at least what the first network took, it trains a
-second one by default. Averaging two networks trained apart scored 0.01 to 0.04 IoU above the
-mean of the two on three small sets (``docs/training.md``, session 17); a second network cut
-short by the clock added little. TensorFlow is imported by :mod:`.fit`.
+before its time is up; when the time left is at least :data:`MEMBER_TIME_SHARE` of what the
+first network took, it trains a second one by default. Averaging two networks trained apart
+scored 0.01 to 0.04 IoU above the mean of the two on three small sets (``docs/training.md``,
+session 17). TensorFlow is imported by :mod:`.fit`.
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def fit_members(
     ``seconds`` is shared: an explicit count splits what is left evenly between the networks
     still to train; by default the first network gets it all and a second one follows only
     when the first stopped at its steps with at least :data:`MEMBER_TIME_SHARE` times its
-    time left (the same steps for the second). A network's clock counts its set-up; the time
-    each takes after its clock stops (final validation, export), measured on the first, is
-    kept back from the shares of the others.
+    time left (the same steps for the second, or what the clock allows, annealed either
+    way). A network's clock counts its set-up; the time each takes after its clock stops
+    (final validation, export), measured on the first, is kept back from the shares of the
+    others.
     """
     import keras
 
