@@ -39,7 +39,6 @@ class SceneTask:
 _cache_lock = threading.Lock()
 _models: dict[tuple[str, str], LoadedModel] = {}
 _predictors: dict[tuple[Any, ...], Callable[..., Any]] = {}
-PREDICTORS_KEPT = 4  # per process, the most recently used: each scene's fitted tile has its own
 
 
 def _worker_name() -> str:
@@ -100,16 +99,12 @@ def worker_model(task: SceneTask) -> tuple[LoadedModel, Callable[..., Any], floa
             seconds = time.perf_counter() - start
         loaded = _models[key]
         pkey = (*key, tiling.batch_size, tiling.shape, tiling.runtime, tiling.precision)
-        if pkey in _predictors:
-            _predictors[pkey] = _predictors.pop(pkey)  # now the most recently used
-        else:
-            from geofuse.runtime import choose_runtime, make_predictor
+        from geofuse.runtime import choose_runtime, make_predictor, recent_predictor
 
-            while len(_predictors) >= PREDICTORS_KEPT:  # scenes of many shapes: bounded memory
-                del _predictors[next(iter(_predictors))]
-            _predictors[pkey] = make_predictor(loaded, tiling.batch_size, tiling.shape,
-                                               choose_runtime(tiling), threads=task.tf_threads)
-        return loaded, _predictors[pkey], seconds
+        predictor = recent_predictor(_predictors, pkey, lambda: make_predictor(
+            loaded, tiling.batch_size, tiling.shape, choose_runtime(tiling),
+            threads=task.tf_threads))
+        return loaded, predictor, seconds
 
 
 def describe_failure(scene: str | os.PathLike[str], exc: Exception) -> str:

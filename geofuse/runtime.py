@@ -270,6 +270,27 @@ class Predictor:
         return self._fn(x)
 
 
+PREDICTORS_KEPT = 4
+"""Predictors a long-lived cache keeps (:func:`recent_predictor`): each scene's fitted tile has
+its own, and a traced or compiled predictor holds its runtime's buffers."""
+
+
+def recent_predictor(cache: dict[Any, Predictor], key: Any,
+                     build: Callable[[], Predictor]) -> Predictor:
+    """The predictor for ``key`` from ``cache``, built by ``build`` when missing.
+
+    The cache keeps only the :data:`PREDICTORS_KEPT` most recently used, so scenes of many
+    shapes (``batch``, ``evaluate`` on chips of many sizes) keep memory bounded.
+    """
+    if key in cache:
+        cache[key] = cache.pop(key)  # now the most recently used
+        return cache[key]
+    while len(cache) >= PREDICTORS_KEPT:
+        del cache[next(iter(cache))]
+    cache[key] = build()
+    return cache[key]
+
+
 def tensorflow_function(model: Any, batch: int, tile: int | tuple[int, int],
                         bands: int) -> Callable[[np.ndarray], np.ndarray]:
     """A ``tf.function`` with a fixed input signature, so it is traced exactly once."""

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -366,7 +367,7 @@ def segment_scattered(
     counts = [sum(m["class_counts"][i] for m in markers) for i in range(len(info.classes))]
     return ScatterResult(
         scene=scene, mask=out, probabilities=prob_path, width=grid.width, height=grid.height,
-        tiles=tiles, patch_pixels=tiles * grid.shape[0] * grid.shape[1],
+        tiles=tiles, patch_pixels=tiles * math.prod(grid.shape),
         seconds=time.perf_counter() - start,
         class_counts={c.name: n for c, n in zip(info.classes, counts, strict=True)},
         nodata_pixels=sum(m["nodata_pixels"] for m in markers), grid_tiles=len(grid),

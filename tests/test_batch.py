@@ -138,6 +138,7 @@ def test_a_worker_keeps_few_predictors_for_scenes_of_many_shapes(tmp_path: Path,
     """Each scene's fitted tile has its predictor; a worker keeps the most recent few."""
     from geofuse import batch_worker
     from geofuse.model import file_digest
+    from geofuse.runtime import PREDICTORS_KEPT
 
     model = tiny_models()
     shapes = [(16, 24), (16, 32), (24, 16), (32, 32), (40, 16), (16, 48)]
@@ -149,14 +150,14 @@ def test_a_worker_keeps_few_predictors_for_scenes_of_many_shapes(tmp_path: Path,
                                       file_digest(model), None)
         _, predictor, _ = batch_worker.worker_model(task)
         predictors.append((task, predictor))
-        assert len(batch_worker._predictors) <= batch_worker.PREDICTORS_KEPT
+        assert len(batch_worker._predictors) <= PREDICTORS_KEPT
     x = np.zeros((1, 16, 48, 3), np.float32)
     assert predictors[-1][1](x).shape[:3] == (1, 16, 48)  # built for its own shape
     task, predictor = predictors[-2]  # recent: reused
     assert batch_worker.worker_model(task)[1] is predictor
     task, predictor = predictors[0]  # the oldest was let go, and is built again
     assert batch_worker.worker_model(task)[1] is not predictor
-    assert len(batch_worker._predictors) == batch_worker.PREDICTORS_KEPT
+    assert len(batch_worker._predictors) == PREDICTORS_KEPT
 
 
 def test_one_batch_per_output_folder(tmp_path: Path) -> None:

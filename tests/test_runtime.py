@@ -556,3 +556,23 @@ def test_export_cli_writes_the_folder_and_refuses_to_overwrite(tiny_models,
     assert again.exit_code == 1 and "already exists (use --overwrite" in again.output
     bad = CliRunner().invoke(main, ["export", model, str(out), "--format", "tflite"])
     assert bad.exit_code == 2
+
+
+def test_recent_predictor_keeps_the_most_recently_used() -> None:
+    """A predictor cache is bounded: a hit is reused and made recent, the least recent goes."""
+    from geofuse.runtime import PREDICTORS_KEPT, recent_predictor
+
+    cache: dict = {}
+    built: list[int] = []
+
+    def get(key: int) -> object:
+        return recent_predictor(cache, key, lambda: built.append(key) or object())
+
+    first = get(0)
+    for key in range(1, PREDICTORS_KEPT):
+        get(key)
+    assert get(0) is first and built == list(range(PREDICTORS_KEPT))  # a hit builds nothing
+    get(PREDICTORS_KEPT)  # one too many: key 1 (the least recent) is let go, not key 0
+    assert len(cache) == PREDICTORS_KEPT and 1 not in cache and get(0) is first
+    get(1)
+    assert built[-1] == 1 and len(cache) == PREDICTORS_KEPT

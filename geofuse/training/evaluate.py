@@ -109,7 +109,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
             ``overwrite``. Reports are written only after every input has been scored.
     """
     from geofuse.model import load_model
-    from geofuse.runtime import choose_runtime, make_predictor
+    from geofuse.runtime import choose_runtime, make_predictor, recent_predictor
     from geofuse.segment import segment_scene
 
     for path in (config.report, config.plot):
@@ -141,7 +141,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
                                   config.tiling.bands, expected)
                    for image, mask in pairs]
     notices: list[str] = []
-    predictors: dict[tuple[int, int], Any] = {}
+    predictors: dict[tuple[int, int], Any] = {}  # by tile shape, the most recent few
     choice = choose_runtime(config.tiling)
     total = np.zeros((spec.classes, spec.classes), np.int64)
     sets = (source.coding or coding).sets  # partial labels: "one of these classes"
@@ -155,13 +155,12 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
         for n, raster in enumerate(rasters):
             # the tile segment_scene picks for this image (smaller for a small chip)
             tiling = segment.tiling_for(raster.height, raster.width, spec.arch.multiple)
-            tile = tiling.shape
-            if tile not in predictors:
-                predictors[tile] = make_predictor(loaded, tiling.batch_size, tile, choice)
+            predictor = recent_predictor(predictors, tiling.shape, lambda t=tiling:
+                                         make_predictor(loaded, t.batch_size, t.shape, choice))
             out = Path(tmp) / f"pred_{n}.tif"
             result = segment_scene(raster.image, out, loaded,
                                    replace(segment, tiling=tiling),
-                                   predictor=predictors[tile], notify=notices.append)
+                                   predictor=predictor, notify=notices.append)
             # read at the model's pixel size, the tile seams are not on the scene's grid
             seams = scene_mode and config.seam_width and not result.resampled
             grid = tiling.grid(raster.height, raster.width)
