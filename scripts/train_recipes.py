@@ -128,9 +128,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                     "leaves the first network's time over trains a second one; held-out "
                     "scenes tiled as session 19 tiles them (a scene that fits one model call "
                     "is one tile of its own shape)"),
-    "defaults-20": ({}, {}, "the library defaults of session 20, no option: a second network "
-                    "when the time left is at least 0.75 of what the first took (was 1.0), "
-                    "its schedule ending at its steps or the clock"),
+    "defaults-20": ({}, {}, "the library defaults at session 20's first commit, no option: a "
+                    "second network when the time left is at least 0.75 of what the first "
+                    "took (1.0 before and after these runs), its schedule ending at its steps "
+                    "or the clock"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},

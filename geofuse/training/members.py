@@ -55,10 +55,9 @@ def fit_members(
     ``seconds`` is shared: an explicit count splits what is left evenly between the networks
     still to train; by default the first network gets it all and a second one follows only
     when the first stopped at its steps with at least :data:`MEMBER_TIME_SHARE` times its
-    time left (the same steps for the second, or what the clock allows, annealed either
-    way). A network's clock counts its set-up; the time each takes after its clock stops
-    (final validation, export), measured on the first, is kept back from the shares of the
-    others.
+    time left (the same steps for the second). A network's clock counts its set-up; the time
+    each takes after its clock stops (final validation, export), measured on the first, is
+    kept back from the shares of the others.
     """
     import keras
 
