@@ -132,6 +132,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                     "second network when the time left is at least 0.75 of what the first "
                     "took (1.0 before and after these runs), its schedule ending at its steps "
                     "or the clock"),
+    "inverse-20": ({"class_weights": "inverse", "members": 1}, {}, "one network of the "
+                   "library defaults of session 20 with inverse-frequency class weights "
+                   "(`--class-weights inverse`) instead of their square root"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
