@@ -15,11 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geofuse.config import SegmentConfig
 from geofuse.errors import GeofuseError, ModelError, first_line
 from geofuse.model import LoadedModel
+
+if TYPE_CHECKING:
+    from geofuse.runtime import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class SceneTask:
 
 _cache_lock = threading.Lock()
 _models: dict[tuple[str, str], LoadedModel] = {}
-_predictors: dict[tuple[Any, ...], Callable[..., Any]] = {}
+_predictors: dict[tuple[Any, ...], Predictor] = {}  # the most recent few (recent_predictor)
 
 
 def _worker_name() -> str:
