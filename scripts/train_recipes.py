@@ -135,6 +135,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "inverse-20": ({"class_weights": "inverse", "members": 1}, {}, "one network of the "
                    "library defaults of session 20 with inverse-frequency class weights "
                    "(`--class-weights inverse`) instead of their square root"),
+    "depth4-20": ({"members": 1}, {"depth": 4}, "one network of the library defaults of "
+                  "session 20 with four downsampling steps instead of three (twice the "
+                  "receptive field; 64-px chips reach a 4 x 4 bottleneck)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
