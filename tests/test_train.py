@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -526,8 +527,9 @@ def test_time_limit_lays_the_schedule_over_the_budget(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
     budget = metrics["budget_seconds"]  # what was left of the 8 s after the data checks
     assert 0 < budget <= 8
-    # epochs report time and steps, not counts (the time: of what the data checks left)
-    assert f"/{budget:.0f} s, step 5/" in result.output
+    # epochs report time and steps, not counts (of the time the data checks left; on a loaded
+    # machine the first step's tracing alone may spend it, ending the epoch after one step)
+    assert re.search(rf"epoch 1 \(\d+/{budget:.0f} s, step [1-5]/\d+\)", result.output)
     elapsed = [float(r["elapsed"]) for r in history(tmp_path / "m.train")]
     assert elapsed[-1] >= budget  # ran its whole budget...
     assert len(elapsed) == 1 or elapsed[-2] < budget  # ...and stopped in the epoch it ran out
