@@ -422,7 +422,7 @@ class SceneReader:
             x += self._shift
             x *= self._inv_std
         if not valid.all():
-            x[~valid] = 0.0
+            _zero_invalid(x, valid, finite=not self.is_float)
         return x
 
     def read_patch(
@@ -515,6 +515,23 @@ def _valid_values(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     flat = data.reshape(len(data), -1)
     # np.compress: a third of the time of data[:, valid] here
     return flat if valid.all() else np.compress(valid.ravel(), flat, axis=1)
+
+
+def _zero_invalid(x: np.ndarray, valid: np.ndarray, finite: bool) -> None:
+    """Set the ``(h, w, bands)`` pixels of ``x`` that ``valid`` rules out to 0, in place.
+
+    Only the box around the invalid pixels is touched (nodata is mostly a collar or a hole);
+    ``finite`` values there are multiplied by the mask (a third faster than boolean indexing;
+    it would keep a NaN, so float scenes assign through the mask).
+    """
+    invalid = ~valid
+    rows = np.flatnonzero(invalid.any(axis=1))
+    cols = np.flatnonzero(invalid[rows[0] : rows[-1] + 1].any(axis=0))
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    if finite:
+        x[box] *= valid[box][..., None]
+    else:
+        x[box][invalid[box]] = 0.0
 
 
 def _add_per_band(x: np.ndarray, values: np.ndarray) -> None:

@@ -227,6 +227,19 @@ def test_class_ids_are_the_argmax(classes: int, rows: int, seed: int, scale: flo
         assert ids[0, 1] == classes - 2
 
 
+@pytest.mark.parametrize("shape", [(5,), (70_000, 5), (2, 300, 130, 3), (3, 190, 180, 5),
+                                   (0, 9, 4)])
+def test_class_ids_of_arrays_larger_than_a_chunk(shape: tuple[int, ...]) -> None:
+    """Arrays of more pixels than one pass takes, contiguous or strided views, any rank."""
+    rng = np.random.default_rng(len(shape))
+    scores = rng.random(shape, dtype=np.float32)
+    expected = np.argmax(scores, axis=-1)
+    np.testing.assert_array_equal(class_ids(scores), expected)
+    if len(shape) > 2:  # a strided view (the part of a tile one tile alone covers)
+        view = scores[..., 3:-2, :]
+        np.testing.assert_array_equal(class_ids(view), expected[..., 3:-2])
+
+
 @pytest.mark.parametrize("shape", [(0, 4), (3, 5, 2), (616, 300, 6)])
 def test_sparse_zeros_are_zeros_to_write_into(shape: tuple[int, ...]) -> None:
     a = sparse_zeros(shape, np.float32)

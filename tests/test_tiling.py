@@ -28,6 +28,10 @@ def assemble_valid(reader: SceneReader, tile: int, overlap: int) -> np.ndarray:
         rows = slice(int(c.row_off - r.row_off), int(c.row_off - r.row_off + c.height))
         cols = slice(int(c.col_off - r.col_off), int(c.col_off - r.col_off + c.width))
         out[c.toslices()] = patch.valid[rows, cols]
+        # invalid pixels of the scene (not the mirrored pad) reach the model as 0 (band means)
+        inner = grid.clip(r)
+        h, w = int(inner.height), int(inner.width)
+        assert not patch.data[:h, :w][~patch.valid[:h, :w]].any()
         assert patch.data.shape == (tile, tile, len(reader.bands))
         assert patch.data.dtype == np.float32 and np.isfinite(patch.data).all()
         assert patch.transform == reader.dataset.window_transform(patch.tile.read)
