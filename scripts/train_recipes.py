@@ -141,6 +141,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "wide24-21": ({"members": 1}, {"base_filters": 24}, "one network of the library "
                   "defaults of session 21 with 24 filters at full resolution instead of 16 "
                   "(2.25 times the compute per step: the time a 10-minute run leaves over)"),
+    "defaults-21": ({}, {}, "the library defaults of session 21, no option, on an idle "
+                    "machine (nothing else of mine running)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
