@@ -7,6 +7,10 @@ session-17 evidence for averaging two networks was measured (``docs/training.md`
 
     python scripts/score_ensemble.py --set spacenet --work /tmp/ens \\
         --models /tmp/r/spacenet-capped-0/m.keras /tmp/r/spacenet-capped-1/m.keras
+
+With ``--prefixes``, each model file given is an ensemble itself (``--members N``): its first
+network alone, the average of its first two, of its first three, ... are scored (how much each
+further network adds).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ def main() -> None:
     parser.add_argument("--set", required=True, help="spacenet, inria, roads or dubai-<tile>.")
     parser.add_argument("--models", nargs="+", required=True, help="Model files (.keras).")
     parser.add_argument("--work", type=Path, required=True, help="Scratch folder.")
+    parser.add_argument("--prefixes", action="store_true",
+                        help="Score the averages of each file's first 1, 2, ... networks.")
     args = parser.parse_args()
 
-    from geofuse.model import averaged, load_model, save_model
+    from geofuse.model import averaged, load_model, member_networks, save_model
     from geofuse.training.evaluate import evaluate
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -42,6 +48,18 @@ def main() -> None:
         return protocol.score(report)
 
     rows = []
+    if args.prefixes:
+        for n, model in enumerate(loaded):
+            spec = model.info.spec
+            networks = member_networks(model.model, spec)
+            single = dataclasses.replace(spec, members=1)
+            for k in range(1, len(networks) + 1):
+                path = args.work / f"{args.set}-{n}-first-{k}.keras"
+                info = dataclasses.replace(model.info, spec=dataclasses.replace(spec, members=k))
+                save_model(averaged(networks[:k], single), info, path)
+                rows.append({"model": str(model.path), "networks": k, "score": score(path)})
+                print(json.dumps(rows[-1]), flush=True)
+        return
     for model in loaded:
         rows.append({"models": [str(model.path)], "score": score(model.path)})
         print(json.dumps(rows[-1]), flush=True)
