@@ -143,6 +143,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "(2.25 times the compute per step: the time a 10-minute run leaves over)"),
     "defaults-21": ({}, {}, "the library defaults of session 21, no option, on an idle "
                     "machine (nothing else of mine running)"),
+    "members4": ({"members": 4}, {}, "the library defaults with four networks (seeds k to "
+                 "k + 3, the same split), each trained for the data's default steps, averaged; "
+                 "scored also as the average of its first 1, 2 and 3 (`score_ensemble.py "
+                 "--prefixes`)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
