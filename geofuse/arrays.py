@@ -125,7 +125,7 @@ def predict_array(
             shape), ModelError, ConfigError for bad settings.
 
     """
-    from geofuse.runtime import choose_runtime
+    from geofuse.runtime import choose_runtime, in_flight
     from geofuse.runtime import make_predictor as runtime_predictor
     from geofuse.segment import run_pipeline
     from geofuse.tta import tta_predictor
@@ -166,13 +166,15 @@ def predict_array(
             raise InputError(str(exc).replace(memory.name, "the array")) from None
         with reader:
             grid = tiling.grid(height, width)
-            predict = tta_predictor(runtime_predictor(
-                loaded, tiling.batch_size, tiling.shape, choose_runtime(tiling)), tta)
+            predict, flight = in_flight(runtime_predictor(
+                loaded, tiling.batch_size, tiling.shape, choose_runtime(tiling)),
+                -(-len(grid) // tiling.batch_size))
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")
             batches = read_ahead(lambda slot: reader.patches(grid, slot=slot), tiling.batch_size,
-                                 env=env)
+                                 env=env, in_flight=flight)
             try:
-                run_pipeline(batches, predict, stitcher, len(grid), progress)
+                run_pipeline(batches, tta_predictor(predict, tta), stitcher, len(grid), progress,
+                             flight)
             finally:
                 batches.close()
             stitcher.finish()

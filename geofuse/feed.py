@@ -190,8 +190,8 @@ def stacked(make_patches: Callable[[Slot], Iterator[Patch]], size: int,
     ``make_patches(slot)`` yields patches, ideally normalised into ``slot(shape)`` (see
     :meth:`SceneReader.patches <geofuse.tiling.SceneReader.patches>`). The input arrays come
     from a :class:`BatchRing` of ``ring`` buffers. Run through :func:`prefetch` with ``depth``
-    batches ahead, at most ``depth + 2`` arrays are in use at once (queued, being filled, being
-    predicted): ``ring`` must be at least that.
+    batches ahead and ``n`` batches in flight, at most ``depth + 1 + n`` arrays are in use at
+    once (queued, being filled, being predicted): ``ring`` must be at least that.
     """
     batches = BatchRing(size, ring)
     for patch in make_patches(batches.slot):
@@ -204,10 +204,13 @@ def stacked(make_patches: Callable[[Slot], Iterator[Patch]], size: int,
 
 
 def read_ahead(make_patches: Callable[[Slot], Iterator[Patch]], size: int,
-               env: dict[str, Any] | None = None) -> Iterator[tuple[list[Patch], np.ndarray]]:
+               env: dict[str, Any] | None = None,
+               in_flight: int = 1) -> Iterator[tuple[list[Patch], np.ndarray]]:
     """:func:`stacked` batches of ``make_patches(slot)``, made ahead in a background thread.
 
-    :data:`READ_AHEAD` batches are read, normalised and stacked while the model runs.
+    :data:`READ_AHEAD` batches are read, normalised and stacked while the model runs on up
+    to ``in_flight`` batches it was handed (their arrays are not reused until then).
     """
-    return prefetch(lambda: stacked(make_patches, size), depth=READ_AHEAD, env=env,
+    ring = READ_AHEAD + 1 + in_flight
+    return prefetch(lambda: stacked(make_patches, size, ring), depth=READ_AHEAD, env=env,
                     nice=PIPELINE_NICE)

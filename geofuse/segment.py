@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ from geofuse.outputs import (
     remove_stale_temps,
 )
 from geofuse.rasterfile import is_georeferenced
-from geofuse.runtime import RuntimeChoice, choose_runtime, tensorflow_function
+from geofuse.runtime import RuntimeChoice, choose_runtime, in_flight, tensorflow_function
 from geofuse.runtime import make_predictor as runtime_predictor
 from geofuse.sources import Source, as_source, source_name
 from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
@@ -126,6 +127,7 @@ def run_pipeline(
     stitcher: Stitcher | ColumnStitcher,
     total: int | Callable[[], int],
     progress: Progress | None = None,
+    in_flight: int = 1,
 ) -> None:
     """Predict batches and stitch them, stitching batch k while predicting k + 1.
 
@@ -133,7 +135,9 @@ def run_pipeline(
     comes from :func:`~geofuse.feed.read_ahead`); here stitching runs in a second thread, so
     the model is never idle waiting for numpy. Batches are stitched strictly in order.
     ``total`` (the tiles that need the model) may be a function: tiles found empty while
-    reading lower it as the run goes.
+    reading lower it as the run goes. ``in_flight`` above 1: ``predict`` is called from that
+    many threads, one batch each (:func:`geofuse.runtime.in_flight`; ``batches`` must not
+    reuse an array sooner).
     """
     count = total if callable(total) else lambda: total
 
@@ -144,19 +148,42 @@ def run_pipeline(
 
     done = 0
     pending: Future[int] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geofuse-stitch",
-                            initializer=lower_priority) as pool:
-        for batch, inputs in batches:
-            probs = predict(inputs)
-            if pending is not None:
-                done += pending.result()
-                if progress is not None:
-                    progress(done, count())
-            pending = pool.submit(stitch, batch, probs)
+    predicting: deque[tuple[list[Patch], Future[Any]]] = deque()
+
+    def stitch_next() -> None:
+        nonlocal done, pending
+        batch, probs = predicting.popleft()
+        probs = probs.result()
         if pending is not None:
             done += pending.result()
             if progress is not None:
                 progress(done, count())
+        pending = stitching.submit(stitch, batch, probs)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geofuse-stitch",
+                            initializer=lower_priority) as stitching, \
+            ThreadPoolExecutor(max_workers=in_flight,
+                               thread_name_prefix="geofuse-predict") as models:
+        for batch, inputs in batches:
+            if in_flight > 1:
+                predicting.append((batch, models.submit(predict, inputs)))
+            else:  # in this thread, as a single-threaded runtime may want
+                predicting.append((batch, _done(predict(inputs))))
+            if len(predicting) == in_flight:
+                stitch_next()
+        while predicting:
+            stitch_next()
+        if pending is not None:
+            done += pending.result()
+            if progress is not None:
+                progress(done, count())
+
+
+def _done(value: Any) -> Future[Any]:
+    """A future already holding ``value``."""
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
 
 
 def segment_scene(
@@ -273,15 +300,15 @@ def segment_scene(
                 )
             if reader.resampled:
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
-            predict = tta_predictor(predictor, config.tta)
+            fn, flight = in_flight(predictor, -(-len(tiles) // tiling.batch_size))
             batches = read_ahead(
                 lambda slot: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
                                             skip_empty=tiling.blend, slot=slot),
-                tiling.batch_size, env=env,
+                tiling.batch_size, env=env, in_flight=flight,
             )
             try:
-                run_pipeline(batches, predict, stitcher,
-                             lambda: len(tiles) - reader.empty_tiles, progress)
+                run_pipeline(batches, tta_predictor(fn, config.tta), stitcher,
+                             lambda: len(tiles) - reader.empty_tiles, progress, flight)
             finally:
                 batches.close()  # stops the reading thread before the scene is closed
             stitcher.finish()

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,32 @@ def test_one_openvino_predictor_serves_several_threads(tiny_models) -> None:
     for i, outs in results.items():
         for k, out in enumerate(outs):
             np.testing.assert_array_equal(out, expected[(i + k) % 4])
+
+
+def test_a_long_run_keeps_two_openvino_batches_in_flight(tiny_models) -> None:
+    """Many batches: a function of two streams, called from two threads, predicting what one
+    call of the predictor does; a single batch or another runtime: the predictor itself."""
+    from geofuse.model import load_model
+
+    loaded = load_model(tiny_models(bands=3, classes=3))
+    predict = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", "f32"),
+                                     threads=2)
+    assert runtime.in_flight(predict, 1) == (predict, 1)
+    fn, flight = runtime.in_flight(predict, 10)
+    assert flight == runtime.STREAMS == 2 and fn is not predict
+    assert runtime.in_flight(predict, 7)[0] is fn  # compiled once
+    inputs = [_batch((2, 32, 32, 3), seed=s) for s in range(6)]
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(fn, inputs))
+    for x, out in zip(inputs, got, strict=True):
+        np.testing.assert_allclose(out, predict(x), atol=1e-5)
+    one_thread = runtime.make_predictor(loaded, 2, 32,
+                                        runtime.choose_runtime("openvino", "f32"), threads=1)
+    assert runtime.in_flight(one_thread, 10) == (one_thread, 1)
+    tf_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("tensorflow"))
+    assert runtime.in_flight(tf_pred, 10) == (tf_pred, 1)
+    plain = lambda x: x  # noqa: E731 - any callable: one batch at a time
+    assert runtime.in_flight(plain, 10) == (plain, 1)
 
 
 def test_a_model_openvino_cannot_convert_falls_back_only_when_automatic(

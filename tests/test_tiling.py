@@ -219,6 +219,51 @@ def test_read_ahead_never_overwrites_the_batch_being_predicted(
     assert (image == 0).any()  # some nodata pixels were zeroed
 
 
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_batches_in_flight_keep_their_inputs_and_stitch_in_order(tmp_path: Path,
+                                                                 in_flight: int) -> None:
+    """Several batches predicted at once from several threads: no input array is refilled
+    while a call still reads it, and the mask equals the one of one batch at a time."""
+    from geofuse.segment import run_pipeline
+    from geofuse.stitcher import Stitcher
+    from tests.test_stitcher import MemorySink
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(1, 255, (3, 90, 170), np.uint8)
+    path = write_geotiff(tmp_path / "s.tif", image, nodata=0)
+    grid = TileGrid(90, 170, 32, 8)
+    calls = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with lock:
+            calls["now"] += 1
+            calls["most"] = max(calls["most"], calls["now"])
+        seen = x.copy()
+        time.sleep(0.02)  # the reader runs ahead meanwhile
+        np.testing.assert_array_equal(x, seen)  # nobody wrote into this batch's array
+        with lock:
+            calls["now"] -= 1
+        scores = np.stack([seen[..., 0], seen[..., 1], -seen[..., 0]], axis=-1)
+        return np.exp(scores) / np.exp(scores).sum(axis=-1, keepdims=True)
+
+    masks = []
+    for flight in (1, in_flight):
+        sink = MemorySink(1, 90, 170, "uint8")
+        stitcher = Stitcher(grid, 3, "hann", sink)
+        calls["most"] = 0
+        with SceneReader(path) as reader:
+            batches = read_ahead(lambda slot, r=reader: r.patches(grid, slot=slot), 2,
+                                 in_flight=flight)
+            run_pipeline(batches, predict, stitcher, len(grid), in_flight=flight)
+        stitcher.finish()
+        assert calls["most"] == flight
+        masks.append(sink.array[0])
+    assert len(grid) > 2 * (READ_AHEAD + 1 + in_flight)  # the ring went round
+    np.testing.assert_array_equal(masks[1], masks[0])
+    assert len(np.unique(masks[0])) == 3
+
+
 def test_batches_have_a_fixed_shape(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / "s.tif", np.ones((3, 40, 40), np.uint8))
     with SceneReader(path) as reader:
