@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
 import sys
 import tempfile
@@ -412,8 +413,10 @@ def openvino_function(loaded: LoadedModel, ov_model: Any, precision: str,
                       streams: int = 1) -> Callable[[np.ndarray], np.ndarray]:
     """Compile ``ov_model`` (the IR of ``loaded`` from :func:`openvino_model`) as a function.
 
-    Every calling thread gets its own infer request, so one predictor may serve several
-    threads (Dask workers with more than one thread). One stream (the latency hint) gives a
+    Each call takes an infer request no other call is using (made when none is free, kept
+    for the next calls), so one predictor serves several threads at once (Dask workers with
+    more than one thread, batches in flight) and threads that come and go reuse the requests
+    and their buffers. One stream (the latency hint) gives a
     call every core; ``streams`` above 1 (the throughput hint) splits the cores between that
     many calls running at once (:data:`STREAMS`).
 
@@ -434,13 +437,17 @@ def openvino_function(loaded: LoadedModel, ov_model: Any, precision: str,
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for everything
         raise ModelError(f"{loaded.path}: OpenVINO cannot compile the model "
                          f"({ov_reason(exc)})") from exc
-    local = threading.local()
+    idle: queue.SimpleQueue[Any] = queue.SimpleQueue()  # infer requests no call is using
 
     def predict(x: np.ndarray) -> np.ndarray:
-        request = getattr(local, "request", None)
-        if request is None:
-            request = local.request = compiled.create_infer_request()
-        return request.infer(x, share_inputs=True, share_outputs=False)[0]
+        try:
+            request = idle.get_nowait()
+        except queue.Empty:  # one more call at once than ever before: a request of its own
+            request = compiled.create_infer_request()
+        try:
+            return request.infer(x, share_inputs=True, share_outputs=False)[0]
+        finally:
+            idle.put(request)
 
     return predict
 

@@ -580,10 +580,11 @@ def test_default_budget_counts_steps_not_seconds(tmp_path: Path, monkeypatch) ->
     assert len(rates) == 3 and rates[-1] <= 0.2 * 3e-3  # annealed at the last step
 
 
-def test_a_time_limit_stops_at_the_default_steps_and_trains_a_second_network(
+def test_a_time_limit_stops_at_the_default_steps_and_trains_more_networks(
         tmp_path: Path, monkeypatch) -> None:
     """More time than the data needs: the run ends, annealed, at the data's default steps, and
-    the time left trains a second network (another seed) that the model file averages."""
+    the time left trains further networks (other seeds, up to AUTO_MEMBERS) that the model
+    file averages."""
     import keras
 
     import geofuse.training.config as train_config
@@ -598,26 +599,30 @@ def test_a_time_limit_stops_at_the_default_steps_and_trains_a_second_network(
     assert result.exit_code == 0, result.output
     assert "training for 10:00 or 15 steps, whichever comes first" in result.output
     assert "epoch 3 (" in result.output and ", step 15/15)" in result.output
-    assert "training a second one in the" in result.output
-    assert "network 2, epoch 3 (" in result.output
-    assert "the average of 2 networks (6 epochs in all)" in result.output
+    assert train_config.AUTO_MEMBERS == 3
+    assert "training network 2 in the" in result.output and "average with it " in result.output
+    assert "training network 3 in the" in result.output and "with them " in result.output
+    assert "network 2, epoch 3 (" in result.output and "network 3, epoch 3 (" in result.output
+    assert "the average of 3 networks (9 epochs in all)" in result.output
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
-    assert metrics["budget_steps"] == 15 and metrics["epochs_run"] == 6
-    assert metrics["members"] == 2 and len(metrics["member_validation"]) == 2
+    assert metrics["budget_steps"] == 15 and metrics["epochs_run"] == 9
+    assert metrics["members"] == 3 and len(metrics["member_validation"]) == 3
     assert metrics["validation"]["pixels"] == metrics["member_validation"][0]["pixels"] > 0
-    for run in (tmp_path / "m.train", tmp_path / "m.train" / "member1"):
+    for run in (tmp_path / "m.train", *(tmp_path / "m.train" / f"member{k}" for k in (1, 2))):
         rows = history(run)
         assert len(rows) == 3  # each network: the data's 15 steps
         assert float(rows[-1]["elapsed"]) < 300  # stopped long before its time was up
         assert float(rows[-1]["learning_rate"]) <= 0.2 * 3e-3  # annealed at the last step
     loaded = load_model(out)
-    assert loaded.info.spec.members == 2 and loaded.info.provenance["members"] == 2
+    assert loaded.info.spec.members == 3 and loaded.info.provenance["members"] == 3
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
-    first = np.asarray(loaded.model.get_layer("member0")(x))
-    second = np.asarray(loaded.model.get_layer("member1")(x))
-    assert not np.allclose(first, second, atol=1e-3)  # two seeds, two networks
-    np.testing.assert_allclose(np.asarray(loaded.model(x)), (first + second) / 2, atol=1e-6)
-    assert isinstance(loaded.model.get_layer("member1"), keras.Model)
+    first, second, third = (np.asarray(loaded.model.get_layer(f"member{k}")(x))
+                            for k in range(3))
+    assert not np.allclose(first, second, atol=1e-3)  # other seeds, other networks
+    assert not np.allclose(second, third, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(loaded.model(x)), (first + second + third) / 3,
+                               atol=1e-6)
+    assert isinstance(loaded.model.get_layer("member2"), keras.Model)
 
 
 def test_members_one_keeps_a_single_network_and_an_ensemble_segments(
@@ -634,7 +639,7 @@ def test_members_one_keeps_a_single_network_and_an_ensemble_segments(
     one = run_train("--tiles", tiles, "--out", tmp_path / "one.keras", "--time-limit", "10m",
                     "--members", "1", *tiny)
     assert one.exit_code == 0, one.output
-    assert "second one" not in one.output and "weights of epoch 3 of 3" in one.output
+    assert "training network 2" not in one.output and "weights of epoch 3 of 3" in one.output
     assert not (tmp_path / "one.train" / "member1").exists()
     two = run_train("--tiles", tiles, "--out", tmp_path / "two.keras", "--members", "2", *tiny)
     assert two.exit_code == 0, two.output

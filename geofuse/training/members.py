@@ -3,10 +3,9 @@
 ``--members N`` trains N networks from seeds ``seed``, ``seed + 1``, ... on the same split,
 and the model file averages them (:func:`geofuse.model.build_unet` with ``members``). A
 time-limited run on small data may reach the steps that data should get (more overfit) long
-before its time is up; when the time left is at least :data:`MEMBER_TIME_SHARE` of what the
-first network took, it trains a second one by default. Averaging two networks trained apart
-scored 0.01 to 0.04 IoU above the mean of the two on three small sets (``docs/training.md``,
-session 17). TensorFlow is imported by :mod:`.fit`.
+before its time is up; while the time left is at least :data:`MEMBER_TIME_SHARE` of what the
+first network took, it trains another one by default, up to :data:`AUTO_MEMBERS` (the evidence
+is there). TensorFlow is imported by :mod:`.fit`.
 """
 
 from __future__ import annotations
@@ -53,11 +52,11 @@ def fit_members(
     Network ``k`` uses seed ``config.seed + k`` (weights, chips, augmentation) on the same
     split, and the run folder's ``member<k>`` subfolder for ``k > 0``. With a time limit,
     ``seconds`` is shared: an explicit count splits what is left evenly between the networks
-    still to train; by default the first network gets it all and a second one follows only
-    when the first stopped at its steps with at least :data:`MEMBER_TIME_SHARE` times its
-    time left (the same steps for the second). A network's clock counts its set-up; the time
-    each takes after its clock stops (final validation, export), measured on the first, is
-    kept back from the shares of the others.
+    still to train; by default the first network gets it all, and when it stopped at its
+    steps another follows while at least :data:`MEMBER_TIME_SHARE` times its time is left
+    (the same steps for each), up to :data:`AUTO_MEMBERS`. A network's clock counts its
+    set-up; the time each takes after its clock stops (final validation, export), measured on
+    the first, is kept back from the shares of the others.
     """
     import keras
 
@@ -77,9 +76,9 @@ def fit_members(
         if k and config.members is None:
             if left is None or left < MEMBER_TIME_SHARE * took:
                 break
-            say(f"network 1 stopped at its steps after {format_duration(took)}; training a "
-                f"second one in the {format_duration(left)} left, to average with it "
-                "(--members 1: one network, half the inference time)")
+            say(f"network 1 stopped at its steps after {format_duration(took)}; training "
+                f"network {k + 1} in the {format_duration(left)} left, to average with "
+                f"{'it' if k == 1 else 'them'} (--members 1: one network, the fastest to use)")
         share = None if left is None else max(1.0, left / (
             wanted - k if config.members else 1))
         if k:  # frees the last network's graphs: the next one traces as fast as the first
