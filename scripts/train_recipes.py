@@ -143,6 +143,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "(2.25 times the compute per step: the time a 10-minute run leaves over)"),
     "defaults-21": ({}, {}, "the library defaults of session 21, no option, on an idle "
                     "machine (nothing else of mine running)"),
+    "three-21": ({}, {}, "the library defaults with no option after session 21 set "
+                 "AUTO_MEMBERS to 3 (up to three networks where the time is left), idle"),
     "members4": ({"members": 4}, {}, "the library defaults with four networks (seeds k to "
                  "k + 3, the same split), each trained for the data's default steps, averaged; "
                  "scored also as the average of its first 1, 2 and 3 (`score_ensemble.py "
