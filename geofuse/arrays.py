@@ -125,7 +125,7 @@ def predict_array(
             shape), ModelError, ConfigError for bad settings.
 
     """
-    from geofuse.runtime import choose_runtime, in_flight
+    from geofuse.runtime import choose_runtime, pipelined
     from geofuse.runtime import make_predictor as runtime_predictor
     from geofuse.segment import run_pipeline
     from geofuse.tta import tta_predictor
@@ -166,7 +166,7 @@ def predict_array(
             raise InputError(str(exc).replace(memory.name, "the array")) from None
         with reader:
             grid = tiling.grid(height, width)
-            predict, flight = in_flight(runtime_predictor(
+            predict, flight = pipelined(runtime_predictor(
                 loaded, tiling.batch_size, tiling.shape, choose_runtime(tiling)),
                 -(-len(grid) // tiling.batch_size))
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")

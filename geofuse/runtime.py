@@ -50,7 +50,7 @@ from geofuse.windows import tile_shape
 log = logging.getLogger(__name__)
 
 __all__ = ["PRECISIONS", "RUNTIMES", "Predictor", "RuntimeChoice", "choose_runtime",
-           "in_flight", "make_predictor"]
+           "make_predictor", "pipelined"]
 CACHE_ENV = "GEOFUSE_CACHE_DIR"
 """Environment variable naming the cache folder (default: ``$XDG_CACHE_HOME/geofuse``)."""
 CACHE_LAYOUT = 1
@@ -255,9 +255,10 @@ STREAMS = 2
 """Batches a long run keeps in flight on OpenVINO (:meth:`Predictor.concurrent`), each on its
 own stream with its share of the cores. One stream on every core stalls both cores whenever a
 pipeline thread (reading, stitching) takes one of them, at the stream's next barrier; two
-streams lose only the preempted one's time. On an 8192² scene on 2 cores (README,
-Development) that made segmenting 3-5 % faster end to end, at the model-only rate of one
-stream."""
+streams lose only the preempted one's time. On an 8192² scene on an idle 2-core AMD EPYC
+that made segmenting 4 % (f32) and 5 % (bf16) faster end to end, although the model alone is
+0-5 % slower on two streams (README, Inference runtimes); each stream holds its own
+activations (about 500 MB more with 1056² tiles, f32)."""
 
 
 class Predictor:
@@ -310,12 +311,12 @@ class Predictor:
         return self._fn(self._streams), self._streams
 
 
-def in_flight(predictor: Callable[[np.ndarray], Any],
+def pipelined(predictor: Callable[[np.ndarray], Any],
               batches: int) -> tuple[Callable[[np.ndarray], Any], int]:
-    """The function and number of batches in flight to predict ``batches`` batches with.
+    """The function, and the batches to keep in flight, to predict ``batches`` batches with.
 
-    :meth:`Predictor.concurrent` when there are more batches than streams; the predictor
-    itself, one batch at a time, for fewer, or for any other function.
+    :meth:`Predictor.concurrent` when there are at least as many batches as its streams; the
+    predictor itself, one batch at a time, for a single batch or any other function.
     """
     if isinstance(predictor, Predictor) and batches > 1:
         fn, streams = predictor.concurrent()
@@ -416,9 +417,9 @@ def openvino_function(loaded: LoadedModel, ov_model: Any, precision: str,
     Each call takes an infer request no other call is using (made when none is free, kept
     for the next calls), so one predictor serves several threads at once (Dask workers with
     more than one thread, batches in flight) and threads that come and go reuse the requests
-    and their buffers. One stream (the latency hint) gives a
-    call every core; ``streams`` above 1 (the throughput hint) splits the cores between that
-    many calls running at once (:data:`STREAMS`).
+    and their buffers. One stream (the latency hint) gives a call every core; ``streams``
+    above 1 (the throughput hint) splits the cores between that many calls running at once
+    (:data:`STREAMS`).
 
     Raises:
         ModelError: When the model cannot be compiled.

@@ -38,7 +38,7 @@ from geofuse.outputs import (
     remove_stale_temps,
 )
 from geofuse.rasterfile import is_georeferenced
-from geofuse.runtime import RuntimeChoice, choose_runtime, in_flight, tensorflow_function
+from geofuse.runtime import RuntimeChoice, choose_runtime, pipelined, tensorflow_function
 from geofuse.runtime import make_predictor as runtime_predictor
 from geofuse.sources import Source, as_source, source_name
 from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
@@ -136,7 +136,7 @@ def run_pipeline(
     the model is never idle waiting for numpy. Batches are stitched strictly in order.
     ``total`` (the tiles that need the model) may be a function: tiles found empty while
     reading lower it as the run goes. ``in_flight`` above 1: ``predict`` is called from that
-    many threads, one batch each (:func:`geofuse.runtime.in_flight`; ``batches`` must not
+    many threads, one batch each (:func:`geofuse.runtime.pipelined`; ``batches`` must not
     reuse an array sooner).
     """
     count = total if callable(total) else lambda: total
@@ -300,7 +300,7 @@ def segment_scene(
                 )
             if reader.resampled:
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
-            fn, flight = in_flight(predictor, -(-len(tiles) // tiling.batch_size))
+            fn, flight = pipelined(predictor, -(-len(tiles) // tiling.batch_size))
             batches = read_ahead(
                 lambda slot: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
                                             skip_empty=tiling.blend, slot=slot),

@@ -4,7 +4,7 @@ First, in one process, every inference runtime/precision (TensorFlow f32, OpenVI
 bf16; ``--runtimes``) on the same normalised patches of the sample scene, rounds interleaved so
 each sees the same machine load (best round kept): model-only Mpx/s, one batch at a time and
 with the batches in flight that ``segment_scene`` keeps on a long scene (OpenVINO: one per
-stream, :func:`geofuse.runtime.in_flight`), and the first-run overhead
+stream, :func:`geofuse.runtime.pipelined`), and the first-run overhead
 (building the predictor and its first batch, minus a steady batch) with an empty conversion
 cache and again from the cache.
 
@@ -67,7 +67,7 @@ def run_child(scene: str, args: argparse.Namespace, variant: str = "tensorflow:f
 
 def seconds_per_batch(predict, inputs: list, flight: int) -> float:  # noqa: ANN001
     """Mean seconds per batch of ``predict`` over ``inputs``, ``flight`` calls at a time (as
-    ``segment_scene`` keeps them: :func:`geofuse.runtime.in_flight`)."""
+    ``segment_scene`` keeps them: :func:`geofuse.runtime.pipelined`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     start = time.perf_counter()
@@ -92,7 +92,7 @@ def child(args: argparse.Namespace) -> None:
     from geofuse.config import SegmentConfig, TilingConfig
     from geofuse.feed import batched, stack_batch
     from geofuse.model import load_model
-    from geofuse.runtime import choose_runtime, in_flight, make_predictor
+    from geofuse.runtime import choose_runtime, make_predictor, pipelined
     from geofuse.segment import segment_scene
     from geofuse.tiling import SceneReader
 
@@ -115,7 +115,7 @@ def child(args: argparse.Namespace) -> None:
         patches = reader.patches(grid, grid.tiles[: sample * batch])
         inputs = [stack_batch(b, batch) for b in batched(patches, batch)]
     # as segment_scene runs them: several batches in flight where the runtime can
-    fn, flight = in_flight(predict, n_batches)
+    fn, flight = pipelined(predict, n_batches)
     seconds_per_batch(fn, inputs[:flight], flight)  # trace or compile, and every infer request
     stages["predictor"] = rss_mb()
     del patches
@@ -216,7 +216,7 @@ def runtimes_child(args: argparse.Namespace) -> None:
     """
     from geofuse.feed import batched, stack_batch
     from geofuse.model import load_model
-    from geofuse.runtime import choose_runtime, in_flight, make_predictor
+    from geofuse.runtime import choose_runtime, make_predictor, pipelined
     from geofuse.tiling import SceneReader
     from geofuse.windows import TileGrid
 
@@ -240,7 +240,7 @@ def runtimes_child(args: argparse.Namespace) -> None:
             predict = make_predictor(loaded, args.batch_size, args.tile, choice)
             predict(inputs[0])
             timings.append(time.perf_counter() - start)
-        fn, flight = in_flight(predict, len(inputs))
+        fn, flight = pipelined(predict, len(inputs))
         seconds_per_batch(fn, inputs[:flight], flight)  # its compile and infer requests
         predictors[variant] = predict, fn, flight
         rows[variant] = {"label": predict.choice.label, "first": timings[0], "cached": timings[1],
