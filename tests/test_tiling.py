@@ -244,8 +244,8 @@ def test_batches_in_flight_keep_their_inputs_and_stitch_in_order(tmp_path: Path,
         np.testing.assert_array_equal(x, seen)  # nobody wrote into this batch's array
         with lock:
             calls["now"] -= 1
-        scores = np.stack([seen[..., 0], seen[..., 1], -seen[..., 0]], axis=-1) / 64.0
-        return np.exp(scores) / np.exp(scores).sum(axis=-1, keepdims=True)
+        scores = np.exp(seen / 64.0)  # the brightest band's class
+        return scores / scores.sum(axis=-1, keepdims=True)
 
     masks = []
     for flight in (1, in_flight):
