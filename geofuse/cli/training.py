@@ -184,8 +184,8 @@ def _train_default(name: str) -> Any:
 @click.option("--members", type=click.IntRange(min=1), default=None,
               help="Networks to train one after another (seeds SEED, SEED+1, ...) and average "
                    "into the model file; inference costs as many times a network. Default: "
-                   f"1, or with --time-limit up to {AUTO_MEMBERS} while the first network's "
-                   "time for another is left when it reaches its steps (small data).")
+                   f"1, or with --time-limit up to {AUTO_MEMBERS}: another while the first "
+                   "network's time is left after it reaches its steps (small data).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (a fixed number of steps, reproducible); with "
                    "--time-limit, an upper bound. Default: a number of steps from the amount "

@@ -4,8 +4,8 @@
 and the model file averages them (:func:`geofuse.model.build_unet` with ``members``). A
 time-limited run on small data may reach the steps that data should get (more overfit) long
 before its time is up; while the time left is at least :data:`MEMBER_TIME_SHARE` of what the
-first network took, it trains another one by default, up to :data:`AUTO_MEMBERS` (the evidence
-is there). TensorFlow is imported by :mod:`.fit`.
+first network took, it trains another one by default, up to :data:`AUTO_MEMBERS` (whose
+docstring has the evidence). TensorFlow is imported by :mod:`.fit`.
 """
 
 from __future__ import annotations
