@@ -156,6 +156,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "batch20-3": ({"members": 3, "batch_size": 20}, {}, "three networks of the data's steps "
                   "(as `members4`'s first three) on batches of 20 chips instead of 16 (1.25 "
                   "times the compute: the time a 10-minute run of three leaves over here)"),
+    "patch96-3": ({"members": 3, "patch": 96, "batch_size": 8}, {}, "three networks of the "
+                  "data's steps (as `members4`'s first three) on 96-px chips, batch 8 (2.25 "
+                  "times the area of a chip, 1.1 times the pixels of a step: more context)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},

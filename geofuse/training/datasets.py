@@ -365,8 +365,8 @@ def scan(
 def split_units(units: Sequence[Unit], fraction: float, seed: int, part: int = 0) -> None:
     """Mark about ``fraction`` of the labelled units as validation (seeded, whole units).
 
-    Units are drawn per raster kind so that every source contributes. At least one unit stays
-    for training; with ``fraction > 0`` and two or more labelled units at least one validates.
+    Units are drawn in one seeded order over all sources. At least one unit stays for
+    training; with ``fraction > 0`` and two or more labelled units at least one validates.
     ``part`` k takes the k-th group of the same seeded order (wrapping round), so parts 0, 1,
     ... of one seed hold out different units while they can.
     """
