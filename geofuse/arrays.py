@@ -168,7 +168,7 @@ def predict_array(
             grid = tiling.grid(height, width)
             predict, flight = pipelined(runtime_predictor(
                 loaded, tiling.batch_size, tiling.shape, choose_runtime(tiling)),
-                -(-len(grid) // tiling.batch_size))
+                len(grid), tiling.batch_size)
             stitcher = Stitcher(grid, classes, tiling.blend, mask_sink, prob_sink, "float32")
             batches = read_ahead(lambda slot: reader.patches(grid, slot=slot), tiling.batch_size,
                                  env=env, in_flight=flight)

@@ -311,13 +311,15 @@ class Predictor:
         return self._fn(self._streams), self._streams
 
 
-def pipelined(predictor: Callable[[np.ndarray], Any],
-              batches: int) -> tuple[Callable[[np.ndarray], Any], int]:
-    """The function, and the batches to keep in flight, to predict ``batches`` batches with.
+def pipelined(predictor: Callable[[np.ndarray], Any], tiles: int,
+              batch_size: int) -> tuple[Callable[[np.ndarray], Any], int]:
+    """The function, and the batches to keep in flight, to predict ``tiles`` tiles with.
 
-    :meth:`Predictor.concurrent` when there are at least as many batches as its streams; the
-    predictor itself, one batch at a time, for a single batch or any other function.
+    :meth:`Predictor.concurrent` when the tiles make at least as many batches of
+    ``batch_size`` as its streams; the predictor itself, one batch at a time, for a single
+    batch or any other function.
     """
+    batches = -(-tiles // batch_size)
     if isinstance(predictor, Predictor) and batches > 1:
         fn, streams = predictor.concurrent()
         if batches >= streams:

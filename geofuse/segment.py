@@ -300,7 +300,7 @@ def segment_scene(
                 )
             if reader.resampled:
                 stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
-            fn, flight = pipelined(predictor, -(-len(tiles) // tiling.batch_size))
+            fn, flight = pipelined(predictor, len(tiles), tiling.batch_size)
             batches = read_ahead(
                 lambda slot: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
                                             skip_empty=tiling.blend, slot=slot),

@@ -115,7 +115,7 @@ def child(args: argparse.Namespace) -> None:
         patches = reader.patches(grid, grid.tiles[: sample * batch])
         inputs = [stack_batch(b, batch) for b in batched(patches, batch)]
     # as segment_scene runs them: several batches in flight where the runtime can
-    fn, flight = pipelined(predict, n_batches)
+    fn, flight = pipelined(predict, len(grid), batch)
     seconds_per_batch(fn, inputs[:flight], flight)  # trace or compile, and every infer request
     stages["predictor"] = rss_mb()
     del patches
@@ -240,7 +240,7 @@ def runtimes_child(args: argparse.Namespace) -> None:
             predict = make_predictor(loaded, args.batch_size, args.tile, choice)
             predict(inputs[0])
             timings.append(time.perf_counter() - start)
-        fn, flight = pipelined(predict, len(inputs))
+        fn, flight = pipelined(predict, len(inputs) * args.batch_size, args.batch_size)
         seconds_per_batch(fn, inputs[:flight], flight)  # its compile and infer requests
         predictors[variant] = predict, fn, flight
         rows[variant] = {"label": predict.choice.label, "first": timings[0], "cached": timings[1],

@@ -190,10 +190,10 @@ def test_a_long_run_keeps_two_openvino_batches_in_flight(tiny_models) -> None:
     loaded = load_model(tiny_models(bands=3, classes=3))
     predict = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", "f32"),
                                      threads=2)
-    assert runtime.pipelined(predict, 1) == (predict, 1)
-    fn, flight = runtime.pipelined(predict, 10)
+    assert runtime.pipelined(predict, 2, 2) == (predict, 1)  # one batch of two tiles
+    fn, flight = runtime.pipelined(predict, 3, 2)  # two batches
     assert flight == runtime.STREAMS == 2 and fn is not predict
-    assert runtime.pipelined(predict, 7)[0] is fn  # compiled once
+    assert runtime.pipelined(predict, 14, 2)[0] is fn  # compiled once
     inputs = [_batch((2, 32, 32, 3), seed=s) for s in range(6)]
     with ThreadPoolExecutor(2) as pool:
         got = list(pool.map(fn, inputs))
@@ -201,11 +201,11 @@ def test_a_long_run_keeps_two_openvino_batches_in_flight(tiny_models) -> None:
         np.testing.assert_allclose(out, predict(x), atol=1e-5)
     one_thread = runtime.make_predictor(loaded, 2, 32,
                                         runtime.choose_runtime("openvino", "f32"), threads=1)
-    assert runtime.pipelined(one_thread, 10) == (one_thread, 1)
+    assert runtime.pipelined(one_thread, 20, 2) == (one_thread, 1)
     tf_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("tensorflow"))
-    assert runtime.pipelined(tf_pred, 10) == (tf_pred, 1)
+    assert runtime.pipelined(tf_pred, 20, 2) == (tf_pred, 1)
     plain = lambda x: x  # noqa: E731 - any callable: one batch at a time
-    assert runtime.pipelined(plain, 10) == (plain, 1)
+    assert runtime.pipelined(plain, 20, 2) == (plain, 1)
 
 
 def test_a_model_openvino_cannot_convert_falls_back_only_when_automatic(
