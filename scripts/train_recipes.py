@@ -159,6 +159,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "patch96-3": ({"members": 3, "patch": 96, "batch_size": 8}, {}, "three networks of the "
                   "data's steps (as `members4`'s first three) on 96-px chips, batch 8 (2.25 "
                   "times the area of a chip, 1.1 times the pixels of a step: more context)"),
+    "long3": ({"members": 3, "epochs": 32}, {}, "three networks (as `members4`'s first "
+              "three) of 1,600 steps each instead of the data's 1,200-1,250: members of an "
+              "average may overfit more (the average takes out variance); about the 600 s of a "
+              "10-minute run here"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
