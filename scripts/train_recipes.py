@@ -163,6 +163,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
               "three) of 1,600 steps each instead of the data's 1,200-1,250: members of an "
               "average may overfit more (the average takes out variance); about the 600 s of a "
               "10-minute run here"),
+    "patch48-3": ({"members": 3, "patch": 48, "batch_size": 28}, {}, "three networks of the "
+                  "data's steps (as `members4`'s first three) on 48-px chips, batch 28 (the "
+                  "pixels of a step as 64-px chips of 16; `patch96-3` lost: the other way)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
