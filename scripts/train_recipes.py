@@ -166,6 +166,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "patch48-3": ({"members": 3, "patch": 48, "batch_size": 28}, {}, "three networks of the "
                   "data's steps (as `members4`'s first three) on 48-px chips, batch 28 (the "
                   "pixels of a step as 64-px chips of 16; `patch96-3` lost: the other way)"),
+    "patch32-3": ({"members": 3, "patch": 32, "batch_size": 64}, {}, "three networks of the "
+                  "data's steps (as `members4`'s first three) on 32-px chips, batch 64 (the "
+                  "pixels of a step as 64-px chips of 16)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
