@@ -169,6 +169,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "patch32-3": ({"members": 3, "patch": 32, "batch_size": 64}, {}, "three networks of the "
                   "data's steps (as `members4`'s first three) on 32-px chips, batch 64 (the "
                   "pixels of a step as 64-px chips of 16)"),
+    "steps3000": ({"members": 1, "epochs": 60}, {}, "one network of the library defaults "
+                  "for 3,000 steps (a fixed length, so that machines and loads compare)"),
+    "steps3000-p48": ({"members": 1, "epochs": 60, "patch": 48, "batch_size": 28}, {},
+                      "`steps3000` on 48-px chips, batch 28 (as `patch48-3`)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
