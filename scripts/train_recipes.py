@@ -173,6 +173,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "for 3,000 steps (a fixed length, so that machines and loads compare)"),
     "steps3000-p48": ({"members": 1, "epochs": 60, "patch": 48, "batch_size": 28}, {},
                       "`steps3000` on 48-px chips, batch 28 (as `patch48-3`)"),
+    "one-p64": ({"members": 1}, {}, "one network of the library defaults (64-px chips, "
+                "batch 16) for the data's steps"),
+    "one-p48": ({"members": 1, "patch": 48, "batch_size": 28}, {}, "`one-p64` on 48-px "
+                "chips, batch 28 (as `patch48-3`)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
