@@ -149,10 +149,6 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                  "k + 3, the same split), each trained for the data's default steps, averaged; "
                  "scored also as the average of its first 1, 2 and 3 (`score_ensemble.py "
                  "--prefixes`)"),
-    "rotate3": ({"members": 3, "member_split": "rotate"}, {}, "three networks of the data's "
-                "steps (as `members4`'s first three), network k holding out the k-th group of "
-                "validation blocks (`member_split=\"rotate\"`): together they train on every "
-                "block"),
     "batch20-3": ({"members": 3, "batch_size": 20}, {}, "three networks of the data's steps "
                   "(as `members4`'s first three) on batches of 20 chips instead of 16 (1.25 "
                   "times the compute: the time a 10-minute run of three leaves over here)"),

@@ -1165,29 +1165,3 @@ def test_a_generous_time_limit_gives_the_same_model_for_a_seed(tmp_path: Path) -
     assert len(first) == len(second) > 10
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
 
-
-def test_rotated_validation_parts_hold_out_different_units() -> None:
-    from rasterio.windows import Window
-
-    from geofuse.training.datasets import Unit, split_units
-
-    def units(n: int) -> list[Unit]:
-        return [Unit(raster=0, window=Window(64 * i, 0, 64, 64),
-                     counts=np.array([10, 0 if i == 3 else 5])) for i in range(n)]
-
-    def held(n: int, part: int, fraction: float = 0.2) -> set[int]:
-        group = units(n)
-        split_units(group, fraction, seed=3, part=part)
-        return {u.window.col_off // 64 for u in group if u.validation}
-
-    first = held(10, 0)
-    assert len(first) == 2
-    parts = [held(10, k) for k in range(5)]
-    assert set().union(*parts) == set(range(10)) and sum(map(len, parts)) == 10  # disjoint
-    assert held(10, 5) == first  # wraps round
-    # unlabelled units never validate; one unit always trains
-    empty = units(2)
-    empty[1].counts = np.zeros(2, np.int64)
-    split_units(empty, 0.5, seed=0, part=1)
-    assert not any(u.validation for u in empty)
-    assert all(len(held(2, k, fraction=0.9)) == 1 for k in range(3))

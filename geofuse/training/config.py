@@ -29,7 +29,6 @@ SAMPLING = ("random", "balanced", "grid")
 # named class weightings -> exponent of the inverse class frequency (0: all classes weigh 1)
 CLASS_WEIGHTINGS = {"auto": 0.5, "inverse": 1.0, "none": 0.0}
 KEEP = ("last", "best")
-MEMBER_SPLITS = ("same", "rotate")
 
 
 @dataclass(frozen=True)
@@ -247,10 +246,6 @@ class TrainConfig:
             reaches its steps early enough that another gets as much time
             (:data:`MEMBER_TIME_SHARE`; small data on a fast machine: the time buys more
             networks instead of steps that overfit). With a time limit, the networks share it.
-        member_split: ``same``: every network holds out the same validation units;
-            ``rotate``: network k holds out the k-th group of the seeded order
-            (:func:`~geofuse.training.datasets.split_units`), so the networks together
-            train on every unit (not with ``val_tiles``).
         epochs: Number of epochs (None: a default number of steps from the amount of
             labelled data, :func:`default_steps`); with a time budget, an upper bound. Without
             ``time_limit``, the run is counted in steps, not seconds (reproducible).
@@ -311,7 +306,6 @@ class TrainConfig:
     batch_size: int = 16
     time_limit: float | None = None
     members: int | None = None
-    member_split: str = "same"
     epochs: int | None = None
     steps_per_epoch: int = 50
     warmup: float = 0.05
@@ -365,7 +359,6 @@ class TrainConfig:
         choice("cache", self.cache, CACHES)
         choice("sampling", self.sampling, SAMPLING)
         choice("keep", self.keep, KEEP)
-        choice("member split", self.member_split, MEMBER_SPLITS)
         if isinstance(self.class_weights, str):
             choice("class weights", self.class_weights, tuple(CLASS_WEIGHTINGS))
         if self.epochs is not None:

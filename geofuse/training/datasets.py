@@ -362,13 +362,11 @@ def scan(
             progress(n + 1, len(units))
 
 
-def split_units(units: Sequence[Unit], fraction: float, seed: int, part: int = 0) -> None:
+def split_units(units: Sequence[Unit], fraction: float, seed: int) -> None:
     """Mark about ``fraction`` of the labelled units as validation (seeded, whole units).
 
     Units are drawn in one seeded order over all sources. At least one unit stays for
     training; with ``fraction > 0`` and two or more labelled units at least one validates.
-    ``part`` k takes the k-th group of the same seeded order (wrapping round), so parts 0, 1,
-    ... of one seed hold out different units while they can.
     """
     labelled = [u for u in units if u.counts.sum() > 0]
     if fraction <= 0 or len(labelled) < 2:
@@ -376,7 +374,7 @@ def split_units(units: Sequence[Unit], fraction: float, seed: int, part: int = 0
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labelled))
     take = min(len(labelled) - 1, max(1, int(round(fraction * len(labelled)))))
-    for i in np.roll(order, -part * take)[:take]:
+    for i in order[:take]:
         labelled[int(i)].validation = True
 
 

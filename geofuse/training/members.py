@@ -89,25 +89,13 @@ def fit_members(
         def tagged(epoch: int, logs: Mapping[str, Any], k: int = k) -> None:
             report(epoch, {**logs, "member": k + 1})
 
-        outcomes.append(fit_model(member, info, rasters, _member_units(config, units, k),
-                                  weights, folder, progress,
+        outcomes.append(fit_model(member, info, rasters, units, weights, folder, progress,
                                   None if report is None else tagged, share,
                                   class_sets=class_sets, steps=steps))
         if not took:
             took = max(time.perf_counter() - start, outcomes[0].seconds)
             tail = max(0.0, time.perf_counter() - start - outcomes[0].seconds)
     return outcomes
-
-
-def _member_units(config: TrainConfig, units: list[Any], k: int) -> list[Any]:
-    """The units of network ``k``: its own validation group with ``member_split="rotate"``."""
-    if not k or config.member_split == "same" or config.val_tiles:
-        return units
-    from geofuse.training.datasets import split_units
-
-    own = [dataclasses.replace(u, validation=False) for u in units]
-    split_units(own, config.val_fraction, config.seed, part=k)
-    return own
 
 
 def ensemble_outcome(outcomes: list[FitOutcome], spec: ModelSpec, batch_size: int,
