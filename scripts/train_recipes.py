@@ -145,6 +145,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                     "machine (nothing else of mine running)"),
     "three-21": ({}, {}, "the library defaults with no option after session 21 set "
                  "AUTO_MEMBERS to 3 (up to three networks where the time is left), idle"),
+    "members3": ({"members": 3}, {}, "the library defaults with three networks (seeds k to "
+                 "k + 2, the same split), each trained for the data's default steps, averaged: "
+                 "what `--time-limit 10m` gives where three fit (session 21's AUTO_MEMBERS)"),
     "members4": ({"members": 4}, {}, "the library defaults with four networks (seeds k to "
                  "k + 3, the same split), each trained for the data's default steps, averaged; "
                  "scored also as the average of its first 1, 2 and 3 (`score_ensemble.py "
