@@ -1164,4 +1164,3 @@ def test_a_generous_time_limit_gives_the_same_model_for_a_seed(tmp_path: Path) -
     first, second = (load_model(m).model.get_weights() for m in models)
     assert len(first) == len(second) > 10
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
-
