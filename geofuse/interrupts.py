@@ -34,6 +34,24 @@ def exit_code(exc: BaseException) -> int:
     return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
+def interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or :class:`Terminated` behind ``exc``, if one is in its chain of causes.
+
+    A signal's handler raises wherever the main thread is, also inside a C extension calling
+    back into Python (TensorFlow turning a numpy array into a tensor), which may wrap the
+    interruption in an error of its own (``SystemError`` from ``TypeError``): the run was
+    still interrupted, not broken.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def signal_name(exc: BaseException) -> str:
     """``SIGTERM`` for a :class:`Terminated`, ``SIGINT`` (Ctrl-C) otherwise."""
     return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name

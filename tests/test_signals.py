@@ -130,3 +130,37 @@ def test_remove_stale_temps_keeps_live_and_foreign_files(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (ours, elsewhere, unrelated, other_output, longer_name))
     assert remove_stale_temps(dest, any_owner=True) == 2  # ours and the other machine's
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_an_interruption_wrapped_by_a_c_extension_still_exits_as_the_signal(signum: int) -> None:
+    """A handler raising inside C code that calls back into Python (TensorFlow converting a
+    numpy array) comes out as that code's own error, caused by the interruption."""
+    import click
+    from click.testing import CliRunner
+
+    from geofuse.cli.app import handle_errors
+    from geofuse.interrupts import Terminated
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+    @click.command()
+    @click.option("--other", is_flag=True)
+    @handle_errors
+    def run(other: bool) -> None:
+        if other:
+            raise RuntimeError("a real bug")
+        try:
+            try:
+                interrupt()
+            except BaseException as exc:
+                raise TypeError("Expected `context` argument in EagerTensor") from exc
+        except TypeError as exc:
+            raise SystemError("__array__ returned a result with an exception set") from exc
+
+    result = CliRunner().invoke(run, [])
+    assert result.exit_code == 128 + signum, result.output
+    assert f"Interrupted ({signal.Signals(signum).name})" in result.output
+    bug = CliRunner().invoke(run, ["--other"])
+    assert bug.exit_code == 1 and isinstance(bug.exception, RuntimeError)

@@ -18,7 +18,7 @@ import click
 
 from geofuse import __version__
 from geofuse.errors import GeofuseError
-from geofuse.interrupts import exit_code, signal_name, signals_interrupt
+from geofuse.interrupts import exit_code, interruption, signal_name, signals_interrupt
 
 
 def default(cls: Any, name: str) -> Any:
@@ -39,8 +39,13 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn GeofuseError and MemoryError into one-line click errors; stop cleanly on signals.
 
     Ctrl-C, SIGTERM and SIGHUP unwind the run (temporary files are removed on the way out)
-    and exit with 128 + the signal number: 130, 143, 129.
+    and exit with 128 + the signal number: 130, 143, 129; also when code the signal arrived
+    in wrapped the interruption in another error (:func:`~geofuse.interrupts.interruption`).
     """
+
+    def interrupted(exc: KeyboardInterrupt) -> None:
+        click.echo(f"\nInterrupted ({signal_name(exc)}): no partial outputs left", err=True)
+        click.get_current_context().exit(exit_code(exc))
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,14 +53,18 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             with signals_interrupt():
                 return func(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            click.echo(f"\nInterrupted ({signal_name(exc)}): no partial outputs left", err=True)
-            click.get_current_context().exit(exit_code(exc))
+            interrupted(exc)
         except GeofuseError as exc:
             raise click.ClickException(str(exc)) from None
         except MemoryError:
             raise click.ClickException(
                 "out of memory: try a smaller --tile or --batch-size"
             ) from None
+        except Exception as exc:
+            cause = interruption(exc)
+            if cause is None:
+                raise
+            interrupted(cause)
 
     return wrapper
 
