@@ -182,6 +182,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                           f"`capped` (the defaults of session 15) with fusion `{mode}` "
                           "(width 16) in place of the plain U-Net skips")
        for mode in fusion_modes() if mode != "none"},
+    **{f"members3-{mode}": ({"members": 3}, {"fusion": mode},
+                            f"`members3` (three networks of the data's steps, the session-21 "
+                            f"defaults) with fusion `{mode}` in place of the plain U-Net skips")
+       for mode in fusion_modes() if mode != "none"},
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),
