@@ -79,6 +79,10 @@ class FusionMode:
             plain U-Net skip); True draws on the levels chosen by ``fusion_levels``.
         learns_level_weights: The layer has ``normalized_weights()``, the learned weight of
             each input level (``geofuse info`` shows them).
+        windowed: The layer also takes ``window``: the side, in pixels at its level, of the
+            map it sees in training (the patch side over ``2**level``), so that it works on
+            windows of that size at any tile size (:class:`CrossAttentionFusion
+            <geofuse.fusion_layers.CrossAttentionFusion>`).
     """
 
     name: str
@@ -87,6 +91,7 @@ class FusionMode:
     options: tuple[FusionOption, ...] = ()
     multi_level: bool = True
     learns_level_weights: bool = False
+    windowed: bool = False
 
     def layer_class(self) -> type:
         """The layer class (imports its module on first use)."""
@@ -176,4 +181,5 @@ register_fusion(FusionMode(
     "the decoder level attends to itself and to the encoder levels on a pooled token grid",
     options=(FusionOption("attention_size", 16, "cross_attention: side of the pooled grid "
                                                "attention runs on", minimum=1),),
+    windowed=True,
 ))

@@ -257,16 +257,21 @@ class CrossAttentionFusion(MergedFusion):
     update is upsampled (bilinear) back to the target resolution and added to the merged
     full-resolution maps, which keep all the fine detail.
 
-    Because the grid size is fixed, one token covers more pixels on a larger tile: the context
-    is tile-relative, like global pooling in squeeze-excitation.
+    With ``window`` (what :func:`~geofuse.model.build_unet` gives: the side of the map in
+    training, the patch side over ``2**level``), the maps are cut into windows of that side
+    (the last ones zero-padded) and attention runs in each window on its own, so a token covers
+    the same pixels on a tile of any size as on a training chip. Without it (models written
+    before session 23) the whole map is pooled to one grid, so one token covers more pixels on
+    a larger tile: such a model, trained on 64-px chips, found no building on 512-px tiles.
 
     Args:
         filters: Output channels.
         width: Common channel width of the aligned maps (also the attention width).
         scales: Per input, its level minus the target level; at least two inputs.
-        attention_size: Largest side of the token grid.
+        attention_size: Largest side of the token grid (of a window).
         heads: Attention heads; must divide ``width``.
         merge: ``"concat"`` (1x1 conv over the concatenation) or ``"sum"``.
+        window: Side in pixels of the windows attention runs in, or None for the whole map.
 
     """
 
@@ -278,9 +283,11 @@ class CrossAttentionFusion(MergedFusion):
         attention_size: int = 16,
         heads: int = 2,
         merge: str = "concat",
+        window: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(filters, width, scales, merge=merge, **kwargs)
+        self.window = None if window is None else check_int("window", window)
         if len(self.scales) < 2:
             raise ValueError(
                 "Expected at least 2 inputs (the decoder map, then encoder maps). "
@@ -325,6 +332,26 @@ class CrossAttentionFusion(MergedFusion):
     def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
         """Merge at full resolution; attend on the pooled grid; add the upsampled update."""
         merged = self.merge_maps(aligned, training=training)
+        if self.window is None:
+            return merged + self.attend(aligned, training)
+        side = self.window
+        rows, cols = (tf.shape(aligned[0])[i] for i in (1, 2))
+        pad_rows, pad_cols = (-rows) % side, (-cols) % side
+        down, across = (rows + pad_rows) // side, (cols + pad_cols) // side
+
+        def windows(x: Any) -> Any:
+            x = tf.pad(x, [[0, 0], [0, pad_rows], [0, pad_cols], [0, 0]])
+            x = tf.reshape(x, (-1, down, side, across, side, self.width))
+            return tf.reshape(tf.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, side, side, self.width))
+
+        update = self.attend([windows(x) for x in aligned], training)
+        update = tf.reshape(update, (-1, down, across, side, side, self.width))
+        update = tf.transpose(update, (0, 1, 3, 2, 4, 5))
+        update = tf.reshape(update, (-1, down * side, across * side, self.width))
+        return merged + update[:, :rows, :cols, :]
+
+    def attend(self, aligned: list[Any], training: bool | None = None) -> Any:
+        """The attention update of ``aligned`` (same shape as each map), on the pooled grid."""
         size = spatial_size(aligned[0])
         side = self.attention_size
         grid = [min(n, side) if isinstance(n, int) else tf.minimum(n, side) for n in size]
@@ -351,8 +378,12 @@ class CrossAttentionFusion(MergedFusion):
             self.norm_query(tokens), memory, training=training
         )
         update = tf.reshape(tokens - query, (batch, grid[0], grid[1], self.width))
-        return merged + resize_bilinear(update, size)
+        return resize_bilinear(update, size)
 
     def get_config(self) -> dict[str, Any]:
         """Return the serialisable arguments."""
-        return super().get_config() | {"attention_size": self.attention_size, "heads": self.heads}
+        return super().get_config() | {
+            "attention_size": self.attention_size,
+            "heads": self.heads,
+            "window": self.window,
+        }

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geofuse.checks import require
 from geofuse.errors import ConfigError, ModelError, first_line
 from geofuse.fusion import fusion_mode
 from geofuse.model_config import Architecture, ModelInfo, ModelSpec
@@ -68,7 +69,9 @@ def decoder_sources(arch: Architecture, level: int) -> list[int]:
     return list(range(arch.depth))
 
 
-def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
+def build_unet(
+    spec: ModelSpec, name: str = "geofuse_unet", patch: int | None = None
+) -> keras.Model:
     """Build the functional fusion U-Net described by ``spec``.
 
     Encoder level ``i`` (``0`` = full resolution) has ``base_filters * 2**i`` filters; the
@@ -80,6 +83,14 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     ``2**depth``; output per-pixel class probabilities (softmax, float32). With
     ``spec.members`` above 1 it is an ensemble: that many such networks (sub-models
     ``member0``, ``member1``, ...) on the same input, their probabilities averaged.
+
+    ``patch`` is the training patch side: a windowed mode (``cross_attention``) attends in
+    windows of ``patch / 2**level`` pixels at each level, so that it sees the same context on
+    any tile as on a training chip.
+
+    Raises:
+        ConfigError: For a windowed mode without ``patch``, or a patch that is not a multiple
+            of ``2**depth``.
     """
     keras = _import_keras()
     from keras import layers
@@ -87,14 +98,19 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     if spec.members > 1:
         single = dataclasses.replace(spec, members=1)
         image = keras.Input((None, None, spec.bands), name="image")
-        parts = [build_unet(single, f"member{k}")(image) for k in range(spec.members)]
+        parts = [build_unet(single, f"member{k}", patch)(image) for k in range(spec.members)]
         mean = layers.Average(dtype="float32", name="probabilities")(parts)
         return keras.Model(image, mean, name=name)
 
     from geofuse.blocks import ConvBNReLU
 
     arch = spec.arch
-    fusion_layer = fusion_mode(arch.fusion).layer_class()
+    mode = fusion_mode(arch.fusion)
+    if mode.windowed:
+        require(patch is not None and patch > 0 and patch % arch.multiple == 0,
+                f"Expected the training patch side (a multiple of {arch.multiple}) to build "
+                f"fusion {arch.fusion!r}. Received: patch={patch!r}")
+    fusion_layer = mode.layer_class()
     inputs = keras.Input((None, None, spec.bands), name="image")
     x = inputs
     skips = []
@@ -111,9 +127,10 @@ def build_unet(spec: ModelSpec, name: str = "geofuse_unet") -> keras.Model:
     for level in reversed(range(arch.depth)):
         filters = arch.base_filters * 2**level
         sources = decoder_sources(arch, level)
+        window = {"window": patch // 2**level} if mode.windowed else {}
         fusion = fusion_layer(
             filters=filters, width=arch.width, scales=[1] + [j - level for j in sources],
-            name=f"fuse{level}", **arch.fusion_options,
+            name=f"fuse{level}", **window, **arch.fusion_options,
         )
         x = fusion([x] + [skips[j] for j in sources])
         x = ConvBNReLU(filters, name=f"dec{level}")(x)
@@ -129,10 +146,12 @@ def member_networks(model: keras.Model, spec: ModelSpec) -> list[keras.Model]:
     return [model.get_layer(f"member{k}") for k in range(spec.members)]
 
 
-def averaged(networks: list[keras.Model], spec: ModelSpec) -> keras.Model:
-    """One network averaging ``networks`` (U-Nets of ``spec`` with one member each)."""
+def averaged(
+    networks: list[keras.Model], spec: ModelSpec, patch: int | None = None
+) -> keras.Model:
+    """One network averaging ``networks`` (U-Nets of ``spec``, one member each; ``patch``)."""
     spec = dataclasses.replace(spec, members=len(networks))
-    model = build_unet(spec)
+    model = build_unet(spec, patch=patch)
     for member, network in zip(member_networks(model, spec), networks, strict=True):
         member.set_weights(network.get_weights())
     return model

@@ -34,6 +34,7 @@ def build(mode: str, args: argparse.Namespace):  # noqa: ANN201 - keras.Model
     """Network for ``mode`` (``weighted+gates`` is ``weighted`` with gates)."""
     from geofuse.model import build_unet
     from geofuse.model_config import Architecture, ModelSpec
+    from geofuse.training.config import TrainConfig
 
     fusion, _, gates = mode.partition("+")
     options = {"weighted": {"gates": bool(gates)},
@@ -41,7 +42,7 @@ def build(mode: str, args: argparse.Namespace):  # noqa: ANN201 - keras.Model
     spec = ModelSpec(bands=args.bands, classes=args.classes, arch=Architecture(
         depth=args.depth, base_filters=args.filters, fusion=fusion, fusion_width=args.width,
         fusion_levels=args.levels, fusion_options=options))
-    return build_unet(spec)
+    return build_unet(spec, patch=TrainConfig.patch)  # windows of the default training chip
 
 
 def main() -> None:

@@ -118,7 +118,7 @@ class ParamCounter:
 
             arch = replace(variant, width=width).arch()
             spec = ModelSpec(bands=SHAPES[dataset], classes=n_classes(dataset), arch=arch)
-            self.cache[key] = build_unet(spec).count_params()
+            self.cache[key] = build_unet(spec, patch=64).count_params()
             keras.utils.clear_session()
         return self.cache[key]
 
@@ -296,7 +296,8 @@ def cost_model(variant: Variant, work: Path) -> Path:
                      normalization=Normalization(mean=(0.5,) * 3, std=(0.25,) * 3,
                                                  scale=1 / 255),
                      classes=classes, patch_size=64)
-    path = save_model(build_unet(spec), info, work / f"cost-{variant.name}.keras")
+    path = save_model(build_unet(spec, patch=info.patch_size), info,
+                      work / f"cost-{variant.name}.keras")
     keras.utils.clear_session()
     return path
 

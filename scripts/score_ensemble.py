@@ -56,7 +56,7 @@ def main() -> None:
             for k in range(1, len(networks) + 1):
                 path = args.work / f"{args.set}-{n}-first-{k}.keras"
                 info = dataclasses.replace(model.info, spec=dataclasses.replace(spec, members=k))
-                save_model(averaged(networks[:k], single), info, path)
+                save_model(averaged(networks[:k], single, model.info.patch_size), info, path)
                 rows.append({"model": str(model.path), "networks": k, "score": score(path)})
                 print(json.dumps(rows[-1]), flush=True)
         return
@@ -65,7 +65,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     for i, j in itertools.combinations(range(len(loaded)), 2):
         first, second = loaded[i], loaded[j]
-        ensemble = averaged([first.model, second.model], first.info.spec)
+        ensemble = averaged([first.model, second.model], first.info.spec,
+                            first.info.patch_size)
         spec = dataclasses.replace(first.info.spec, members=2)
         path = args.work / f"{args.set}-average-{i}-{j}.keras"
         save_model(ensemble, dataclasses.replace(first.info, spec=spec), path)

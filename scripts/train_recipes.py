@@ -186,6 +186,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                             f"`members3` (three networks of the data's steps, the session-21 "
                             f"defaults) with fusion `{mode}` in place of the plain U-Net skips")
        for mode in fusion_modes() if mode != "none"},
+    "weighted-23": ({}, {"fusion": "weighted"}, "the library defaults of session 23 with no "
+                    "option but `--fusion weighted`: as many networks (up to three) as the time "
+                    "leaves, on an idle machine"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),

@@ -95,7 +95,7 @@ def make_tiny_model(
         input_dtype=input_dtype,
     )
     info = dataclasses.replace(info, **(contract or {}))
-    return save_model(build_unet(spec), info, path)
+    return save_model(build_unet(spec, patch=info.patch_size), info, path)
 
 
 @pytest.fixture(scope="session", autouse=True)

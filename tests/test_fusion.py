@@ -15,6 +15,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from geofuse.cli import main
+from geofuse.errors import ConfigError
 from geofuse.fusion import fusion_mode
 from geofuse.fusion_layers import AttentionFusion, CrossAttentionFusion, WeightedFusion
 from geofuse.model import build_unet, load_model, save_model
@@ -105,7 +106,7 @@ def test_model_output_shapes_on_any_tile_size(
     mode: str, options: dict, depth: int, bands: int, classes: int
 ) -> None:
     spec = tiny_spec(bands, classes, depth, 4, mode, **options)
-    model = build_unet(spec)
+    model = build_unet(spec, patch=64)
     assert model.output_shape == (None, None, None, classes)
     # Unknown spatial size inside the graph, as when a model meets several tile sizes.
     predict = tf.function(
@@ -117,6 +118,44 @@ def test_model_output_shapes_on_any_tile_size(
         probs = predict(rng.normal(size=(*shape, bands)).astype("float32")).numpy()
         assert probs.shape == (*shape, classes)
         np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_cross_attention_sees_the_same_window_on_any_tile_size() -> None:
+    # Same-level inputs: alignment and merge are per pixel, so a window's pixels depend on that
+    # window alone, but for the layer's closing 3x3 conv at the window's edge.
+    scales = [0, 0, 0]
+    maps = fusion_inputs(scales, batch=1, side=16)
+    inner = np.ones((16, 16), bool)
+    inner[7:9, :] = inner[:, 7:9] = False  # the 3x3 conv's reach across the window seams
+
+    def quadrants_apart(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray]:
+        whole = layer(maps).numpy()[0]
+        parts = np.zeros_like(whole)
+        for r in (0, 8):
+            for c in (0, 8):
+                parts[r:r + 8, c:c + 8] = layer([x[:, r:r + 8, c:c + 8] for x in maps])[0]
+        return whole[inner], parts[inner]
+
+    windowed = CrossAttentionFusion(8, 4, scales, attention_size=4, window=8)
+    whole, parts = quadrants_apart(windowed)
+    np.testing.assert_allclose(whole, parts, rtol=1e-4, atol=1e-5)
+    # a tile of 12 px (not a multiple of the window) gets padded windows, the same shape back
+    assert tuple(windowed([x[:, :12, :12] for x in maps]).shape) == (1, 12, 12, 8)
+    # the whole-map grid of models before session 23 pools a 16-px tile into coarser tokens
+    whole, parts = quadrants_apart(CrossAttentionFusion(8, 4, scales, attention_size=4))
+    assert np.abs(whole - parts).max() > 1e-2
+
+
+def test_build_unet_gives_cross_attention_the_training_chip_as_its_window() -> None:
+    spec = tiny_spec(3, 2, 3, 4, "cross_attention", attention_size=4)
+    model = build_unet(spec, patch=64)
+    assert [model.get_layer(f"fuse{level}").window for level in range(3)] == [64, 32, 16]
+    with pytest.raises(ConfigError, match="Expected the training patch side \\(a multiple of 8\\) "
+                                          "to build fusion 'cross_attention'. Received: patch="):
+        build_unet(spec, patch=60)
+    with pytest.raises(ConfigError, match="Received: patch=None"):
+        build_unet(spec)
+    assert build_unet(tiny_spec(3, 2, 3, 4, "concat")).count_params() > 0  # needs no patch
 
 
 def test_weighted_static_weights_are_non_negative_and_sum_to_one() -> None:

@@ -476,7 +476,7 @@ def fit_model(
         if seconds is not None:
             budget.agree = agree
     with strategy.scope():
-        model = build_unet(info.spec)
+        model = build_unet(info.spec, patch=info.patch_size)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
                                           weight_decay=config.weight_decay or None,
                                           use_ema=config.ema > 0,
@@ -535,7 +535,7 @@ def fit_model(
         with np.load(best) as data:
             model.set_weights(_unpack(data, "w"))
         kept = callback.best_epoch
-    export = build_unet(info.spec)
+    export = build_unet(info.spec, patch=info.patch_size)
     export.set_weights(model.get_weights())
     val_data = (xv, yv) if len(val_rows) else None
     validation = validate(export, val_data, config.batch_size, names)

@@ -99,12 +99,12 @@ def fit_members(
 
 
 def ensemble_outcome(outcomes: list[FitOutcome], spec: ModelSpec, batch_size: int,
-                     names: list[str]) -> FitOutcome:
+                     names: list[str], patch: int) -> FitOutcome:
     """One outcome for the average of the networks of ``outcomes`` (validated anew)."""
     from geofuse.model import averaged
     from geofuse.training.fit import validate
 
-    model = averaged([o.export_model for o in outcomes], spec)
+    model = averaged([o.export_model for o in outcomes], spec, patch)
     first = outcomes[0]
     return dataclasses.replace(
         first, export_model=model,

@@ -343,7 +343,7 @@ def train(
         spec = dataclasses.replace(spec, members=len(outcomes))
         info = dataclasses.replace(info, spec=spec)
         outcome = ensemble_outcome(outcomes, spec, config.batch_size,
-                                   [c.name for c in classes])
+                                   [c.name for c in classes], config.patch)
     digest = data_digest(files)
     metrics = {
         "members": len(outcomes),
