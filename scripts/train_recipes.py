@@ -186,6 +186,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                             f"`members3` (three networks of the data's steps, the session-21 "
                             f"defaults) with fusion `{mode}` in place of the plain U-Net skips")
        for mode in fusion_modes() if mode != "none"},
+    "windowed-23": ({"members": 3}, {"fusion": "cross_attention"}, "`members3-cross_attention` "
+                    "after session 23 made the mode attend in windows of the training chip's "
+                    "size (before, its pooled grid spread over the whole tile)"),
     "weighted-23": ({}, {"fusion": "weighted"}, "the library defaults of session 23 with no "
                     "option but `--fusion weighted`: as many networks (up to three) as the time "
                     "leaves, on an idle machine"),
