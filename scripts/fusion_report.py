@@ -447,6 +447,14 @@ def write_report(runs: Path, out: Path, command: str) -> None:
         "",
         f"    {command}",
         "",
+        "**Caveat (session 23).** Every run here was made before `cross_attention` attended in "
+        "windows of the training chip's size: its pooled grid spread over the whole tile, so "
+        "on the 512-px tiles of the held-out scoring one token covered 8 times the pixels it "
+        "covered in training, and its figures understate the mode (a three-network SpaceNet "
+        "model of that kind scored building IoU 0.000 on 512-px tiles, 0.389 on 64-px ones; "
+        "`docs/training.md`, session 23). `attention`'s global pooling is tile-relative too, "
+        "less so (0.307 against 0.367). The other modes' figures do not depend on the tile.",
+        "",
     ]
     trained_by = sorted({r["command"] for r in results if r.get("command")}
                         | {c["command"] for c in costs.values() if c.get("command")})
