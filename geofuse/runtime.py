@@ -494,12 +494,16 @@ def convert_to_openvino(model: Any, shape: tuple[int | None, ...]) -> Any:
     ov = import_openvino()
     tf = import_tensorflow()
     function = tf.function(lambda x: model(x, training=False))
+    root = logging.getLogger()
+    level = root.level
     try:
         concrete = function.get_concrete_function(tf.TensorSpec(shape, tf.float32, name="image"))
         ov_model = ov.convert_model(concrete)
     except Exception as exc:  # noqa: BLE001 - conversion failures come as many types
         raise ModelError(f"Expected a network OpenVINO can convert. "
                          f"Received: {ov_reason(exc)}") from exc
+    finally:  # a failed conversion leaves the root logger at ERROR: our warnings went unseen
+        root.setLevel(level)
     ov_model.inputs[0].get_tensor().set_names({"image"})
     ov_model.outputs[0].get_tensor().set_names({"probabilities"})
     return ov_model

@@ -208,6 +208,23 @@ def test_a_long_run_keeps_two_openvino_batches_in_flight(tiny_models) -> None:
     assert runtime.pipelined(plain, 20, 2) == (plain, 1)
 
 
+def test_a_failed_conversion_leaves_the_logging_level_as_it_was(tiny_models) -> None:
+    # OpenVINO's failed conversion set the root logger to ERROR, so the CLI never showed the
+    # warning that an automatic choice fell back to TensorFlow
+    from geofuse.model import load_model
+
+    loaded = load_model(tiny_models(bands=3, classes=3, fusion="cross_attention"))
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        with pytest.raises(ModelError, match="Expected a network OpenVINO can convert"):
+            runtime.convert_to_openvino(loaded.model, (1, 32, 32, 3))
+        assert root.level == logging.WARNING
+    finally:
+        root.setLevel(before)
+
+
 def test_a_model_openvino_cannot_convert_falls_back_only_when_automatic(
     tiny_models, caplog: pytest.LogCaptureFixture
 ) -> None:
