@@ -149,7 +149,11 @@ def member_networks(model: keras.Model, spec: ModelSpec) -> list[keras.Model]:
 def averaged(
     networks: list[keras.Model], spec: ModelSpec, patch: int | None = None
 ) -> keras.Model:
-    """One network averaging ``networks`` (U-Nets of ``spec``, one member each; ``patch``)."""
+    """One network averaging ``networks`` (U-Nets of ``spec`` with one member each).
+
+    ``patch`` is the side of their training chips: a windowed fusion mode needs it
+    (:func:`build_unet`).
+    """
     spec = dataclasses.replace(spec, members=len(networks))
     model = build_unet(spec, patch=patch)
     for member, network in zip(member_networks(model, spec), networks, strict=True):

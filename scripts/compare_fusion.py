@@ -115,10 +115,11 @@ class ParamCounter:
 
             from geofuse.model import build_unet
             from geofuse.model_config import ModelSpec
+            from geofuse.training.config import TrainConfig
 
             arch = replace(variant, width=width).arch()
             spec = ModelSpec(bands=SHAPES[dataset], classes=n_classes(dataset), arch=arch)
-            self.cache[key] = build_unet(spec, patch=64).count_params()
+            self.cache[key] = build_unet(spec, patch=TrainConfig.patch).count_params()
             keras.utils.clear_session()
         return self.cache[key]
 
