@@ -189,9 +189,6 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "windowed-23": ({"members": 3}, {"fusion": "cross_attention"}, "`members3-cross_attention` "
                     "after session 23 made the mode attend in windows of the training chip's "
                     "size (before, its pooled grid spread over the whole tile)"),
-    "weighted-23": ({}, {"fusion": "weighted"}, "the library defaults of session 23 with no "
-                    "option but `--fusion weighted`: as many networks (up to three) as the time "
-                    "leaves, on an idle machine"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),

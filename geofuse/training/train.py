@@ -343,7 +343,7 @@ def train(
         spec = dataclasses.replace(spec, members=len(outcomes))
         info = dataclasses.replace(info, spec=spec)
         outcome = ensemble_outcome(outcomes, spec, config.batch_size,
-                                   [c.name for c in classes], config.patch)
+                                   [c.name for c in classes], info.patch_size)
     digest = data_digest(files)
     metrics = {
         "members": len(outcomes),
