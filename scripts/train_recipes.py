@@ -189,6 +189,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "windowed-23": ({"members": 3}, {"fusion": "cross_attention"}, "`members3-cross_attention` "
                     "after session 23 made the mode attend in windows of the training chip's "
                     "size (before, its pooled grid spread over the whole tile)"),
+    "rotate45-24": ({"members": 3, "rotate": 45.0}, {}, "`members3` (the defaults of a "
+                    "10-minute run) with chips turned by a random angle (`--rotate 45`)"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),

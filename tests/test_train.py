@@ -1140,6 +1140,62 @@ def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
     assert not (tmp_path / "n.keras").exists()
 
 
+def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None:
+    """``rotate``: chips turned by any angle; labels follow the image; outside corners invalid."""
+    from geofuse.model_config import ClassInfo, Normalization
+    from geofuse.training.chips import ChipLoader, rotate_chip
+    from geofuse.training.datasets import LabelledRaster, make_units, scan
+    from geofuse.training.labels import IGNORE, LabelCoding
+
+    x = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
+    lab, ok = (x[..., 0] % 3).astype(np.uint8), np.ones((8, 8), bool)
+    turned = rotate_chip(x, lab, ok, 8, 1.0, np.pi / 2)
+    assert np.allclose(turned[0], np.rot90(x, -1), atol=1e-4)  # a quarter turn is exact
+    assert np.array_equal(turned[1], np.rot90(lab, -1)) and turned[2].all()
+    crop = rotate_chip(x, lab, ok, 4, 1.0, 0.0)
+    assert np.allclose(crop[0], x[2:6, 2:6])  # no turn: the centre
+    corner = rotate_chip(x, lab, ok, 8, 1.0, np.pi / 4)  # 45 degrees on a chip as large
+    assert not corner[2][0, 0] and corner[1][0, 0] == IGNORE and corner[0][0, 0, 0] == 0
+    assert corner[2][4, 4]
+
+    labels = np.zeros((160, 160), np.uint8)
+    labels[64:96, 64:96] = 1  # a 32-px building in the middle
+    image = np.where(labels == 1, 200, 20).astype(np.uint8)[None]
+    write_geotiff(tmp_path / "s.tif", image, nodata=0)
+    write_geotiff(tmp_path / "s_labels.tif", labels)
+    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
+                            LabelCoding(classes=2), [ClassInfo(0, "background"),
+                                                     ClassInfo(1, "building")])
+    units = make_units([raster], ["scene"], 160)
+    scan([raster], units, 2, 1 / 255)
+    norm = Normalization(mean=(0.0,), std=(1.0,), scale=1 / 255)
+    loader = ChipLoader([raster], units, 48, norm, rotate=45.0, jitter=0.0)
+    xs, ys = loader.load(np.array([[0, 56, 56, 0, seed] for seed in range(16)], np.int64))
+    bright = xs[..., 0] > (20 + 200) / 2 / 255
+    assert ((ys == 1) == bright).mean() > 0.97  # labels follow the turned image
+    counts = (ys == 1).sum(axis=(1, 2))
+    assert np.all(np.abs(counts / (32 * 32) - 1) < 0.1)  # a turn keeps the building's area
+    boxes = []
+    for y in ys:
+        r, c = np.nonzero(y == 1)
+        boxes.append((np.ptp(r) + 1) * (np.ptp(c) + 1) / len(r))
+    assert max(boxes) > 1.5 and min(boxes) < 1.2  # some turned far, some hardly
+    assert (ys != IGNORE).all()  # the window read around each chip covers its corners
+
+
+def test_rotate_option_trains_and_is_recorded(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=2)
+    out = tmp_path / "m.keras"
+    result = run_train("--tiles", tiles, "--out", out, "--rotate", "30", *TINY)
+    assert result.exit_code == 0, result.output
+    from geofuse.model import load_model
+
+    assert load_model(out).info.provenance["training_config"]["rotate"] == 30.0
+    bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", "--rotate", "60", *TINY)
+    assert bad.exit_code == 2 and "--rotate" in bad.output
+    assert not (tmp_path / "n.keras").exists()
+
+
 @pytest.mark.slow
 def test_a_generous_time_limit_gives_the_same_model_for_a_seed(tmp_path: Path) -> None:
     # Two processes, one seed, a time limit far beyond the data's steps: the schedule follows

@@ -216,6 +216,11 @@ def _train_default(name: str) -> Any:
               type=click.FloatRange(min=0.0, max=1.0),
               help="Random zoom of --augment: chips cover 1/(1+ZOOM) to 1+ZOOM times the "
                    "patch side, resampled to the patch (0: off).")
+@click.option("--rotate", default=_train_default("rotate"), show_default=True,
+              type=click.FloatRange(min=0.0, max=45.0),
+              help="Random rotation of --augment in degrees: chips are turned by an angle in "
+                   "[-ROTATE, ROTATE] before the 8 flips/rotations; 45 gives every angle "
+                   "(0: off).")
 @click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
               show_default=True,
               help="balanced: random chip positions, half of them moved onto a pixel of a "

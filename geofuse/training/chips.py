@@ -40,6 +40,9 @@ class ChipLoader:
         zoom: Random zoom range of ``augment``: a chip covers a window ``f`` times the patch
             side, ``f`` log-uniform in ``[1 / (1 + zoom), 1 + zoom]``, resampled to the patch
             (image bilinear, labels and validity nearest); 0 keeps the pixel size.
+        rotate: Random rotation range of ``augment`` in degrees: a chip is turned by an angle
+            uniform in ``[-rotate, rotate]`` about its centre before the 8 flips/rotations
+            (45 then gives every angle); image bilinear, labels and validity nearest; 0: off.
         seed: Base seed.
         sampling: ``random``, ``balanced`` (as random, but half of the chips are centred on a
             pixel of a class drawn uniformly, so rare classes are seen as often as common
@@ -59,6 +62,7 @@ class ChipLoader:
         sampling: str = "random",
         source_weights: Sequence[float] | None = None,
         zoom: float = 0.0,
+        rotate: float = 0.0,
     ) -> None:
         self.rasters = list(rasters)
         self.units = list(units)
@@ -66,6 +70,7 @@ class ChipLoader:
         self.augment = augment
         self.jitter = jitter
         self.zoom = zoom
+        self.rotate = rotate
         self.seed = seed
         self.sampling = sampling
         self.bands = len(self.rasters[0].bands)
@@ -198,22 +203,30 @@ class ChipLoader:
             valid = np.pad(valid, ((0, p - h), (0, p - w)), constant_values=False)
         return x, labels, valid
 
-    def zoomed_chip(self, unit: int, row: int, col: int, seed: int) -> tuple[np.ndarray, ...]:
-        """The chip at ``(row, col)`` zoomed by a factor drawn from ``seed`` (see ``zoom``).
+    def warped_chip(self, unit: int, row: int, col: int, seed: int) -> tuple[np.ndarray, ...]:
+        """The chip at ``(row, col)`` zoomed and turned by draws from ``seed``.
 
-        The window keeps the chip's centre, moved inside the unit where it would reach past it.
+        See ``zoom`` and ``rotate``. The window read keeps the chip's centre, moved inside the
+        unit where it would reach past it (what it still lacks is invalid).
         """
         p = self.patch
         rng = np.random.default_rng((seed, 1))  # its own stream: jitter draws stay the same
-        bound = np.log1p(self.zoom)
-        q = max(2, round(p * float(np.exp(rng.uniform(-bound, bound)))))
-        if q == p:
+        q = p
+        if self.zoom > 0:
+            bound = np.log1p(self.zoom)
+            q = max(2, round(p * float(np.exp(rng.uniform(-bound, bound)))))
+        angle = float(rng.uniform(-self.rotate, self.rotate)) if self.rotate > 0 else 0.0
+        if q == p and angle == 0.0:
             return self.read_chip(unit, row, col)
+        turn = np.deg2rad(angle)
+        side = q if angle == 0.0 else int(np.ceil(q * (abs(np.cos(turn)) + abs(np.sin(turn))))) + 2
         win = self.units[unit].window
-        top = _inside(row + (p - q) // 2, int(win.row_off), int(win.height), q)
-        left = _inside(col + (p - q) // 2, int(win.col_off), int(win.width), q)
-        x, labels, valid = self.read_chip(unit, top, left, size=q)
-        return resample_chip(x, labels, valid, p)
+        top = _inside(row + (p - side) // 2, int(win.row_off), int(win.height), side)
+        left = _inside(col + (p - side) // 2, int(win.col_off), int(win.width), side)
+        x, labels, valid = self.read_chip(unit, top, left, size=side)
+        if angle == 0.0:
+            return resample_chip(x, labels, valid, p)
+        return rotate_chip(x, labels, valid, p, q / p, turn)
 
     def augment_chip(
         self, x: np.ndarray, y: np.ndarray, valid: np.ndarray, k: int, seed: int
@@ -240,8 +253,8 @@ class ChipLoader:
         xs = np.zeros((n, p, p, self.bands), np.float32)
         ys = np.full((n, p, p), IGNORE, np.uint8)
         for i, (unit, row, col, k, seed) in enumerate(np.asarray(rows).tolist()):
-            if augment and self.zoom > 0:
-                x, y, valid = self.zoomed_chip(unit, row, col, seed)
+            if augment and (self.zoom > 0 or self.rotate > 0):
+                x, y, valid = self.warped_chip(unit, row, col, seed)
             else:
                 x, y, valid = self.read_chip(unit, row, col)
             if augment:
@@ -277,6 +290,37 @@ def resample_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray,
     ok = valid[np.ix_(near, near)]
     out[~ok] = 0.0
     return out.astype(np.float32, copy=False), labels[np.ix_(near, near)], ok
+
+
+def rotate_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray, size: int,
+                scale: float, turn: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``size``-px chip from the centre of a larger square chip, turned by ``turn`` radians.
+
+    Output pixel centres, as offsets from the centre, are scaled by ``scale`` (source pixels per
+    output pixel) and turned; the image is sampled bilinearly, labels and validity at the
+    nearest pixel; what falls outside the source chip is invalid, and invalid input is 0.
+    """
+    q = x.shape[0]
+    offsets = (np.arange(size) + 0.5 - size / 2) * scale
+    dr, dc = np.meshgrid(offsets, offsets, indexing="ij")
+    cos, sin = np.cos(turn), np.sin(turn)
+    src_r = q / 2 - 0.5 + cos * dr - sin * dc
+    src_c = q / 2 - 0.5 + sin * dr + cos * dc
+    near_r, near_c = np.floor(src_r + 0.5).astype(np.int64), np.floor(src_c + 0.5).astype(np.int64)
+    inside = (near_r >= 0) & (near_r < q) & (near_c >= 0) & (near_c < q)
+    near_r, near_c = np.clip(near_r, 0, q - 1), np.clip(near_c, 0, q - 1)
+    ok = valid[near_r, near_c] & inside
+    out_labels = np.where(ok, labels[near_r, near_c], IGNORE).astype(labels.dtype)
+    src_r, src_c = np.clip(src_r, 0, q - 1), np.clip(src_c, 0, q - 1)
+    r0, c0 = np.floor(src_r).astype(np.int64), np.floor(src_c).astype(np.int64)
+    r1, c1 = np.minimum(r0 + 1, q - 1), np.minimum(c0 + 1, q - 1)
+    wr = (src_r - r0).astype(np.float32)[..., None]
+    wc = (src_c - c0).astype(np.float32)[..., None]
+    top = x[r0, c0] * (1 - wc) + x[r0, c1] * wc
+    bottom = x[r1, c0] * (1 - wc) + x[r1, c1] * wc
+    out = top * (1 - wr) + bottom * wr
+    out[~ok] = 0.0
+    return out.astype(np.float32, copy=False), out_labels, ok
 
 
 def memory_dataset(x: np.ndarray, y: np.ndarray, batch: int) -> Any:

@@ -266,6 +266,9 @@ class TrainConfig:
         jitter: Brightness/contrast jitter range (normalised units).
         zoom: Random zoom range of ``augment``: chips cover ``1 / (1 + zoom)`` to
             ``1 + zoom`` times the patch side, resampled to the patch (0: off).
+        rotate: Random rotation range of ``augment`` in degrees (at most 45): chips are
+            turned by an angle uniform in ``[-rotate, rotate]`` before the 8 flips/rotations,
+            so 45 gives every angle (0: off).
         sampling: ``balanced`` (the default: random chip positions, half of them moved onto
             a pixel of a class drawn uniformly), ``random`` or a shuffled ``grid``.
         source_weights: Share of random chips drawn from each source (None: by area).
@@ -317,6 +320,7 @@ class TrainConfig:
     augment: bool = True
     jitter: float = 0.2
     zoom: float = 0.0
+    rotate: float = 0.0
     sampling: str = "balanced"
     source_weights: tuple[float, ...] | None = None
     val_fraction: float = 0.1
@@ -390,6 +394,8 @@ class TrainConfig:
         require(0.0 <= self.jitter < 1.0, f"Expected 0 <= jitter < 1. Received: {self.jitter}")
         require(isinstance(self.zoom, int | float) and 0 <= self.zoom <= 1,
                 f"Expected 0 <= zoom <= 1. Received: {self.zoom!r}")
+        require(isinstance(self.rotate, int | float) and 0 <= self.rotate <= 45,
+                f"Expected 0 <= rotate <= 45 (degrees). Received: {self.rotate!r}")
         require(isinstance(self.patience, int) and self.patience >= 0,
                f"Expected patience >= 0. Received: {self.patience!r}")
         if self.val_block is not None:
