@@ -82,7 +82,8 @@ class FusionMode:
         windowed: The layer also takes ``window``: the side, in pixels at its level, of the
             map it sees in training (the patch side over ``2**level``), so that it works on
             windows of that size at any tile size (:class:`CrossAttentionFusion
-            <geofuse.fusion_layers.CrossAttentionFusion>`).
+            <geofuse.fusion_layers.CrossAttentionFusion>`), or pools its context over that
+            size (:class:`AttentionFusion <geofuse.fusion_layers.AttentionFusion>`).
     """
 
     name: str
@@ -175,6 +176,7 @@ register_fusion(FusionMode(
 register_fusion(FusionMode(
     "attention", f"{_LAYERS}:AttentionFusion",
     "merge the aligned levels, then channel (squeeze-excitation) and spatial attention",
+    windowed=True,
 ))
 register_fusion(FusionMode(
     "cross_attention", f"{_LAYERS}:CrossAttentionFusion",

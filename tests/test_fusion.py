@@ -146,7 +146,36 @@ def test_cross_attention_sees_the_same_window_on_any_tile_size() -> None:
     assert np.abs(whole - parts).max() > 1e-2
 
 
-def test_build_unet_gives_cross_attention_the_training_chip_as_its_window() -> None:
+def test_attention_is_its_global_form_on_a_training_chip_and_local_on_a_larger_tile() -> None:
+    scales = [0, 1]
+
+    def pair(window: int) -> tuple[keras.layers.Layer, keras.layers.Layer]:
+        local = AttentionFusion(8, 4, scales, window=window)
+        whole = AttentionFusion(8, 4, scales)
+        side = 2 * window
+        maps = fusion_inputs(scales, batch=1, side=side)
+        local(maps), whole(maps)
+        whole.set_weights(local.get_weights())
+        return local, whole
+
+    for window in (16, 12, 6):  # blocks of 4, 3 and 1 px
+        local, whole = pair(window)
+        chip = fusion_inputs(scales, batch=2, side=window)
+        np.testing.assert_allclose(local(chip).numpy(), whole(chip).numpy(), rtol=1e-4,
+                                   atol=1e-5)
+    # On a 64-px map, a 40-px crop (at a block boundary) gives the same pixels away from its
+    # edges: a pixel's factors come from the blocks within a window of it (8 px), plus the
+    # interpolation between block centres (2), the spatial conv (3) and the closing conv (1).
+    local, whole = pair(8)
+    maps = fusion_inputs(scales, batch=1, side=64)
+    crop = [maps[0][:, 12:52, 12:52], maps[1][:, 6:26, 6:26]]
+    for layer, same in ((local, True), (whole, False)):
+        full = layer(maps).numpy()[0, 12 + 14:52 - 14, 12 + 14:52 - 14]
+        part = layer(crop).numpy()[0, 14:-14, 14:-14]
+        assert np.allclose(full, part, rtol=1e-4, atol=1e-5) == same
+
+
+def test_build_unet_gives_the_windowed_modes_the_training_chip_as_their_window() -> None:
     spec = tiny_spec(3, 2, 3, 4, "cross_attention", attention_size=4)
     model = build_unet(spec, patch=64)
     assert [model.get_layer(f"fuse{level}").window for level in range(3)] == [64, 32, 16]
@@ -156,6 +185,8 @@ def test_build_unet_gives_cross_attention_the_training_chip_as_its_window() -> N
     with pytest.raises(ConfigError, match="Received: patch=None"):
         build_unet(spec)
     assert build_unet(tiny_spec(3, 2, 3, 4, "concat")).count_params() > 0  # needs no patch
+    attention = build_unet(tiny_spec(3, 2, 3, 4, "attention"), patch=64)
+    assert [attention.get_layer(f"fuse{level}").window for level in range(3)] == [64, 32, 16]
 
 
 def test_weighted_static_weights_are_non_negative_and_sum_to_one() -> None:
