@@ -191,6 +191,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                     "size (before, its pooled grid spread over the whole tile)"),
     "rotate45-24": ({"members": 3, "rotate": 45.0}, {}, "`members3` (the defaults of a "
                     "10-minute run) with chips turned by a random angle (`--rotate 45`)"),
+    "local-attention-24": ({"members": 3}, {"fusion": "attention"}, "`members3-attention` "
+                           "after session 24 made its channel attention pool over the "
+                           "training chip's size around each pixel, not the whole tile"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),
