@@ -194,6 +194,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "local-attention-24": ({"members": 3}, {"fusion": "attention"}, "`members3-attention` "
                            "after session 24 made its channel attention pool over the "
                            "training chip's size around each pixel, not the whole tile"),
+    "shadow05-24": ({"members": 3, "shadow": 0.5}, {}, "`members3` (the defaults of a "
+                    "10-minute run) with a random soft shadow cast on half of the chips "
+                    "(`--shadow 0.5`)"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),

@@ -1183,17 +1183,58 @@ def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None
     assert (ys != IGNORE).all()  # the window read around each chip covers its corners
 
 
-def test_rotate_option_trains_and_is_recorded(tmp_path: Path) -> None:
+def test_shadow_darkens_a_soft_ellipse_of_some_chips_and_leaves_labels(tmp_path: Path) -> None:
+    from geofuse.model_config import ClassInfo, Normalization
+    from geofuse.training.chips import ChipLoader
+    from geofuse.training.datasets import LabelledRaster, make_units, scan
+    from geofuse.training.labels import LabelCoding
+
+    labels = np.zeros((96, 96), np.uint8)
+    labels[32:64, 32:64] = 1
+    image = np.full((2, 96, 96), 200, np.uint8)
+    image[:, 0, :] = 0  # nodata row
+    write_geotiff(tmp_path / "s.tif", image, nodata=0)
+    write_geotiff(tmp_path / "s_labels.tif", labels)
+    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
+                            LabelCoding(classes=2), [ClassInfo(0, "background"),
+                                                     ClassInfo(1, "building")])
+    units = make_units([raster], ["scene"], 96)
+    scan([raster], units, 2, 1 / 255)
+    norm = Normalization(mean=(0.5, 0.25), std=(0.2, 0.1), scale=1 / 255)
+    rows = np.array([[0, 0, 16, 0, seed] for seed in range(40)], np.int64)
+    plain, labels_plain = ChipLoader([raster], units, 64, norm, jitter=0.0).load(rows)
+    xs, ys = ChipLoader([raster], units, 64, norm, jitter=0.0, shadow=0.5).load(rows)
+    assert np.array_equal(ys, labels_plain)  # labels unchanged
+    raw = xs * np.array(norm.std, np.float32) + np.array(norm.mean, np.float32)  # w = x*std+mean
+    gain = raw / (200 / 255)
+    valid = plain[..., 0] != 0
+    np.testing.assert_allclose(gain[..., 0][valid], gain[..., 1][valid], atol=1e-4)  # all bands
+    assert (xs[~valid] == 0).all()  # the nodata row stays neutral
+    gain = np.where(valid, gain[..., 0], 1.0)
+    darkest = gain.min(axis=(1, 2))
+    shaded = darkest < 0.999
+    assert 10 < shaded.sum() < 30  # about half of the chips
+    assert np.all((darkest[shaded] > 0.3 - 1e-4) & (darkest[shaded] < 0.7 + 1e-4))
+    share = (gain[shaded] < 0.999).mean(axis=(1, 2))
+    assert share.min() > 0.01 and share.max() < 0.9  # part of a chip, not all of it
+    soft = (gain[shaded] > darkest[shaded, None, None] + 1e-3) & (gain[shaded] < 0.999)
+    assert soft.any(axis=(1, 2)).all()  # a soft edge
+
+
+def test_rotate_and_shadow_options_train_and_are_recorded(tmp_path: Path) -> None:
     tiles = make_tiles(tmp_path / "tiles", count=2)
     out = tmp_path / "m.keras"
-    result = run_train("--tiles", tiles, "--out", out, "--rotate", "30", *TINY)
+    result = run_train("--tiles", tiles, "--out", out, "--rotate", "30", "--shadow", "0.5",
+                       *TINY)
     assert result.exit_code == 0, result.output
     from geofuse.model import load_model
 
-    assert load_model(out).info.provenance["training_config"]["rotate"] == 30.0
-    bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", "--rotate", "60", *TINY)
-    assert bad.exit_code == 2 and "--rotate" in bad.output
-    assert not (tmp_path / "n.keras").exists()
+    recorded = load_model(out).info.provenance["training_config"]
+    assert (recorded["rotate"], recorded["shadow"]) == (30.0, 0.5)
+    for option, value in (("--rotate", "60"), ("--shadow", "1.5")):
+        bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", option, value, *TINY)
+        assert bad.exit_code == 2 and option in bad.output
+        assert not (tmp_path / "n.keras").exists()
 
 
 @pytest.mark.slow

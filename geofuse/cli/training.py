@@ -221,6 +221,10 @@ def _train_default(name: str) -> Any:
               help="Random rotation of --augment in degrees: chips are turned by an angle in "
                    "[-ROTATE, ROTATE] before the 8 flips/rotations; 45 gives every angle "
                    "(0: off).")
+@click.option("--shadow", default=_train_default("shadow"), show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0),
+              help="Share of chips --augment darkens inside a random soft-edged ellipse to "
+                   "0.3-0.7 of their values, as a cast shadow would (0: off).")
 @click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
               show_default=True,
               help="balanced: random chip positions, half of them moved onto a pixel of a "

@@ -43,6 +43,9 @@ class ChipLoader:
         rotate: Random rotation range of ``augment`` in degrees: a chip is turned by an angle
             uniform in ``[-rotate, rotate]`` about its centre before the 8 flips/rotations
             (45 then gives every angle); image bilinear, labels and validity nearest; 0: off.
+        shadow: Share of chips ``augment`` casts a shadow on: a soft-edged ellipse (semi-axes
+            1/8 to 1/2 of the patch, any angle) in which every band is darkened to 0.3–0.7
+            of its value (before normalisation); labels unchanged; 0: off.
         seed: Base seed.
         sampling: ``random``, ``balanced`` (as random, but half of the chips are centred on a
             pixel of a class drawn uniformly, so rare classes are seen as often as common
@@ -63,6 +66,7 @@ class ChipLoader:
         source_weights: Sequence[float] | None = None,
         zoom: float = 0.0,
         rotate: float = 0.0,
+        shadow: float = 0.0,
     ) -> None:
         self.rasters = list(rasters)
         self.units = list(units)
@@ -71,6 +75,7 @@ class ChipLoader:
         self.jitter = jitter
         self.zoom = zoom
         self.rotate = rotate
+        self.shadow = shadow
         self.seed = seed
         self.sampling = sampling
         self.bands = len(self.rasters[0].bands)
@@ -78,6 +83,7 @@ class ChipLoader:
         self._scale = np.float32(norm.scale)
         self._shift = np.float32(norm.offset) - np.asarray(norm.mean, np.float32)
         self._inv_std = (1.0 / np.asarray(norm.std, np.float32)).astype(np.float32)
+        self._mean_z = (np.asarray(norm.mean, np.float32) * self._inv_std).astype(np.float32)
         self.train_ids = np.array(
             [i for i, u in enumerate(self.units) if not u.validation and u.counts.sum() > 0],
             dtype=np.int64,
@@ -236,6 +242,8 @@ class ChipLoader:
             x, y, valid = (np.rot90(a, k % 4) for a in (x, y, valid))
         if k >= 4:
             x, y, valid = x[:, ::-1], y[:, ::-1], valid[:, ::-1]
+        if self.shadow > 0:
+            x = self.cast_shadow(x, valid, seed)
         if self.jitter > 0:
             rng = np.random.default_rng(seed)
             contrast = rng.uniform(1 - self.jitter, 1 + self.jitter)
@@ -243,6 +251,31 @@ class ChipLoader:
             x = x * np.float32(contrast) + brightness
             x[~valid] = 0.0  # invalid input stays neutral, as at inference
         return x, y
+
+    def cast_shadow(self, x: np.ndarray, valid: np.ndarray, seed: int) -> np.ndarray:
+        """``x`` with, for a share ``shadow`` of the seeds, a darkened ellipse (see ``shadow``).
+
+        Darkening the working-range value ``w`` to ``g * w`` gives, in normalised units,
+        ``g * x + (g - 1) * mean / std``.
+        """
+        rng = np.random.default_rng((seed, 2))  # its own stream: jitter draws stay the same
+        if rng.uniform() >= self.shadow:
+            return x
+        p = x.shape[0]
+        centre = rng.uniform(0, p, size=2)
+        axes = rng.uniform(p / 8, p / 2, size=2)
+        turn = rng.uniform(0, np.pi)
+        factor = rng.uniform(0.3, 0.7)
+        r, c = np.meshgrid(np.arange(p) + 0.5 - centre[0], np.arange(p) + 0.5 - centre[1],
+                           indexing="ij")
+        u = (r * np.cos(turn) + c * np.sin(turn)) / axes[0]
+        v = (c * np.cos(turn) - r * np.sin(turn)) / axes[1]
+        # 1 inside, 0 outside, a soft edge about 2 px wide
+        inside = np.clip((1 - np.hypot(u, v)) * axes.min() / 2, 0, 1)
+        gain = (1 - inside * (1 - factor)).astype(np.float32)[..., None]
+        x = x * gain + (gain - 1) * self._mean_z
+        x[~valid] = 0.0
+        return x
 
     def load(
         self, rows: np.ndarray, augment: bool | None = None

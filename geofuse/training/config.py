@@ -269,6 +269,8 @@ class TrainConfig:
         rotate: Random rotation range of ``augment`` in degrees (at most 45): chips are
             turned by an angle uniform in ``[-rotate, rotate]`` before the 8 flips/rotations,
             so 45 gives every angle (0: off).
+        shadow: Share of chips ``augment`` darkens inside a random soft-edged ellipse to
+            0.3–0.7 of their values, as a cast shadow would (0: off).
         sampling: ``balanced`` (the default: random chip positions, half of them moved onto
             a pixel of a class drawn uniformly), ``random`` or a shuffled ``grid``.
         source_weights: Share of random chips drawn from each source (None: by area).
@@ -321,6 +323,7 @@ class TrainConfig:
     jitter: float = 0.2
     zoom: float = 0.0
     rotate: float = 0.0
+    shadow: float = 0.0
     sampling: str = "balanced"
     source_weights: tuple[float, ...] | None = None
     val_fraction: float = 0.1
@@ -396,6 +399,8 @@ class TrainConfig:
                 f"Expected 0 <= zoom <= 1. Received: {self.zoom!r}")
         require(isinstance(self.rotate, int | float) and 0 <= self.rotate <= 45,
                 f"Expected 0 <= rotate <= 45 (degrees). Received: {self.rotate!r}")
+        require(isinstance(self.shadow, int | float) and 0 <= self.shadow <= 1,
+                f"Expected 0 <= shadow <= 1. Received: {self.shadow!r}")
         require(isinstance(self.patience, int) and self.patience >= 0,
                f"Expected patience >= 0. Received: {self.patience!r}")
         if self.val_block is not None:
