@@ -49,6 +49,35 @@ def resize_bilinear(x: Any, size: Sequence[Any], antialias: bool = False) -> Any
     return tf.cast(tf.image.resize(x, size, method="bilinear", antialias=antialias), x.dtype)
 
 
+def context_block(window: int) -> int:
+    """Side in px of the blocks :func:`context_means` cuts a map into for ``window``."""
+    return max(1, window // 4)
+
+
+def context_means(x: Any, window: int) -> Any:
+    """Channel means of ``x`` over the context of a ``window``-px training chip, per block.
+
+    ``x`` is cut into blocks of :func:`context_block` px (the last ones partial); each block gets
+    the mean over the ``2n - 1`` blocks around it (``n`` blocks to a window; padding not
+    counted). On a map of ``window`` px every block so sees the whole map: the global mean. On a
+    larger tile a block sees about the context a training chip gave it, whatever the tile's
+    size. :func:`blocks_to_pixels` brings values on this grid back to pixels.
+    """
+    block = context_block(window)
+    span = 2 * -(-window // block) - 1
+    means = tf.nn.avg_pool2d(x, block, block, "SAME")  # SAME: padding not counted
+    return tf.nn.avg_pool2d(means, span, 1, "SAME")
+
+
+def blocks_to_pixels(values: Any, window: int, size: Sequence[Any]) -> Any:
+    """Values on the block grid of :func:`context_means`, interpolated between block centres."""
+    block = context_block(window)
+    if block == 1:
+        return values
+    grid = spatial_size(values)
+    return resize_bilinear(values, [grid[0] * block, grid[1] * block])[:, :size[0], :size[1], :]
+
+
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
     if value not in choices:

@@ -83,7 +83,8 @@ class FusionMode:
             map it sees in training (the patch side over ``2**level``), so that it works on
             windows of that size at any tile size (:class:`CrossAttentionFusion
             <geofuse.fusion_layers.CrossAttentionFusion>`), or pools its context over that
-            size (:class:`AttentionFusion <geofuse.fusion_layers.AttentionFusion>`).
+            size (:class:`AttentionFusion <geofuse.fusion_layers.AttentionFusion>`, the gates of
+            :class:`WeightedFusion <geofuse.fusion_layers.WeightedFusion>`).
     """
 
     name: str
@@ -170,8 +171,10 @@ register_fusion(FusionMode(
     "weighted", f"{_LAYERS}:WeightedFusion",
     "learned non-negative weighted sum of the aligned levels (BiFPN fast normalised fusion)",
     options=(FusionOption("gates", False, "weighted fusion: add input-dependent gates "
-                                          "(global pooling, one sigmoid per level)"),),
+                                          "(pooling over the training chip's size, one "
+                                          "sigmoid per level)"),),
     learns_level_weights=True,
+    windowed=True,
 ))
 register_fusion(FusionMode(
     "attention", f"{_LAYERS}:AttentionFusion",

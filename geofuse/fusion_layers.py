@@ -34,8 +34,10 @@ from geofuse.blocks import (
     MergedFusion,
     MultiLevelFusion,
     Upsample,
+    blocks_to_pixels,
     check_int,
     check_scales,
+    context_means,
     resize_bilinear,
     spatial_size,
 )
@@ -99,7 +101,10 @@ class WeightedFusion(MultiLevelFusion):
     weights are non-negative and sum to one (up to ``epsilon``); they start equal. With
     ``gates=True`` each input also gets an input-dependent gate ``g_i = sigmoid(dense_i(gap(x_i)))``
     computed from its own aligned map by global average pooling; the mixing weights are then
-    ``relu(a_i) * g_i`` normalised to sum to one, per image.
+    ``relu(a_i) * g_i`` normalised to sum to one, per image; with ``window`` (what
+    :func:`~geofuse.model.build_unet` gives: the training chip's side at this level) the gates
+    pool over that context around each pixel instead (:func:`~geofuse.blocks.context_means`),
+    so the weights vary across a tile but not with its size.
 
     Args:
         filters: Output channels.
@@ -107,6 +112,7 @@ class WeightedFusion(MultiLevelFusion):
         scales: Per input, its level minus the target level.
         gates: Add the input-dependent gates.
         epsilon: Small positive constant of the normalisation.
+        window: Side in pixels of the context the gates pool over, or None for the whole map.
 
     """
 
@@ -117,9 +123,11 @@ class WeightedFusion(MultiLevelFusion):
         scales: Sequence[int],
         gates: bool = False,
         epsilon: float = 1e-4,
+        window: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(filters, width, scales, **kwargs)
+        self.window = None if window is None else check_int("window", window)
         if not isinstance(gates, bool):
             raise ValueError(f"Expected gates to be True or False. Received: {gates!r}")
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (
@@ -143,22 +151,33 @@ class WeightedFusion(MultiLevelFusion):
             gate.build((aligned_shape[0], self.width))
 
     def mixing_weights(self, aligned: list[Any]) -> Any:
-        """Normalised weights, ``(batch, inputs)`` with gates, else ``(1, inputs)``."""
+        """Normalised weights, the inputs on the last axis.
+
+        ``(1, inputs)`` without gates, ``(batch, inputs)`` with whole-map gates,
+        ``(batch, rows, cols, inputs)`` with gates pooled over ``window``.
+        """
         weights = ops.expand_dims(ops.relu(self.level_weights), 0)
-        if self.gates:
-            gates = [
-                ops.sigmoid(gate(ops.mean(x, axis=(1, 2))))
-                for gate, x in zip(self.gate_layers, aligned, strict=True)
-            ]
-            weights = weights * ops.concatenate(gates, axis=-1)
-        return weights / (ops.sum(weights, axis=-1, keepdims=True) + self.epsilon)
+        if not self.gates:
+            return weights / (ops.sum(weights, axis=-1, keepdims=True) + self.epsilon)
+        if self.window is None:
+            pooled = [ops.mean(x, axis=(1, 2)) for x in aligned]
+        else:
+            pooled = [context_means(x, self.window) for x in aligned]
+        gates = [ops.sigmoid(gate(p)) for gate, p in zip(self.gate_layers, pooled, strict=True)]
+        weights = weights * ops.concatenate(gates, axis=-1)
+        weights = weights / (ops.sum(weights, axis=-1, keepdims=True) + self.epsilon)
+        if self.window is None:
+            return weights
+        return blocks_to_pixels(weights, self.window, spatial_size(aligned[0]))
 
     def fuse(self, aligned: list[Any], training: bool | None = None) -> Any:
         """Weighted sum of the aligned maps."""
         weights = ops.cast(self.mixing_weights(aligned), aligned[0].dtype)
+        if len(weights.shape) == 2:
+            weights = ops.expand_dims(ops.expand_dims(weights, 1), 1)
         fused = None
         for i, x in enumerate(aligned):
-            term = ops.reshape(weights[:, i], (-1, 1, 1, 1)) * x
+            term = weights[..., i : i + 1] * x
             fused = term if fused is None else fused + term
         return fused
 
@@ -174,7 +193,9 @@ class WeightedFusion(MultiLevelFusion):
 
     def get_config(self) -> dict[str, Any]:
         """Return the serialisable arguments."""
-        return super().get_config() | {"gates": self.gates, "epsilon": self.epsilon}
+        return super().get_config() | {
+            "gates": self.gates, "epsilon": self.epsilon, "window": self.window,
+        }
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -262,17 +283,8 @@ class AttentionFusion(MergedFusion):
 
     def local_channel_factors(self, x: Any) -> Any:
         """Channel factors per pixel from the context of a training chip around it."""
-        block = max(1, self.window // 4)
-        span = 2 * -(-self.window // block) - 1  # blocks: from any block the whole chip
-        rows, cols = spatial_size(x)
-        means = tf.nn.avg_pool2d(x, block, block, "SAME")  # SAME: padding not counted
-        context = tf.nn.avg_pool2d(means, span, 1, "SAME")
-        factors = self.excite(self.squeeze(context))
-        if block == 1:
-            return factors
-        grid = spatial_size(factors)
-        factors = resize_bilinear(factors, [grid[0] * block, grid[1] * block])
-        return factors[:, :rows, :cols, :]
+        factors = self.excite(self.squeeze(context_means(x, self.window)))
+        return blocks_to_pixels(factors, self.window, spatial_size(x))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

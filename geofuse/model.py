@@ -85,8 +85,9 @@ def build_unet(
     ``member0``, ``member1``, ...) on the same input, their probabilities averaged.
 
     ``patch`` is the training patch side: a windowed mode (``cross_attention`` attends in
-    windows, ``attention`` pools its channel context over) ``patch / 2**level`` pixels at each
-    level, so that it sees the same context on any tile as on a training chip.
+    windows, ``attention`` and ``weighted``'s gates pool their context over) ``patch /
+    2**level`` pixels at each level, so that it sees the same context on any tile as on a
+    training chip.
 
     Raises:
         ConfigError: For a windowed mode without ``patch``, or a patch that is not a multiple

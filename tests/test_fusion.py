@@ -185,8 +185,9 @@ def test_build_unet_gives_the_windowed_modes_the_training_chip_as_their_window()
     with pytest.raises(ConfigError, match="Received: patch=None"):
         build_unet(spec)
     assert build_unet(tiny_spec(3, 2, 3, 4, "concat")).count_params() > 0  # needs no patch
-    attention = build_unet(tiny_spec(3, 2, 3, 4, "attention"), patch=64)
-    assert [attention.get_layer(f"fuse{level}").window for level in range(3)] == [64, 32, 16]
+    for mode in ("attention", "weighted"):
+        model = build_unet(tiny_spec(3, 2, 3, 4, mode), patch=64)
+        assert [model.get_layer(f"fuse{level}").window for level in range(3)] == [64, 32, 16]
 
 
 def test_weighted_static_weights_are_non_negative_and_sum_to_one() -> None:
@@ -220,6 +221,30 @@ def test_weighted_gates_depend_on_the_input_and_still_sum_to_one() -> None:
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(weights[:, 1], 0.0)  # relu(-0.5) = 0, whatever the gate
     assert np.ptp(weights, axis=0).max() > 1e-3  # different images, different weights
+
+
+def test_weighted_gates_pool_over_the_training_chip_around_each_pixel() -> None:
+    scales = [0, 1]
+    local = WeightedFusion(8, 4, scales, gates=True, window=8)
+    whole = WeightedFusion(8, 4, scales, gates=True)
+    big = fusion_inputs(scales, batch=1, side=64)
+    local(big), whole(big)
+    rng = np.random.default_rng(5)
+    for gate in local.gate_layers:
+        gate.kernel.assign(rng.normal(size=gate.kernel.shape).astype("float32"))
+    whole.set_weights(local.get_weights())
+    chip = fusion_inputs(scales, batch=2, side=8)  # a training chip: the whole-map form
+    np.testing.assert_allclose(local(chip).numpy(), whole(chip).numpy(), rtol=1e-4, atol=1e-5)
+    weights = local.input_weights(big).numpy()
+    assert weights.shape == (1, 64, 64, 2)
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-3)  # up to epsilon
+    assert np.ptp(weights[0, ..., 0]) > 1e-3  # the weights vary across the tile
+    # a crop at a block boundary gives the same pixels away from its edges; not the old form
+    crop = [big[0][:, 12:52, 12:52], big[1][:, 6:26, 6:26]]
+    for layer, same in ((local, True), (whole, False)):
+        full = layer(big).numpy()[0, 12 + 12:52 - 12, 12 + 12:52 - 12]
+        part = layer(crop).numpy()[0, 12:-12, 12:-12]
+        assert np.allclose(full, part, rtol=1e-4, atol=1e-5) == same
 
 
 @pytest.mark.parametrize(("mode", "options"), LAYER_MODES, ids=LAYER_IDS)
