@@ -452,9 +452,10 @@ def write_report(runs: Path, out: Path, command: str) -> None:
         "on the 512-px tiles of the held-out scoring one token covered 8 times the pixels it "
         "covered in training, and its figures understate the mode (a three-network SpaceNet "
         "model of that kind scored building IoU 0.000 on 512-px tiles, 0.389 on 64-px ones; "
-        "`docs/training.md`, session 23). `attention`'s channel attention pooled over the whole "
-        "tile too (fixed in session 24), less harmfully (0.307 against 0.367). The other "
-        "modes' figures do not depend on the tile.",
+        "`docs/training.md`, session 23). `attention`'s channel attention and the gates of "
+        "`weighted` pooled over the whole tile too (both fixed in session 24; for "
+        "`attention` 0.307 against 0.367). The other modes' figures do not depend on the "
+        "tile.",
         "",
     ]
     trained_by = sorted({r["command"] for r in results if r.get("command")}
