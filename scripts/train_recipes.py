@@ -176,8 +176,6 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                 "batch 16) for the data's steps"),
     "one-p48": ({"members": 1, "patch": 48, "batch_size": 28}, {}, "`one-p64` on 48-px "
                 "chips, batch 28 (as `patch48-3`)"),
-    "one-shadow05": ({"members": 1, "shadow": 0.5}, {}, "`one-p64` with a random soft "
-                     "shadow cast on half of the chips (`--shadow 0.5`)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
