@@ -1078,12 +1078,26 @@ def test_unknown_class_weighting_is_a_one_line_error(tmp_path: Path) -> None:
     assert not (tmp_path / "m.keras").exists()
 
 
-def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> None:
-    """``zoom``: chips cover windows of other sizes, resampled to the patch, still aligned."""
-    from geofuse.model_config import ClassInfo, Normalization
-    from geofuse.training.chips import ChipLoader, resample_chip
+def building_scene(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> tuple:
+    """A labelled raster of background and building (nodata 0) and its one scanned unit."""
+    from geofuse.model_config import ClassInfo
     from geofuse.training.datasets import LabelledRaster, make_units, scan
     from geofuse.training.labels import LabelCoding
+
+    write_geotiff(tmp_path / "s.tif", image, nodata=0)
+    write_geotiff(tmp_path / "s_labels.tif", labels)
+    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
+                            LabelCoding(classes=2), [ClassInfo(0, "background"),
+                                                     ClassInfo(1, "building")])
+    units = make_units([raster], ["scene"], labels.shape[0])
+    scan([raster], units, 2, 1 / 255)
+    return raster, units
+
+
+def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> None:
+    """``zoom``: chips cover windows of other sizes, resampled to the patch, still aligned."""
+    from geofuse.model_config import Normalization
+    from geofuse.training.chips import ChipLoader, resample_chip
 
     ramp = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 8, 1), np.float32)
     same = resample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 8)
@@ -1095,13 +1109,7 @@ def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> No
     labels[48:80, 48:80] = 1  # a 32-px building in the middle
     image = np.where(labels == 1, 200, 20).astype(np.uint8)[None]
     image[0, 0, :] = 0  # nodata row at the top
-    write_geotiff(tmp_path / "s.tif", image, nodata=0)
-    write_geotiff(tmp_path / "s_labels.tif", labels)
-    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
-                            LabelCoding(classes=2), [ClassInfo(0, "background"),
-                                                     ClassInfo(1, "building")])
-    units = make_units([raster], ["scene"], 128)
-    scan([raster], units, 2, 1 / 255)
+    raster, units = building_scene(tmp_path, image, labels)
     norm = Normalization(mean=(0.0,), std=(1.0,), scale=1 / 255)
     areas = set()
     for zoom in (0.0, 0.5):
@@ -1142,10 +1150,9 @@ def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
 
 def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None:
     """``rotate``: chips turned by any angle; labels follow the image; outside corners invalid."""
-    from geofuse.model_config import ClassInfo, Normalization
+    from geofuse.model_config import Normalization
     from geofuse.training.chips import ChipLoader, rotate_chip
-    from geofuse.training.datasets import LabelledRaster, make_units, scan
-    from geofuse.training.labels import IGNORE, LabelCoding
+    from geofuse.training.labels import IGNORE
 
     x = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
     lab, ok = (x[..., 0] % 3).astype(np.uint8), np.ones((8, 8), bool)
@@ -1161,13 +1168,7 @@ def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None
     labels = np.zeros((160, 160), np.uint8)
     labels[64:96, 64:96] = 1  # a 32-px building in the middle
     image = np.where(labels == 1, 200, 20).astype(np.uint8)[None]
-    write_geotiff(tmp_path / "s.tif", image, nodata=0)
-    write_geotiff(tmp_path / "s_labels.tif", labels)
-    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
-                            LabelCoding(classes=2), [ClassInfo(0, "background"),
-                                                     ClassInfo(1, "building")])
-    units = make_units([raster], ["scene"], 160)
-    scan([raster], units, 2, 1 / 255)
+    raster, units = building_scene(tmp_path, image, labels)
     norm = Normalization(mean=(0.0,), std=(1.0,), scale=1 / 255)
     loader = ChipLoader([raster], units, 48, norm, rotate=45.0, jitter=0.0)
     xs, ys = loader.load(np.array([[0, 56, 56, 0, seed] for seed in range(16)], np.int64))
@@ -1184,22 +1185,14 @@ def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None
 
 
 def test_shadow_darkens_a_soft_ellipse_of_some_chips_and_leaves_labels(tmp_path: Path) -> None:
-    from geofuse.model_config import ClassInfo, Normalization
+    from geofuse.model_config import Normalization
     from geofuse.training.chips import ChipLoader
-    from geofuse.training.datasets import LabelledRaster, make_units, scan
-    from geofuse.training.labels import LabelCoding
 
     labels = np.zeros((96, 96), np.uint8)
     labels[32:64, 32:64] = 1
     image = np.full((2, 96, 96), 200, np.uint8)
     image[:, 0, :] = 0  # nodata row
-    write_geotiff(tmp_path / "s.tif", image, nodata=0)
-    write_geotiff(tmp_path / "s_labels.tif", labels)
-    raster = LabelledRaster(tmp_path / "s.tif", tmp_path / "s_labels.tif",
-                            LabelCoding(classes=2), [ClassInfo(0, "background"),
-                                                     ClassInfo(1, "building")])
-    units = make_units([raster], ["scene"], 96)
-    scan([raster], units, 2, 1 / 255)
+    raster, units = building_scene(tmp_path, image, labels)
     norm = Normalization(mean=(0.5, 0.25), std=(0.2, 0.1), scale=1 / 255)
     rows = np.array([[0, 0, 16, 0, seed] for seed in range(40)], np.int64)
     plain, labels_plain = ChipLoader([raster], units, 64, norm, jitter=0.0).load(rows)
