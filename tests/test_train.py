@@ -337,7 +337,7 @@ def test_augmentation_keeps_image_and_labels_aligned(tmp_path: Path) -> None:
     from geofuse.training.chips import ChipLoader
 
     loader = ChipLoader.__new__(ChipLoader)
-    loader.jitter, loader.bands = 0.2, 1
+    loader.jitter, loader.bands, loader.shadow = 0.2, 1, 0.0
     x = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
     y = (np.arange(64) % 251).astype(np.uint8).reshape(8, 8)
     valid = np.ones((8, 8), bool)
