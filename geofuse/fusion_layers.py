@@ -210,11 +210,10 @@ class AttentionFusion(MergedFusion):
     map, so a model trained on small chips meets other statistics on a large tile, and the
     factors change from one tile to the next (measured: 0.367 building IoU on 64-px tiles,
     0.307 on 512-px ones, for one model). With ``window`` (what :func:`~geofuse.model.build_unet`
-    gives: the training chip's side at this level) the statistics are local: means over blocks
-    of ``window // 4`` px, averaged over ``2n - 1`` blocks around each block (``n`` blocks to a
-    window), then the factors interpolated bilinearly between block centres. On a training chip
-    of ``window`` px every block sees the whole chip, so training is exactly the global form;
-    on a tile of any size a pixel's factors come from about the context it had in training.
+    gives: the training chip's side at this level) the statistics are local
+    (:func:`~geofuse.blocks.context_means`, the factors interpolated between its blocks): on a
+    training chip exactly the global form, on a tile of any size about the context a pixel had
+    in training.
 
     Args:
         filters: Output channels.
