@@ -1097,12 +1097,12 @@ def building_scene(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> tup
 def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> None:
     """``zoom``: chips cover windows of other sizes, resampled to the patch, still aligned."""
     from geofuse.model_config import Normalization
-    from geofuse.training.chips import ChipLoader, resample_chip
+    from geofuse.training.chips import ChipLoader, sample_chip
 
     ramp = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 8, 1), np.float32)
-    same = resample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 8)
+    same = sample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 8)
     assert np.array_equal(same[0], ramp)  # same size: unchanged
-    half = resample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 4)[0]
+    half = sample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 4)[0]
     np.testing.assert_allclose(half[:, 0, 0], [0.5, 2.5, 4.5, 6.5])  # pixel centres aligned
 
     labels = np.zeros((128, 128), np.uint8)
@@ -1151,17 +1151,17 @@ def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
 def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None:
     """``rotate``: chips turned by any angle; labels follow the image; outside corners invalid."""
     from geofuse.model_config import Normalization
-    from geofuse.training.chips import ChipLoader, rotate_chip
+    from geofuse.training.chips import ChipLoader, sample_chip
     from geofuse.training.labels import IGNORE
 
     x = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
     lab, ok = (x[..., 0] % 3).astype(np.uint8), np.ones((8, 8), bool)
-    turned = rotate_chip(x, lab, ok, 8, 1.0, np.pi / 2)
+    turned = sample_chip(x, lab, ok, 8, 1.0, np.pi / 2)
     assert np.allclose(turned[0], np.rot90(x, -1), atol=1e-4)  # a quarter turn is exact
     assert np.array_equal(turned[1], np.rot90(lab, -1)) and turned[2].all()
-    crop = rotate_chip(x, lab, ok, 4, 1.0, 0.0)
+    crop = sample_chip(x, lab, ok, 4, 1.0, 0.0)
     assert np.allclose(crop[0], x[2:6, 2:6])  # no turn: the centre
-    corner = rotate_chip(x, lab, ok, 8, 1.0, np.pi / 4)  # 45 degrees on a chip as large
+    corner = sample_chip(x, lab, ok, 8, 1.0, np.pi / 4)  # 45 degrees on a chip as large
     assert not corner[2][0, 0] and corner[1][0, 0] == IGNORE and corner[0][0, 0, 0] == 0
     assert corner[2][4, 4]
 

@@ -225,14 +225,12 @@ class ChipLoader:
         if q == p and angle == 0.0:
             return self.read_chip(unit, row, col)
         turn = np.deg2rad(angle)
-        side = q if angle == 0.0 else int(np.ceil(q * (abs(np.cos(turn)) + abs(np.sin(turn))))) + 2
+        side = int(np.ceil(q * (abs(np.cos(turn)) + abs(np.sin(turn))))) + 2 if angle else q
         win = self.units[unit].window
         top = _inside(row + (p - side) // 2, int(win.row_off), int(win.height), side)
         left = _inside(col + (p - side) // 2, int(win.col_off), int(win.width), side)
         x, labels, valid = self.read_chip(unit, top, left, size=side)
-        if angle == 0.0:
-            return resample_chip(x, labels, valid, p)
-        return rotate_chip(x, labels, valid, p, q / p, turn)
+        return sample_chip(x, labels, valid, p, q / p, turn)
 
     def augment_chip(
         self, x: np.ndarray, y: np.ndarray, valid: np.ndarray, k: int, seed: int
@@ -304,36 +302,19 @@ def _inside(start: int, lo: int, length: int, size: int) -> int:
     return max(lo, min(start, lo + length - size))
 
 
-def resample_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray,
-                  size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample a square chip to ``size`` px: image bilinear, labels and validity nearest.
-
-    Pixel centres are aligned (``(i + 0.5) * q / size - 0.5``); input outside ``valid`` is 0
-    and stays 0.
-    """
-    q = x.shape[0]
-    centres = (np.arange(size) + 0.5) * (q / size)
-    near = np.minimum(centres.astype(np.int64), q - 1)
-    src = np.clip(centres - 0.5, 0, q - 1)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, q - 1)
-    w = (src - lo).astype(np.float32)
-    rows = x[lo] * (1 - w)[:, None, None] + x[hi] * w[:, None, None]
-    out = rows[:, lo] * (1 - w)[None, :, None] + rows[:, hi] * w[None, :, None]
-    ok = valid[np.ix_(near, near)]
-    out[~ok] = 0.0
-    return out.astype(np.float32, copy=False), labels[np.ix_(near, near)], ok
-
-
-def rotate_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray, size: int,
-                scale: float, turn: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A ``size``-px chip from the centre of a larger square chip, turned by ``turn`` radians.
+def sample_chip(x: np.ndarray, labels: np.ndarray, valid: np.ndarray, size: int,
+                scale: float | None = None,
+                turn: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``size``-px chip sampled about the centre of a square chip, scaled and turned.
 
     Output pixel centres, as offsets from the centre, are scaled by ``scale`` (source pixels per
-    output pixel) and turned; the image is sampled bilinearly, labels and validity at the
-    nearest pixel; what falls outside the source chip is invalid, and invalid input is 0.
+    output pixel; default: the whole chip, ``q / size``) and turned by ``turn`` radians, pixel
+    centres aligned (unturned: ``(i + 0.5) * scale - 0.5``); the image is sampled bilinearly,
+    labels and validity at the nearest pixel; what falls outside the source chip is invalid, and
+    invalid input is 0.
     """
     q = x.shape[0]
+    scale = q / size if scale is None else scale
     offsets = (np.arange(size) + 0.5 - size / 2) * scale
     dr, dc = np.meshgrid(offsets, offsets, indexing="ij")
     cos, sin = np.cos(turn), np.sin(turn)
