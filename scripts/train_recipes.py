@@ -197,6 +197,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "shadow05-24": ({"members": 3, "shadow": 0.5}, {}, "`members3` (the defaults of a "
                     "10-minute run) with a random soft shadow cast on half of the chips "
                     "(`--shadow 0.5`)"),
+    "gates-25": ({"members": 3}, {"fusion": "weighted", "fusion_options": {"gates": True}},
+                 "`members3-weighted` with input-dependent gates pooled over the training "
+                 "chip's size around each pixel (`--fusion weighted --gates`, after session 24's "
+                 "fix)"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),
