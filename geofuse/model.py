@@ -140,6 +140,45 @@ def build_unet(
     return keras.Model(inputs, probs, name=name)
 
 
+def supervision_weights(depth: int, decay: float) -> list[float]:
+    """Loss weights of the outputs of :func:`deeply_supervised`: ``decay**level`` per level.
+
+    Level 0 is the network's own output; ``decay`` 0 gives it alone (no auxiliary heads).
+    """
+    if decay <= 0:
+        return [1.0]
+    return [decay**level for level in range(depth)]
+
+
+def deeply_supervised(network: keras.Model, spec: ModelSpec, decay: float) -> keras.Model:
+    """A training model of ``network`` (one U-Net of :func:`build_unet`) with deep supervision.
+
+    Each decoder level ``1 .. depth - 1`` gets an auxiliary head (a 1x1 convolution to the
+    classes, its logits upsampled bilinearly to full resolution, softmax), as nnU-Net trains
+    its decoder. The model returns the network's probabilities and the heads' along the last
+    axis, ``(b, h, w, classes * depth)``, to be weighed by :func:`supervision_weights` (the
+    loss's ``heads``). It shares its layers with ``network``, which stays the model to save:
+    the heads only shape the training.
+    """
+    keras = _import_keras()
+    from keras import layers
+
+    require(spec.members == 1, f"Expected one network to supervise. Received: "
+                               f"{spec.members} members")
+    outputs = [network.output]
+    for level in range(1, len(supervision_weights(spec.arch.depth, decay))):
+        logits = layers.Conv2D(spec.classes, 1, name=f"aux{level}_logits")(
+            network.get_layer(f"dec{level}").output)
+        logits = layers.UpSampling2D(2**level, interpolation="bilinear",
+                                     name=f"aux{level}_up")(logits)
+        outputs.append(layers.Activation("softmax", dtype="float32",
+                                         name=f"aux{level}")(logits))
+    if len(outputs) == 1:
+        return network
+    joined = layers.Concatenate(dtype="float32", name="supervised")(outputs)
+    return keras.Model(network.input, joined, name=f"{network.name}_supervised")
+
+
 def member_networks(model: keras.Model, spec: ModelSpec) -> list[keras.Model]:
     """The U-Nets of a network built by :func:`build_unet`: itself, or an ensemble's members."""
     if spec.members == 1:

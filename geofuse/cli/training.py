@@ -202,6 +202,11 @@ def _train_default(name: str) -> Any:
               type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="Write an exponential moving average of the weights with this momentum "
                    "(0: the last weights).")
+@click.option("--deep-supervision", default=_train_default("deep_supervision"),
+              show_default=True, type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+              help="Train each decoder level L below full resolution through its own output "
+                   "too, its loss weighing DEEP_SUPERVISION**L (0: off; 0.5 as nnU-Net); "
+                   "the model file has the network alone.")
 @click.option("--loss", type=click.Choice(LOSSES), default=_train_default("loss"),
               show_default=True, help="Loss.")
 @click.option("--class-weights", default=_train_default("class_weights"), show_default=True,

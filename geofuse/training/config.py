@@ -258,6 +258,10 @@ class TrainConfig:
             then gets instead of the last weights (0: off; 0.99 averages about the last 100
             steps). Validation during the run, checkpoints and ``keep="best"`` use the raw
             weights.
+        deep_supervision: Deep supervision (nnU-Net's): each decoder level ``l`` below full
+            resolution gets an auxiliary output whose loss weighs ``deep_supervision**l``
+            against the network's own (0: off; 0.5 as nnU-Net). The heads shape the training
+            only; the model file has the network alone.
         loss: ``ce+dice``, ``focal+dice``, ``ce+lovasz``, ``ce``, ``focal``, ``dice`` or
             ``lovasz`` (the Lovász-softmax surrogate of the mean IoU).
         class_weights: ``auto`` (inverse square-root frequency), ``inverse`` (inverse
@@ -317,6 +321,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
     ema: float = 0.0
+    deep_supervision: float = 0.0
     loss: str = "ce+dice"
     class_weights: str | tuple[float, ...] = "auto"
     augment: bool = True
@@ -394,6 +399,9 @@ class TrainConfig:
                 f"Expected 0 <= weight_decay < 1. Received: {self.weight_decay!r}")
         require(isinstance(self.ema, int | float) and 0 <= self.ema < 1,
                 f"Expected 0 <= ema < 1. Received: {self.ema!r}")
+        require(isinstance(self.deep_supervision, int | float)
+                and 0 <= self.deep_supervision < 1,
+                f"Expected 0 <= deep_supervision < 1. Received: {self.deep_supervision!r}")
         require(0.0 <= self.jitter < 1.0, f"Expected 0 <= jitter < 1. Received: {self.jitter}")
         require(isinstance(self.zoom, int | float) and 0 <= self.zoom <= 1,
                 f"Expected 0 <= zoom <= 1. Received: {self.zoom!r}")

@@ -139,7 +139,7 @@ def run_loop(
             xv, yv = validation
             cm = np.zeros((len(names), len(names)), np.int64)
             for i in range(0, len(xv), batch):
-                probs = np.asarray(forward(xv[i:i + batch]))
+                probs = np.asarray(forward(xv[i:i + batch]))[..., :len(names)]  # not aux heads
                 cm += confusion_matrix(yv[i:i + batch], probs.argmax(-1), len(names))
             logs["val_mean_iou"] = agree(summarize(cm, list(names))["mean_iou"])
         hooks.on_epoch_end(epoch, logs)

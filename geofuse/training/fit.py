@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from geofuse.errors import ConfigError
-from geofuse.model import build_unet
+from geofuse.model import build_unet, deeply_supervised, supervision_weights
 from geofuse.model_config import ModelInfo
 from geofuse.outputs import atomic_path
 from geofuse.training.chipfeed import ChipFeed
@@ -321,7 +321,9 @@ def _resume_settings(config: TrainConfig, info: ModelInfo) -> dict[str, Any]:
     spec = info.spec
     return {"bands": spec.bands, "classes": spec.classes,
             "architecture": json.loads(json.dumps(asdict(spec.arch), default=str)),
-            "ema": config.ema, "weight_decay": config.weight_decay}
+            "ema": config.ema, "weight_decay": config.weight_decay} | (
+                {"deep_supervision": config.deep_supervision} if config.deep_supervision
+                else {})  # checkpoints from before the option resume as they did
 
 
 def _check_resume(path: Path, saved: Mapping[str, Any] | None,
@@ -476,7 +478,8 @@ def fit_model(
         if seconds is not None:
             budget.agree = agree
     with strategy.scope():
-        model = build_unet(info.spec, patch=info.patch_size)
+        network = build_unet(info.spec, patch=info.patch_size)  # the one to write
+        model = deeply_supervised(network, info.spec, config.deep_supervision)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
                                           weight_decay=config.weight_decay or None,
                                           use_ema=config.ema > 0,
@@ -486,7 +489,9 @@ def fit_model(
         model.compile(
             optimizer=optimizer,
             loss=SegmentationLoss(info.spec.classes, config.loss, list(weights),
-                                  class_sets=class_sets),
+                                  class_sets=class_sets,
+                                  heads=supervision_weights(info.spec.arch.depth,
+                                                            config.deep_supervision)),
             metrics=[ConfusionMetrics(names)],
         )
         if saved_weights is not None:
@@ -536,7 +541,7 @@ def fit_model(
             model.set_weights(_unpack(data, "w"))
         kept = callback.best_epoch
     export = build_unet(info.spec, patch=info.patch_size)
-    export.set_weights(model.get_weights())
+    export.set_weights(network.get_weights())
     val_data = (xv, yv) if len(val_rows) else None
     validation = validate(export, val_data, config.batch_size, names)
     if chief:

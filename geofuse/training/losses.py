@@ -35,6 +35,9 @@ class SegmentationLoss(keras.losses.Loss):
         gamma: Focal exponent.
         smooth: Dice smoothing.
         class_sets: Class ids of each class set (label ``SET_BASE + k`` is set ``k``).
+        heads: Weights of the outputs along the last axis of ``y_pred``, ``classes`` channels
+            each (a deeply supervised network's, :func:`~geofuse.model.deeply_supervised`);
+            the loss is their weighted mean. Default: one output.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class SegmentationLoss(keras.losses.Loss):
         gamma: float = 2.0,
         smooth: float = 1.0,
         class_sets: Sequence[Sequence[int]] = (),
+        heads: Sequence[float] = (1.0,),
         name: str = "segmentation_loss",
         **kwargs: Any,
     ) -> None:
@@ -57,6 +61,10 @@ class SegmentationLoss(keras.losses.Loss):
         self.gamma = float(gamma)
         self.smooth = float(smooth)
         self.class_sets = [sorted(int(c) for c in members) for members in class_sets]
+        self.heads = [float(w) for w in heads]
+        if not self.heads or min(self.heads) < 0 or sum(self.heads) <= 0:
+            raise ValueError(f"Expected non-negative head weights with a positive sum. "
+                             f"Received: {heads!r}")
         # label value -> the classes it allows: one for a class, several for a set, none for
         # an ignored value
         allowed = np.zeros((CLASS_NODATA + 1, self.classes), np.float32)
@@ -66,14 +74,27 @@ class SegmentationLoss(keras.losses.Loss):
         self._allowed = allowed
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        """Scalar loss of one batch: weighted mean CE/focal over labelled pixels + Dice."""
+        """Scalar loss of one batch: weighted mean CE/focal over labelled pixels + Dice.
+
+        With several ``heads``, the weighted mean of that loss over the outputs.
+        """
         y = tf.cast(tf.round(tf.cast(y_true, tf.float32)), tf.int32)
         if y.shape.rank == 4:
             y = y[..., 0]
         y = tf.where((y >= 0) & (y <= CLASS_NODATA), y, CLASS_NODATA)  # others: ignored
         allowed = tf.gather(tf.constant(self._allowed), y)
         count = tf.reduce_sum(allowed, axis=-1)  # 1: a class, 2+: a set, 0: ignored
-        p = tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0 - 1e-7)
+        y_pred = tf.cast(y_pred, tf.float32)
+        total = tf.constant(0.0)
+        for k, weight in enumerate(self.heads):
+            if weight:
+                head = y_pred[..., k * self.classes:(k + 1) * self.classes]
+                total += weight * self._head_loss(head, allowed, count)
+        return total / sum(self.heads)
+
+    def _head_loss(self, y_pred: Any, allowed: Any, count: Any) -> Any:
+        """The loss of one output's probabilities, given each pixel's allowed classes."""
+        p = tf.clip_by_value(y_pred, 1e-7, 1.0 - 1e-7)
         total = tf.constant(0.0)
         if self.mode not in ("dice", "lovasz"):
             p_true = tf.clip_by_value(tf.reduce_sum(p * allowed, axis=-1), 1e-7, 1.0)
@@ -101,6 +122,7 @@ class SegmentationLoss(keras.losses.Loss):
         return super().get_config() | {
             "classes": self.classes, "mode": self.mode, "class_weights": self.class_weights,
             "gamma": self.gamma, "smooth": self.smooth, "class_sets": self.class_sets,
+            "heads": self.heads,
         }
 
 
@@ -155,11 +177,15 @@ class ConfusionMetrics(keras.metrics.Metric):
         )
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        """Add a batch: labels ``(b, h, w)``, probabilities ``(b, h, w, classes)``."""
+        """Add a batch: labels ``(b, h, w)``, probabilities ``(b, h, w, classes)``.
+
+        Only the first ``classes`` channels count: the network's own output where a deeply
+        supervised one appends its auxiliary heads'.
+        """
         y = tf.cast(tf.round(tf.cast(y_true, tf.float32)), tf.int32)
         if y.shape.rank == 4:
             y = y[..., 0]
-        pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
+        pred = tf.argmax(y_pred[..., :self.classes], axis=-1, output_type=tf.int32)
         valid = (y >= 0) & (y < self.classes)
         index = tf.boolean_mask(y * self.classes + pred, valid)
         counts = tf.math.bincount(index, minlength=self.classes**2, maxlength=self.classes**2,
