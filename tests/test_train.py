@@ -1254,3 +1254,62 @@ def test_a_generous_time_limit_gives_the_same_model_for_a_seed(tmp_path: Path) -
     first, second = (load_model(m).model.get_weights() for m in models)
     assert len(first) == len(second) > 10
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_deep_supervision_adds_full_resolution_heads_weighed_in_the_loss() -> None:
+    import tensorflow as tf
+
+    from geofuse.model import build_unet, deeply_supervised, supervision_weights
+    from geofuse.model_config import Architecture, ModelSpec
+    from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
+
+    spec = ModelSpec(bands=2, classes=3, arch=Architecture(depth=3, base_filters=4))
+    network = build_unet(spec, patch=32)
+    assert deeply_supervised(network, spec, 0.0) is network  # off: the network itself
+    model = deeply_supervised(network, spec, 0.5)
+    assert supervision_weights(3, 0.5) == [1.0, 0.5, 0.25]
+    assert model.get_layer("dec1") is network.get_layer("dec1")  # shared, not copied
+    x = np.random.default_rng(0).random((2, 32, 32, 2), np.float32)
+    out = np.asarray(model(x))
+    assert out.shape == (2, 32, 32, 9)  # the network's classes, then a head per level 1, 2
+    np.testing.assert_allclose(out[..., :3], np.asarray(network(x)), atol=1e-6)
+    np.testing.assert_allclose(out.reshape(2, 32, 32, 3, 3).sum(-1), 1.0, atol=1e-5)
+    assert not np.allclose(out[..., 3:6], out[..., 6:])  # each level its own head
+
+    y = np.random.default_rng(1).integers(0, 3, (2, 32, 32)).astype(np.uint8)
+    one = SegmentationLoss(3)
+    parts = [float(one(y, out[..., 3 * k:3 * k + 3])) for k in range(3)]
+    joined = float(SegmentationLoss(3, heads=[1.0, 0.5, 0.25])(y, out))
+    assert joined == pytest.approx((parts[0] + 0.5 * parts[1] + 0.25 * parts[2]) / 1.75,
+                                   rel=1e-5)
+    metric, plain = ConfusionMetrics(["a", "b", "c"]), ConfusionMetrics(["a", "b", "c"])
+    metric.update_state(tf.constant(y), tf.constant(out))  # scores the network's output only
+    plain.update_state(tf.constant(y), tf.constant(out[..., :3]))
+    assert float(metric.result()["mean_iou"]) == float(plain.result()["mean_iou"])
+    with pytest.raises(ValueError, match="head weights"):
+        SegmentationLoss(3, heads=[])
+
+
+def test_deep_supervision_trains_and_writes_the_network_alone(tmp_path: Path) -> None:
+    tiles = make_tiles(tmp_path / "tiles", count=2)
+    from geofuse.model import load_model
+
+    weights = {}
+    for name, extra in (("plain", ()), ("deep", ("--deep-supervision", "0.5"))):
+        out = tmp_path / f"{name}.keras"
+        result = run_train("--tiles", tiles, "--out", out, "--seed", "1", *extra, *TINY)
+        assert result.exit_code == 0, result.output
+        loaded = load_model(out)
+        assert not [layer.name for layer in loaded.model.layers if "aux" in layer.name]
+        assert loaded.model.output_shape[-1] == loaded.info.spec.classes
+        weights[name] = loaded.model.get_weights()
+    recorded = load_model(tmp_path / "deep.keras").info.provenance["training_config"]
+    assert recorded["deep_supervision"] == 0.5
+    assert [w.shape for w in weights["plain"]] == [w.shape for w in weights["deep"]]
+    # the heads' losses reached the decoder: same seed and data, other weights
+    assert not all(np.array_equal(a, b)
+                   for a, b in zip(weights["plain"], weights["deep"], strict=True))
+    bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", "--deep-supervision", "1",
+                    *TINY)
+    assert bad.exit_code == 2 and "--deep-supervision" in bad.output
+    assert not (tmp_path / "n.keras").exists()
