@@ -205,6 +205,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                      "`members3` (the defaults of a 10-minute run) with nnU-Net's deep "
                      "supervision (`--deep-supervision 0.5`: decoder levels 1 and 2 trained "
                      "through their own outputs too, weights 0.5 and 0.25)"),
+    "cutmix05-25": ({"members": 3, "cutmix": 0.5}, {},
+                    "`members3` (the defaults of a 10-minute run) with CutMix on half of the "
+                    "chips (`--cutmix 0.5`)"),
     "plainloop": ({"class_weights": "none", "sampling": "random", "jitter": 0.0}, {},
                   "the defaults fed as the baseline feeds its network: no class weights, chips "
                   "drawn uniformly, no brightness/contrast jitter"),

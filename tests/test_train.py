@@ -1214,17 +1214,17 @@ def test_shadow_darkens_a_soft_ellipse_of_some_chips_and_leaves_labels(tmp_path:
     assert soft.any(axis=(1, 2)).all()  # a soft edge
 
 
-def test_rotate_and_shadow_options_train_and_are_recorded(tmp_path: Path) -> None:
+def test_rotate_shadow_and_cutmix_options_train_and_are_recorded(tmp_path: Path) -> None:
     tiles = make_tiles(tmp_path / "tiles", count=2)
     out = tmp_path / "m.keras"
     result = run_train("--tiles", tiles, "--out", out, "--rotate", "30", "--shadow", "0.5",
-                       *TINY)
+                       "--cutmix", "0.5", *TINY)
     assert result.exit_code == 0, result.output
     from geofuse.model import load_model
 
     recorded = load_model(out).info.provenance["training_config"]
-    assert (recorded["rotate"], recorded["shadow"]) == (30.0, 0.5)
-    for option, value in (("--rotate", "60"), ("--shadow", "1.5")):
+    assert (recorded["rotate"], recorded["shadow"], recorded["cutmix"]) == (30.0, 0.5, 0.5)
+    for option, value in (("--rotate", "60"), ("--shadow", "1.5"), ("--cutmix", "2")):
         bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", option, value, *TINY)
         assert bad.exit_code == 2 and option in bad.output
         assert not (tmp_path / "n.keras").exists()
@@ -1313,3 +1313,34 @@ def test_deep_supervision_trains_and_writes_the_network_alone(tmp_path: Path) ->
                     *TINY)
     assert bad.exit_code == 2 and "--deep-supervision" in bad.output
     assert not (tmp_path / "n.keras").exists()
+
+
+def test_cutmix_pastes_a_rectangle_of_another_chip_with_its_labels() -> None:
+    from geofuse.training.chips import ChipLoader
+
+    loader = ChipLoader.__new__(ChipLoader)
+    loader.patch, loader.cutmix = 32, 1.0
+    n = 6
+    xs = np.repeat(np.arange(n, dtype=np.float32), 32 * 32).reshape(n, 32, 32, 1)
+    ys = np.repeat(np.arange(n, dtype=np.uint8) + 10, 32 * 32).reshape(n, 32, 32)
+    seeds = np.arange(100, 100 + n)
+    mixed_x, mixed_y = xs.copy(), ys.copy()
+    loader.mix(mixed_x, mixed_y, seeds)
+    for i in range(n):
+        pasted = mixed_x[i, ..., 0] != i
+        rows, cols = np.flatnonzero(pasted.any(1)), np.flatnonzero(pasted.any(0))
+        box = np.zeros_like(pasted)
+        box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = True
+        assert np.array_equal(pasted, box)  # one rectangle
+        assert 0.25 * 1024 * 0.6 <= pasted.sum() <= 0.5 * 1024 * 1.4
+        assert min(len(rows), len(cols)) >= 8
+        source = np.unique(mixed_x[i, ..., 0][pasted])
+        assert len(source) == 1 and source[0] != i  # from one other chip, as it was
+        assert np.array_equal(mixed_y[i] - 10, mixed_x[i, ..., 0].astype(np.uint8))
+    again_x, again_y = xs.copy(), ys.copy()
+    loader.mix(again_x, again_y, seeds)  # the chips' seeds decide: the same mix
+    assert np.array_equal(again_x, mixed_x) and np.array_equal(again_y, mixed_y)
+    loader.cutmix = 0.0
+    untouched = xs.copy()
+    loader.mix(untouched, ys.copy(), seeds)
+    assert np.array_equal(untouched, xs)

@@ -230,6 +230,10 @@ def _train_default(name: str) -> Any:
               type=click.FloatRange(min=0.0, max=1.0),
               help="Share of chips --augment darkens inside a random soft-edged ellipse to "
                    "0.3-0.7 of their values, as a cast shadow would (0: off).")
+@click.option("--cutmix", default=_train_default("cutmix"), show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0),
+              help="Share of chips --augment pastes a rectangle of another chip into, image "
+                   "and labels (CutMix: about 1/4 to 1/2 of the chip; 0: off).")
 @click.option("--sampling", type=click.Choice(SAMPLING), default=_train_default("sampling"),
               show_default=True,
               help="balanced: random chip positions, half of them moved onto a pixel of a "

@@ -46,6 +46,9 @@ class ChipLoader:
         shadow: Share of chips ``augment`` casts a shadow on: a soft-edged ellipse (semi-axes
             1/8 to 1/2 of the patch, any angle) in which every band is darkened to 0.3–0.7
             of its value (before normalisation); labels unchanged; 0: off.
+        cutmix: Share of chips ``augment`` pastes a rectangle of another chip of the batch
+            into (CutMix: image, labels and validity; the rectangle covers about 1/4 to 1/2 of the
+            chip, a side at least 1/4 of the patch); 0: off.
         seed: Base seed.
         sampling: ``random``, ``balanced`` (as random, but half of the chips are centred on a
             pixel of a class drawn uniformly, so rare classes are seen as often as common
@@ -67,6 +70,7 @@ class ChipLoader:
         zoom: float = 0.0,
         rotate: float = 0.0,
         shadow: float = 0.0,
+        cutmix: float = 0.0,
     ) -> None:
         self.rasters = list(rasters)
         self.units = list(units)
@@ -76,6 +80,7 @@ class ChipLoader:
         self.zoom = zoom
         self.rotate = rotate
         self.shadow = shadow
+        self.cutmix = cutmix
         self.seed = seed
         self.sampling = sampling
         self.bands = len(self.rasters[0].bands)
@@ -291,7 +296,30 @@ class ChipLoader:
             if augment:
                 x, y = self.augment_chip(x, y, valid, k, seed)
             xs[i], ys[i] = x, y
+        if augment and self.cutmix > 0 and n > 1:
+            self.mix(xs, ys, np.asarray(rows)[:, 4])
         return xs, ys
+
+    def mix(self, xs: np.ndarray, ys: np.ndarray, seeds: np.ndarray) -> None:
+        """Paste, in place, a rectangle of another chip into a share ``cutmix`` of the chips.
+
+        Chip ``i``'s draws come from its seed, so a batch mixes the same way however it is
+        read; the rectangles are cut from the chips as they were before any pasting.
+        """
+        n, p = len(xs), self.patch
+        x0, y0 = xs.copy(), ys.copy()
+        for i, seed in enumerate(seeds.tolist()):
+            rng = np.random.default_rng((int(seed), 3))  # its own stream, as the shadow's
+            if rng.uniform() >= self.cutmix:
+                continue
+            j = (i + 1 + int(rng.integers(0, n - 1))) % n  # any chip but this one
+            area = rng.uniform(0.25, 0.5) * p * p
+            h = int(np.clip(round(np.sqrt(area) * np.exp(rng.uniform(-0.5, 0.5))),
+                            p // 4, p))
+            w = int(np.clip(round(area / h), p // 4, p))
+            top, left = int(rng.integers(0, p - h + 1)), int(rng.integers(0, p - w + 1))
+            box = (slice(top, top + h), slice(left, left + w))
+            xs[i][box], ys[i][box] = x0[j][box], y0[j][box]
 
 
 def _inside(start: int, lo: int, length: int, size: int) -> int:

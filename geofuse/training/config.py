@@ -275,6 +275,8 @@ class TrainConfig:
             so 45 gives every angle (0: off).
         shadow: Share of chips ``augment`` darkens inside a random soft-edged ellipse to
             0.3–0.7 of their values, as a cast shadow would (0: off).
+        cutmix: Share of chips ``augment`` pastes a rectangle of another chip of the batch
+            into, image and labels (CutMix; about 1/4 to 1/2 of the chip; 0: off).
         sampling: ``balanced`` (the default: random chip positions, half of them moved onto
             a pixel of a class drawn uniformly), ``random`` or a shuffled ``grid``.
         source_weights: Share of random chips drawn from each source (None: by area).
@@ -329,6 +331,7 @@ class TrainConfig:
     zoom: float = 0.0
     rotate: float = 0.0
     shadow: float = 0.0
+    cutmix: float = 0.0
     sampling: str = "balanced"
     source_weights: tuple[float, ...] | None = None
     val_fraction: float = 0.1
@@ -409,6 +412,8 @@ class TrainConfig:
                 f"Expected 0 <= rotate <= 45 (degrees). Received: {self.rotate!r}")
         require(isinstance(self.shadow, int | float) and 0 <= self.shadow <= 1,
                 f"Expected 0 <= shadow <= 1. Received: {self.shadow!r}")
+        require(isinstance(self.cutmix, int | float) and 0 <= self.cutmix <= 1,
+                f"Expected 0 <= cutmix <= 1. Received: {self.cutmix!r}")
         require(isinstance(self.patience, int) and self.patience >= 0,
                f"Expected patience >= 0. Received: {self.patience!r}")
         if self.val_block is not None:

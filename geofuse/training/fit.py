@@ -436,7 +436,8 @@ def fit_model(
         run_dir = _worker_folder(run_dir, config.resume)
     loader = ChipLoader(rasters, units, config.patch, info.normalization, config.augment,
                         config.jitter, config.seed + 7919 * worker, config.sampling,
-                        config.source_weights, config.zoom, config.rotate, config.shadow)
+                        config.source_weights, config.zoom, config.rotate, config.shadow,
+                        config.cutmix)
     val_rows = loader.validation_rows(config.max_val_chips)
     if len(val_rows):
         xv, yv = loader.load(val_rows, augment=False)
