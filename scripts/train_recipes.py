@@ -172,6 +172,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "for 3,000 steps (a fixed length, so that machines and loads compare)"),
     "steps3000-p48": ({"members": 1, "epochs": 60, "patch": 48, "batch_size": 28}, {},
                       "`steps3000` on 48-px chips, batch 28 (as `patch48-3`)"),
+    "steps3000-p128": ({"members": 1, "epochs": 60, "patch": 128, "batch_size": 4}, {},
+                       "`steps3000` on 128-px chips, batch 4 (the pixels of a step of 64-px "
+                       "chips of 16)"),
     "one-p64": ({"members": 1}, {}, "one network of the library defaults (64-px chips, "
                 "batch 16) for the data's steps"),
     "one-p48": ({"members": 1, "patch": 48, "batch_size": 28}, {}, "`one-p64` on 48-px "
