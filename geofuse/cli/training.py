@@ -22,14 +22,19 @@ from geofuse.fusion import all_options, fusion_mode, fusion_modes
 from geofuse.model_config import Architecture
 from geofuse.training.config import (
     AUTO_MEMBERS,
+    AUTO_PATCH,
     CACHE_AUTO_BYTES,
     CACHES,
     CLASS_WEIGHTINGS,
+    DEFAULT_BATCH,
+    DEFAULT_PATCH,
     DEFAULT_STEPS,
     KEEP,
     LOSSES,
     MASK_SUFFIXES,
     SAMPLING,
+    SIDE_BOUNDS,
+    SIDE_FACTOR,
     STRATEGIES,
     EvaluateConfig,
     LabelOptions,
@@ -161,6 +166,26 @@ def build_architecture(values: dict[str, Any]) -> Architecture:
     )
 
 
+class PatchSide(click.ParamType):
+    """A chip side in pixels, or ``auto``."""
+
+    name = "pixels|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | str:
+        """``auto``, or the side as a positive int (anything else fails)."""
+        if value == AUTO_PATCH or isinstance(value, int):
+            return value
+        try:
+            side = int(value)
+        except ValueError:
+            side = 0
+        if side < 1:
+            self.fail(f"expected a positive number of pixels or {AUTO_PATCH}, got {value!r}",
+                      param, ctx)
+        return side
+
+
 def _train_default(name: str) -> Any:
     return default(TrainConfig, name)
 
@@ -173,10 +198,14 @@ def _train_default(name: str) -> Any:
               help="History, curves, metrics and checkpoints. Default: OUT with .train.")
 @click.option("--bands", default=None, help="1-based bands to use. Default: all but alpha.")
 @architecture_options
-@click.option("--patch", default=_train_default("patch"), show_default=True,
-              help="Training chip side in pixels.")
-@click.option("--batch-size", default=_train_default("batch_size"), show_default=True,
-              help="Chips per step.")
+@click.option("--patch", type=PatchSide(), default=_train_default("patch"), show_default=True,
+              help=f"Training chip side in pixels, or {AUTO_PATCH}: {SIDE_FACTOR} times the "
+                   "area-weighted side of the rarest class's objects in the labels, "
+                   f"{SIDE_BOUNDS[0]} to {SIDE_BOUNDS[1]} px.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help=f"Chips per step. Default: {DEFAULT_BATCH}, or with --patch {AUTO_PATCH} "
+                   f"as many pixels ({DEFAULT_BATCH} x {DEFAULT_PATCH}^2) in chips of the side "
+                   "chosen.")
 @click.option("--time-limit", default=None,
               help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it, "
                    "or the steps the data should get (as the default, without its maximum) "

@@ -21,6 +21,16 @@ from geofuse.model_config import Architecture, ClassInfo
 from geofuse.sources import as_source
 from geofuse.training.labels import MASK_MODES, LabelCoding
 
+DEFAULT_PATCH = 64
+"""Training chip side in pixels."""
+DEFAULT_BATCH = 16
+"""Training chips per step (of :data:`DEFAULT_PATCH` px)."""
+AUTO_PATCH = "auto"
+"""The ``patch`` value that chooses the chip side from the labels (:mod:`.chipsize`)."""
+SIDE_FACTOR = 1.5
+"""``auto``: chip side over the area-weighted object side of the rarest class."""
+SIDE_BOUNDS = (48, 128)
+"""``auto``: smallest and largest chip side."""
 LOSSES = ("ce+dice", "focal+dice", "ce+lovasz", "ce", "focal", "dice", "lovasz")
 STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
@@ -234,8 +244,12 @@ class TrainConfig:
         labels: The class table and how masks encode it.
         bands: 1-based image bands to use (None: all but alpha).
         arch: The network's architecture (fusion mode and its options included).
-        patch: Chip side in pixels (a multiple of ``2**depth``).
-        batch_size: Chips per step (a multiple of the replica count with a strategy).
+        patch: Chip side in pixels (a multiple of ``2**depth``), or ``"auto"``: chosen from
+            the size of the rarest class's objects in the labels
+            (:mod:`geofuse.training.chipsize`).
+        batch_size: Chips per step (a multiple of the replica count with a strategy). None:
+            :data:`DEFAULT_BATCH`, or with ``patch="auto"`` as many pixels in chips of the
+            side chosen.
         time_limit: Training time in seconds. The learning-rate schedule (warm-up, then cosine)
             is laid over it, so the run ends at the end of its schedule; the run stops
             sooner, annealed, if it reaches its steps first (``epochs``, or by default
@@ -281,7 +295,8 @@ class TrainConfig:
             a pixel of a class drawn uniformly), ``random`` or a shuffled ``grid``.
         source_weights: Share of random chips drawn from each source (None: by area).
         val_fraction: Share of tiles / scene blocks held out for validation.
-        val_block: Side of the scene blocks (None: ``max(4 * patch, 256)``).
+        val_block: Side of the scene blocks (None: ``max(4 * patch, 256)``; 256 with
+            ``patch="auto"``, whose side is chosen after the blocks are scanned).
         max_val_chips: Cap on validation chips per epoch.
         patience: Epochs without improvement of the smoothed validation score before stopping
             (0, the default: never stop early, the run ends with its annealed schedule, which
@@ -313,8 +328,8 @@ class TrainConfig:
     labels: LabelOptions = field(default_factory=LabelOptions)
     bands: tuple[int, ...] | None = None
     arch: Architecture = field(default_factory=Architecture)
-    patch: int = 64
-    batch_size: int = 16
+    patch: int | str = DEFAULT_PATCH
+    batch_size: int | None = None
     time_limit: float | None = None
     members: int | None = None
     epochs: int | None = None
@@ -391,9 +406,15 @@ class TrainConfig:
             value = getattr(self, name)
             require(isinstance(value, int | float) and 0 <= value < 1,
                     f"Expected 0 <= {name} < 1. Received: {value!r}")
-        for name in ("patch", "batch_size", "steps_per_epoch", "max_val_chips", "workers"):
+        for name in ("steps_per_epoch", "max_val_chips", "workers"):
             positive_int(name, getattr(self, name))
-        self.arch.check_tile(self.patch)
+        if self.batch_size is not None:
+            positive_int("batch_size", self.batch_size)
+        if self.patch != AUTO_PATCH:
+            require(isinstance(self.patch, int) and not isinstance(self.patch, bool)
+                    and self.patch > 0,
+                    f"Expected a positive chip side or {AUTO_PATCH!r}. Received: {self.patch!r}")
+            self.arch.check_tile(self.patch)
         require(0.0 <= self.val_fraction < 1.0,
                f"Expected 0 <= val_fraction < 1. Received: {self.val_fraction}")
         require(self.learning_rate > 0,
@@ -416,8 +437,9 @@ class TrainConfig:
                 f"Expected 0 <= cutmix <= 1. Received: {self.cutmix!r}")
         require(isinstance(self.patience, int) and self.patience >= 0,
                f"Expected patience >= 0. Received: {self.patience!r}")
-        if self.val_block is not None:
-            require(isinstance(self.val_block, int) and self.val_block >= self.patch,
+        if self.val_block is not None:  # (an "auto" side is checked once it is chosen)
+            least = self.patch if isinstance(self.patch, int) else 1
+            require(isinstance(self.val_block, int) and self.val_block >= least,
                    f"Expected val_block >= patch ({self.patch}). Received: {self.val_block!r}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,9 +30,13 @@ from geofuse.errors import ConfigError, InputError, OutputError
 from geofuse.model_config import ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.outputs import Progress, write_json
 from geofuse.sources import portable
+from geofuse.training.chipsize import choose_chip
 from geofuse.training.config import (
+    AUTO_PATCH,
     CACHE_AUTO_BYTES,
     CLASS_WEIGHTINGS,
+    DEFAULT_BATCH,
+    DEFAULT_PATCH,
     SceneSource,
     TilesSource,
     TrainConfig,
@@ -287,7 +291,8 @@ def train(
             if small or raster.driver not in ("GTiff", "COG", "VRT"):
                 raster.load()
     scale = band_scale(rasters[0].dtype)
-    block = config.val_block or max(4 * config.patch, 256)
+    auto = config.patch == AUTO_PATCH
+    block = config.val_block or max(4 * (DEFAULT_PATCH if auto else config.patch), 256)
     units = make_units(rasters, kinds, block)
     scan(rasters, units, len(classes), scale)
     if sum(int(u.counts.sum()) for u in units) == 0:
@@ -307,6 +312,13 @@ def train(
 
     for warning in validation_warnings(units, classes):
         say(f"warning: {warning}")
+    if auto:
+        chip = choose_chip(rasters, train_counts, config.arch.depth)
+        say(f"training on {chip.describe([c.name for c in classes])}")
+        config = dataclasses.replace(config, patch=chip.patch,
+                                     batch_size=config.batch_size or chip.batch_size)
+    elif config.batch_size is None:
+        config = dataclasses.replace(config, batch_size=DEFAULT_BATCH)
     seconds, steps = config.time_limit, None
     if config.epochs is None:
         steps = default_steps(int(train_counts.sum()), config.steps_per_epoch,
