@@ -172,6 +172,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "for 3,000 steps (a fixed length, so that machines and loads compare)"),
     "steps3000-p48": ({"members": 1, "epochs": 60, "patch": 48, "batch_size": 28}, {},
                       "`steps3000` on 48-px chips, batch 28 (as `patch48-3`)"),
+    "steps3000-p80": ({"members": 1, "epochs": 60, "patch": 80, "batch_size": 10}, {},
+                      "`steps3000` on 80-px chips, batch 10 (about the pixels of a step of "
+                      "64-px chips of 16)"),
     "steps3000-p128": ({"members": 1, "epochs": 60, "patch": 128, "batch_size": 4}, {},
                        "`steps3000` on 128-px chips, batch 4 (the pixels of a step of 64-px "
                        "chips of 16)"),
