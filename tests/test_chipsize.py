@@ -46,7 +46,7 @@ def building_scene(folder: Path, side: int, count: int = 6) -> tuple[Path, Path]
 
 
 @pytest.mark.parametrize(("side", "count", "patch", "batch"),
-                         [(32, 6, 48, 28), (70, 3, 112, 5), (100, 1, 128, 4)])
+                         [(32, 6, 48, 28), (44, 6, 64, 16), (70, 3, 80, 10)])
 def test_patch_auto_follows_the_size_of_the_buildings(
         tmp_path: Path, side: int, count: int, patch: int, batch: int) -> None:
     scene, labels = building_scene(tmp_path / "data", side, count)
@@ -54,7 +54,7 @@ def test_patch_auto_follows_the_size_of_the_buildings(
     result = CliRunner().invoke(main, ["train", "--scene", str(scene), "--labels", str(labels),
                                        "--out", str(out), "--patch", "auto", *TINY])
     assert result.exit_code == 0, result.output
-    # 1.5 times the side, in multiples of 16, at most 128; as many pixels as 16 x 64^2
+    # 1.5 times the side, in multiples of 16, at most 80; as many pixels as 16 x 64^2
     assert (f"training on chips of {patch} px, batches of {batch} (--patch auto: "
             f"scene_labels, the rarest class, in objects of {side} px a side") in result.output
     from geofuse.model import read_info

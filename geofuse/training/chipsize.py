@@ -8,8 +8,9 @@ the network is trained on, and with it the balance of precision and recall it le
 about 31 px a side, and lost on Inria, whose buildings, drawn by area, are about 52 px; 80-px
 chips won there). ``auto`` sets the side to :data:`SIDE_FACTOR` times the *area-weighted side*
 of the rarest class's objects: the square root of each connected component's area, averaged
-with the areas as weights (the size of the object a pixel drawn by area lies in). The batch
-keeps the pixels of a step of the default chips (:data:`STEP_PIXELS`).
+with the areas as weights (the size of the object a pixel drawn by area lies in), within
+:data:`SIDE_BOUNDS` (large regions, forest or a road network, asked for 128-px chips, which
+lost there). The batch keeps the pixels of a step of the default chips (:data:`STEP_PIXELS`).
 
 Pure NumPy and rasterio; no TensorFlow.
 """

@@ -29,7 +29,7 @@ AUTO_PATCH = "auto"
 """The ``patch`` value that chooses the chip side from the labels (:mod:`.chipsize`)."""
 SIDE_FACTOR = 1.5
 """``auto``: chip side over the area-weighted object side of the rarest class."""
-SIDE_BOUNDS = (48, 128)
+SIDE_BOUNDS = (48, 80)
 """``auto``: smallest and largest chip side."""
 LOSSES = ("ce+dice", "focal+dice", "ce+lovasz", "ce", "focal", "dice", "lovasz")
 STRATEGIES = ("none", "mirrored", "multi-worker")
