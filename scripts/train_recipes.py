@@ -184,6 +184,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                 "chips, batch 28 (as `patch48-3`)"),
     "one-p80": ({"members": 1, "patch": 80, "batch_size": 10}, {}, "`one-p64` on 80-px "
                 "chips, batch 10 (about the pixels of a step of 64-px chips of 16)"),
+    "members3-p80": ({"members": 3, "patch": 80, "batch_size": 10}, {},
+                     "`members3` (three networks of the data's steps) on 80-px chips of 10, "
+                     "what `--patch auto` picks on Inria"),
     "one-p128": ({"members": 1, "patch": 128, "batch_size": 4}, {}, "`one-p64` on 128-px "
                  "chips, batch 4 (the pixels of a step of 64-px chips of 16)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
