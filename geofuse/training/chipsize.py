@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.features import shapes
 from rasterio.windows import Window
+from shapely.geometry import shape
 
 from geofuse.training.config import DEFAULT_BATCH, DEFAULT_PATCH, SIDE_BOUNDS, SIDE_FACTOR
 from geofuse.training.datasets import LabelledRaster
@@ -71,19 +72,9 @@ def area_weighted_side(labels: np.ndarray, class_id: int) -> tuple[float, float]
     mask = (labels == class_id).astype(np.uint8)
     if not mask.any():
         return 0.0, 0.0
-    areas = np.array([_pixels(g) for g, value in shapes(mask, mask=mask.astype(bool))
-                      if value == 1], np.float64)
+    areas = np.array([shape(g).area for g, _ in shapes(mask, mask=mask.astype(bool))],
+                     np.float64)  # pixel coordinates: areas in pixels
     return float((areas**1.5).sum()), float(areas.sum())
-
-
-def _pixels(geometry: dict) -> float:
-    """Area in pixels of a polygon from :func:`rasterio.features.shapes` (pixel coordinates)."""
-    def ring_area(ring: list) -> float:
-        xy = np.asarray(ring, np.float64)
-        return 0.5 * abs(float(np.dot(xy[:-1, 0], xy[1:, 1]) - np.dot(xy[1:, 0], xy[:-1, 1])))
-
-    outer, *holes = geometry["coordinates"]
-    return ring_area(outer) - sum(ring_area(h) for h in holes)
 
 
 def sample_windows(rasters: Sequence[LabelledRaster]) -> list[tuple[int, Window]]:
