@@ -187,6 +187,11 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "members3-p80": ({"members": 3, "patch": 80, "batch_size": 10}, {},
                      "`members3` (three networks of the data's steps) on 80-px chips of 10, "
                      "what `--patch auto` picks on Inria"),
+    "auto-26": ({"patch": "auto"}, {}, "the library defaults with `--patch auto`: the chip side "
+                "from the labels (1.5 x the rarest class's area-weighted object side, 48-80 px), "
+                "batches keeping 16 x 64^2 px per step; session 26's candidate default"),
+    "members3-auto": ({"members": 3, "patch": "auto"}, {}, "`members3` (the defaults of a "
+                      "10-minute run, three networks of the data's steps) with `--patch auto`"),
     "one-p128": ({"members": 1, "patch": 128, "batch_size": 4}, {}, "`one-p64` on 128-px "
                  "chips, batch 4 (the pixels of a step of 64-px chips of 16)"),
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
@@ -277,6 +282,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float | None,
         "kept_epoch": result.kept_epoch,
         "steps": result.epochs * config.steps_per_epoch,  # every network's, added up
         "members": result.metrics.get("members", 1),
+        "patch": result.metrics.get("patch"), "batch_size": result.metrics.get("batch_size"),
         "validation_mean_iou": (result.metrics.get("validation") or {}).get("mean_iou"),
         "held_out_mean_iou": report["mean_iou"],
         "held_out_score": report["classes"][score_class]["iou"] if score_class

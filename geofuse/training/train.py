@@ -374,6 +374,8 @@ def train(
         "held_out": [_unit_name(rasters[u.raster], u, kinds[u.raster])
                      for u in units if u.validation],
         "replicas": outcome.replicas,
+        "patch": config.patch,  # resolved: the side --patch auto chose, or the one given
+        "batch_size": config.batch_size,
         "seconds": round(time.perf_counter() - start, 1),
         "time_limit": config.time_limit,
         "budget_seconds": seconds,
