@@ -96,15 +96,51 @@ INRIA = REAL / "inria-austin-deeposlandia"
 INRIA_SPLIT = 700  # of 1000 columns (0.3 m RGB, labels 0 / 255)
 
 
-def inria_split(folder: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+def halved(src: Path, dest: Path, labels: bool = False) -> Path:
+    """``src`` at half its resolution, written to ``dest`` (reused when there).
+
+    Image pixels are 2 x 2 averages; label pixels (0 / 255) are 255 where at least half of
+    the four were.
+    """
+    from rasterio.enums import Resampling
+
+    if dest.exists():
+        return dest
+    with rasterio.open(src) as ds:
+        height, width = ds.height // 2, ds.width // 2
+        data = ds.read(out_shape=(ds.count, height, width), resampling=Resampling.average,
+                       window=Window(0, 0, 2 * width, 2 * height))
+        if labels:
+            data = np.where(data >= 128, 255, 0).astype(ds.dtypes[0])
+        profile = ds.profile | {"width": width, "height": height,
+                                "transform": ds.transform * ds.transform.scale(2),
+                                "tiled": True, "blockxsize": 256, "blockysize": 256,
+                                "compress": "deflate"}
+    tmp = dest.with_suffix(".tmp.tif")
+    with rasterio.open(tmp, "w", **profile) as out:
+        out.write(data)
+    os.replace(tmp, dest)
+    return dest
+
+
+def inria_split(folder: Path, half: bool = False) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
     """The western and eastern parts of the Inria Austin crop and of its label raster.
+
+    ``half``: of the crop at half its resolution (0.6 m; buildings about 26 px a side by
+    area, as SpaceNet's 31: a set of small buildings ``--patch auto`` was not fitted on).
 
     Returns:
         ``((west image, west labels), (east image, east labels))``.
     """
-    images = split_columns(INRIA / "aerial_sample_image.tif", INRIA_SPLIT, folder, "inria")
-    labels = split_columns(INRIA / "aerial_sample_labels.tif", INRIA_SPLIT, folder,
-                           "inria_labels")
+    image, mask = INRIA / "aerial_sample_image.tif", INRIA / "aerial_sample_labels.tif"
+    stem, column = "inria", INRIA_SPLIT
+    if half:
+        folder.mkdir(parents=True, exist_ok=True)
+        image = halved(image, folder / "inria_half.tif")
+        mask = halved(mask, folder / "inria_half_labels.tif", labels=True)
+        stem, column = "inria_half", INRIA_SPLIT // 2
+    images = split_columns(image, column, folder, stem)
+    labels = split_columns(mask, column, folder, f"{stem}_labels")
     return (images[0], labels[0]), (images[1], labels[1])
 
 
@@ -264,9 +300,9 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
     :data:`SPACENET_VAL_BLOCK` px), score building IoU on the eastern part (split files written
     to ``work``). ``dubai-<tile>``: train on every Dubai tile folder but ``<tile>``, score mean
     IoU over the five classes on it. ``inria``: as ``spacenet`` on the Inria Austin crop
-    (:data:`INRIA_SPLIT`, label raster). ``roads``: train on a 700-px window of one
-    Massachusetts roads image, score road IoU on the 15 others (:func:`roads_split`). As
-    ``scripts/train_recipes.py`` runs them.
+    (:data:`INRIA_SPLIT`, label raster); ``inria-half``: the same at half the resolution.
+    ``roads``: train on a 700-px window of one Massachusetts roads image, score road IoU on
+    the 15 others (:func:`roads_split`). As ``scripts/train_recipes.py`` runs them.
     """
     from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 
@@ -278,10 +314,10 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
                        evaluation=EvaluateConfig(source=SceneSource(east, SPACENET_LABELS),
                                                  model=model),
                        score_class="building")
-    if dataset == "inria":
+    if dataset in ("inria", "inria-half"):
         from geofuse.training.labels import LabelCoding
 
-        (west, west_labels), (east, east_labels) = inria_split(work)
+        (west, west_labels), (east, east_labels) = inria_split(work, dataset == "inria-half")
         coding = LabelCoding(classes=2, values=(0, 255))
         return HeldOut(sources=(SceneSource(west, west_labels),),
                        labels=LabelOptions(classes=spacenet_classes(), coding=coding),
