@@ -190,6 +190,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "auto-26": ({"patch": "auto"}, {}, "the library defaults with `--patch auto`: the chip side "
                 "from the labels (1.5 x the rarest class's area-weighted object side, 48-80 px), "
                 "batches keeping 16 x 64^2 px per step; session 26's candidate default"),
+    "defaults-26": ({}, {}, "the library defaults of session 26 with no option: the chip "
+                    "side from the labels (`--patch auto`, 48 or 64 px), up to three networks "
+                    "in a time limit; on an idle machine"),
     "members3-auto": ({"members": 3, "patch": "auto"}, {}, "`members3` (the defaults of a "
                       "10-minute run, three networks of the data's steps) with `--patch auto`"),
     "one-p128": ({"members": 1, "patch": 128, "batch_size": 4}, {}, "`one-p64` on 128-px "

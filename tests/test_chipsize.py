@@ -1,4 +1,4 @@
-"""``--patch auto``: the chip side chosen from the size of the rarest class's objects."""
+"""The chip side chosen from the size of the rarest class's objects: ``--patch auto``."""
 
 from __future__ import annotations
 
@@ -46,15 +46,15 @@ def building_scene(folder: Path, side: int, count: int = 6) -> tuple[Path, Path]
 
 
 @pytest.mark.parametrize(("side", "count", "patch", "batch"),
-                         [(32, 6, 48, 28), (44, 6, 64, 16), (70, 3, 80, 10)])
-def test_patch_auto_follows_the_size_of_the_buildings(
+                         [(32, 6, 48, 28), (44, 6, 64, 16), (70, 3, 64, 16)])
+def test_the_chip_side_follows_the_size_of_the_buildings_by_default(
         tmp_path: Path, side: int, count: int, patch: int, batch: int) -> None:
     scene, labels = building_scene(tmp_path / "data", side, count)
     out = tmp_path / "m.keras"
     result = CliRunner().invoke(main, ["train", "--scene", str(scene), "--labels", str(labels),
-                                       "--out", str(out), "--patch", "auto", *TINY])
+                                       "--out", str(out), *TINY])  # no --patch: auto
     assert result.exit_code == 0, result.output
-    # 1.5 times the side, in multiples of 16, at most 80; as many pixels as 16 x 64^2
+    # 1.5 times the side, in multiples of 16, 48 to 64; as many pixels as 16 x 64^2
     assert (f"training on chips of {patch} px, batches of {batch} (--patch auto: "
             f"scene_labels, the rarest class, in objects of {side} px a side") in result.output
     from geofuse.model import read_info

@@ -1,16 +1,19 @@
-"""A training chip side chosen from the labels: ``--patch auto``.
+"""A training chip side chosen from the labels: ``--patch auto``, the default.
 
 Half of the training chips are centred on a pixel of a class drawn uniformly (balanced
 sampling), the pixel drawn by area, so a chip centred on the rarest class lies in one of its
 objects, and the chip side sets how much of the chip that object fills: the share of the class
 the network is trained on, and with it the balance of precision and recall it learns
-(``docs/training.md``, sessions 22 and 25: 48-px chips won on SpaceNet, whose buildings are
-about 31 px a side, and lost on Inria, whose buildings, drawn by area, are about 52 px; 80-px
-chips won there). ``auto`` sets the side to :data:`SIDE_FACTOR` times the *area-weighted side*
-of the rarest class's objects: the square root of each connected component's area, averaged
-with the areas as weights (the size of the object a pixel drawn by area lies in), within
-:data:`SIDE_BOUNDS` (large regions, forest or a road network, asked for 128-px chips, which
-lost there). The batch keeps the pixels of a step of the default chips (:data:`STEP_PIXELS`).
+(``docs/training.md``, sessions 22, 25 and 26: 48-px chips won on SpaceNet, whose buildings
+are about 31 px a side, and on the Inria crop at half its resolution, 27 px, and lost on Inria
+at full resolution, whose buildings, drawn by area, are about 52 px). ``auto`` sets the side to
+:data:`SIDE_FACTOR` times the *area-weighted side* of the rarest class's objects: the square
+root of each connected component's area, averaged with the areas as weights (the size of the
+object a pixel drawn by area lies in), within :data:`SIDE_BOUNDS`. Larger chips are not
+chosen: 80 px won on Inria but lost on roads and forest (large regions, which ask for more),
+128 px lost on forest and Dubai. So ``auto`` gives 48 px to small objects (below about 37 px)
+and the reference 64 px to everything else. The batch keeps the pixels of a step of the
+reference chips (:data:`STEP_PIXELS`).
 
 Pure NumPy and rasterio; no TensorFlow.
 """
@@ -32,7 +35,7 @@ from geofuse.training.datasets import LabelledRaster
 SIDE_STEP = 16
 """``auto`` sides are multiples of this (and so of ``2**depth`` up to depth 4)."""
 STEP_PIXELS = DEFAULT_BATCH * DEFAULT_PATCH**2
-"""Pixels of a training step: the default batch of default chips."""
+"""Pixels of a training step: :data:`DEFAULT_BATCH` chips of :data:`DEFAULT_PATCH` px."""
 SAMPLE_WINDOWS = 16
 """Windows of at most :data:`SAMPLE_SIDE` px over which objects are measured."""
 SAMPLE_SIDE = 1024

@@ -21,16 +21,21 @@ from geofuse.model_config import Architecture, ClassInfo
 from geofuse.sources import as_source
 from geofuse.training.labels import MASK_MODES, LabelCoding
 
-DEFAULT_PATCH = 64
-"""Training chip side in pixels."""
-DEFAULT_BATCH = 16
-"""Training chips per step (of :data:`DEFAULT_PATCH` px)."""
 AUTO_PATCH = "auto"
-"""The ``patch`` value that chooses the chip side from the labels (:mod:`.chipsize`)."""
+"""The ``patch`` value that chooses the chip side from the labels (:mod:`.chipsize`): the
+default."""
+DEFAULT_PATCH = 64
+"""Reference chip side in pixels: with :data:`DEFAULT_BATCH`, the pixels of a training step;
+the side ``auto`` takes when the labels hold no object to measure."""
+DEFAULT_BATCH = 16
+"""Training chips per step of :data:`DEFAULT_PATCH` px (the batch of a side given)."""
 SIDE_FACTOR = 1.5
 """``auto``: chip side over the area-weighted object side of the rarest class."""
-SIDE_BOUNDS = (48, 80)
-"""``auto``: smallest and largest chip side."""
+SIDE_BOUNDS = (48, 64)
+"""``auto``: smallest and largest chip side. Chips shrink for small objects but grow no
+larger than :data:`DEFAULT_PATCH`: 80 px gained on Inria's buildings of 52 px but lost on
+Massachusetts roads and forest, whose regions also ask for more, and 128 px lost on forest and
+Dubai (``docs/training.md``, sessions 25 and 26)."""
 LOSSES = ("ce+dice", "focal+dice", "ce+lovasz", "ce", "focal", "dice", "lovasz")
 STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
@@ -244,8 +249,8 @@ class TrainConfig:
         labels: The class table and how masks encode it.
         bands: 1-based image bands to use (None: all but alpha).
         arch: The network's architecture (fusion mode and its options included).
-        patch: Chip side in pixels (a multiple of ``2**depth``), or ``"auto"``: chosen from
-            the size of the rarest class's objects in the labels
+        patch: Chip side in pixels (a multiple of ``2**depth``), or ``"auto"`` (the
+            default): chosen from the size of the rarest class's objects in the labels
             (:mod:`geofuse.training.chipsize`).
         batch_size: Chips per step (a multiple of the replica count with a strategy). None:
             :data:`DEFAULT_BATCH`, or with ``patch="auto"`` as many pixels in chips of the
@@ -328,7 +333,7 @@ class TrainConfig:
     labels: LabelOptions = field(default_factory=LabelOptions)
     bands: tuple[int, ...] | None = None
     arch: Architecture = field(default_factory=Architecture)
-    patch: int | str = DEFAULT_PATCH
+    patch: int | str = AUTO_PATCH
     batch_size: int | None = None
     time_limit: float | None = None
     members: int | None = None
