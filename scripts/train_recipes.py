@@ -13,6 +13,8 @@ Sets (held-out protocol fixed before any run):
 - ``dubai-<tile>``: train on every Dubai land-cover tile folder but ``<tile>``, score mean IoU
   over the five classes on the held-out tile (e.g. ``dubai-Tile 3``).
 - ``forest``: Sentinel-2 forest chips, train on train_images, score forest IoU on test_images.
+- ``inria``, ``inria-half`` (the crop at half resolution), ``roads``: as
+  :func:`_common.held_out_protocol` describes them.
 
     nice python scripts/train_recipes.py --sets spacenet --recipes default,plain --seeds 0 1 2
     python scripts/train_recipes.py --report-only
