@@ -203,9 +203,9 @@ def _train_default(name: str) -> Any:
                    "area-weighted side of the rarest class's objects in the labels, "
                    f"{SIDE_BOUNDS[0]} to {SIDE_BOUNDS[1]} px.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help=f"Chips per step. Default: {DEFAULT_BATCH}, or with --patch {AUTO_PATCH} "
-                   f"as many pixels ({DEFAULT_BATCH} x {DEFAULT_PATCH}^2) in chips of the side "
-                   "chosen.")
+              help=f"Chips per step. Default: as many pixels as {DEFAULT_BATCH} chips of "
+                   f"{DEFAULT_PATCH} px in chips of the side --patch {AUTO_PATCH} chose; "
+                   f"{DEFAULT_BATCH} with a side given.")
 @click.option("--time-limit", default=None,
               help="Training time, e.g. 90s, 10m, 1h: the learning-rate schedule spans it, "
                    "or the steps the data should get (as the default, without its maximum) "
