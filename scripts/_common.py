@@ -126,7 +126,7 @@ def halved(src: Path, dest: Path, labels: bool = False) -> Path:
 def inria_split(folder: Path, half: bool = False) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
     """The western and eastern parts of the Inria Austin crop and of its label raster.
 
-    ``half``: of the crop at half its resolution (0.6 m; buildings about 26 px a side by
+    ``half``: of the crop at half its resolution (0.6 m; buildings about 27 px a side by
     area, as SpaceNet's 31: a set of small buildings ``--patch auto`` was not fitted on).
 
     Returns:
