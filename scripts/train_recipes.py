@@ -190,8 +190,9 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                      "`members3` (three networks of the data's steps) on 80-px chips of 10, "
                      "what `--patch auto` picks on Inria"),
     "auto-26": ({"patch": "auto"}, {}, "the library defaults with `--patch auto`: the chip side "
-                "from the labels (1.5 x the rarest class's area-weighted object side, 48-80 px: the "
-                "bounds when these runs were made), batches keeping 16 x 64^2 px per step"),
+                "from the labels (1.5 x the rarest class's area-weighted object side, 48-80 "
+                "px: the bounds when these runs were made), batches keeping 16 x 64^2 px per "
+                "step"),
     "defaults-26": ({}, {}, "the library defaults of session 26 with no option: the chip "
                     "side from the labels (`--patch auto`, 48 or 64 px), up to three networks "
                     "in a time limit; on an idle machine"),
