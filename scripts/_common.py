@@ -96,24 +96,24 @@ INRIA = REAL / "inria-austin-deeposlandia"
 INRIA_SPLIT = 700  # of 1000 columns (0.3 m RGB, labels 0 / 255)
 
 
-def halved(src: Path, dest: Path, labels: bool = False) -> Path:
-    """``src`` at half its resolution, written to ``dest`` (reused when there).
+def downsampled(src: Path, dest: Path, factor: int = 2, labels: bool = False) -> Path:
+    """``src`` with pixels ``factor`` times larger, written to ``dest`` (reused when there).
 
-    Image pixels are 2 x 2 averages; label pixels (0 / 255) are 255 where at least half of
-    the four were.
+    Image pixels are ``factor x factor`` averages over the whole blocks of ``src``; label
+    pixels (0 / 255) are 255 where at least half of the block was.
     """
     from rasterio.enums import Resampling
 
     if dest.exists():
         return dest
     with rasterio.open(src) as ds:
-        height, width = ds.height // 2, ds.width // 2
+        height, width = ds.height // factor, ds.width // factor
         data = ds.read(out_shape=(ds.count, height, width), resampling=Resampling.average,
-                       window=Window(0, 0, 2 * width, 2 * height))
+                       window=Window(0, 0, factor * width, factor * height))
         if labels:
             data = np.where(data >= 128, 255, 0).astype(ds.dtypes[0])
         profile = ds.profile | {"width": width, "height": height,
-                                "transform": ds.transform * ds.transform.scale(2),
+                                "transform": ds.transform * ds.transform.scale(factor),
                                 "tiled": True, "blockxsize": 256, "blockysize": 256,
                                 "compress": "deflate"}
     tmp = dest.with_suffix(".tmp.tif")
@@ -136,8 +136,8 @@ def inria_split(folder: Path, half: bool = False) -> tuple[tuple[Path, Path], tu
     stem, column = "inria", INRIA_SPLIT
     if half:
         folder.mkdir(parents=True, exist_ok=True)
-        image = halved(image, folder / "inria_half.tif")
-        mask = halved(mask, folder / "inria_half_labels.tif", labels=True)
+        image = downsampled(image, folder / "inria_half.tif")
+        mask = downsampled(mask, folder / "inria_half_labels.tif", labels=True)
         stem, column = "inria_half", INRIA_SPLIT // 2
     images = split_columns(image, column, folder, stem)
     labels = split_columns(mask, column, folder, f"{stem}_labels")

@@ -25,24 +25,17 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from _common import SPACENET_LABELS, building_scores, figure, spacenet_classes, spacenet_split
-from affine import Affine
-from rasterio.enums import Resampling
+from _common import (
+    SPACENET_LABELS,
+    building_scores,
+    downsampled,
+    figure,
+    spacenet_classes,
+    spacenet_split,
+)
 from rasterio.windows import Window
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def downsample(scene: Path, out: Path, factor: int) -> Path:
-    """``scene`` with pixels ``factor`` times larger (averages), on the same extent."""
-    with rasterio.open(scene) as src:
-        height, width = src.height // factor, src.width // factor
-        data = src.read(out_shape=(src.count, height, width), resampling=Resampling.average)
-        profile = src.profile | {"width": width, "height": height,
-                                 "transform": src.transform * Affine.scale(factor)}
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(data)
-    return out
 
 
 def labels_of(scene: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +70,7 @@ def main() -> None:
             model = Path(shutil.copy(model, folder / "model.keras"))
             replace_info(model, dataclasses.replace(info, pixel_size=args.pixel_size))
         _, east = spacenet_split(folder)
-        coarse = downsample(east, folder / "east_coarse.tif", args.factor)
+        coarse = downsampled(east, folder / "east_coarse.tif", args.factor)
         print(f"model {args.model.name} (trained at {args.pixel_size:g} m); building IoU on "
               "the eastern third of the SpaceNet sample")
         print(f"{'scene':<18}{'--resample':<12}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}")
