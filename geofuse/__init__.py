@@ -6,7 +6,7 @@ it lazily.
 
 from geofuse.config import SegmentConfig, TilingConfig
 from geofuse.errors import GeofuseError, InputError, ModelError, OutputError
-from geofuse.model_config import ClassInfo, ModelInfo, ModelSpec, Normalization
+from geofuse.model.spec import ClassInfo, ModelInfo, ModelSpec, Normalization
 
 __version__ = "0.1.0"
 

@@ -2,10 +2,10 @@
 
 For notebooks and other pipelines that hold imagery as arrays (bands-first like rasterio and
 PyTorch, or bands-last like PIL and Keras). The array is wrapped as an in-memory GeoTIFF
-(GDAL's ``/vsimem/``) and read by the same :class:`~geofuse.tiling.SceneReader` as a file, so
+(GDAL's ``/vsimem/``) and read by the same :class:`~geofuse.read.reader.SceneReader` as a file, so
 scaling, normalisation and validity (the ``valid`` mask, NaN in float data) are the ones of
 ``segment``; tiles are chosen by the same :meth:`~geofuse.config.TilingConfig.for_scene`,
-predicted by the same runtime and blended by the same :class:`~geofuse.stitcher.Stitcher`.
+predicted by the same runtime and blended by the same :class:`~geofuse.write.stitcher.Stitcher`.
 The result equals the mask and float32 probabilities ``segment`` writes for the same pixels.
 
 Example:
@@ -30,11 +30,11 @@ from rasterio.io import MemoryFile
 from geofuse.checks import choice
 from geofuse.config import TTA_MODES, SegmentConfig, TilingConfig
 from geofuse.errors import InputError
-from geofuse.feed import read_ahead
-from geofuse.model import LoadedModel, load_model
-from geofuse.outputs import Progress
-from geofuse.stitcher import Stitcher
-from geofuse.tiling import SUPPORTED_DTYPES, SceneReader
+from geofuse.model.modelfile import LoadedModel, load_model
+from geofuse.progress import Progress
+from geofuse.read.feed import read_ahead
+from geofuse.read.reader import SUPPORTED_DTYPES, SceneReader
+from geofuse.write.stitcher import Stitcher
 
 LAYOUTS = ("auto", "bands_first", "bands_last")
 
@@ -125,10 +125,10 @@ def predict_array(
             shape), ModelError, ConfigError for bad settings.
 
     """
-    from geofuse.runtime import choose_runtime, pipelined
-    from geofuse.runtime import make_predictor as runtime_predictor
+    from geofuse.model.runtime import choose_runtime, pipelined
+    from geofuse.model.runtime import make_predictor as runtime_predictor
+    from geofuse.model.tta import tta_predictor
     from geofuse.segment import run_pipeline
-    from geofuse.tta import tta_predictor
 
     choice("tta", tta, TTA_MODES)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)

@@ -2,7 +2,7 @@
 
 Nothing here imports TensorFlow or rasterio: these are plain values that describe one run
 (``TilingConfig``, ``SegmentConfig``, ...). What a model is (``ModelSpec``, ``ModelInfo``), which
-travels inside its file, lives in :mod:`geofuse.model_config`.
+travels inside its file, lives in :mod:`geofuse.model.spec`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,21 @@ from geofuse.checks import choice, non_negative, positive_int, require
 from geofuse.errors import ConfigError
 
 if TYPE_CHECKING:
-    from geofuse.windows import TileGrid
+    from geofuse.read.grid import TileGrid
 
 BLEND_MODES = ("hann", "center")
 PROBABILITY_DTYPES = ("uint8", "float32")
-TTA_MODES = ("none", "flips", "rotations", "all")
-RUNTIMES = ("auto", "tensorflow", "openvino")  # inference runtimes (geofuse.runtime)
+TTA_TRANSFORMS: dict[str, tuple[tuple[int, bool], ...]] = {
+    "none": ((0, False),),
+    # identity, left-right, up-down (= half turn of the mirror), half turn
+    "flips": ((0, False), (0, True), (2, True), (2, False)),
+    "rotations": ((0, False), (1, False), (2, False), (3, False)),
+    "all": tuple((k, flip) for flip in (False, True) for k in range(4)),
+}
+"""Test-time augmentation modes: ``(quarter_turns, mirror_left_right)`` per pass
+(:mod:`geofuse.model.tta` applies them)."""
+TTA_MODES = tuple(TTA_TRANSFORMS)
+RUNTIMES = ("auto", "tensorflow", "openvino")  # inference runtimes (geofuse.model.runtime)
 PRECISIONS = ("auto", "f32", "bf16")
 VECTOR_FORMATS = ("gpkg", "geojson")
 FUSION_LEVELS = ("all", "adjacent")
@@ -34,7 +43,7 @@ STRETCH_MODES = ("percentile",)
 OVERLAP_DIVISOR = 16  # default overlap: a sixteenth of the tile (docs/seams.md)
 FIT_RANGE = 0.25  # a big scene's tile may differ from the nominal one by this share (for_scene)
 CALL_SLACK = 0.1  # a fitted tiling's model call may hold this share more pixels (for_scene)
-PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.preview)
+PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.products.preview)
 @dataclass(frozen=True)
 class TilingConfig:
     """How a scene is cut into model inputs and stitched back.
@@ -48,13 +57,13 @@ class TilingConfig:
         batch_size: Tiles per model call.
         bands: 1-based band indexes to read, or None for every non-alpha band.
         runtime: Inference runtime, one of ``RUNTIMES``: ``auto`` is OpenVINO where it is
-            installed, else TensorFlow (see :mod:`geofuse.runtime`).
+            installed, else TensorFlow (see :mod:`geofuse.model.runtime`).
         precision: One of ``PRECISIONS``: ``auto`` is bf16 on OpenVINO where the CPU has
             native BF16, else f32; bf16 needs OpenVINO.
         fit: Let :meth:`for_scene` change a big scene's tile by up to ``FIT_RANGE`` so that
             its grid computes the fewest patch pixels; False keeps ``tile`` exactly.
         align: Tiles start on multiples of this: :meth:`for_scene` sets the model's
-            ``2**depth`` (see :mod:`geofuse.windows`).
+            ``2**depth`` (see :mod:`geofuse.read.grid`).
         tile_width: The tile's columns where :meth:`for_scene` fitted a tile that is not
             square (a scene narrower than the tile along one axis); None: square.
 
@@ -135,7 +144,7 @@ class TilingConfig:
                 self, tile=whole[0], tile_width=None if whole[0] == whole[1] else whole[1],
                 fit=False, align=multiple, batch_size=1,
                 overlap=min(overlap, min(whole) // 2) // multiple * multiple)
-        from geofuse.windows import axis_starts  # numpy, rasterio: not at import (CLI start-up)
+        from geofuse.read.grid import axis_starts  # numpy, rasterio: not at import (CLI start-up)
 
         def count(length: int, side: int) -> int:  # tiles along one axis
             return len(axis_starts(length, side, side - overlap, multiple))
@@ -170,7 +179,7 @@ class TilingConfig:
 
     def grid(self, height: int, width: int) -> TileGrid:
         """The tile grid of this tiling over a ``height`` x ``width`` scene."""
-        from geofuse.windows import TileGrid
+        from geofuse.read.grid import TileGrid
 
         return TileGrid(height, width, self.tile, self.overlap, self.align, self.tile_width)
 
@@ -214,7 +223,7 @@ class VectorizeConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    """How a scene is fitted to the model's input contract (see :mod:`geofuse.contract`).
+    """How a scene is fitted to the model's input contract (see :mod:`geofuse.read.contract`).
 
     Attributes:
         input_range: ``(low, high)`` scene values mapped linearly onto the model's input range
@@ -223,7 +232,8 @@ class InputConfig:
         stretch: ``"percentile"``: each band's 0.5 and 99.5 percentiles in the scene are mapped
             onto that band's training range recorded in the model.
         resample: ``"auto"``: a scene whose pixel size differs from the model's by more than
-            :data:`~geofuse.contract.RESAMPLE_BEYOND` is read at the model's pixel size, and the
+            :data:`~geofuse.read.contract.RESAMPLE_BEYOND` is read at the model's pixel size, and
+            the
             output written on the scene's own grid; ``"off"``: never.
         nodata: A nodata value replacing the scene's own, in every band.
         ignore_nodata: Ignore the scene's nodata value (alpha bands, mask files and NaN still
@@ -297,9 +307,70 @@ class SegmentConfig:
 
     def tiling_for(self, height: int, width: int, multiple: int) -> TilingConfig:
         """``tiling.for_scene`` of a scene, square where ``tta`` turns tiles a quarter turn."""
-        from geofuse.tta import turns
+        turns = any(k % 2 for k, _ in TTA_TRANSFORMS[self.tta])
+        return self.tiling.for_scene(height, width, multiple, square=turns)
 
-        return self.tiling.for_scene(height, width, multiple, square=turns(self.tta))
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where Dask tasks run.
+
+    Attributes:
+        workers: Worker processes of the local cluster (ignored with ``scheduler``).
+        scheduler: Address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
+
+    """
+
+    workers: int = 1
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.workers, int) and self.workers > 0):
+            raise ConfigError(f"Expected workers to be a positive integer. Received: "
+                              f"{self.workers!r}")
+        if self.scheduler is not None and "://" not in self.scheduler:
+            raise ConfigError(f"Expected a scheduler address like tcp://host:8786. "
+                              f"Received: {self.scheduler!r}")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """One ``batch`` run.
+
+    Attributes:
+        segment: Per-scene tiling and output options (tiling, probability dtype, TTA, AOI,
+            polygon settings). Its ``probabilities``, ``vector`` and ``preview`` paths and
+            ``overwrite`` are ignored: batch names the outputs and decides what to redo.
+        pattern: Glob pattern for scene file names (folder input).
+        recursive: Also search sub-folders (their structure is mirrored under the output).
+        probabilities: Also write ``NAME.probs.tif`` beside each mask.
+        vector: Also write polygons, ``NAME.gpkg`` (``.geojson`` with that vectorize format).
+        preview: Also write a quick-look ``NAME.png``.
+        resume: Skip scenes whose outputs are complete; False redoes and replaces everything.
+        workers: Worker processes of the local cluster (ignored with ``scheduler``).
+        scheduler: Address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
+
+    """
+
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    pattern: str = "*.tif"
+    recursive: bool = False
+    probabilities: bool = False
+    vector: bool = False
+    preview: bool = False
+    resume: bool = True
+    workers: int = 1
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pattern:
+            raise ConfigError("Expected a file name pattern like '*.tif'. Received: ''")
+        self.cluster  # noqa: B018 - validates workers and scheduler
+
+    @property
+    def cluster(self) -> ClusterConfig:
+        """Where the scenes run (:mod:`geofuse.scale.cluster` makes it)."""
+        return ClusterConfig(self.workers, self.scheduler)
 
 
 def parse_bands(text: str | Sequence[int] | None) -> tuple[int, ...] | None:

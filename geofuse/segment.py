@@ -24,26 +24,20 @@ from rasterio.control import GroundControlPoint
 from rasterio.windows import Window
 
 import geofuse
-from geofuse.aoi import AreaOfInterest
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
-from geofuse.feed import lower_priority, read_ahead
-from geofuse.model import LoadedModel, load_model
-from geofuse.outputs import (
-    TAGS,
-    Progress,
-    announce,
-    check_destination,
-    check_geotiff_name,
-    remove_stale_temps,
-)
-from geofuse.rasterfile import is_georeferenced
-from geofuse.runtime import RuntimeChoice, choose_runtime, pipelined, tensorflow_function
-from geofuse.runtime import make_predictor as runtime_predictor
+from geofuse.model.modelfile import LoadedModel, load_model
+from geofuse.model.runtime import RuntimeChoice, choose_runtime, pipelined, tensorflow_function
+from geofuse.model.runtime import make_predictor as runtime_predictor
+from geofuse.model.tta import passes, tta_predictor
+from geofuse.progress import Progress, announce
+from geofuse.read.aoi import AreaOfInterest
+from geofuse.read.feed import lower_priority, read_ahead
+from geofuse.read.rasterfile import is_georeferenced
+from geofuse.read.reader import Patch, SceneReader
 from geofuse.sources import Source, as_source, source_name
-from geofuse.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
-from geofuse.tiling import Patch, SceneReader
-from geofuse.tta import passes, tta_predictor
+from geofuse.write.outputs import TAGS, check_destination, check_geotiff_name, remove_stale_temps
+from geofuse.write.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
 
 log = logging.getLogger(__name__)
 COLUMNS_WHEN_WIDER = True  # stitch scenes wider than tall by columns (memory ~ their height)
@@ -90,7 +84,7 @@ class SegmentResult:
 
 def make_predictor(model: Any, batch: int, tile: int | tuple[int, int],
                    bands: int) -> Callable[[np.ndarray], Any]:
-    """A TensorFlow predictor of a bare Keras model, traced once (see :mod:`geofuse.runtime`)."""
+    """A TensorFlow predictor of a bare Keras model, traced once (:mod:`geofuse.model.runtime`)."""
     return tensorflow_function(model, batch, tile, bands)
 
 
@@ -132,11 +126,11 @@ def run_pipeline(
     """Predict batches and stitch them, stitching batch k while predicting k + 1.
 
     Reading, normalising and stacking already run ahead in their own thread (``batches``
-    comes from :func:`~geofuse.feed.read_ahead`); here stitching runs in a second thread, so
+    comes from :func:`~geofuse.read.feed.read_ahead`); here stitching runs in a second thread, so
     the model is never idle waiting for numpy. Batches are stitched strictly in order.
     ``total`` (the tiles that need the model) may be a function: tiles found empty while
     reading lower it as the run goes. ``in_flight`` above 1: ``predict`` is called from that
-    many threads, one batch each (:func:`geofuse.runtime.pipelined`; ``batches`` must not
+    many threads, one batch each (:func:`geofuse.model.runtime.pipelined`; ``batches`` must not
     reuse an array sooner).
     """
     count = total if callable(total) else lambda: total
@@ -198,11 +192,11 @@ def segment_scene(
 ) -> SegmentResult:
     """Segment one scene into a class-mask COG (and optional probabilities).
 
-    The scene is first checked against the model's input contract (:mod:`geofuse.contract`):
+    The scene is first checked against the model's input contract (:mod:`geofuse.read.contract`):
     bands matched by name, data type and value range, pixel size; ``config.input`` says how to
     adapt it. A scene read at the model's pixel size still gets its output on its own grid.
     With ``grid_rows`` only one band of the output is made, pixel for pixel as in the whole run
-    (one task of :mod:`geofuse.scatter`).
+    (one task of :mod:`geofuse.scale.bands`).
 
     Args:
         scene: Input raster.
@@ -211,12 +205,12 @@ def segment_scene(
         config: Tiling and outputs; defaults to ``SegmentConfig()``.
         progress: Optional ``progress(done_tiles, total_tiles)`` callback.
         predictor: Optional prebuilt prediction function (reused across scenes by batch jobs);
-            default: :func:`geofuse.runtime.make_predictor` for ``config.tiling``'s runtime
-            and precision. A :class:`~geofuse.runtime.Predictor`'s runtime goes into the tags.
+            default: :func:`geofuse.model.runtime.make_predictor` for ``config.tiling``'s runtime
+            and precision. A :class:`~geofuse.model.runtime.Predictor`'s runtime goes into the tags.
         notify: Receives the contract's one-line notices (default: logged as warnings); they
             are in the result too.
         grid_rows: ``(first, stop)``: only the scene rows that the cores of these rows of the
-            tile grid own (:meth:`~geofuse.windows.TileGrid.band_rows`), predicted from every
+            tile grid own (:meth:`~geofuse.read.grid.TileGrid.band_rows`), predicted from every
             tile that reaches them. ``out`` (and ``config.probabilities``) then hold just those
             rows, full width, as plain tiled GeoTIFFs (transform shifted, no overviews), and
             ``height`` in the result is theirs. Not with ``vector``/``preview`` or a resampled
@@ -452,7 +446,7 @@ def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) ->
         check_destination(Path(extra), config.overwrite)
         taken.add(Path(extra).resolve())
     if config.vector is not None:
-        from geofuse.vector_io import output_format
+        from geofuse.products.vector_io import output_format
 
         output_format(Path(config.vector), config.vectorize.format)
 
@@ -469,14 +463,14 @@ def make_products(
     """Write the optional polygons and quick-look from the finished mask; return the polygons."""
     polygons = None
     if config.vector is not None:
-        from geofuse.vectorize import vectorize_mask
+        from geofuse.products.vectorize import vectorize_mask
 
         announce(progress, "polygons")
 
         options = replace(config.vectorize, overwrite=config.overwrite)
         polygons = vectorize_mask(out, config.vector, options, probabilities).polygons
     if config.preview is not None:
-        from geofuse.preview import render_preview
+        from geofuse.products.preview import render_preview
 
         announce(progress, "quick-look")
 

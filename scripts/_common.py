@@ -27,7 +27,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 if TYPE_CHECKING:
-    from geofuse.model_config import ClassInfo
+    from geofuse.model.spec import ClassInfo
     from geofuse.training.config import LabelOptions, SceneSource, TilesSource
     from geofuse.training.evaluate import EvaluateConfig
     from geofuse.training.labels import LabelCoding
@@ -47,7 +47,7 @@ SPACENET_VAL_BLOCK = 200  # validation units of the western part, in pixels
 
 def spacenet_classes() -> tuple[ClassInfo, ...]:
     """The two SpaceNet classes: background 0, building 1."""
-    from geofuse.model_config import ClassInfo
+    from geofuse.model.spec import ClassInfo
 
     return (ClassInfo(0, "background", "#202020"), ClassInfo(1, "building", "#e31a1c"))
 
@@ -326,7 +326,7 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
                                                  model=model, labels=LabelOptions(coding=coding)),
                        score_class="building")
     if dataset == "roads":
-        from geofuse.model_config import ClassInfo
+        from geofuse.model.spec import ClassInfo
         from geofuse.training.config import TilesSource
         from geofuse.training.labels import LabelCoding
 

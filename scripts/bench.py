@@ -4,7 +4,7 @@ First, in one process, every inference runtime/precision (TensorFlow f32, OpenVI
 bf16; ``--runtimes``) on the same normalised patches of the sample scene, rounds interleaved so
 each sees the same machine load (best round kept): model-only Mpx/s, one batch at a time and
 with the batches in flight that ``segment_scene`` keeps on a long scene (OpenVINO: one per
-stream, :func:`geofuse.runtime.pipelined`), and the first-run overhead
+stream, :func:`geofuse.model.runtime.pipelined`), and the first-run overhead
 (building the predictor and its first batch, minus a steady batch) with an empty conversion
 cache and again from the cache.
 
@@ -67,7 +67,7 @@ def run_child(scene: str, args: argparse.Namespace, variant: str = "tensorflow:f
 
 def seconds_per_batch(predict, inputs: list, flight: int) -> float:  # noqa: ANN001
     """Mean seconds per batch of ``predict`` over ``inputs``, ``flight`` calls at a time (as
-    ``segment_scene`` keeps them: :func:`geofuse.runtime.pipelined`)."""
+    ``segment_scene`` keeps them: :func:`geofuse.model.runtime.pipelined`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     start = time.perf_counter()
@@ -90,11 +90,11 @@ def child(args: argparse.Namespace) -> None:
     import tensorflow  # noqa: F401 - loading a .keras model imports it anyway: measured apart
 
     from geofuse.config import SegmentConfig, TilingConfig
-    from geofuse.feed import batched, stack_batch
-    from geofuse.model import load_model
-    from geofuse.runtime import choose_runtime, make_predictor, pipelined
+    from geofuse.model.modelfile import load_model
+    from geofuse.model.runtime import choose_runtime, make_predictor, pipelined
+    from geofuse.read.feed import batched, stack_batch
+    from geofuse.read.reader import SceneReader
     from geofuse.segment import segment_scene
-    from geofuse.tiling import SceneReader
 
     stages = {"tensorflow": rss_mb()}
     loaded = load_model(args.model)
@@ -154,12 +154,12 @@ def pipeline_child(args: argparse.Namespace) -> None:
     import numpy as np
     import rasterio
 
-    import geofuse.stitcher as stitcher
+    import geofuse.write.stitcher as stitcher
     from geofuse.config import SegmentConfig, TilingConfig
-    from geofuse.feed import stacked
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
+    from geofuse.read.feed import stacked
+    from geofuse.read.reader import SceneReader
     from geofuse.segment import segment_scene
-    from geofuse.tiling import SceneReader
 
     loaded = load_model(args.model)
     with rasterio.open(args.scene) as ds:
@@ -214,11 +214,11 @@ def runtimes_child(args: argparse.Namespace) -> None:
     The conversion cache (``GEOFUSE_CACHE_DIR``, set by the parent) starts empty, so the first
     OpenVINO predictor pays the conversion and the next ones (same model and shape) do not.
     """
-    from geofuse.feed import batched, stack_batch
-    from geofuse.model import load_model
-    from geofuse.runtime import choose_runtime, make_predictor, pipelined
-    from geofuse.tiling import SceneReader
-    from geofuse.windows import TileGrid
+    from geofuse.model.modelfile import load_model
+    from geofuse.model.runtime import choose_runtime, make_predictor, pipelined
+    from geofuse.read.feed import batched, stack_batch
+    from geofuse.read.grid import TileGrid
+    from geofuse.read.reader import SceneReader
 
     start = time.perf_counter()
     loaded = load_model(args.model)

@@ -3,7 +3,7 @@
 Generates N scenes (default 8 of 1024x1024, 3-band uint8, tiled deflate GeoTIFFs: random
 32-pixel blocks plus noise, ``_common.synthetic_scene``) in a temporary folder, then runs
 ``segment_directory`` on them once per worker count, each time into a fresh output folder. It
-uses the embedded default model when ``geofuse/models/default.keras`` exists (copied first, so
+uses the embedded default model when ``geofuse/model/default.keras`` exists (copied first, so
 a retrain meanwhile cannot change it), else a small untrained fusion U-Net built on the fly
 (base filters 16, depth 3; same cost).
 
@@ -31,15 +31,16 @@ from _common import synthetic_scene
 
 def get_model(folder: Path) -> tuple[Path, str]:
     """The default model (copied into ``folder``) or a freshly built small one."""
-    from geofuse.model import default_model_path
+    from geofuse.model.modelfile import default_model_path
 
     default = default_model_path()
     if default.exists():
         return Path(shutil.copy(default, folder / "default.keras")), "embedded default"
     import keras
 
-    from geofuse.model import build_unet, save_model
-    from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
+    from geofuse.model.modelfile import save_model
+    from geofuse.model.network import build_unet
+    from geofuse.model.spec import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 
     keras.utils.set_random_seed(0)
     spec = ModelSpec(bands=3, classes=5, arch=Architecture(depth=3, base_filters=16))
@@ -61,8 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from geofuse.batch import BatchConfig, available_cpus, segment_directory
-    from geofuse.config import SegmentConfig, TilingConfig
+    from geofuse.config import BatchConfig, SegmentConfig, TilingConfig
+    from geofuse.scale.batch import available_cpus, segment_directory
 
     overlap = args.tile // 8 if args.overlap is None else args.overlap
     segment = SegmentConfig(tiling=TilingConfig(tile=args.tile, overlap=overlap,

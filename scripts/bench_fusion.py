@@ -14,7 +14,7 @@ time to other processes competing for the cores).
 
 With ``--models A.keras B.keras`` it times those model files instead (trained networks, their
 own bands), relative to the first: e.g. a new default model against the old one,
-``git show REV:geofuse/models/default.keras > /tmp/old.keras``.
+``git show REV:geofuse/model/default.keras > /tmp/old.keras``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ MODES = ["none", "concat", "weighted", "weighted+gates", "attention", "cross_att
 
 def build(mode: str, args: argparse.Namespace):  # noqa: ANN201 - keras.Model
     """Network for ``mode`` (``weighted+gates`` is ``weighted`` with gates)."""
-    from geofuse.model import build_unet
-    from geofuse.model_config import Architecture, ModelSpec
+    from geofuse.model.network import build_unet
+    from geofuse.model.spec import Architecture, ModelSpec
     from geofuse.training.config import TrainConfig
 
     fusion, _, gates = mode.partition("+")
@@ -66,7 +66,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
     from geofuse.segment import make_predictor
 
     keras.utils.set_random_seed(0)

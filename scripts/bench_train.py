@@ -49,8 +49,8 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from geofuse.model import build_unet
-    from geofuse.model_config import Architecture, ClassInfo, ModelSpec, Normalization
+    from geofuse.model.network import build_unet
+    from geofuse.model.spec import Architecture, ClassInfo, ModelSpec, Normalization
     from geofuse.training.chipfeed import ChipFeed
     from geofuse.training.chips import ChipLoader
     from geofuse.training.config import CACHE_AUTO_BYTES

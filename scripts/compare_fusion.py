@@ -6,7 +6,7 @@ Protocol (fixed before any run). Every *mode* is trained with the library's trai
 (``TrainConfig`` defaults); the script sets only the data, the seed, the fusion mode with its
 options and width, and ``time_limit`` (``--budget``, default 5 minutes per run, the data checks
 included: a costlier mode gets fewer optimiser steps in the same time, as a user would). The
-modes are the fusion registry's (``geofuse.fusion``): each registered mode with its default
+modes are the fusion registry's (``geofuse.model.fusion``): each registered mode with its default
 options, plus one variant per boolean option switched on (``weighted-gates``). Where a mode's
 parameter count differs from the plain U-Net's (``none``) by more than 10 %, a width-matched
 variant (``<mode>-matched``) is run too: its ``fusion_width`` is the one in ``WIDTHS`` whose
@@ -91,7 +91,7 @@ class Variant:
 
     def arch(self) -> Any:
         """The ``Architecture`` (library defaults but for the fusion)."""
-        from geofuse.model_config import Architecture
+        from geofuse.model.spec import Architecture
 
         return Architecture(fusion=self.fusion, fusion_options=dict(self.options),
                             fusion_width=self.width)
@@ -113,8 +113,8 @@ class ParamCounter:
         if key not in self.cache:
             import keras
 
-            from geofuse.model import build_unet
-            from geofuse.model_config import ModelSpec
+            from geofuse.model.network import build_unet
+            from geofuse.model.spec import ModelSpec
             from geofuse.training.config import TrainConfig
 
             arch = replace(variant, width=width).arch()
@@ -184,7 +184,7 @@ def level_weights(model: Any, arch: Any) -> dict[str, dict[str, float]]:
     ``decoderN`` is the decoder map coming up from level N, ``encJ`` the encoder map of level J
     (0: full resolution); with gates these static weights are further scaled per image.
     """
-    from geofuse.model import decoder_sources
+    from geofuse.model.network import decoder_sources
 
     weights = {}
     for level in reversed(range(arch.depth)):
@@ -200,8 +200,8 @@ def run_once(dataset: str, variant: Variant, seed: int, budget: float, holdout: 
     """Train ``variant`` on ``dataset`` for ``budget`` seconds and score the held-out part."""
     import keras
 
-    from geofuse.fusion import fusion_mode
-    from geofuse.model import load_model
+    from geofuse.model.fusion import fusion_mode
+    from geofuse.model.modelfile import load_model
     from geofuse.training.evaluate import evaluate
     from geofuse.training.train import TrainConfig, train
 
@@ -287,8 +287,9 @@ def cost_model(variant: Variant, work: Path) -> Path:
     """An untrained network of ``variant`` in the Dubai shape (RGB, 5 classes), as a model file."""
     import keras
 
-    from geofuse.model import build_unet, save_model
-    from geofuse.model_config import ModelInfo, ModelSpec, Normalization
+    from geofuse.model.modelfile import save_model
+    from geofuse.model.network import build_unet
+    from geofuse.model.spec import ModelInfo, ModelSpec, Normalization
 
     classes = dubai_coding()[0]
     spec = ModelSpec(bands=3, classes=len(classes), arch=variant.arch())
@@ -308,7 +309,7 @@ def measure_child(model: str, scene: str) -> None:
     import rasterio
 
     from geofuse.config import SegmentConfig, TilingConfig
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
     from geofuse.segment import make_predictor, segment_scene
 
     loaded = load_model(model)

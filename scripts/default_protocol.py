@@ -24,7 +24,7 @@ Massachusetts subset states none: a model geofuse distributes is not trained on 
 scored only. Each scored part has a trivial baseline: the majority class everywhere (Dubai), or
 the scored class everywhere (the one-class sets).
 
-    python scripts/default_protocol.py --model geofuse/models/default.keras --name old
+    python scripts/default_protocol.py --model geofuse/model/default.keras --name old
     python scripts/default_protocol.py --report-only      # the tables of docs/default-model.md
 
 Each run writes ``docs/default-model-runs/<name>.json``.
@@ -283,7 +283,7 @@ def report() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "geofuse" / "models" / "default.keras")
+    parser.add_argument("--model", type=Path, default=ROOT / "geofuse" / "model" / "default.keras")
     parser.add_argument("--name", default="old", help="Result file name (old, new, ...).")
     parser.add_argument("--report-only", action="store_true",
                         help="Print the table of the result files, score nothing.")

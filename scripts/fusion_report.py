@@ -31,7 +31,7 @@ DATA_KEYS = ("val_block",)
 
 def variant_specs() -> list[tuple[str, str, tuple[tuple[str, Any], ...]]]:
     """``(name, mode, options)``: every registered mode, plus one per boolean option set on."""
-    from geofuse.fusion import fusion_mode, fusion_modes
+    from geofuse.model.fusion import fusion_mode, fusion_modes
 
     specs: list[tuple[str, str, tuple[tuple[str, Any], ...]]] = []
     for mode in fusion_modes():
@@ -140,7 +140,7 @@ def by_mode(runs: list[dict]) -> dict[str, list[dict]]:
 
 def method_lines(results: list[dict]) -> list[str]:
     """The protocol, the recipe the runs used and the modes."""
-    from geofuse.fusion import fusion_mode, fusion_modes
+    from geofuse.model.fusion import fusion_mode, fusion_modes
 
     keeps = {r["recipe"].get("keep", "best") for r in results}
     kept = ("the weights at the end of that schedule" if keeps == {"last"} else
@@ -169,7 +169,7 @@ def method_lines(results: list[dict]) -> list[str]:
         "(`<mode>-matched`) is run as well, with the fusion width whose network (built and "
         "counted) comes closest to `none`'s count; wider fusion also costs more compute per "
         "step, which the time budget charges to it.", "",
-        "**Modes** (from the fusion registry, `geofuse.fusion`):", "",
+        "**Modes** (from the fusion registry, `geofuse.model.fusion`):", "",
     ]
     for mode in fusion_modes():
         entry = fusion_mode(mode)

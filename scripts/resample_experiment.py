@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from geofuse.config import InputConfig, SegmentConfig, TilingConfig
-    from geofuse.model import read_info, replace_info
+    from geofuse.model.modelfile import read_info, replace_info
     from geofuse.segment import segment_scene
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 
 Given model files trained on the same set (e.g. the ``m.keras`` of ``train_recipes.py`` runs with
 different seeds), each is scored alone and every pair is averaged into one model file (an
-ensemble, :func:`geofuse.model.averaged`) and scored too. This is how the
+ensemble, :func:`geofuse.model.network.averaged`) and scored too. This is how the
 session-17 evidence for averaging two networks was measured (``docs/training.md``).
 
     python scripts/score_ensemble.py --set spacenet --work /tmp/ens \\
@@ -36,7 +36,8 @@ def main() -> None:
                         help="Score the averages of each file's first 1, 2, ... networks.")
     args = parser.parse_args()
 
-    from geofuse.model import averaged, load_model, member_networks, save_model
+    from geofuse.model.modelfile import load_model, save_model
+    from geofuse.model.network import averaged, member_networks
     from geofuse.training.evaluate import evaluate
 
     args.work.mkdir(parents=True, exist_ok=True)

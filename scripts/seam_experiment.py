@@ -76,7 +76,7 @@ def measure(name: str, files: list[Path], model_path: str | None, tiles: tuple[i
     """Every tile/overlap/blend on the scene's images against their whole-image prediction."""
     from geofuse.arrays import predict_array
     from geofuse.config import TilingConfig
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     model = load_model(model_path)
     multiple = model.info.spec.arch.multiple

@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="copy the model here")
     args = parser.parse_args()
 
-    from geofuse.model_config import Architecture
+    from geofuse.model.spec import Architecture
     from geofuse.training.config import LabelOptions
     from geofuse.training.evaluate import EvaluateConfig, evaluate
     from geofuse.training.train import SceneSource, TrainConfig, train

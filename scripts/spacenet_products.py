@@ -93,9 +93,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from geofuse.config import SegmentConfig, TilingConfig, VectorizeConfig
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
+    from geofuse.products.vectorize import vectorize_mask
     from geofuse.segment import make_predictor, segment_scene
-    from geofuse.vectorize import vectorize_mask
 
     loaded = load_model(args.model)
     with tempfile.TemporaryDirectory(prefix="spacenet-products-") as tmp:

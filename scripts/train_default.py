@@ -1,4 +1,4 @@
-"""Rebuild the embedded default model, geofuse/models/default.keras, through training.train().
+"""Rebuild the embedded default model, geofuse/model/default.keras, through training.train().
 
 Training data (issue 16; the held-out parts and licences are fixed in scripts/default_protocol.py
 and docs/default-model.md):
@@ -135,7 +135,7 @@ def card(scores: dict, pixel: float | None, synthetic: bool) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "geofuse" / "models" / "default.keras")
+    parser.add_argument("--out", type=Path, default=ROOT / "geofuse" / "model" / "default.keras")
     parser.add_argument("--name", default="embedded",
                         help="Score file docs/default-model-runs/NAME.json.")
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/geofuse-default.train"))
@@ -166,8 +166,8 @@ def main() -> None:
     from dataclasses import replace
     from tempfile import TemporaryDirectory
 
-    from geofuse.model import load_model, save_model
-    from geofuse.model_config import Architecture
+    from geofuse.model.modelfile import load_model, save_model
+    from geofuse.model.spec import Architecture
     from geofuse.training.config import LabelOptions, parse_duration
     from geofuse.training.labels import load_classes
     from geofuse.training.train import TrainConfig, train

@@ -32,7 +32,7 @@ from typing import Any
 
 from _common import REAL, ROOT, git_commit, held_out_protocol
 
-from geofuse.fusion import fusion_modes  # the registry alone: no TensorFlow
+from geofuse.model.fusion import fusion_modes  # the registry alone: no TensorFlow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -251,7 +251,7 @@ def run_once(dataset: str, recipe: str, seed: int, budget: float | None,
              work: Path) -> dict[str, Any]:
     """Train ``recipe`` on ``dataset`` for ``budget`` seconds (None: the default number of
     steps) and score the held-out part."""
-    from geofuse.model_config import Architecture
+    from geofuse.model.spec import Architecture
     from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
     from geofuse.training.evaluate import evaluate
     from geofuse.training.train import TrainConfig, train

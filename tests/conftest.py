@@ -14,7 +14,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
+from geofuse.model.spec import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -80,7 +80,8 @@ def make_tiny_model(
     """
     import keras
 
-    from geofuse.model import build_unet, save_model
+    from geofuse.model.modelfile import save_model
+    from geofuse.model.network import build_unet
 
     keras.utils.set_random_seed(seed)
     spec = tiny_spec(bands, classes, depth, filters, fusion, **spec_options)

@@ -20,18 +20,17 @@ from affine import Affine
 from click.testing import CliRunner
 from conftest import write_geotiff
 
-from geofuse.batch import (
+from geofuse.cli import main
+from geofuse.config import BatchConfig, SegmentConfig, TilingConfig
+from geofuse.errors import InputError, OutputError
+from geofuse.scale.batch import (
     LOCK_NAME,
     REPORT_NAME,
-    BatchConfig,
     available_cpus,
     exclusive,
     outputs_complete,
     plan_jobs,
 )
-from geofuse.cli import main
-from geofuse.config import SegmentConfig, TilingConfig
-from geofuse.errors import InputError, OutputError
 
 TILING = ["--tile", "32", "--overlap", "8", "--batch-size", "2"]
 GEO_4326 = Affine(0.0001, 0.0, 13.4, 0.0, -0.0001, 52.5)
@@ -136,9 +135,9 @@ def test_resume_never_trusts_a_partial_or_foreign_file(tmp_path: Path) -> None:
 def test_a_worker_keeps_few_predictors_for_scenes_of_many_shapes(tmp_path: Path,
                                                                   tiny_models) -> None:
     """Each scene's fitted tile has its predictor; a worker keeps the most recent few."""
-    from geofuse import batch_worker
-    from geofuse.model import file_digest
-    from geofuse.runtime import PREDICTORS_KEPT
+    from geofuse.model.modelfile import file_digest
+    from geofuse.model.runtime import PREDICTORS_KEPT
+    from geofuse.scale import worker as batch_worker
 
     model = tiny_models()
     shapes = [(16, 24), (16, 32), (24, 16), (32, 32), (40, 16), (16, 48)]

@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 
 @pytest.fixture()
 def loader(tmp_path: Path):  # noqa: ANN201 - a ChipLoader (TensorFlow-free import)
-    from geofuse.model_config import ClassInfo, Normalization
+    from geofuse.model.spec import ClassInfo, Normalization
     from geofuse.training.chips import ChipLoader
     from geofuse.training.datasets import LabelledRaster, band_scale, make_units, scan
     from geofuse.training.labels import LabelCoding

@@ -57,7 +57,7 @@ def test_the_chip_side_follows_the_size_of_the_buildings_by_default(
     # 1.5 times the side, in multiples of 16, 48 to 64; as many pixels as 16 x 64^2
     assert (f"training on chips of {patch} px, batches of {batch} (--patch auto: "
             f"scene_labels, the rarest class, in objects of {side} px a side") in result.output
-    from geofuse.model import read_info
+    from geofuse.model.modelfile import read_info
 
     info = read_info(out)
     recorded = info.provenance["training_config"]
@@ -70,7 +70,7 @@ def test_patch_auto_keeps_a_batch_size_given_and_refuses_other_words(tmp_path: P
     args = ["train", "--scene", str(scene), "--labels", str(labels), "--out", str(out), *TINY]
     result = CliRunner().invoke(main, [*args, "--patch", "auto", "--batch-size", "6"])
     assert result.exit_code == 0, result.output
-    from geofuse.model import read_info
+    from geofuse.model.modelfile import read_info
 
     recorded = read_info(out).provenance["training_config"]
     assert (recorded["patch"], recorded["batch_size"]) == (48, 6)

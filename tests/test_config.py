@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from geofuse.cli import main
 from geofuse.config import SegmentConfig, TilingConfig
 from geofuse.errors import ConfigError
-from geofuse.model import read_info
-from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
+from geofuse.model.modelfile import read_info
+from geofuse.model.spec import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource, TrainConfig
 from tests.conftest import make_tiny_model, write_geotiff
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from rasterio.enums import ColorInterp
 
 from geofuse.cli import main
-from geofuse.contract import pixel_size_m
-from geofuse.model import read_info
+from geofuse.model.modelfile import read_info
+from geofuse.read.contract import pixel_size_m
 from tests.conftest import UTM_TRANSFORM, make_tiny_model, write_geotiff
 
 RGB = ("red", "green", "blue")
@@ -233,7 +233,7 @@ def test_info_shows_the_contract(rgb_model: Path) -> None:
 
 
 def test_training_records_colours_value_range_and_pixel_size(tmp_path: Path) -> None:
-    from geofuse.model_config import Architecture
+    from geofuse.model.spec import Architecture
     from geofuse.training.config import LabelOptions
     from geofuse.training.train import SceneSource, TrainConfig, train
     from tests.trainkit import make_scene, write_classes
@@ -258,7 +258,7 @@ def test_training_records_colours_value_range_and_pixel_size(tmp_path: Path) -> 
 
 
 def test_back_resampling_averages_footprints_and_streams_by_rows() -> None:
-    from geofuse.resample import BackResampler, axis_taps
+    from geofuse.write.resample import BackResampler, axis_taps
 
     index, weight = axis_taps(5, 20)  # 4 model pixels per scene pixel: their mean
     dense = np.zeros((5, 20))

@@ -22,7 +22,7 @@ from geofuse.cli import main
 from geofuse.cli.progress import ProgressBar
 from geofuse.colours import class_colour, hex_rgb
 from geofuse.config import SegmentConfig, TilingConfig, VectorizeConfig
-from geofuse.model import read_info, resolve_model_path
+from geofuse.model.modelfile import read_info, resolve_model_path
 from geofuse.training.metrics import confusion_matrix
 from tests.conftest import ROOT, write_geotiff
 from tests.trainkit import make_tiles

@@ -11,8 +11,8 @@ import rasterio
 from click.testing import CliRunner
 
 from geofuse.cli import main
+from geofuse.read.grid import TileGrid
 from geofuse.training.metrics import confusion_matrix, set_false_positives, summarize
-from geofuse.windows import TileGrid
 from tests.conftest import make_tiny_model, write_geotiff
 from tests.trainkit import CLASSES, make_scene, make_tiles, write_classes
 

@@ -16,9 +16,10 @@ from click.testing import CliRunner
 
 from geofuse.cli import main
 from geofuse.errors import ConfigError
-from geofuse.fusion import fusion_mode
-from geofuse.fusion_layers import AttentionFusion, CrossAttentionFusion, WeightedFusion
-from geofuse.model import build_unet, load_model, save_model
+from geofuse.model.fusion import fusion_mode
+from geofuse.model.fusion_layers import AttentionFusion, CrossAttentionFusion, WeightedFusion
+from geofuse.model.modelfile import load_model, save_model
+from geofuse.model.network import build_unet
 from tests.conftest import UTM_TRANSFORM, make_tiny_model, tiny_spec, write_geotiff
 
 
@@ -356,7 +357,7 @@ def test_info_shows_the_learned_weight_of_each_level(tmp_path: Path) -> None:
 def test_info_of_other_modes_does_not_import_tensorflow(tiny_models, mode: str) -> None:
     path = tiny_models(fusion=mode)
     code = (
-        "import sys; from pathlib import Path; from geofuse.inspect import describe; "
+        "import sys; from pathlib import Path; from geofuse.products.info import describe; "
         f"facts = describe(Path({str(path)!r})); "
         "assert 'fusion_weights' not in facts; print(facts['architecture']['fusion']); "
         "print('tensorflow' in sys.modules)"

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from keras import ops
 
-from geofuse.blocks import MultiLevelFusion
 from geofuse.cli import main
-from geofuse.fusion import (
+from geofuse.model.blocks import MultiLevelFusion
+from geofuse.model.fusion import (
     FusionMode,
     FusionOption,
     fusion_mode,
@@ -22,8 +22,9 @@ from geofuse.fusion import (
     register_fusion,
     unregister_fusion,
 )
-from geofuse.model import build_unet, decoder_sources, load_model, save_model
-from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
+from geofuse.model.modelfile import load_model, save_model
+from geofuse.model.network import build_unet, decoder_sources
+from geofuse.model.spec import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 from tests.trainkit import make_tiles
 
 

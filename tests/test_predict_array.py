@@ -17,7 +17,7 @@ import geofuse
 from geofuse.cli import main
 from geofuse.config import TilingConfig
 from geofuse.errors import InputError
-from geofuse.model import read_info
+from geofuse.model.modelfile import read_info
 from tests.conftest import ROOT, write_geotiff
 
 

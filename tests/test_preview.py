@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geofuse.cli import main
-from geofuse.preview import LEGEND_WIDTH, legend_height
+from geofuse.products.preview import LEGEND_WIDTH, legend_height
 from tests.conftest import write_geotiff
 
 COLOURS = {0: (200, 30, 30), 1: (20, 160, 40), 2: (30, 60, 220)}

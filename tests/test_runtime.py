@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from geofuse import runtime
 from geofuse.errors import ConfigError, ModelError, OutputError
-from geofuse.export import export_model
-from geofuse.runtime import OpenVinoProbe
+from geofuse.model import runtime
+from geofuse.model.export import export_model
+from geofuse.model.runtime import OpenVinoProbe
 from tests.conftest import write_geotiff
 
 
@@ -121,7 +121,7 @@ def test_bad_choices_are_refused_in_one_line(runtime_name: str, precision: str,
 def test_openvino_is_imported_without_its_usage_telemetry(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from geofuse import runtime\n"
+        "from geofuse.model import runtime\n"
         "assert runtime.probe_openvino().version\n"
         "import openvino.tools.ovc.convert_impl as c\n"
         "assert c.tm.__name__.endswith('telemetry_stub'), c.tm\n"
@@ -139,7 +139,7 @@ def test_openvino_is_imported_without_its_usage_telemetry(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("precision", ["f32", "bf16"])
 def test_openvino_predicts_what_tensorflow_predicts(tiny_models, precision: str) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3))
     tf_pred = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("tensorflow"))
@@ -161,7 +161,7 @@ def test_openvino_predicts_what_tensorflow_predicts(tiny_models, precision: str)
 
 
 def test_one_openvino_predictor_serves_several_threads(tiny_models) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3))
     predict = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", "f32"))
@@ -185,7 +185,7 @@ def test_one_openvino_predictor_serves_several_threads(tiny_models) -> None:
 def test_a_long_run_keeps_two_openvino_batches_in_flight(tiny_models) -> None:
     """Many batches: a function of two streams, called from two threads, predicting what one
     call of the predictor does; a single batch or another runtime: the predictor itself."""
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3))
     predict = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", "f32"),
@@ -211,7 +211,7 @@ def test_a_long_run_keeps_two_openvino_batches_in_flight(tiny_models) -> None:
 def test_a_failed_conversion_leaves_the_logging_level_as_it_was(tiny_models) -> None:
     # OpenVINO's failed conversion set the root logger to ERROR, so the CLI never showed the
     # warning that an automatic choice fell back to TensorFlow
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3, fusion="cross_attention"))
     root = logging.getLogger()
@@ -228,12 +228,12 @@ def test_a_failed_conversion_leaves_the_logging_level_as_it_was(tiny_models) -> 
 def test_a_model_openvino_cannot_convert_falls_back_only_when_automatic(
     tiny_models, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3, fusion="cross_attention"))
     with pytest.raises(ModelError, match="Expected a network OpenVINO can convert. Received: "):
         runtime.make_predictor(loaded, 1, 32, runtime.choose_runtime("openvino", "f32"))
-    with caplog.at_level(logging.WARNING, logger="geofuse.runtime"):
+    with caplog.at_level(logging.WARNING, logger="geofuse.model.runtime"):
         predict = runtime.make_predictor(loaded, 1, 32, runtime.choose_runtime("auto", "f32"))
     assert predict.choice.runtime == "tensorflow"
     assert "using TensorFlow" in (predict.choice.notice or "")
@@ -246,7 +246,7 @@ def test_a_model_openvino_cannot_convert_falls_back_only_when_automatic(
 
 def test_conversion_is_cached_by_model_and_shape(tiny_models, cache: Path,
                                                  conversions: list) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3))
     choice = runtime.choose_runtime("openvino", "f32")
@@ -267,7 +267,7 @@ def test_conversion_is_cached_by_model_and_shape(tiny_models, cache: Path,
 def test_the_cache_keeps_the_most_recently_used_conversions(
         tiny_models, cache: Path, conversions: list, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each tile shape has its conversion; scenes of many shapes must not fill the disk."""
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     monkeypatch.setattr(runtime, "CACHE_ENTRIES", 2)
     loaded = load_model(tiny_models(bands=3, classes=3))
@@ -298,7 +298,7 @@ def test_a_corrupted_cache_entry_is_rebuilt_not_trusted(
     tiny_models, shared_cache: Path, cache: Path, conversions: list, damage: str,
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3))
     choice = runtime.choose_runtime("openvino", "f32")
@@ -322,7 +322,7 @@ def test_a_corrupted_cache_entry_is_rebuilt_not_trusted(
         (entry / "entry.json").unlink()
     else:
         (entry / "entry.json").write_text(json.dumps(manifest | {"shape": [1, 32, 32, 3]}))
-    with caplog.at_level(logging.WARNING, logger="geofuse.runtime"):
+    with caplog.at_level(logging.WARNING, logger="geofuse.model.runtime"):
         got = runtime.make_predictor(loaded, 2, 32, choice)(x)
     assert len(conversions) == 1
     assert any("unusable" in r.getMessage() and "rebuilding" in r.getMessage()
@@ -335,7 +335,7 @@ def test_a_corrupted_cache_entry_is_rebuilt_not_trusted(
 
 def test_an_unwritable_cache_converts_in_memory(tiny_models, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
@@ -360,7 +360,7 @@ def test_cache_folder_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch
 def test_export_openvino_runs_any_tile_size_and_carries_the_metadata(
     tiny_models, tmp_path: Path
 ) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     ov = runtime.import_openvino()
 
@@ -389,7 +389,7 @@ def test_export_openvino_runs_any_tile_size_and_carries_the_metadata(
 def test_export_saved_model_serves_the_same_probabilities(tiny_models, tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3))
     out = export_model(loaded, tmp_path / "sm", "saved_model")
@@ -399,7 +399,7 @@ def test_export_saved_model_serves_the_same_probabilities(tiny_models, tmp_path:
 
 
 def test_export_onnx_or_a_clear_error_without_the_converter(tiny_models, tmp_path: Path) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3))
     try:
@@ -418,7 +418,7 @@ def test_export_onnx_or_a_clear_error_without_the_converter(tiny_models, tmp_pat
 
 def test_export_refuses_unknown_formats_and_unconvertible_models(tiny_models,
                                                                  tmp_path: Path) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(tiny_models(bands=3, classes=3, fusion="cross_attention"))
     with pytest.raises(ConfigError, match="Expected format one of openvino, onnx, saved_model"):
@@ -566,9 +566,9 @@ def test_evaluate_cli_on_each_runtime(tmp_path: Path, runtime_name: str) -> None
 @pytest.mark.parametrize("runtime_name", RUNTIMES)
 def test_batch_worker_uses_the_chosen_runtime(tiny_models, tmp_path: Path,
                                               runtime_name: str) -> None:
-    from geofuse.batch_worker import SceneTask, run_scene
     from geofuse.config import SegmentConfig, TilingConfig
-    from geofuse.model import file_digest
+    from geofuse.model.modelfile import file_digest
+    from geofuse.scale.worker import SceneTask, run_scene
 
     model = tiny_models(bands=3, classes=3)
     config = SegmentConfig(tiling=TilingConfig(tile=64, batch_size=2, runtime=runtime_name,
@@ -604,7 +604,7 @@ def test_export_cli_writes_the_folder_and_refuses_to_overwrite(tiny_models,
 
 def test_recent_predictor_keeps_the_most_recently_used() -> None:
     """A predictor cache is bounded: a hit is reused and made recent, the least recent goes."""
-    from geofuse.runtime import PREDICTORS_KEPT, recent_predictor
+    from geofuse.model.runtime import PREDICTORS_KEPT, recent_predictor
 
     cache: dict = {}
     built: list[int] = []

@@ -9,7 +9,7 @@ import rasterio
 from click.testing import CliRunner
 
 from geofuse.cli import main
-from geofuse.model import default_model_path, read_info
+from geofuse.model.modelfile import default_model_path, read_info
 from tests.conftest import SAMPLES
 
 

@@ -14,13 +14,13 @@ from affine import Affine
 from click.testing import CliRunner
 from rio_cogeo.cogeo import cog_validate
 
-from geofuse import scatter
 from geofuse.cli import main
-from geofuse.cluster import ClusterConfig
-from geofuse.config import SegmentConfig, TilingConfig
+from geofuse.config import ClusterConfig, SegmentConfig, TilingConfig
 from geofuse.errors import ConfigError
-from geofuse.model import load_model
-from geofuse.scatter import (
+from geofuse.model.modelfile import load_model
+from geofuse.read.grid import TileGrid
+from geofuse.scale import bands as scatter
+from geofuse.scale.bands import (
     MARKER_SUFFIX,
     band_name,
     finished_bands,
@@ -29,7 +29,6 @@ from geofuse.scatter import (
     segment_scattered,
 )
 from geofuse.segment import segment_scene
-from geofuse.windows import TileGrid
 from tests.conftest import make_tiny_model, write_geotiff
 
 TILING = ["--tile", "128", "--overlap", "32", "--batch-size", "3"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geofuse.outputs import remove_stale_temps, reserve_temp
+from geofuse.write.outputs import remove_stale_temps, reserve_temp
 from tests.conftest import write_geotiff
 
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from geofuse.cli import main
 from geofuse.config import SegmentConfig, TilingConfig
+from geofuse.read.grid import TileGrid
+from geofuse.read.reader import SceneReader
 from geofuse.segment import segment_scene
-from geofuse.tiling import SceneReader
-from geofuse.windows import TileGrid
 from tests.conftest import write_geotiff
 
 SHAPE = (200, 160)

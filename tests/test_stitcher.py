@@ -10,10 +10,11 @@ import rasterio
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from geofuse.argmax import class_ids
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import OutputError
-from geofuse.stitcher import (
+from geofuse.read.grid import TileGrid
+from geofuse.write.classids import class_ids
+from geofuse.write.stitcher import (
     PROB_SCALE,
     ColumnStitcher,
     GeoTiffSink,
@@ -21,7 +22,6 @@ from geofuse.stitcher import (
     move_up,
     sparse_zeros,
 )
-from geofuse.windows import TileGrid
 from tests.conftest import UTM_TRANSFORM
 
 

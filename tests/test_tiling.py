@@ -12,10 +12,10 @@ import pytest
 import rasterio
 
 from geofuse.errors import InputError
-from geofuse.feed import PIPELINE_NICE, READ_AHEAD, batched, prefetch, read_ahead, stack_batch
-from geofuse.model_config import Normalization
-from geofuse.tiling import SceneReader
-from geofuse.windows import TileGrid
+from geofuse.model.spec import Normalization
+from geofuse.read.feed import PIPELINE_NICE, READ_AHEAD, batched, prefetch, read_ahead, stack_batch
+from geofuse.read.grid import TileGrid
+from geofuse.read.reader import SceneReader
 from tests.conftest import write_geotiff
 
 
@@ -225,7 +225,7 @@ def test_batches_in_flight_keep_their_inputs_and_stitch_in_order(tmp_path: Path,
     """Several batches predicted at once from several threads: no input array is refilled
     while a call still reads it, and the mask equals the one of one batch at a time."""
     from geofuse.segment import run_pipeline
-    from geofuse.stitcher import Stitcher
+    from geofuse.write.stitcher import Stitcher
     from tests.test_stitcher import MemorySink
 
     rng = np.random.default_rng(3)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from geofuse.cli import main
 from geofuse.errors import InputError
-from geofuse.model_config import Architecture
+from geofuse.model.spec import Architecture
 from tests.conftest import write_geotiff
 from tests.trainkit import CLASSES, make_scene, make_tiles, synth, write_classes
 
@@ -53,7 +53,7 @@ def test_train_on_tiles_writes_model_history_curves_and_metrics(tmp_path: Path) 
     # every labelled pixel of the training tiles is counted once
     assert sum(metrics["class_pixels_train"].values()) == 5 * 64 * 64
 
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(out)
     info = loaded.info
@@ -311,7 +311,7 @@ def test_vector_labels_reprojected_buffered_and_rasterised(tmp_path: Path) -> No
     labels = tmp_path / "labels.geojson"
     labels.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
 
-    from geofuse.model_config import ClassInfo
+    from geofuse.model.spec import ClassInfo
 
     classes = tuple(ClassInfo(**c) for c in CLASSES)
     raster = LabelledRaster(scene, labels, LabelCoding(classes=3), classes,
@@ -333,7 +333,7 @@ def test_vector_labels_reprojected_buffered_and_rasterised(tmp_path: Path) -> No
 
 
 def test_augmentation_keeps_image_and_labels_aligned(tmp_path: Path) -> None:
-    from geofuse.model_config import Normalization
+    from geofuse.model.spec import Normalization
     from geofuse.training.chips import ChipLoader
 
     loader = ChipLoader.__new__(ChipLoader)
@@ -446,13 +446,13 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
     assert "EXIT 0" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
     assert metrics["replicas"] == 2
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     assert load_model(tmp_path / "m.keras").info.spec.classes == 3
 
 
 def test_real_dubai_colour_masks_decode_to_the_provenance_classes(real: Path) -> None:
-    from geofuse.model_config import ClassInfo
+    from geofuse.model.spec import ClassInfo
     from geofuse.training.datasets import LabelledRaster
     from geofuse.training.labels import IGNORE, LabelCoding
 
@@ -588,7 +588,7 @@ def test_a_time_limit_stops_at_the_default_steps_and_trains_more_networks(
     import keras
 
     import geofuse.training.config as train_config
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     monkeypatch.setattr(train_config, "DEFAULT_STEPS", (12, 0, 12))
     tiles = make_tiles(tmp_path / "tiles", count=4, size=48)
@@ -728,7 +728,7 @@ def test_masks_beside_images_lists_exclusions_and_binary_class_names(tmp_path: P
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
     assert sum(metrics["units"].values()) == 3  # skip.tif left out; masks never taken as images
-    from geofuse.model import read_info
+    from geofuse.model.modelfile import read_info
 
     classes = read_info(out).classes
     assert [c.name for c in classes] == ["background", "foreground"]  # 0/255 masks: binary
@@ -796,7 +796,7 @@ def test_multi_worker_training_two_processes_one_model_from_the_chief(tmp_path: 
     assert losses[-1] < losses[0]  # it learns
     epochs = [line for line in outputs[1].splitlines() if line.startswith("epoch ")]
     assert len(epochs) == len(history)  # the worker ran the chief's epochs, no more, no less
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     assert load_model(tmp_path / "m.keras").info.spec.classes == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.train", "tiles"]
@@ -813,7 +813,7 @@ def test_rasters_read_in_worker_threads_never_see_an_earlier_raster(tmp_path: Pa
 
     from rasterio.windows import Window
 
-    from geofuse.model_config import ClassInfo
+    from geofuse.model.spec import ClassInfo
     from geofuse.training.datasets import LabelledRaster
     from geofuse.training.labels import LabelCoding
 
@@ -836,7 +836,7 @@ def test_balanced_sampling_centres_chips_on_a_rare_class(tmp_path: Path) -> None
     """``--sampling balanced``: a class of 0.1 % of the pixels is in far more chips."""
     from rasterio.windows import Window
 
-    from geofuse.model_config import ClassInfo, Normalization
+    from geofuse.model.spec import ClassInfo, Normalization
     from geofuse.training.chips import ChipLoader
     from geofuse.training.datasets import LabelledRaster, make_units, scan
     from geofuse.training.labels import LabelCoding
@@ -914,7 +914,7 @@ def test_best_weights_and_early_stopping_act_only_in_the_second_half(tmp_path: P
 @pytest.mark.parametrize("ema", ["0", "0.99"])
 def test_ema_writes_the_averaged_weights(tmp_path: Path, ema: str) -> None:
     """--ema: the model file gets the moving average, the checkpoint keeps the raw weights."""
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
     from geofuse.training.fit import _unpack
 
     tiles = make_tiles(tmp_path / "tiles", count=4)
@@ -1080,7 +1080,7 @@ def test_unknown_class_weighting_is_a_one_line_error(tmp_path: Path) -> None:
 
 def building_scene(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> tuple:
     """A labelled raster of background and building (nodata 0) and its one scanned unit."""
-    from geofuse.model_config import ClassInfo
+    from geofuse.model.spec import ClassInfo
     from geofuse.training.datasets import LabelledRaster, make_units, scan
     from geofuse.training.labels import LabelCoding
 
@@ -1096,7 +1096,7 @@ def building_scene(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> tup
 
 def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> None:
     """``zoom``: chips cover windows of other sizes, resampled to the patch, still aligned."""
-    from geofuse.model_config import Normalization
+    from geofuse.model.spec import Normalization
     from geofuse.training.chips import ChipLoader, sample_chip
 
     ramp = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 8, 1), np.float32)
@@ -1140,7 +1140,7 @@ def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
     out = tmp_path / "m.keras"
     result = run_train("--tiles", tiles, "--out", out, "--zoom", "0.25", *TINY)
     assert result.exit_code == 0, result.output
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     assert load_model(out).info.provenance["training_config"]["zoom"] == 0.25
     bad = run_train("--tiles", tiles, "--out", tmp_path / "n.keras", "--zoom", "2", *TINY)
@@ -1150,7 +1150,7 @@ def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
 
 def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None:
     """``rotate``: chips turned by any angle; labels follow the image; outside corners invalid."""
-    from geofuse.model_config import Normalization
+    from geofuse.model.spec import Normalization
     from geofuse.training.chips import ChipLoader, sample_chip
     from geofuse.training.labels import IGNORE
 
@@ -1185,7 +1185,7 @@ def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None
 
 
 def test_shadow_darkens_a_soft_ellipse_of_some_chips_and_leaves_labels(tmp_path: Path) -> None:
-    from geofuse.model_config import Normalization
+    from geofuse.model.spec import Normalization
     from geofuse.training.chips import ChipLoader
 
     labels = np.zeros((96, 96), np.uint8)
@@ -1220,7 +1220,7 @@ def test_rotate_shadow_and_cutmix_options_train_and_are_recorded(tmp_path: Path)
     result = run_train("--tiles", tiles, "--out", out, "--rotate", "30", "--shadow", "0.5",
                        "--cutmix", "0.5", *TINY)
     assert result.exit_code == 0, result.output
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     recorded = load_model(out).info.provenance["training_config"]
     assert (recorded["rotate"], recorded["shadow"], recorded["cutmix"]) == (30.0, 0.5, 0.5)
@@ -1249,7 +1249,7 @@ def test_a_generous_time_limit_gives_the_same_model_for_a_seed(tmp_path: Path) -
         assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
         assert "step 40/40" in proc.stdout + proc.stderr
         models.append(out)
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     first, second = (load_model(m).model.get_weights() for m in models)
     assert len(first) == len(second) > 10
@@ -1259,8 +1259,8 @@ def test_a_generous_time_limit_gives_the_same_model_for_a_seed(tmp_path: Path) -
 def test_deep_supervision_adds_full_resolution_heads_weighed_in_the_loss() -> None:
     import tensorflow as tf
 
-    from geofuse.model import build_unet, deeply_supervised, supervision_weights
-    from geofuse.model_config import Architecture, ModelSpec
+    from geofuse.model.network import build_unet, deeply_supervised, supervision_weights
+    from geofuse.model.spec import Architecture, ModelSpec
     from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
 
     spec = ModelSpec(bands=2, classes=3, arch=Architecture(depth=3, base_filters=4))
@@ -1292,7 +1292,7 @@ def test_deep_supervision_adds_full_resolution_heads_weighed_in_the_loss() -> No
 
 def test_deep_supervision_trains_and_writes_the_network_alone(tmp_path: Path) -> None:
     tiles = make_tiles(tmp_path / "tiles", count=2)
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
 
     weights = {}
     for name, extra in (("plain", ()), ("deep", ("--deep-supervision", "0.5"))):

@@ -16,13 +16,14 @@ from rasterio.features import geometry_mask
 
 from geofuse.cli import main
 from geofuse.config import SegmentConfig, TilingConfig
-from geofuse.tiling import SceneReader
-from geofuse.tta import passes, tta_predictor
-from geofuse.windows import TileGrid
+from geofuse.model.tta import passes, tta_predictor
+from geofuse.read.grid import TileGrid
+from geofuse.read.reader import SceneReader
 from tests.conftest import UTM_TRANSFORM, write_geotiff
 
 
-# (forward, inverse) on (batch, rows, cols, channels), written out independently of geofuse.tta
+# (forward, inverse) on (batch, rows, cols, channels), written out independently of
+# geofuse.model.tta
 def _t(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 1, 3)
 
@@ -90,7 +91,7 @@ def _read(path: Path, band: int | None = 1) -> np.ndarray:
 def test_segment_tta_matches_segmenting_the_eight_transformed_scenes(
     tmp_path: Path, tiny_models
 ) -> None:
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
     from geofuse.segment import make_predictor, segment_scene
 
     rng = np.random.default_rng(2)
@@ -129,7 +130,7 @@ def test_tta_on_a_scene_that_is_not_square(tmp_path: Path, tiny_models, mode: st
                                            tile: str) -> None:
     """Flips keep a 48 x 80 tile's shape; quarter turns need a square one: either way the
     result is the mean of segmenting the transformed scenes."""
-    from geofuse.model import load_model
+    from geofuse.model.modelfile import load_model
     from geofuse.segment import segment_scene
 
     image = np.random.default_rng(3).integers(0, 256, (3, 48, 80), dtype=np.uint8)
@@ -165,8 +166,8 @@ def test_tta_on_a_scene_that_is_not_square(tmp_path: Path, tiny_models, mode: st
 def test_tta_changes_nothing_for_a_pixelwise_model_and_keeps_nodata(tmp_path: Path) -> None:
     import keras
 
-    from geofuse.model import save_model
-    from geofuse.model_config import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
+    from geofuse.model.modelfile import save_model
+    from geofuse.model.spec import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 
     keras.utils.set_random_seed(3)
     net = keras.Sequential([keras.Input((None, None, 3)),

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from geofuse.config import CALL_SLACK, FIT_RANGE, TilingConfig
 from geofuse.errors import ConfigError
-from geofuse.windows import TileGrid, axis_starts, blend_weights, core_weights
+from geofuse.read.grid import TileGrid, axis_starts, blend_weights, core_weights
 
 
 @st.composite

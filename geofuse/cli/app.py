@@ -29,7 +29,7 @@ def default(cls: Any, name: str) -> Any:
 
 def quiet_tensorflow() -> None:
     """Import TensorFlow with its start-up banner hidden, unless --verbose."""
-    from geofuse.tfimport import import_tensorflow
+    from geofuse.model.tfimport import import_tensorflow
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     import_tensorflow(quiet=not logging.getLogger().isEnabledFor(logging.INFO))

@@ -127,7 +127,7 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def announce_runtime(tiling: TilingConfig, quiet: bool) -> None:
     """Resolve --runtime/--precision now (refusing impossible ones) and print the choice."""
-    from geofuse.runtime import choose_runtime
+    from geofuse.model.runtime import choose_runtime
 
     choice = choose_runtime(tiling)
     if not quiet:

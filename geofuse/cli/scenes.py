@@ -31,7 +31,7 @@ from geofuse.config import (
     parse_bands,
 )
 from geofuse.errors import plural
-from geofuse.export import EXPORT_FORMATS
+from geofuse.model.export import EXPORT_FORMATS
 
 
 @main.command()
@@ -128,8 +128,8 @@ def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any
     """``segment --workers/--scheduler``: the scene in bands on a Dask cluster."""
     import distributed  # noqa: F401  (sets its own logger levels on import)
 
-    from geofuse.cluster import ClusterConfig
-    from geofuse.scatter import segment_scattered
+    from geofuse.config import ClusterConfig
+    from geofuse.scale.bands import segment_scattered
 
     if not logging.getLogger().isEnabledFor(logging.INFO):  # Dask's chatter only with -v
         logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -178,7 +178,8 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
         raise click.UsageError("use either --workers (local cluster) or --scheduler, not both")
     import distributed  # noqa: F401  (sets its own logger levels on import)
 
-    from geofuse.batch import BatchConfig, segment_directory
+    from geofuse.config import BatchConfig
+    from geofuse.scale.batch import segment_directory
 
     if not logging.getLogger().isEnabledFor(logging.INFO):  # Dask's chatter only with -v
         logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -216,7 +217,7 @@ def info(path: str, as_json: bool) -> None:
     A scene is any file or name GDAL opens (/vsizip/..., https://..., s3://...).
     """
     quiet_tensorflow()  # a weighted-fusion model is loaded to read its level weights
-    from geofuse.inspect import describe, format_facts
+    from geofuse.products.info import describe, format_facts
 
     facts = describe(path)
     if as_json:
@@ -242,8 +243,8 @@ def export(model: str, out: str, fmt: str, overwrite: bool) -> None:
     and colours, patch size, input/output layout and the source model's SHA-256.
     """
     quiet_tensorflow()
-    from geofuse.export import export_model
-    from geofuse.model import load_model
+    from geofuse.model.export import export_model
+    from geofuse.model.modelfile import load_model
 
     loaded = load_model(model)
     folder = export_model(loaded, out, fmt, overwrite=overwrite)
@@ -268,7 +269,7 @@ def vectorize(mask: str, out: str, simplify: float, min_area: float, classes: st
     Attributes: class_id, class_name, pixels, area_m2 (ellipsoidal) and, with
     --probabilities, mean_prob. The mask's nodata never becomes polygons.
     """
-    from geofuse.vectorize import vectorize_mask
+    from geofuse.products.vectorize import vectorize_mask
 
     config = build_vectorize_config(simplify, min_area, classes, fmt, overwrite)
     bar = ProgressBar("rows", quiet)
@@ -304,7 +305,7 @@ def vectorize(mask: str, out: str, simplify: float, min_area: float, classes: st
 def preview(scene: str, mask: str, out: str, size: int | None, bands: str | None, alpha: float,
             overwrite: bool) -> None:
     """Write a quick-look PNG OUT: SCENE with the class MASK overlaid and a legend."""
-    from geofuse.preview import render_preview
+    from geofuse.products.preview import render_preview
 
     result = render_preview(scene, mask, out, size=size, bands=parse_bands(bands), alpha=alpha,
                             overwrite=overwrite)

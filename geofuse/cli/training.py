@@ -18,8 +18,8 @@ from geofuse.cli.options import (
 )
 from geofuse.cli.progress import ProgressBar
 from geofuse.config import FUSION_LEVELS, InputConfig, parse_bands
-from geofuse.fusion import all_options, fusion_mode, fusion_modes
-from geofuse.model_config import Architecture
+from geofuse.model.fusion import all_options, fusion_mode, fusion_modes
+from geofuse.model.spec import Architecture
 from geofuse.training.config import (
     AUTO_MEMBERS,
     AUTO_PATCH,

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geofuse.model_config import Normalization
+from geofuse.model.spec import Normalization
+from geofuse.read.grid import axis_starts
 from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.labels import IGNORE
-from geofuse.windows import axis_starts
 
 BALANCED_SHARE = 0.5  # share of chips centred on a class drawn uniformly ("balanced")
 

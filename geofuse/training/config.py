@@ -17,7 +17,7 @@ from geofuse.checks import bands as check_bands
 from geofuse.checks import choice, positive_int, require
 from geofuse.config import TTA_MODES, InputConfig, TilingConfig
 from geofuse.errors import ConfigError
-from geofuse.model_config import Architecture, ClassInfo
+from geofuse.model.spec import Architecture, ClassInfo
 from geofuse.sources import as_source
 from geofuse.training.labels import MASK_MODES, LabelCoding
 

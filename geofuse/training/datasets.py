@@ -29,9 +29,9 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geofuse.errors import InputError, first_line
-from geofuse.model_config import ClassInfo
+from geofuse.model.spec import ClassInfo
+from geofuse.read.reader import SceneReader
 from geofuse.sources import as_source, source_name
-from geofuse.tiling import SceneReader
 from geofuse.training.config import MASK_SUFFIXES, TilesSource
 from geofuse.training.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder
 from geofuse.training.vector_labels import VectorLabels

@@ -5,7 +5,7 @@ temporary mask and compared with the labels block by block. Pixels that are inva
 nodata in the labels, or ignored (``ignore_values`` / ``ignore_colors``) never count.
 
 For a scene, the *seam metric* splits the pixels into a band of ``seam_width`` pixels on each
-side of every interior core-window boundary of the :class:`~geofuse.windows.TileGrid` used for
+side of every interior core-window boundary of the :class:`~geofuse.read.grid.TileGrid` used for
 inference, and the tile interiors, and reports IoU for both: seams that blend well score the
 same as interiors.
 
@@ -27,8 +27,9 @@ from rasterio.windows import Window
 
 from geofuse.config import SegmentConfig
 from geofuse.errors import InputError
-from geofuse.model_config import ClassInfo
-from geofuse.outputs import Progress, atomic_path, check_destination, write_json
+from geofuse.model.spec import ClassInfo
+from geofuse.progress import Progress
+from geofuse.read.grid import TileGrid
 from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 from geofuse.training.datasets import VECTOR_EXTS, LabelledRaster, find_pairs
 from geofuse.training.labels import IGNORE, LabelCoding, binary_coding, load_classes, mask_values
@@ -38,7 +39,7 @@ from geofuse.training.metrics import (
     set_false_positives,
     summarize,
 )
-from geofuse.windows import TileGrid
+from geofuse.write.outputs import atomic_path, check_destination, write_json
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> Evalua
         GeofuseError: Bad inputs (one line naming the file), existing outputs without
             ``overwrite``. Reports are written only after every input has been scored.
     """
-    from geofuse.model import load_model
-    from geofuse.runtime import choose_runtime, make_predictor, recent_predictor
+    from geofuse.model.modelfile import load_model
+    from geofuse.model.runtime import choose_runtime, make_predictor, recent_predictor
     from geofuse.segment import segment_scene
 
     for path in (config.report, config.plot):

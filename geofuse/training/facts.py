@@ -1,7 +1,8 @@
 """What a model records about its training imagery, for the input contract at segment time.
 
-:func:`input_facts` gives the :class:`~geofuse.model_config.ModelInfo` fields that
-:mod:`geofuse.contract` compares with a scene: each band's colour interpretation, the value range
+:func:`input_facts` gives the :class:`~geofuse.model.spec.ModelInfo` fields that
+:mod:`geofuse.read.contract` compares with a scene: each band's colour interpretation, the value
+range
 seen in training (the 0.5 and 99.5 percentiles of each band over a decimated read of every
 training image) and the pixel size in metres (the median over the georeferenced images;
 geographic CRSs are converted at each image's latitude).
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from geofuse.contract import PERCENTILES, pixel_size_m
-from geofuse.tiling import SceneReader
+from geofuse.read.contract import PERCENTILES, pixel_size_m
+from geofuse.read.reader import SceneReader
 
 SAMPLE_PIXELS = 1 << 22
 """Pixels sampled over all training images together for the value range."""

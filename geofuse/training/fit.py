@@ -30,9 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from geofuse.errors import ConfigError
-from geofuse.model import build_unet, deeply_supervised, supervision_weights
-from geofuse.model_config import ModelInfo
-from geofuse.outputs import atomic_path
+from geofuse.model.network import build_unet, deeply_supervised, supervision_weights
+from geofuse.model.spec import ModelInfo
 from geofuse.training.chipfeed import ChipFeed
 from geofuse.training.chips import ChipLoader, memory_dataset
 from geofuse.training.config import TrainConfig
@@ -40,6 +39,7 @@ from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.distributed import Agreement, run_loop, worker_role
 from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
 from geofuse.training.metrics import confusion_matrix, summarize
+from geofuse.write.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import numpy as np
 from geofuse.colours import class_colour
 from geofuse.config import CLASS_NODATA
 from geofuse.errors import ConfigError, InputError
-from geofuse.model_config import ClassInfo
+from geofuse.model.spec import ClassInfo
 
 IGNORE = CLASS_NODATA
 UNKNOWN = CLASS_NODATA - 1
@@ -188,7 +188,7 @@ def mask_values(path: str | Path, ignore: Sequence[int] = ()) -> set[int] | None
     Raises:
         InputError: The file is missing or not a readable raster (one line naming it).
     """
-    from geofuse.rasterfile import open_raster
+    from geofuse.read.rasterfile import open_raster
 
     with open_raster(path) as ds:
         if ds.count != 1:

@@ -36,7 +36,7 @@ class SegmentationLoss(keras.losses.Loss):
         smooth: Dice smoothing.
         class_sets: Class ids of each class set (label ``SET_BASE + k`` is set ``k``).
         heads: Weights of the outputs along the last axis of ``y_pred``, ``classes`` channels
-            each (a deeply supervised network's, :func:`~geofuse.model.deeply_supervised`);
+            each (a deeply supervised network's, :func:`~geofuse.model.network.deeply_supervised`);
             the loss is their weighted mean. Default: one output.
     """
 

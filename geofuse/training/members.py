@@ -1,7 +1,7 @@
 """Several networks in one model file: trained one after another, their probabilities averaged.
 
 ``--members N`` trains N networks from seeds ``seed``, ``seed + 1``, ... on the same split,
-and the model file averages them (:func:`geofuse.model.build_unet` with ``members``). A
+and the model file averages them (:func:`geofuse.model.network.build_unet` with ``members``). A
 time-limited run on small data may reach the steps that data should get (more overfit) long
 before its time is up; while the time left is at least :data:`MEMBER_TIME_SHARE` of what the
 first network took, it trains another one by default, up to :data:`AUTO_MEMBERS` (whose
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geofuse.model_config import ModelInfo, ModelSpec
-from geofuse.outputs import Progress
+from geofuse.model.spec import ModelInfo, ModelSpec
+from geofuse.progress import Progress, Report
 from geofuse.training.config import (
     AUTO_MEMBERS,
     MEMBER_TIME_SHARE,
@@ -30,7 +30,6 @@ from geofuse.training.config import (
 if TYPE_CHECKING:
     from geofuse.training.datasets import LabelledRaster
     from geofuse.training.fit import FitOutcome
-    from geofuse.training.train import Report
 
 
 def fit_members(
@@ -101,7 +100,7 @@ def fit_members(
 def ensemble_outcome(outcomes: list[FitOutcome], spec: ModelSpec, batch_size: int,
                      names: list[str], patch: int) -> FitOutcome:
     """One outcome for the average of the networks of ``outcomes`` (validated anew)."""
-    from geofuse.model import averaged
+    from geofuse.model.network import averaged
     from geofuse.training.fit import validate
 
     model = averaged([o.export_model for o in outcomes], spec, patch)

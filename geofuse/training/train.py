@@ -18,7 +18,7 @@ import datetime as _dt
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,8 @@ import numpy as np
 
 import geofuse
 from geofuse.errors import ConfigError, InputError, OutputError
-from geofuse.model_config import ClassInfo, ModelInfo, ModelSpec, Normalization
-from geofuse.outputs import Progress, write_json
+from geofuse.model.spec import ClassInfo, ModelInfo, ModelSpec, Normalization
+from geofuse.progress import Progress, Report
 from geofuse.sources import portable
 from geofuse.training.chipsize import choose_chip
 from geofuse.training.config import (
@@ -65,10 +65,9 @@ from geofuse.training.labels import (
     load_classes,
     mask_values,
 )
+from geofuse.write.outputs import write_json
 
 log = logging.getLogger(__name__)
-
-Report = Callable[[int, Mapping[str, float]], None]
 
 __all__ = ["TrainConfig", "TrainResult", "train", "TilesSource", "SceneSource"]
 
@@ -396,7 +395,7 @@ def train(
     final = ModelInfo(**{**info.__dict__, "provenance": provenance})
     if chief:
         write_json(run_dir / "metrics.json", metrics)
-        from geofuse.model import save_model
+        from geofuse.model.modelfile import save_model
 
         save_model(outcome.export_model, final, config.out)
     return TrainResult(

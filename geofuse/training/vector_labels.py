@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from geofuse.errors import InputError, first_line
-from geofuse.model_config import ClassInfo
+from geofuse.model.spec import ClassInfo
 
 
 @dataclass

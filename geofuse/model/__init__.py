@@ -1,0 +1,1 @@
+"""The model: spec, fusion U-Net and layers, one-file format, runtimes, export, TTA."""

@@ -1,0 +1,129 @@
+"""``geofuse export``: a model for serving elsewhere, with its metadata beside it.
+
+The ``.keras`` file stays the one source of truth; an export is a folder holding the network
+in another format (OpenVINO IR, ONNX or a TensorFlow SavedModel) and ``geofuse.json``, which
+says how to use it (bands, normalisation, classes, input/output layout, source digest).
+OpenVINO and ONNX take the network traced with any batch and tile size (sides multiples of
+``2**depth``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import geofuse
+from geofuse.errors import ConfigError, ModelError, OutputError, first_line
+from geofuse.model.modelfile import LoadedModel
+from geofuse.model.runtime import (
+    convert_to_openvino,
+    discard_folder,
+    import_openvino,
+    ov_reason,
+    probe_openvino,
+    tensorflow_version,
+)
+
+EXPORT_FORMATS = ("openvino", "onnx", "saved_model")
+EXPORT_INFO = "geofuse.json"
+
+
+
+def export_model(loaded: LoadedModel, out: str | Path, fmt: str = "openvino",
+                 overwrite: bool = False) -> Path:
+    """Export a model for serving elsewhere, with its metadata as ``geofuse.json`` beside it.
+
+    ``out`` becomes a folder holding ``model.xml``/``model.bin`` (openvino), ``model.onnx``
+    (onnx) or a TensorFlow SavedModel (saved_model), plus ``geofuse.json``: bands and their
+    order, normalisation (``(raw * scale + offset - mean) / std``), classes and colours, patch
+    size and provenance, the input/output layout and the source model's SHA-256. The input is
+    float32 NHWC with any batch and any height/width that are multiples of ``2**depth``; the
+    output is per-pixel class probabilities. The folder is built under a temporary name and
+    renamed at the end.
+
+    Raises:
+        ConfigError: Unknown format, or the ONNX converter is not installed.
+        OutputError: ``out`` exists (without ``overwrite``) or cannot be written.
+        ModelError: The network cannot be converted to that format.
+
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"Expected format one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file, expected an export folder name")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write here ({exc.strerror})") from exc
+    try:
+        _export_into(loaded, tmp, fmt)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if out.exists():
+            discard_folder(out)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _export_into(loaded: LoadedModel, folder: Path, fmt: str) -> None:
+    spec = loaded.info.spec
+    shape = (None, None, None, spec.bands)
+    versions = {"geofuse": geofuse.__version__, "tensorflow": tensorflow_version()}
+    if fmt == "openvino":
+        ov = import_openvino()
+        ov.save_model(convert_to_openvino(loaded.model, shape), str(folder / "model.xml"),
+                      compress_to_fp16=False)
+        files = ["model.xml", "model.bin"]
+        versions["openvino"] = probe_openvino().version or ov.get_version()
+    elif fmt == "onnx":
+        try:
+            import tf2onnx  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("Expected the ONNX converter for format 'onnx' "
+                              "(pip install 'geofuse[onnx]'). Received: "
+                              f"{first_line(exc)}") from exc
+        _keras_export(loaded, str(folder / "model.onnx"), "onnx")
+        files = ["model.onnx"]
+    else:
+        _keras_export(loaded, str(folder), "tf_saved_model")
+        files = ["saved_model.pb", "variables/"]
+    meta = {
+        "format": fmt,
+        "files": files,
+        "source_model": loaded.path.name,
+        "source_model_sha256": loaded.digest,
+        "input": {"name": "image", "dtype": "float32", "layout": "NHWC",
+                  "shape": [None, None, None, spec.bands], "side_multiple": spec.arch.multiple,
+                  "bands": list(loaded.info.band_names),
+                  "normalization": "(raw * scale + offset - mean) / std"},
+        "output": {"name": "probabilities", "dtype": "float32", "layout": "NHWC",
+                   "shape": [None, None, None, spec.classes],
+                   "meaning": "per-pixel class probabilities (softmax); class = argmax"},
+        "versions": versions,
+        "model": loaded.info.to_dict(),
+    }
+    (folder / EXPORT_INFO).write_text(json.dumps(meta, indent=2, default=str) + "\n",
+                                      encoding="utf-8")
+
+
+def _keras_export(loaded: LoadedModel, path: str, fmt: str) -> None:
+    try:
+        loaded.model.export(path, format=fmt, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - converters raise many types
+        raise ModelError(f"{loaded.path}: cannot export to {fmt} ({ov_reason(exc)})") from exc
+
+

@@ -1,0 +1,1 @@
+"""Products of a mask: polygons, quick-look pictures and facts about models and scenes."""

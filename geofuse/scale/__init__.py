@@ -1,0 +1,1 @@
+"""Scale-out on Dask: the cluster, batch planning and workers, one large scene in bands."""

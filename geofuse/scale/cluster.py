@@ -1,0 +1,67 @@
+"""The Dask cluster of ``batch`` and ``segment --workers/--scheduler``: one place makes it.
+
+A local cluster (:class:`distributed.LocalCluster`) of single-threaded worker processes, each
+allowed ``max(1, cpus // workers)`` TensorFlow threads so that the workers share the cores
+instead of fighting over them; or an existing scheduler (``dask scheduler`` + ``dask worker``).
+``distributed`` is imported only when a client is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from geofuse.config import ClusterConfig
+from geofuse.errors import ConfigError, first_line, plural
+
+
+def available_cpus() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def dask_client(config: ClusterConfig, tasks: int) -> Iterator[tuple[Any, str, int | None]]:
+    """Yield a client on the configured cluster: ``(client, description, TF threads)``.
+
+    The local cluster has ``min(workers, tasks)`` single-threaded worker processes, each
+    allowed ``max(1, cpus // workers)`` TensorFlow threads (None on an existing cluster: its
+    workers' environment decides). A worker that dies on a task gets one retry elsewhere.
+
+    Raises:
+        ConfigError: The scheduler cannot be reached.
+
+    """
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    if config.scheduler is not None:
+        try:
+            client = Client(config.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"Expected a reachable Dask scheduler. Received: "
+                              f"{config.scheduler} ({first_line(exc)})") from exc
+        with client:
+            yield client, f"scheduler {config.scheduler}", None
+        return
+    workers = max(1, min(config.workers, tasks))
+    threads = max(1, available_cpus() // workers)
+    env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=logging.ERROR, env=env,
+    ) as cluster, Client(cluster) as client:
+        yield client, (f"local, {plural(workers, 'worker')} x "
+                       f"{plural(threads, 'TensorFlow thread')}"), threads
+
+
+def worker_slots(client: Any) -> int:
+    """Tasks the cluster runs at once: the sum of its workers' threads (at least 1)."""
+    return max(1, sum(client.nthreads().values()))

@@ -1,0 +1,1 @@
+"""Writing outputs: the stitcher, class ids, resampling back, atomic GeoTIFF outputs."""
