@@ -33,13 +33,15 @@ from typing import Any
 
 import geofuse
 from geofuse.config import BatchConfig, SegmentConfig
-from geofuse.errors import OutputError
+from geofuse.errors import GeofuseError, OutputError, plural
 from geofuse.model.modelfile import file_digest, read_info, resolve_model_path
 from geofuse.progress import Progress, announce
 from geofuse.scale.cluster import (  # noqa: F401  (available_cpus: re-exported)
     ClusterConfig,
     available_cpus,
     dask_client,
+    lost_workers,
+    scheduler_lost,
 )
 from geofuse.scale.plan import (  # noqa: F401  (re-exported: the batch API in one place)
     LOCK_NAME,
@@ -93,6 +95,7 @@ class BatchReport:
     complete: bool = False
     stale_removed: int = 0
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lost_workers: dict[str, list[str]] = field(default_factory=dict)  # address: scenes redone
 
     def count(self, status: str) -> int:
         """Return the number of scenes with ``status``."""
@@ -131,6 +134,7 @@ class BatchReport:
             "stale_temp_files_removed": self.stale_removed,
             "totals": self.totals(),
             "workers": self.workers,
+            "lost_workers": self.lost_workers,
             "scenes": [dataclasses.asdict(r) for r in self.scenes],
         }
 
@@ -146,6 +150,11 @@ class BatchReport:
             f"failed in {self.seconds:.1f} s ({t['scenes_per_minute']:.1f} scenes/min); "
             f"report: {self.path}"
         ]
+        if self.lost_workers:
+            redone = {s for scenes in self.lost_workers.values() for s in scenes}
+            lines.append(f"{plural(len(self.lost_workers), 'Dask worker')} lost mid-run and "
+                         f"{plural(len(redone), 'scene')} run again: "
+                         + ", ".join(sorted(redone)[:10]) + (" ..." if len(redone) > 10 else ""))
         lines += [f"failed: {r.error}" for r in self.failed[:10]]
         if len(self.failed) > 10:
             lines.append(f"... and {len(self.failed) - 10} more failures (see the report)")
@@ -283,12 +292,19 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
             futures[client.submit(run_scene, task, pure=False, key=f"geofuse-{i}-"
                                   f"{os.urandom(4).hex()}")] = i
         last_write = time.monotonic()
+        keys = {str(future.key): jobs[i].name for future, i in futures.items()}
         for future in as_completed(futures):
             i = futures.pop(future)
             record = report.scenes[i]
             try:
                 outcome = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection, ...
+                if scheduler_lost(exc, client):
+                    raise GeofuseError(
+                        f"{config.cluster.scheduler or description}: lost the Dask scheduler "
+                        f"mid-run; {report.count('done') + report.count('skipped')} of "
+                        f"{len(jobs)} scenes are finished (run the same command again to "
+                        f"resume; see {report.path})") from exc
                 outcome = {"status": "failed", "seconds": 0.0, "megapixels": 0.0,
                            "worker": None, "error": f"{jobs[i].scene}: the worker died or was "
                            f"lost while processing this scene ({type(exc).__name__})"}
@@ -305,4 +321,6 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
             if time.monotonic() - last_write > 2.0:
                 report.write()
                 last_write = time.monotonic()
+        report.lost_workers = {worker: [keys[k] for k in held] for worker, held in
+                               lost_workers(client, set(keys)).items()}
     return finished
