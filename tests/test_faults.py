@@ -233,3 +233,157 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
     assert_same(out / "m.tif", ref / "m.tif")
     assert_same(out / "p.tif", ref / "p.tif")
     assert hidden(out) == []
+
+
+# -- full disks and file-size limits ---------------------------------------------------------
+# The model's file is unpacked on load (its weights, 190 kB), so limits stay above 200 kB; the
+# uncompressed temporary of a 768 px mask is 590 kB, of its 3-class probabilities 1.8 MB; the
+# polygons of the tiny model's noisy 160 px mask take over 300 kB, its probabilities 197 kB.
+@pytest.mark.slow
+@pytest.mark.parametrize(("output", "side", "extra", "limit", "kept", "reason"), [
+    ("m.tif", 768, [], 400_000, [], "cannot write (file too large: the file-size limit "
+     "(ulimit -f) is 400000 bytes)"),
+    ("p.tif", 768, ["--probabilities", "p.tif"], 1_000_000, ["m.tif"], "cannot write (file "
+     "too large: the file-size limit (ulimit -f) is 1000000 bytes)"),
+    ("v.gpkg", 160, ["--vector", "v.gpkg"], 220_000, ["m.tif"], "cannot write polygons "
+     "(Failed to commit transaction; files over 220000 bytes are refused here (ulimit -f))"),
+], ids=["mask", "probabilities", "polygons"])
+def test_a_file_size_limit_fails_one_output_in_one_line(
+        tmp_path: Path, tiny_models, output: str, side: int, extra: list[str], limit: int,
+        kept: list[str], reason: str) -> None:
+    scene = write_geotiff(tmp_path / "s.tif", scene_image(side, side))
+    out = tmp_path / "out"
+    out.mkdir()
+    options = ["--model", str(tiny_models()), "--tile", "64", "--runtime", "tensorflow"]
+    proc = cli("segment", str(scene), "m.tif", *options, *extra, "-q", limit=limit, cwd=out)
+    code, stderr = finish(proc)
+    assert code == 1, stderr
+    (line,) = error_lines(stderr)
+    assert line.startswith(f"Error: {output}: {reason}") and f"{limit} bytes" in line, line
+    assert sorted(p.name for p in out.iterdir()) == kept  # whole outputs made before it only
+    ref = tmp_path / "ref"
+    for name in kept:
+        reference([str(scene), *options], ref / name)
+        assert_same(out / name, ref / name)
+
+
+def in_tiny_filesystem(size: str, folder: Path, *command: str) -> subprocess.CompletedProcess:
+    """Run ``command`` in ``folder`` on a fresh tmpfs of ``size`` (a user + mount namespace).
+
+    The filesystem vanishes with the namespace, so the folder's listing is printed to standard
+    output after the command, and the command's exit code is returned.
+    """
+    folder.mkdir()
+    namespace = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c"]
+    try:
+        probe = subprocess.run([*namespace, 'mount -t tmpfs -o size=64k tmpfs "$0"',
+                                str(folder)], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        probe = None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("this system lets no user mount a tmpfs (user namespaces are off)")
+    script = 'mount -t tmpfs -o size="$0" tmpfs "$1" && cd "$1" && shift && "$@"; code=$?; ' \
+             'ls -A; exit $code'
+    return subprocess.run([*namespace, script, size, str(folder), *command],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_cog_in_one_line(tmp_path: Path, tiny_models) -> None:
+    """The uncompressed temporary mask fits the disk (GDAL checks its space before creating
+    it); the compressed COG written beside it does not (ENOSPC), and nothing is left."""
+    scene = write_geotiff(tmp_path / "s.tif", scene_image(768, 768))
+    run = in_tiny_filesystem("700k", tmp_path / "disk", sys.executable, "-m", "geofuse.cli",
+                             "segment", str(scene), "m.tif", "--model", str(tiny_models()),
+                             "--tile", "64", "--runtime", "tensorflow", "-q")
+    assert run.returncode == 1, run.stderr
+    (line,) = error_lines(run.stderr)
+    assert line.startswith("Error: m.tif: cannot write (no space left on device: "), line
+    assert run.stdout == ""  # nothing under any name, no temporary left
+
+
+@pytest.mark.slow
+def test_a_batch_survives_a_killed_worker_and_a_scene_too_large(tmp_path: Path,
+                                                              tiny_models) -> None:
+    """Under a 400 kB file-size limit one scene's mask cannot be written: it fails in the report
+    while the others finish, and a worker killed mid-scene costs only a rerun of its scenes."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    names = [f"s{i}.tif" for i in range(4)]
+    for i, name in enumerate(names):
+        write_geotiff(src / name, scene_image(256, 256, seed=10 + i))
+    write_geotiff(src / "big.tif", scene_image(768, 768))  # its mask's temporary: 590 kB
+    model = str(tiny_models())
+    proc = cli("batch", str(src), str(out), "--model", model, *TILING, "--workers", "2",
+               limit=400_000)
+    killed = kill_a_busy_worker(proc, out, lambda: any((out / n).exists() for n in names))
+    code, stderr = finish(proc)
+    assert code == 1, stderr
+    report = json.loads((out / "geofuse-report.json").read_text())
+    scenes = {r["scene"]: r for r in report["scenes"]}
+    assert report["complete"] and report["totals"]["done"] == 4
+    assert scenes["big.tif"]["status"] == "failed"
+    assert scenes["big.tif"]["error"] == (f"{out / 'big.tif'}: cannot write (file too large: the "
+                                          "file-size limit (ulimit -f) is 400000 bytes)")
+    ((worker, redone),) = report["lost_workers"].items()
+    assert report["workers"].get(worker, {"pid": killed})["pid"] == killed  # that process
+    assert redone and set(redone) <= {*names, "big.tif"}
+    lines = stderr.strip().splitlines()
+    assert lines[-3].startswith("5 scenes: 4 done, 0 skipped, 1 failed"), stderr
+    assert lines[-2].startswith("1 Dask worker lost mid-run and ") and "run again: " in lines[-2]
+    assert lines[-1] == f"failed: {scenes['big.tif']['error']}"
+    assert "Traceback" not in stderr
+    for name in names:
+        reference([str(src / name), "--model", model, *TILING], tmp_path / "ref" / name)
+        assert_same(out / name, tmp_path / "ref" / name)
+    assert hidden(out) == []
+
+
+# -- two runs, one output --------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, tiny_models) -> None:
+    """While a first ``segment`` writes (held still with SIGSTOP, so the second surely starts
+    during it), runs that share any output with it are refused in one line; it then finishes
+    with its whole result, and no lock or temporary is left."""
+    scene = write_geotiff(tmp_path / "s.tif", scene_image(256, 256))
+    out = tmp_path / "out"
+    options = ["--model", str(tiny_models()), *TILING, "-q"]
+    first = cli("segment", str(scene), str(out / "m.tif"), *options, "--probabilities",
+                str(out / "p.tif"))
+    deadline = time.monotonic() + 300
+    while not any(OWNER.search(p.name) for p in out.glob(".p.tif.*")):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
+    with_group(first, signal.SIGSTOP)
+    try:
+        seconds = [
+            cli("segment", str(scene), str(out / "m.tif"), *options, "--overwrite"),
+            cli("segment", str(scene), str(out / "other.tif"), *options, "--probabilities",
+                str(out / "p.tif")),
+        ]
+        results = [finish(proc) for proc in seconds]
+    finally:
+        with_group(first, signal.SIGCONT)
+    for (code, stderr), name in zip(results, ("m.tif", "p.tif"), strict=True):
+        assert code == 1, stderr
+        assert error_lines(stderr) == [
+            f"Error: {out / name}: another geofuse run is writing this output (wait for it to "
+            "end, or write elsewhere)"]
+    code, stderr = finish(first)
+    assert code == 0, stderr
+    ref = tmp_path / "ref"
+    reference([str(scene), *options[:-1], "--probabilities", str(ref / "p.tif")], ref / "m.tif")
+    assert_same(out / "m.tif", ref / "m.tif")
+    assert_same(out / "p.tif", ref / "p.tif")
+    assert hidden(out) == [] and sorted(p.name for p in out.iterdir()) == ["m.tif", "p.tif"]
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path: Path, tiny_models) -> None:
+    """A killed run leaves its lock file, but not its lock (the kernel drops it)."""
+    scene = write_geotiff(tmp_path / "s.tif", scene_image(64, 64))
+    (tmp_path / ".m.tif.lock").write_text("")
+    result = CliRunner().invoke(main, ["segment", str(scene), str(tmp_path / "m.tif"),
+                                       "--model", str(tiny_models()), "--tile", "64", "-q"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "s.tif"]

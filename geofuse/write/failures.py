@@ -58,7 +58,7 @@ def disk_reason(written: Path | None = None, exc: BaseException | None = None) -
         except OSError:
             return None
         if free < FULL_BYTES:
-            return f"no space left on device ({free} bytes free)"
+            return f"no space left on device: {free} bytes free"
     return None
 
 
