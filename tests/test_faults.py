@@ -235,6 +235,53 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
     assert hidden(out) == []
 
 
+@pytest.mark.slow
+def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
+        tmp_path: Path, tiny_models) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    names = [f"s{i}.tif" for i in range(6)]
+    for i, name in enumerate(names):
+        write_geotiff(src / name, scene_image(256, 256, seed=20 + i))
+    options = ["--model", str(tiny_models()), *TILING]
+    scheduler, worker, address = start_scheduler(tmp_path)
+    try:
+        proc = cli("batch", str(src), str(out), *options, "--scheduler", address, "-q")
+        deadline = time.monotonic() + 300
+        while not any((out / n).exists() for n in names) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        scheduler.kill()
+        code, stderr = finish(proc)
+    finally:
+        for server in (worker, scheduler):
+            with_group(server, signal.SIGKILL)
+            server.wait(timeout=60)
+    assert code == 1, stderr
+    (line,) = error_lines(stderr)
+    report = json.loads((out / "geofuse-report.json").read_text())
+    reported = [r["scene"] for r in report["scenes"] if r["status"] == "done"]
+    assert not report["complete"]
+    assert line == (f"Error: {address}: lost the Dask scheduler mid-run; {len(reported)} of 6 "
+                    f"scenes are finished (run the same command again to resume; see "
+                    f"{out / 'geofuse-report.json'})")
+    # Scenes written after the last report the client got are whole too (renamed when done).
+    finished = {n: (out / n).stat().st_mtime_ns for n in names if (out / n).exists()}
+    assert set(reported) <= set(finished) and 1 <= len(finished) < len(names)
+
+    rerun = cli("batch", str(src), str(out), *options, "--workers", "1", "-q")
+    code, stderr = finish(rerun)
+    assert code == 0, stderr
+    report = json.loads((out / "geofuse-report.json").read_text())
+    assert report["complete"] and {r["scene"] for r in report["scenes"]
+                                   if r["status"] == "skipped"} == set(finished)
+    assert all((out / n).stat().st_mtime_ns == t for n, t in finished.items())
+    for name in names:
+        reference([str(src / name), *options], tmp_path / "ref" / name)
+        assert_same(out / name, tmp_path / "ref" / name)
+    assert hidden(out) == []
+
+
 # -- full disks and file-size limits ---------------------------------------------------------
 # The model's file is unpacked on load (its weights, 190 kB), so limits stay above 200 kB; the
 # uncompressed temporary of a 768 px mask is 590 kB, of its 3-class probabilities 1.8 MB; the
