@@ -284,8 +284,9 @@ def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
 
 # -- full disks and file-size limits ---------------------------------------------------------
 # The model's file is unpacked on load (its weights, 190 kB), so limits stay above 200 kB; the
-# uncompressed temporary of a 768 px mask is 590 kB, of its 3-class probabilities 1.8 MB; the
-# polygons of the tiny model's noisy 160 px mask take over 300 kB, its probabilities 197 kB.
+# uncompressed temporary of a 768 px mask is 590 kB, of its 3-class probabilities 1.8 MB, its
+# quick-look 1.3 MB; the polygons of the tiny model's noisy 160 px mask take over 300 kB, its
+# probabilities 197 kB.
 @pytest.mark.slow
 @pytest.mark.parametrize(("output", "side", "extra", "limit", "kept", "reason"), [
     ("m.tif", 768, [], 400_000, [], "cannot write (file too large: the file-size limit "
@@ -294,7 +295,9 @@ def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
      "too large: the file-size limit (ulimit -f) is 1000000 bytes)"),
     ("v.gpkg", 160, ["--vector", "v.gpkg"], 220_000, ["m.tif"], "cannot write polygons "
      "(Failed to commit transaction; files over 220000 bytes are refused here (ulimit -f))"),
-], ids=["mask", "probabilities", "polygons"])
+    ("q.png", 768, ["--preview", "q.png"], 800_000, ["m.tif"], "cannot write the preview "
+     "(file too large: the file-size limit (ulimit -f) is 800000 bytes)"),
+], ids=["mask", "probabilities", "polygons", "quick-look"])
 def test_a_file_size_limit_fails_one_output_in_one_line(
         tmp_path: Path, tiny_models, output: str, side: int, extra: list[str], limit: int,
         kept: list[str], reason: str) -> None:
