@@ -29,11 +29,18 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=200, help="cases to run")
     parser.add_argument("--seed", type=int, default=None, help="draw the same cases again")
     parser.add_argument("--json", type=Path, default=None, help="write the counts here")
-    parser.add_argument("--shrink", action="store_true",
-                        help="shrink a breaking case to a smallest one (can take many minutes)")
+    parser.add_argument(
+        "--shrink",
+        action="store_true",
+        help="shrink a breaking case to a smallest one (can take many minutes)",
+    )
     args = parser.parse_args()
 
+    import logging
+
     from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing: one model, many runs
 
     from tests.conftest import make_tiny_model
     from tests.fuzzkit import Layout, check_run, layouts
@@ -42,13 +49,18 @@ def main() -> int:
     kinds: Counter[str] = Counter()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as models_dir:
-        models = {b: make_tiny_model(Path(models_dir) / f"tiny{b}.keras", bands=b)
-                  for b in (1, 3)}
+        models = {b: make_tiny_model(Path(models_dir) / f"tiny{b}.keras", bands=b) for b in (1, 3)}
 
         phases = [p for p in Phase if args.shrink or p is not Phase.shrink]
 
-        @settings(max_examples=args.examples, deadline=None, database=None, phases=phases,
-                  suppress_health_check=list(HealthCheck), print_blob=True)
+        @settings(
+            max_examples=args.examples,
+            deadline=None,
+            database=None,
+            phases=phases,
+            suppress_health_check=list(HealthCheck),
+            print_blob=True,
+        )
         @given(layout=layouts())
         def run(layout: Layout) -> None:
             with tempfile.TemporaryDirectory() as folder:
@@ -63,10 +75,15 @@ def main() -> int:
             run()
         except AssertionError as exc:  # the shrunk case that breaks the property
             broken = str(exc)
-    summary = {"examples_asked": args.examples, "seed": args.seed,
-               "cases_run": sum(outcomes.values()), "outcomes": dict(outcomes),
-               "refusals": dict(kinds.most_common()), "broken": broken,
-               "seconds": round(time.perf_counter() - start, 1)}
+    summary = {
+        "examples_asked": args.examples,
+        "seed": args.seed,
+        "cases_run": sum(outcomes.values()),
+        "outcomes": dict(outcomes),
+        "refusals": dict(kinds.most_common()),
+        "broken": broken,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     text = json.dumps(summary, indent=2)
     print(text)
     if args.json is not None:
@@ -80,8 +97,7 @@ def _kind(outcome: str, folder: str) -> str:
     if outcome == "segmented":
         return "segmented"
     words = outcome.replace(folder, "").split()
-    return " ".join("N" if w.strip("(),.:;").replace(".", "").isdigit() else w
-                    for w in words[:12])
+    return " ".join("N" if w.strip("(),.:;").replace(".", "").isdigit() else w for w in words[:12])
 
 
 if __name__ == "__main__":

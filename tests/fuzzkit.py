@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from rasterio.control import GroundControlPoint
 from rasterio.enums import ColorInterp
 
-DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64",
-          "complex64")
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64", "complex64")
 SIDES = (1, 2, 3, 7, 16, 31, 33, 63, 64, 65, 100, 130)
 GEOREFERENCING = ("none", "north-up", "rotated", "sheared", "south-up", "gcps", "degrees")
 DAMAGE = ("none", "none", "none", "cut", "overwrite")
@@ -55,10 +54,12 @@ class Layout:
 
     def describe(self) -> str:
         """One line for reports."""
-        return (f"{self.height}x{self.width}x{self.bands} {self.dtype} nodata={self.nodata} "
-                f"mask={self.mask} georef={self.georeferencing} tiled={self.tiled} "
-                f"{self.compress} {self.interleave} damage={self.damage}@{self.damage_at:.2f} "
-                f"model={self.model_bands}b {' '.join(self.options)}")
+        return (
+            f"{self.height}x{self.width}x{self.bands} {self.dtype} nodata={self.nodata} "
+            f"mask={self.mask} georef={self.georeferencing} tiled={self.tiled} "
+            f"{self.compress} {self.interleave} damage={self.damage}@{self.damage_at:.2f} "
+            f"model={self.model_bands}b {' '.join(self.options)}"
+        )
 
 
 @st.composite
@@ -66,8 +67,11 @@ def layouts(draw: st.DrawFn) -> Layout:
     """A hypothesis strategy of :class:`Layout`."""
     dtype = draw(st.sampled_from(DTYPES))
     floating = dtype.startswith(("float", "complex"))
-    nodata_kinds = ["none", "zero", "max"] + (["nan"] if floating else []) + (
-        ["negative"] if not dtype.startswith("uint") else [])
+    nodata_kinds = (
+        ["none", "zero", "max"]
+        + (["nan"] if floating else [])
+        + (["negative"] if not dtype.startswith("uint") else [])
+    )
     model_bands = draw(st.sampled_from((1, 3)))
     bands = draw(st.sampled_from((model_bands, model_bands)) | st.integers(1, 5))
     options: list[str] = []  # mostly what a user would give to get such a scene through
@@ -75,9 +79,16 @@ def layouts(draw: st.DrawFn) -> Layout:
         chosen = draw(st.permutations(range(1, bands + 1)))[:model_bands]
         options += ["--bands", ",".join(map(str, chosen))]
     if dtype != "uint8":
-        options += draw(st.sampled_from(([], ["--input-range", "0,255"],
-                                         ["--input-range", "-50,250"],
-                                         ["--stretch", "percentile"])))
+        options += draw(
+            st.sampled_from(
+                (
+                    [],
+                    ["--input-range", "0,255"],
+                    ["--input-range", "-50,250"],
+                    ["--stretch", "percentile"],
+                )
+            )
+        )
     options += draw(st.sampled_from(([], [], ["--nodata", "0"], ["--no-nodata"])))
     return Layout(
         height=draw(st.sampled_from(SIDES) | st.integers(1, 150)),
@@ -85,8 +96,9 @@ def layouts(draw: st.DrawFn) -> Layout:
         bands=bands,
         dtype=dtype,
         nodata=draw(st.sampled_from(nodata_kinds)),
-        mask=draw(st.sampled_from(("none", "none", "internal", "alpha", "all-nodata",
-                                   "half-nodata"))),
+        mask=draw(
+            st.sampled_from(("none", "none", "internal", "alpha", "all-nodata", "half-nodata"))
+        ),
         georeferencing=draw(st.sampled_from(GEOREFERENCING)),
         tiled=draw(st.sampled_from((0, 0, 16, 32, 64))),
         compress=draw(st.sampled_from(("none", "deflate", "lzw", "packbits"))),
@@ -122,8 +134,11 @@ def _nodata(layout: Layout) -> float | None:
         return math.nan
     if layout.nodata == "negative":
         return -9999 if dtype.kind in "fc" or np.iinfo(dtype).min <= -9999 else -1
-    return float(np.finfo(dtype).max) if dtype.kind == "f" else (
-        None if dtype.kind == "c" else int(np.iinfo(dtype).max))
+    return (
+        float(np.finfo(dtype).max)
+        if dtype.kind == "f"
+        else (None if dtype.kind == "c" else int(np.iinfo(dtype).max))
+    )
 
 
 def _georeferencing(layout: Layout) -> dict[str, Any]:
@@ -142,8 +157,10 @@ def _georeferencing(layout: Layout) -> dict[str, Any]:
     if kind == "degrees":
         return {"crs": "EPSG:4326", "transform": Affine(1e-5, 0, 13.4, 0, -1e-5, 52.5)}
     h, w = layout.height, layout.width
-    gcps = [GroundControlPoint(row=r, col=c, x=500000 + c * 0.5, y=5100000 - r * 0.5)
-            for r, c in ((0, 0), (0, w), (h, 0), (h, w))]
+    gcps = [
+        GroundControlPoint(row=r, col=c, x=500000 + c * 0.5, y=5100000 - r * 0.5)
+        for r, c in ((0, 0), (0, w), (h, 0), (h, w))
+    ]
     return {"gcps": (gcps, "EPSG:32633")}
 
 
@@ -155,8 +172,12 @@ def write_layout(layout: Layout, path: Path) -> Path:
     alpha = layout.mask == "alpha"
     count = layout.bands + alpha
     profile: dict[str, Any] = {
-        "driver": "GTiff", "width": layout.width, "height": layout.height, "count": count,
-        "dtype": layout.dtype, "interleave": layout.interleave,
+        "driver": "GTiff",
+        "width": layout.width,
+        "height": layout.height,
+        "count": count,
+        "dtype": layout.dtype,
+        "interleave": layout.interleave,
     }
     if layout.compress != "none":
         profile["compress"] = layout.compress
@@ -206,8 +227,13 @@ def georeferencing(path: Path) -> dict[str, Any]:
     with warnings.catch_warnings(), rasterio.open(path) as ds:
         warnings.simplefilter("ignore")
         gcps, gcp_crs = ds.gcps
-        return {"shape": ds.shape, "crs": ds.crs, "transform": ds.transform,
-                "gcps": [(p.row, p.col, p.x, p.y) for p in gcps], "gcp_crs": gcp_crs}
+        return {
+            "shape": ds.shape,
+            "crs": ds.crs,
+            "transform": ds.transform,
+            "gcps": [(p.row, p.col, p.x, p.y) for p in gcps],
+            "gcp_crs": gcp_crs,
+        }
 
 
 def check_run(layout: Layout, folder: Path, models: dict[int, Path]) -> str:
@@ -219,9 +245,24 @@ def check_run(layout: Layout, folder: Path, models: dict[int, Path]) -> str:
     """
     scene = write_layout(layout, folder / "scene.tif")
     out = folder / "out" / "m.tif"
-    result = CliRunner().invoke(__import__("geofuse.cli", fromlist=["main"]).main, [
-        "segment", str(scene), str(out), "--model", str(models[layout.model_bands]),
-        "--tile", "64", "--batch-size", "4", "--runtime", "tensorflow", *layout.options, "-q"])
+    result = CliRunner().invoke(
+        __import__("geofuse.cli", fromlist=["main"]).main,
+        [
+            "segment",
+            str(scene),
+            str(out),
+            "--model",
+            str(models[layout.model_bands]),
+            "--tile",
+            "64",
+            "--batch-size",
+            "4",
+            "--runtime",
+            "tensorflow",
+            *layout.options,
+            "-q",
+        ],
+    )
     where = f"{layout.describe()}: exit {result.exit_code}\n{result.output}"
     assert isinstance(result.exception, SystemExit | None), (where, result.exc_info)
     assert "Traceback" not in result.output, where

@@ -50,9 +50,15 @@ def cli(*args: str, limit: int | None = None, **kwargs) -> subprocess.Popen:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return subprocess.Popen(
-        [sys.executable, "-m", "geofuse.cli", *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        preexec_fn=set_limit, start_new_session=True, **kwargs)
+        [sys.executable, "-m", "geofuse.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        preexec_fn=set_limit,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
@@ -84,8 +90,13 @@ def hidden(folder: Path) -> list[str]:
 
 def read(path: Path) -> tuple[np.ndarray, dict]:
     with rasterio.open(path) as ds:
-        return ds.read(), {"crs": ds.crs, "transform": ds.transform, "shape": ds.shape,
-                           "tags": ds.tags(), "overviews": ds.overviews(1)}
+        return ds.read(), {
+            "crs": ds.crs,
+            "transform": ds.transform,
+            "shape": ds.shape,
+            "tags": ds.tags(),
+            "overviews": ds.overviews(1),
+        }
 
 
 def assert_same(path: Path, reference: Path) -> None:
@@ -114,8 +125,9 @@ def worker_processes(proc: subprocess.Popen) -> dict[int, psutil.Process]:
     return workers
 
 
-def kill_a_busy_worker(proc: subprocess.Popen, folder: Path,
-                       ready: Callable[[], bool] = lambda: True) -> int:
+def kill_a_busy_worker(
+    proc: subprocess.Popen, folder: Path, ready: Callable[[], bool] = lambda: True
+) -> int:
     """SIGKILL the worker that is writing a temporary file in ``folder``, once ``ready()``.
 
     The temporary files name their process, so the worker killed is one in the middle of a
@@ -141,16 +153,27 @@ def test_segment_survives_a_worker_killed_mid_band(tmp_path: Path, tiny_models) 
     model = str(tiny_models())
     args = [str(scene), "--model", model, *TILING, "--probabilities"]
     out = tmp_path / "run"
-    proc = cli("segment", args[0], str(out / "m.tif"), *args[1:], str(out / "p.tif"),
-               "--workers", "2", "-q")
+    proc = cli(
+        "segment",
+        args[0],
+        str(out / "m.tif"),
+        *args[1:],
+        str(out / "p.tif"),
+        "--workers",
+        "2",
+        "-q",
+    )
     parts = out / ".m.tif.parts"
     killed = kill_a_busy_worker(proc, parts, lambda: any(parts.glob("*.done.json")))
     code, stderr = finish(proc)
     assert code == 0, stderr
     assert not psutil.pid_exists(killed) or psutil.Process(killed).status() == "zombie"
     (line,) = error_lines(stderr)
-    assert re.fullmatch(rf"Warning: 1 Dask worker lost mid-run and [12] bands? run again, so "
-                        rf"{re.escape(str(out / 'm.tif'))} is whole", line), line
+    assert re.fullmatch(
+        rf"Warning: 1 Dask worker lost mid-run and [12] bands? run again, so "
+        rf"{re.escape(str(out / 'm.tif'))} is whole",
+        line,
+    ), line
     ref = tmp_path / "ref"
     reference([*args, str(ref / "p.tif")], ref / "m.tif")
     assert_same(out / "m.tif", ref / "m.tif")
@@ -163,19 +186,47 @@ def start_scheduler(folder: Path) -> tuple[subprocess.Popen, subprocess.Popen, s
     """A ``dask scheduler`` and a ``dask worker`` on loopback: (scheduler, worker, address)."""
     file = folder / "scheduler.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env,
-             "start_new_session": True}
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "env": env,
+        "start_new_session": True,
+    }
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", "0", "--no-dashboard", "--scheduler-file", str(file)], **quiet)
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(file),
+        ],
+        **quiet,
+    )
     deadline = time.monotonic() + 120
     while not file.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     address = json.loads(file.read_text())["address"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-         "--nworkers", "1", "--no-dashboard", "--local-directory", str(folder / "dw")],
-        **quiet)
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            address,
+            "--nthreads",
+            "1",
+            "--nworkers",
+            "1",
+            "--no-dashboard",
+            "--local-directory",
+            str(folder / "dw"),
+        ],
+        **quiet,
+    )
     return scheduler, worker, address
 
 
@@ -186,8 +237,16 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
     scene = write_geotiff(tmp_path / "s.tif", scene_image(1024, 256))
     model = str(tiny_models())
     out = tmp_path / "run"
-    options = ["--model", model, *TILING, "--probability-dtype", "float32", "--probabilities",
-               str(out / "p.tif"), "-q"]
+    options = [
+        "--model",
+        model,
+        *TILING,
+        "--probability-dtype",
+        "float32",
+        "--probabilities",
+        str(out / "p.tif"),
+        "-q",
+    ]
     parts = out / ".m.tif.parts"
     scheduler, worker, address = start_scheduler(tmp_path)
     try:
@@ -204,28 +263,32 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
             server.wait(timeout=60)
     assert code == 1, stderr
     (line,) = error_lines(stderr)
-    finished = re.fullmatch(rf"Error: {address}: lost the Dask scheduler mid-run; (\d) of 2 bands "
-                            rf"of {re.escape(str(scene))} are finished and kept \(run the same "
-                            r"command again to resume\)", line)
+    finished = re.fullmatch(
+        rf"Error: {address}: lost the Dask scheduler mid-run; (\d) of 2 bands "
+        rf"of {re.escape(str(scene))} are finished and kept \(run the same "
+        r"command again to resume\)",
+        line,
+    )
     assert finished and int(finished[1]) >= 1, line
     assert not (out / "m.tif").exists() and not (out / "p.tif").exists()
     kept = sorted(p.name for p in parts.glob("*.done.json"))
 
     # The rerun finishes the missing bands, then cannot write the float32 probabilities' COG
     # (larger than any part) under a 2 MB limit: the finished parts stay for the next rerun.
-    limited = cli("segment", str(scene), str(out / "m.tif"), *options, "--workers", "1",
-                  limit=2_000_000)
+    limited = cli(
+        "segment", str(scene), str(out / "m.tif"), *options, "--workers", "1", limit=2_000_000
+    )
     code, stderr = finish(limited)
     assert code == 1, stderr
     assert error_lines(stderr) == [
         f"Error: {out / 'p.tif'}: cannot write (file too large: the file-size limit (ulimit -f) "
-        "is 2000000 bytes)"]
+        "is 2000000 bytes)"
+    ]
     assert set(kept) < {p.name for p in parts.glob("*.done.json")}
     assert not (out / "p.tif").exists()
     assert [p for p in hidden(out) if not p.startswith(".m.tif.parts")] == []
 
-    last = cli("segment", str(scene), str(out / "m.tif"), *options, "--workers", "1",
-               "--overwrite")
+    last = cli("segment", str(scene), str(out / "m.tif"), *options, "--workers", "1", "--overwrite")
     code, stderr = finish(last)
     assert code == 0 and error_lines(stderr) == [], stderr
     ref = tmp_path / "ref"
@@ -237,7 +300,8 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
 
 @pytest.mark.slow
 def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
-        tmp_path: Path, tiny_models) -> None:
+    tmp_path: Path, tiny_models
+) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     names = [f"s{i}.tif" for i in range(6)]
@@ -262,9 +326,11 @@ def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
     report = json.loads((out / "geofuse-report.json").read_text())
     reported = [r["scene"] for r in report["scenes"] if r["status"] == "done"]
     assert not report["complete"]
-    assert line == (f"Error: {address}: lost the Dask scheduler mid-run; {len(reported)} of 6 "
-                    f"scenes are finished (run the same command again to resume; see "
-                    f"{out / 'geofuse-report.json'})")
+    assert line == (
+        f"Error: {address}: lost the Dask scheduler mid-run; {len(reported)} of 6 "
+        f"scenes are finished (run the same command again to resume; see "
+        f"{out / 'geofuse-report.json'})"
+    )
     # Scenes written after the last report the client got are whole too (renamed when done).
     finished = {n: (out / n).stat().st_mtime_ns for n in names if (out / n).exists()}
     assert set(reported) <= set(finished) and 1 <= len(finished) < len(names)
@@ -273,8 +339,9 @@ def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
     code, stderr = finish(rerun)
     assert code == 0, stderr
     report = json.loads((out / "geofuse-report.json").read_text())
-    assert report["complete"] and {r["scene"] for r in report["scenes"]
-                                   if r["status"] == "skipped"} == set(finished)
+    assert report["complete"] and {
+        r["scene"] for r in report["scenes"] if r["status"] == "skipped"
+    } == set(finished)
     assert all((out / n).stat().st_mtime_ns == t for n, t in finished.items())
     for name in names:
         reference([str(src / name), *options], tmp_path / "ref" / name)
@@ -288,19 +355,56 @@ def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
 # quick-look 1.3 MB; the polygons of the tiny model's noisy 160 px mask take over 300 kB, its
 # probabilities 197 kB.
 @pytest.mark.slow
-@pytest.mark.parametrize(("output", "side", "extra", "limit", "kept", "reason"), [
-    ("m.tif", 768, [], 400_000, [], "cannot write (file too large: the file-size limit "
-     "(ulimit -f) is 400000 bytes)"),
-    ("p.tif", 768, ["--probabilities", "p.tif"], 1_000_000, ["m.tif"], "cannot write (file "
-     "too large: the file-size limit (ulimit -f) is 1000000 bytes)"),
-    ("v.gpkg", 160, ["--vector", "v.gpkg"], 220_000, ["m.tif"], "cannot write polygons "
-     "(Failed to commit transaction; files over 220000 bytes are refused here (ulimit -f))"),
-    ("q.png", 768, ["--preview", "q.png"], 800_000, ["m.tif"], "cannot write the preview "
-     "(file too large: the file-size limit (ulimit -f) is 800000 bytes)"),
-], ids=["mask", "probabilities", "polygons", "quick-look"])
+@pytest.mark.parametrize(
+    ("output", "side", "extra", "limit", "kept", "reason"),
+    [
+        (
+            "m.tif",
+            768,
+            [],
+            400_000,
+            [],
+            "cannot write (file too large: the file-size limit (ulimit -f) is 400000 bytes)",
+        ),
+        (
+            "p.tif",
+            768,
+            ["--probabilities", "p.tif"],
+            1_000_000,
+            ["m.tif"],
+            "cannot write (file too large: the file-size limit (ulimit -f) is 1000000 bytes)",
+        ),
+        (
+            "v.gpkg",
+            160,
+            ["--vector", "v.gpkg"],
+            220_000,
+            ["m.tif"],
+            "cannot write polygons "
+            "(Failed to commit transaction; files over 220000 bytes are refused here (ulimit -f))",
+        ),
+        (
+            "q.png",
+            768,
+            ["--preview", "q.png"],
+            800_000,
+            ["m.tif"],
+            "cannot write the preview "
+            "(file too large: the file-size limit (ulimit -f) is 800000 bytes)",
+        ),
+    ],
+    ids=["mask", "probabilities", "polygons", "quick-look"],
+)
 def test_a_file_size_limit_fails_one_output_in_one_line(
-        tmp_path: Path, tiny_models, output: str, side: int, extra: list[str], limit: int,
-        kept: list[str], reason: str) -> None:
+    tmp_path: Path,
+    tiny_models,
+    output: str,
+    side: int,
+    extra: list[str],
+    limit: int,
+    kept: list[str],
+    reason: str,
+) -> None:
     scene = write_geotiff(tmp_path / "s.tif", scene_image(side, side))
     out = tmp_path / "out"
     out.mkdir()
@@ -326,17 +430,27 @@ def in_tiny_filesystem(size: str, folder: Path, *command: str) -> subprocess.Com
     folder.mkdir()
     namespace = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c"]
     try:
-        probe = subprocess.run([*namespace, 'mount -t tmpfs -o size=64k tmpfs "$0"',
-                                str(folder)], capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            [*namespace, 'mount -t tmpfs -o size=64k tmpfs "$0"', str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except FileNotFoundError:
         probe = None
     if probe is None or probe.returncode != 0:
         pytest.skip("this system lets no user mount a tmpfs (user namespaces are off)")
-    script = 'mount -t tmpfs -o size="$0" tmpfs "$1" && cd "$1" && shift && "$@"; code=$?; ' \
-             'ls -A; exit $code'
-    return subprocess.run([*namespace, script, size, str(folder), *command],
-                          capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    script = (
+        'mount -t tmpfs -o size="$0" tmpfs "$1" && cd "$1" && shift && "$@"; code=$?; '
+        "ls -A; exit $code"
+    )
+    return subprocess.run(
+        [*namespace, script, size, str(folder), *command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
 
 
 @pytest.mark.slow
@@ -344,9 +458,23 @@ def test_a_full_disk_fails_the_cog_in_one_line(tmp_path: Path, tiny_models) -> N
     """The uncompressed temporary mask fits the disk (GDAL checks its space before creating
     it); the compressed COG written beside it does not (ENOSPC), and nothing is left."""
     scene = write_geotiff(tmp_path / "s.tif", scene_image(768, 768))
-    run = in_tiny_filesystem("700k", tmp_path / "disk", sys.executable, "-m", "geofuse.cli",
-                             "segment", str(scene), "m.tif", "--model", str(tiny_models()),
-                             "--tile", "64", "--runtime", "tensorflow", "-q")
+    run = in_tiny_filesystem(
+        "700k",
+        tmp_path / "disk",
+        sys.executable,
+        "-m",
+        "geofuse.cli",
+        "segment",
+        str(scene),
+        "m.tif",
+        "--model",
+        str(tiny_models()),
+        "--tile",
+        "64",
+        "--runtime",
+        "tensorflow",
+        "-q",
+    )
     assert run.returncode == 1, run.stderr
     (line,) = error_lines(run.stderr)
     assert line.startswith("Error: m.tif: cannot write (no space left on device: "), line
@@ -354,8 +482,9 @@ def test_a_full_disk_fails_the_cog_in_one_line(tmp_path: Path, tiny_models) -> N
 
 
 @pytest.mark.slow
-def test_a_batch_survives_a_killed_worker_and_a_scene_too_large(tmp_path: Path,
-                                                              tiny_models) -> None:
+def test_a_batch_survives_a_killed_worker_and_a_scene_too_large(
+    tmp_path: Path, tiny_models
+) -> None:
     """Under a 400 kB file-size limit one scene's mask cannot be written: it fails in the report
     while the others finish, and a worker killed mid-scene costs only a rerun of its scenes."""
     src, out = tmp_path / "in", tmp_path / "out"
@@ -365,8 +494,9 @@ def test_a_batch_survives_a_killed_worker_and_a_scene_too_large(tmp_path: Path,
         write_geotiff(src / name, scene_image(256, 256, seed=10 + i))
     write_geotiff(src / "big.tif", scene_image(768, 768))  # its mask's temporary: 590 kB
     model = str(tiny_models())
-    proc = cli("batch", str(src), str(out), "--model", model, *TILING, "--workers", "2",
-               limit=400_000)
+    proc = cli(
+        "batch", str(src), str(out), "--model", model, *TILING, "--workers", "2", limit=400_000
+    )
     killed = kill_a_busy_worker(proc, out, lambda: any((out / n).exists() for n in names))
     code, stderr = finish(proc)
     assert code == 1, stderr
@@ -374,8 +504,10 @@ def test_a_batch_survives_a_killed_worker_and_a_scene_too_large(tmp_path: Path,
     scenes = {r["scene"]: r for r in report["scenes"]}
     assert report["complete"] and report["totals"]["done"] == 4
     assert scenes["big.tif"]["status"] == "failed"
-    assert scenes["big.tif"]["error"] == (f"{out / 'big.tif'}: cannot write (file too large: the "
-                                          "file-size limit (ulimit -f) is 400000 bytes)")
+    assert scenes["big.tif"]["error"] == (
+        f"{out / 'big.tif'}: cannot write (file too large: the "
+        "file-size limit (ulimit -f) is 400000 bytes)"
+    )
     ((worker, redone),) = report["lost_workers"].items()
     assert report["workers"].get(worker, {"pid": killed})["pid"] == killed  # that process
     assert redone and set(redone) <= {*names, "big.tif"}
@@ -399,8 +531,9 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, tiny_models)
     scene = write_geotiff(tmp_path / "s.tif", scene_image(256, 256))
     out = tmp_path / "out"
     options = ["--model", str(tiny_models()), *TILING, "-q"]
-    first = cli("segment", str(scene), str(out / "m.tif"), *options, "--probabilities",
-                str(out / "p.tif"))
+    first = cli(
+        "segment", str(scene), str(out / "m.tif"), *options, "--probabilities", str(out / "p.tif")
+    )
     deadline = time.monotonic() + 300
     while not any(OWNER.search(p.name) for p in out.glob(".p.tif.*")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
@@ -409,8 +542,14 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, tiny_models)
     try:
         seconds = [
             cli("segment", str(scene), str(out / "m.tif"), *options, "--overwrite"),
-            cli("segment", str(scene), str(out / "other.tif"), *options, "--probabilities",
-                str(out / "p.tif")),
+            cli(
+                "segment",
+                str(scene),
+                str(out / "other.tif"),
+                *options,
+                "--probabilities",
+                str(out / "p.tif"),
+            ),
         ]
         results = [finish(proc) for proc in seconds]
     finally:
@@ -419,7 +558,8 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, tiny_models)
         assert code == 1, stderr
         assert error_lines(stderr) == [
             f"Error: {out / name}: another geofuse run is writing this output (wait for it to "
-            "end, or write elsewhere)"]
+            "end, or write elsewhere)"
+        ]
     code, stderr = finish(first)
     assert code == 0, stderr
     ref = tmp_path / "ref"
@@ -433,7 +573,18 @@ def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path: Path, tiny_models)
     """A killed run leaves its lock file, but not its lock (the kernel drops it)."""
     scene = write_geotiff(tmp_path / "s.tif", scene_image(64, 64))
     (tmp_path / ".m.tif.lock").write_text("")
-    result = CliRunner().invoke(main, ["segment", str(scene), str(tmp_path / "m.tif"),
-                                       "--model", str(tiny_models()), "--tile", "64", "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "segment",
+            str(scene),
+            str(tmp_path / "m.tif"),
+            "--model",
+            str(tiny_models()),
+            "--tile",
+            "64",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "s.tif"]

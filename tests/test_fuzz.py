@@ -22,10 +22,16 @@ def models(tiny_models) -> dict[int, Path]:
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(layout=layouts())
-def test_any_layout_segments_exactly_or_fails_in_one_line(layout: Layout,
-                                                          models: dict[int, Path]) -> None:
+def test_any_layout_segments_exactly_or_fails_in_one_line(
+    layout: Layout, models: dict[int, Path]
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         check_run(layout, Path(folder), models)

@@ -46,8 +46,9 @@ def disk_reason(written: Path | None = None, exc: BaseException | None = None) -
     """
     code = getattr(exc, "errno", None)
     limit = _file_size_limit()
-    if code == errno.EFBIG or (code is None and written is not None and limit is not None
-                               and _size(written) >= limit):
+    if code == errno.EFBIG or (
+        code is None and written is not None and limit is not None and _size(written) >= limit
+    ):
         where = f"the file-size limit (ulimit -f) is {limit} bytes" if limit is not None else ""
         return f"file too large: {where}" if where else "file too large"
     if code in (errno.ENOSPC, errno.EDQUOT):
@@ -69,8 +70,12 @@ def _size(path: Path) -> int:
         return -1
 
 
-def write_failure(dest: Path, exc: BaseException | None = None, written: Path | None = None,
-                  what: str = "cannot write") -> OutputError:
+def write_failure(
+    dest: Path,
+    exc: BaseException | None = None,
+    written: Path | None = None,
+    what: str = "cannot write",
+) -> OutputError:
     """The one-line :class:`OutputError` of a failed write of ``dest``, with the reason.
 
     Args:
@@ -130,7 +135,12 @@ def _blocks_on_disk(ds: Any, size: int) -> bool:
             for col in range(cols):
                 offset = ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
                 length = ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
-                if not offset or not length or int(offset) <= 0 or int(length) <= 0 \
-                        or int(offset) + int(length) > size:
+                if (
+                    not offset
+                    or not length
+                    or int(offset) <= 0
+                    or int(length) <= 0
+                    or int(offset) + int(length) > size
+                ):
                     return False
     return True
