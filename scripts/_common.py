@@ -2,8 +2,9 @@
 held-out protocols of the training studies, the synthetic-scene generator, the git commit,
 atomic JSON result files, peak memory and the training progress line.
 
-The scripts run as ``python scripts/NAME.py``, which puts this folder on ``sys.path``; they
-import from here with ``from _common import ...``. geofuse itself is imported only inside the
+The product tools run as ``python scripts/NAME.py``, which puts this folder on ``sys.path``;
+the studies (``scripts/studies/<study>/``) and benchmarks (``scripts/bench/``) put it there
+themselves. They import from here with ``from _common import ...``. geofuse itself is imported only inside the
 functions that need it, so importing this module stays cheap (``--help`` never loads
 TensorFlow).
 """
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
-REAL = ROOT.parent / "shared" / "data" / "real"
+# the shared real data beside the checkout; GEOFUSE_REAL_DATA points elsewhere
+REAL = Path(os.environ.get("GEOFUSE_REAL_DATA") or ROOT.parent / "shared" / "data" / "real")
 
 # -- SpaceNet: train on the western columns of one real scene, score the eastern ones ----------
 

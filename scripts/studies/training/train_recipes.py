@@ -25,18 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import REAL, ROOT, git_commit, held_out_protocol
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # scripts/, for _common
 
-from geofuse.model.fusion import fusion_modes  # the registry alone: no TensorFlow
+from _common import REAL, git_commit, held_out_protocol  # noqa: E402
+
+from geofuse.model.fusion import fusion_modes  # noqa: E402  (the registry alone: no TensorFlow)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RUNS = ROOT / "docs" / "training-runs"
+RUNS = HERE / "runs"
+REPORT = HERE / "REPORT.md"
 FOREST = REAL / "sentinel2-forest-hu"
 FOREST_CLASSES = {"classes": [{"id": 0, "name": "background", "color": "#e6e6b4", "value": 2},
                               {"id": 1, "name": "forest", "color": "#1b7837", "value": 1}],
@@ -332,10 +337,10 @@ def report() -> str:
 
 
 def write_report() -> None:
-    """Print the table and put it between the result markers of docs/training.md."""
+    """Print the table and put it between the result markers of the study's REPORT.md."""
     table = report()
     print(table)
-    doc = ROOT / "docs" / "training.md"
+    doc = REPORT
     text = doc.read_text()
     start, end = "<!-- results -->\n", "<!-- /results -->"
     if start in text and end in text:
