@@ -304,7 +304,7 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
     IoU over the five classes on it. ``inria``: as ``spacenet`` on the Inria Austin crop
     (:data:`INRIA_SPLIT`, label raster); ``inria-half``: the same at half the resolution.
     ``roads``: train on a 700-px window of one Massachusetts roads image, score road IoU on
-    the 15 others (:func:`roads_split`). As ``scripts/train_recipes.py`` runs them.
+    the 15 others (:func:`roads_split`). As ``scripts/studies/training/train_recipes.py`` runs them.
     """
     from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 

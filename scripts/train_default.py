@@ -1,6 +1,6 @@
 """Rebuild the embedded default model, geofuse/model/default.keras, through training.train().
 
-Training data (issue 16; the held-out parts and licences are fixed in scripts/default_protocol.py
+Training data (issue 16; the held-out parts and licences are fixed in scripts/studies/default_model/default_protocol.py
 and docs/default-model.md):
 
   * the Dubai aerial land-cover set (../shared/data/real/dubai-aerial-hitl, CC0, Humans in the
@@ -28,11 +28,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 import _common
 from _common import REAL, ROOT, dubai_training, epoch_report
-from default_protocol import (
+
+# the held-out protocol of the default model lives with its study
+sys.path.insert(0, str(Path(__file__).resolve().parent / "studies" / "default_model"))
+from default_protocol import (  # noqa: E402
     ZANZIBAR_SPLIT,
     crop,
     one_class_coding,

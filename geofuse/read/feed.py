@@ -30,7 +30,7 @@ PIPELINE_NICE = 10
 
 The model's threads use every core; a pipeline thread that preempts one of them stalls the
 other at its next barrier. Lowered, the pipeline runs in the gaps (README, Development:
-``scripts/bench.py``)."""
+``scripts/bench/bench.py``)."""
 
 
 def lower_priority(nice: int | None = None) -> None:

@@ -16,8 +16,8 @@ Sets (held-out protocol fixed before any run):
 - ``inria``, ``inria-half`` (the crop at half resolution), ``roads``: as
   :func:`_common.held_out_protocol` describes them.
 
-    nice python scripts/train_recipes.py --sets spacenet --recipes default,plain --seeds 0 1 2
-    python scripts/train_recipes.py --report-only
+    nice python scripts/studies/training/train_recipes.py --sets spacenet --recipes default,plain --seeds 0 1 2
+    python scripts/studies/training/train_recipes.py --report-only
 """
 
 from __future__ import annotations

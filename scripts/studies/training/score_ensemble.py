@@ -5,7 +5,7 @@ different seeds), each is scored alone and every pair is averaged into one model
 ensemble, :func:`geofuse.model.network.averaged`) and scored too. This is how the
 session-17 evidence for averaging two networks was measured (``docs/training.md``).
 
-    python scripts/score_ensemble.py --set spacenet --work /tmp/ens \\
+    python scripts/studies/training/score_ensemble.py --set spacenet --work /tmp/ens \\
         --models /tmp/r/spacenet-capped-0/m.keras /tmp/r/spacenet-capped-1/m.keras
 
 With ``--prefixes``, each model file given is an ensemble itself (``--members N``): its first
@@ -20,8 +20,10 @@ import dataclasses
 import itertools
 import json
 import os
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import held_out_protocol
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

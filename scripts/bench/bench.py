@@ -25,9 +25,9 @@ It prints Mpx/s for both, their ratio (model-only time / end-to-end time for the
 1.0 means the pipeline adds nothing), patch pixels / scene pixels, and the peak RSS of each
 end-to-end run, plus the ratio of the largest to the smallest scene's peak RSS.
 
-    python scripts/bench.py                   # 2048 and 8192, default model, every runtime
-    python scripts/bench.py --sizes 1024 2048 --tile 256 --runtimes tensorflow:f32 openvino:f32
-    python scripts/bench.py --scenes data_samples/scene_a.tif 100x5000 --baseline ../old --repeat 4
+    python scripts/bench/bench.py                   # 2048 and 8192, default model, every runtime
+    python scripts/bench/bench.py --sizes 1024 2048 --tile 256 --runtimes tensorflow:f32 openvino:f32
+    python scripts/bench/bench.py --scenes data_samples/scene_a.tif 100x5000 --baseline ../old --repeat 4
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: _common
 from _common import SAMPLES, peak_rss_mb, rss_mb, synthetic_scene
 
 from geofuse.config import TilingConfig

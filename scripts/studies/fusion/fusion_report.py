@@ -1,6 +1,6 @@
 """The report of the fusion study: ``docs/fusion.md`` from the result files alone.
 
-``scripts/compare_fusion.py`` trains and measures; this module names the study's variants of the
+``scripts/studies/fusion/compare_fusion.py`` trains and measures; this module names the study's variants of the
 fusion registry, computes the statistics (mean and spread over seeds, differences from ``none``
 paired by seed with a t-based interval) and writes the document with its conclusion.
 """
@@ -12,9 +12,11 @@ import json
 import math
 import os
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import ROOT, SPACENET_SPLIT
 
 SETS = ("spacenet", "dubai")
@@ -442,7 +444,7 @@ def write_report(runs: Path, out: Path, command: str) -> None:
         "Does multi-level fusion in the U-Net decoder beat the plain U-Net skip? Each decoder "
         "fusion mode is trained for the same time budget, with the same recipe, seeds and "
         "splits, on two real data sets, and scored on held-out data. Produced by "
-        f"`scripts/compare_fusion.py` (do not edit by hand) from the result files in `{rel}/` "
+        f"`scripts/studies/fusion/compare_fusion.py` (do not edit by hand) from the result files in `{rel}/` "
         "alone; command that wrote this document (from the repository root):",
         "",
         f"    {command}",

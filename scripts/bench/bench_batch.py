@@ -12,8 +12,8 @@ and everything), scenes/minute over that wall time, the mean worker seconds per 
 model load time. On a 2-core machine expect little gain from a second worker: both already
 share the same cores, TensorFlow threads are split between them.
 
-    python scripts/bench_batch.py
-    python scripts/bench_batch.py --workers 1 2 4 --scenes 16 --size 512 --tile 256
+    python scripts/bench/bench_batch.py
+    python scripts/bench/bench_batch.py --workers 1 2 4 --scenes 16 --size 512 --tile 256
 """
 
 from __future__ import annotations
@@ -21,11 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: _common
 from _common import synthetic_scene
 
 

@@ -13,7 +13,7 @@ each part by geofuse itself. The script prints building IoU, F1, precision and r
   3. the best single global brightness threshold (either direction), chosen on the western
      part by building IoU and applied to the eastern part.
 
-    nice -n 10 python scripts/spacenet_experiment.py [--epochs 30 --steps 40]
+    nice -n 10 python scripts/studies/training/spacenet_experiment.py [--epochs 30 --steps 40]
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import (
     SPACENET_LABELS,
     SPACENET_VAL_BLOCK,

@@ -5,13 +5,13 @@ A reference point for ``geofuse train``, outside geofuse's training loop: a plai
 the western part, batch 32, Adam 3e-3 (constant), binary cross-entropy + soft Dice on a
 sigmoid output, D4 flips, each band standardised by the west's mean and standard deviation,
 trained for a wall-clock budget; the eastern part is then predicted in one pass (threshold 0.5)
-and scored as ``scripts/train_recipes.py`` scores geofuse (building IoU, geofuse's metrics).
+and scored as ``scripts/studies/training/train_recipes.py`` scores geofuse (building IoU, geofuse's metrics).
 Labels are read by geofuse itself (SpaceNet's vectors rasterised, Inria's 0/255 raster), as for
 every other figure of these sets (``held_out_protocol`` in ``_common.py``).
 
 One result file per run in ``docs/baseline-runs/`` (finished runs are skipped):
 
-    python scripts/baseline_unet.py --set spacenet --seeds 0,1,2 --budget 300
+    python scripts/studies/training/baseline_unet.py --set spacenet --seeds 0,1,2 --budget 300
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import (
-    ROOT,
     building_scores,
     git_commit,
     held_out_protocol,
@@ -34,7 +36,7 @@ from _common import (
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-RUNS = ROOT / "docs" / "baseline-runs"
+RUNS = Path(__file__).resolve().parent / "runs" / "baseline"
 
 
 def unet(bands: int, filters: tuple[int, ...] = (8, 16, 32)):

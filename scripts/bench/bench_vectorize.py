@@ -7,7 +7,7 @@ polygon spanning the whole scene, a few lakes (class 3) of thousands of pixels a
 nodata corner. Then runs the real CLI in a subprocess and prints its wall time and peak
 resident memory (``getrusage`` of the child).
 
-    python scripts/bench_vectorize.py [--size 20000] [--workdir DIR] [--keep]
+    python scripts/bench/bench_vectorize.py [--size 20000] [--workdir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: _common
 from _common import Texture, synthetic_scene
 
 

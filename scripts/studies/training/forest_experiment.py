@@ -14,7 +14,7 @@ extension options, exactly like
 with forest-classes.json = {"classes": [{"name": "background", "value": 2},
 {"name": "forest", "value": 1}], "ignore": [0]}.
 
-    nice -n 10 python scripts/forest_experiment.py [--epochs 25 --steps 40]
+    nice -n 10 python scripts/studies/training/forest_experiment.py [--epochs 25 --steps 40]
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import REAL, epoch_report
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

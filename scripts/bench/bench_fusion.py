@@ -9,8 +9,8 @@ parameters, Mpx/s (wall clock), time relative to ``none`` (the plain U-Net), and
 seconds per megapixel with its ratio to ``none`` (all threads; much less sensitive than wall
 time to other processes competing for the cores).
 
-    python scripts/bench_fusion.py                      # depth 4, 16 filters, 256 px, batch 4
-    python scripts/bench_fusion.py --tile 512 --rounds 3
+    python scripts/bench/bench_fusion.py                      # depth 4, 16 filters, 256 px, batch 4
+    python scripts/bench/bench_fusion.py --tile 512 --rounds 3
 
 With ``--models A.keras B.keras`` it times those model files instead (trained networks, their
 own bands), relative to the first: e.g. a new default model against the old one,

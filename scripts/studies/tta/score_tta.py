@@ -1,11 +1,11 @@
 """Does test-time augmentation raise the held-out score of models already trained?
 
-Each model folder left by ``scripts/train_recipes.py`` (``WORK/<set>-<recipe>-<seed>/m.keras``)
+Each model folder left by ``scripts/studies/training/train_recipes.py`` (``WORK/<set>-<recipe>-<seed>/m.keras``)
 is scored on its set's held-out part without and with ``--tta``, by the protocol of
 ``scripts/_common.py``. A model whose score without TTA differs from its result file's is
 skipped (the folder was reused by a later run of another budget). One JSON line per model.
 
-    python scripts/score_tta.py --work /tmp/recipes-work --set spacenet --budget 300 \
+    python scripts/studies/tta/score_tta.py --work /tmp/recipes-work --set spacenet --budget 300 \
         --tta all > /tmp/tta.jsonl
 """
 
@@ -18,8 +18,11 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import held_out_protocol
-from train_recipes import RUNS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from train_recipes import RUNS  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

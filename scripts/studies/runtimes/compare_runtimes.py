@@ -6,19 +6,21 @@
 2. Dubai: mean IoU of the embedded model on the held-out Dubai tile folder (``Tile 2``: the
    default model was trained on the other tiles), with each runtime.
 3. SpaceNet (with ``--spacenet-model``, a model trained on the western part, e.g. by
-   ``scripts/spacenet_experiment.py --keep M.keras``): building IoU on the eastern third.
+   ``scripts/studies/training/spacenet_experiment.py --keep M.keras``): building IoU on the eastern third.
 
-    python scripts/compare_runtimes.py                   # samples + real RGB scenes, Dubai
-    python scripts/compare_runtimes.py --spacenet-model spacenet.keras --skip-dubai
+    python scripts/studies/runtimes/compare_runtimes.py                   # samples + real RGB scenes, Dubai
+    python scripts/studies/runtimes/compare_runtimes.py --spacenet-model spacenet.keras --skip-dubai
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import DUBAI, REAL, SAMPLES, SPACENET_LABELS, dubai_holdout, spacenet_split
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -11,7 +11,7 @@ no prediction) on 4096² and 8192² scenes, with the grid geofuse would use for 
 Scenes and models (each from ``../shared`` or generated, never copied into the repo):
 
 * ``spacenet``: ``spacenet-solaris/sample_geotiff.tif`` with a SpaceNet building model
-  (``--spacenet-model``, e.g. one from ``scripts/train_recipes.py``; skipped without it);
+  (``--spacenet-model``, e.g. one from ``scripts/studies/training/train_recipes.py``; skipped without it);
 * ``dubai``: the images of Dubai ``Tile 2`` (held out of the embedded model's training) with the
   embedded model;
 * ``generated``: a ``--size``² scene textured from the bundled sample, with the embedded model.
@@ -20,23 +20,26 @@ One JSON file per scene and ``--label`` goes to ``docs/seams/`` (skipped when it
 tables to ``docs/seams.md``. ``unaligned`` marks the runs made before tiles were aligned to the
 model's pooling lattice (geofuse commit in each file).
 
-    python scripts/seam_experiment.py --spacenet-model /tmp/recipes-work/spacenet-default-0/m.keras
-    python scripts/seam_experiment.py --report-only
+    python scripts/studies/seams/seam_experiment.py --spacenet-model /tmp/recipes-work/spacenet-default-0/m.keras
+    python scripts/studies/seams/seam_experiment.py --report-only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from _common import REAL, ROOT, git_commit, synthetic_scene, write_json_atomic
 
-RUNS = ROOT / "docs" / "seams"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
+from _common import REAL, git_commit, synthetic_scene, write_json_atomic
+
+RUNS = Path(__file__).resolve().parent / "runs"
 TILES = (256, 384, 512, 768, 1024)
 OVERLAPS = (0, 16, 32, 64, 128)
 BLENDS = ("hann", "center")
@@ -180,7 +183,7 @@ def main() -> None:
                                                not args.exact_tile))
     table = report()
     print(table)
-    doc = ROOT / "docs" / "seams.md"
+    doc = RUNS.parent / "REPORT.md"
     text = doc.read_text() if doc.exists() else ""
     start, end = "<!-- results -->\n", "<!-- /results -->"
     if start in text and end in text:

@@ -1,7 +1,7 @@
 """SpaceNet sample: TTA's effect on building IoU, and polygons compared with the footprints.
 
 Needs a model trained on the western 600 columns of the SpaceNet sample (e.g. by
-``scripts/spacenet_experiment.py --keep M.keras``). On the eastern 300 columns (held out) it
+``scripts/studies/training/spacenet_experiment.py --keep M.keras``). On the eastern 300 columns (held out) it
 prints building IoU, model passes and time for ``--tta none / flips / rotations / all``; then
 it vectorizes the predicted mask (``geofuse vectorize`` defaults) and compares the polygons with
 the label footprints: counts, area distribution and SpaceNet-style object matching (a polygon
@@ -12,13 +12,14 @@ ceiling that the vectorizer allows.
 
 Data: ../shared/data/real/spacenet-solaris (SpaceNet / CosmiQ Works, Maxar, CC BY-SA 4.0).
 
-    nice -n 10 python scripts/spacenet_products.py --model M.keras [--tile 256]
+    nice -n 10 python scripts/studies/products/spacenet_products.py --model M.keras [--tile 256]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import numpy as np
 import pyogrio
 import rasterio
 import shapely
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import SPACENET_LABELS, SPACENET_SCENE, building_scores, figure, spacenet_split
 from rasterio.features import rasterize
 

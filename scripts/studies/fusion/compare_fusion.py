@@ -12,7 +12,7 @@ parameter count differs from the plain U-Net's (``none``) by more than 10 %, a w
 variant (``<mode>-matched``) is run too: its ``fusion_width`` is the one in ``WIDTHS`` whose
 network (built and counted, not guessed) comes closest to ``none``'s count (``--no-match-params``:
 no matched variants). Data sets, scored on data the run never saw (``_common.held_out_protocol``,
-as ``scripts/train_recipes.py`` runs them):
+as ``scripts/studies/training/train_recipes.py`` runs them):
 
 * ``spacenet``: train on the western 600 columns of the SpaceNet scene, score building IoU on
   the eastern 300 (with the seam metric of ``evaluate``);
@@ -29,9 +29,9 @@ differs from an existing file's stops instead of mixing them. ``--report-only`` 
 (an untrained network of the Dubai shape segments one 2048 x 2048 RGB scene in a fresh process;
 the weights do not change the cost) into ``docs/fusion-runs/cost-<mode>.json``, then reports.
 
-    nice -n 19 python scripts/compare_fusion.py                  # the whole study (hours)
-    nice -n 19 python scripts/compare_fusion.py --cost           # inference cost per mode
-    python scripts/compare_fusion.py --report-only               # docs/fusion.md from the files
+    nice -n 19 python scripts/studies/fusion/compare_fusion.py                  # the whole study (hours)
+    nice -n 19 python scripts/studies/fusion/compare_fusion.py --cost           # inference cost per mode
+    python scripts/studies/fusion/compare_fusion.py --report-only               # docs/fusion.md from the files
     nohup bash scripts/fusion_resume.sh &     # the rest of the study, frozen recipe, committed
 """
 
@@ -49,8 +49,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import (
-    ROOT,
     SPACENET_SPLIT,
     dubai_coding,
     git_commit,
@@ -65,8 +65,8 @@ from fusion_report import SETS, TOLERANCE, fmt, variant_specs, write_report
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RUNS = ROOT / "docs" / "fusion-runs"
-DOC = ROOT / "docs" / "fusion.md"
+RUNS = Path(__file__).resolve().parent / "runs"
+DOC = Path(__file__).resolve().parent / "REPORT.md"
 HOLDOUT = "Tile 8"
 SHAPES = {"spacenet": 1, "dubai": 3}  # input bands of each set's network
 WIDTHS = tuple(range(4, 257, 4))  # fusion widths a matched variant may take (heads divide them)
@@ -402,7 +402,7 @@ def main() -> None:
         parser.error(f"unknown sets {unknown}: expected among {', '.join(SETS)}")
     args.modes = args.modes.split(",") if args.modes else None
     args.runs, args.out = args.runs.resolve(), args.out.resolve()
-    command = " ".join(["python scripts/compare_fusion.py", shlex.join(sys.argv[1:])]).rstrip()
+    command = " ".join(["python scripts/studies/fusion/compare_fusion.py", shlex.join(sys.argv[1:])]).rstrip()
     if args.cost:
         measure_costs(args, command)
     elif not args.report_only:

@@ -16,7 +16,7 @@ random chips (with augmentation), and times the same compiled training step fed 
 
 plus the pipeline alone (no model). Goal: disk / memory <= 1.15.
 
-    nice -n 10 python scripts/bench_train.py [--size 4096 --steps 60 --batch-size 16 --patch 64]
+    nice -n 10 python scripts/bench/bench_train.py [--size 4096 --steps 60 --batch-size 16 --patch 64]
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: _common
 from _common import synthetic_scene
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: geofuse
 
 
 def main() -> None:

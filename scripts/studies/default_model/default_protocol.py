@@ -24,8 +24,8 @@ Massachusetts subset states none: a model geofuse distributes is not trained on 
 scored only. Each scored part has a trivial baseline: the majority class everywhere (Dubai), or
 the scored class everywhere (the one-class sets).
 
-    python scripts/default_protocol.py --model geofuse/model/default.keras --name old
-    python scripts/default_protocol.py --report-only      # the tables of docs/default-model.md
+    python scripts/studies/default_model/default_protocol.py --model geofuse/model/default.keras --name old
+    python scripts/studies/default_model/default_protocol.py --report-only      # the tables of docs/default-model.md
 
 Each run writes ``docs/default-model-runs/<name>.json``.
 """
@@ -36,12 +36,15 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # scripts/: _common
 from _common import (
     DUBAI,
     REAL,
@@ -55,7 +58,7 @@ from _common import (
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RUNS = ROOT / "docs" / "default-model-runs"
+RUNS = Path(__file__).resolve().parent / "runs"
 CLASSES = ("land", "building", "road", "water", "vegetation")
 HOLDOUT = "Tile 2"
 ZANZIBAR_SPLIT = 0.6  # the western 60 % of the Zanzibar tile trains, the rest is held out
