@@ -91,7 +91,7 @@ INPUT_ARGS = ("input_range", "stretch", "resample", "nodata", "ignore_nodata")
 def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """How a scene is fitted to the model (``segment``, ``batch``, ``evaluate``).
 
-    The values reach the command as one ``adapt`` argument, an :class:`InputConfig`.
+    The values reach the command as one ``adapt`` argument, an :class:`~geofuse.config.InputConfig`.
     """
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

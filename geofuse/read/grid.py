@@ -233,7 +233,7 @@ class TileGrid:
         """Scene rows ``[lo, hi)`` owned by the cores of grid rows ``first .. stop - 1``.
 
         Raises:
-            ConfigError: Unless ``0 <= first < stop <= `` the number of grid rows.
+            ConfigError: Unless ``0 <= first < stop <= n``, ``n`` the number of grid rows.
         """
         if not 0 <= first < stop <= len(self.row_starts):
             raise ConfigError(f"Expected grid rows 0 <= first < stop <= {len(self.row_starts)}. "

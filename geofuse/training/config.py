@@ -25,8 +25,8 @@ AUTO_PATCH = "auto"
 """The ``patch`` value that chooses the chip side from the labels (:mod:`.chipsize`): the
 default."""
 DEFAULT_PATCH = 64
-"""Reference chip side in pixels: with :data:`DEFAULT_BATCH`, the pixels of a training step;
-the side ``auto`` takes when the labels hold no object to measure."""
+"""Reference chip side in pixels (with :data:`DEFAULT_BATCH`, the pixels of a training step),
+and the side ``auto`` takes when the labels hold no object to measure."""
 DEFAULT_BATCH = 16
 """Training chips per step of :data:`DEFAULT_PATCH` px (the batch of a side given)."""
 SIDE_FACTOR = 1.5
@@ -181,7 +181,7 @@ session 15 there has the checks on other sets. Large sets reach the maximum.
 
 
 AUTO_MEMBERS = 3
-"""Networks a time-limited run trains at most by default (:attr:`TrainConfig.members`).
+"""Networks a time-limited run trains at most by default (``TrainConfig.members``).
 
 Averaging two networks trained apart scored 0.01 to 0.04 IoU above the mean of the two on
 three small sets (``docs/training.md``, session 17). On SpaceNet (session 21, three runs of
@@ -203,8 +203,8 @@ added +0.030."""
 def default_steps(labelled_pixels: int, steps_per_epoch: int, maximum: bool = True) -> int:
     """Optimiser steps of training for this much labelled training data.
 
-    Grows with the data from :data:`DEFAULT_STEPS`'s minimum, rounded up to whole epochs.
-    ``maximum``: at most :data:`DEFAULT_STEPS`'s maximum (the length of a run given no
+    Grows with the data from ``DEFAULT_STEPS``'s minimum, rounded up to whole epochs.
+    ``maximum``: at most ``DEFAULT_STEPS``'s maximum (the length of a run given no
     budget); without, the most steps this data should get under a time limit, which large
     data never reaches.
     """
@@ -322,7 +322,7 @@ class TrainConfig:
         overwrite: Replace an existing model file.
         strategy: ``none``, ``mirrored`` (all local devices) or ``multi-worker`` (TF_CONFIG).
         cache: ``auto`` (hold the data in memory when it takes at most
-            :data:`CACHE_AUTO_BYTES`, else only non-GeoTIFF images: chips are then sliced from
+            ``CACHE_AUTO_BYTES``, else only non-GeoTIFF images: chips are then sliced from
             arrays instead of read and decoded by GDAL), ``memory`` or ``disk``.
         workers: Python threads reading and augmenting batches of chips (:mod:`.chipfeed`).
     """
