@@ -4,9 +4,9 @@ atomic JSON result files, peak memory and the training progress line.
 
 The product tools run as ``python scripts/NAME.py``, which puts this folder on ``sys.path``;
 the studies (``scripts/studies/<study>/``) and benchmarks (``scripts/bench/``) put it there
-themselves. They import from here with ``from _common import ...``. geofuse itself is imported only inside the
-functions that need it, so importing this module stays cheap (``--help`` never loads
-TensorFlow).
+themselves. They import from here with ``from _common import ...``. geofuse itself is
+imported only inside the functions that need it, so importing this module stays cheap
+(``--help`` never loads TensorFlow).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def inria_split(folder: Path, half: bool = False) -> tuple[tuple[Path, Path], tu
     return (images[0], labels[0]), (images[1], labels[1])
 
 
-# -- Massachusetts roads: small data no recipe was chosen on (session 15) ------------------------
+# -- Massachusetts roads: small data no recipe was chosen on (at first) --------------------------
 
 ROADS = REAL / "massachusetts-roads-subset"
 ROADS_TRAIN = ("17278960_15", 700, 800, 700)  # image, row, column, side: the first image's

@@ -1,7 +1,7 @@
 """Rebuild the embedded default model, geofuse/model/default.keras, through training.train().
 
-Training data (issue 16; the held-out parts and licences are fixed in scripts/studies/default_model/default_protocol.py
-and docs/default-model.md):
+Training data (the held-out parts and licences are fixed by the default model's study,
+scripts/studies/default_model/):
 
   * the Dubai aerial land-cover set (../shared/data/real/dubai-aerial-hitl, CC0, Humans in the
     Loop / MBRSC) but its held-out tile folder: colour-coded masks read through the colours of
@@ -20,7 +20,7 @@ part (``docs/default-model-runs/<--name>.json``), the scores and the card go int
 
     nice -n 10 python scripts/train_default.py --budget 45m           # the default model
     nice -n 10 python scripts/train_default.py --budget 45m --resume  # after an interruption
-    nice -n 10 python scripts/train_default.py --quick --out /tmp/q.keras   # plumbing, 1 min
+    nice -n 10 python scripts/train_default.py --quick --out q.keras   # plumbing, 1 min
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import _common
@@ -142,7 +143,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "geofuse" / "model" / "default.keras")
     parser.add_argument("--name", default="embedded",
                         help="Score file docs/default-model-runs/NAME.json.")
-    parser.add_argument("--run-dir", type=Path, default=Path("/tmp/geofuse-default.train"))
+    parser.add_argument("--run-dir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "geofuse-default.train")
     parser.add_argument("--holdout", default="Tile 2", help="Dubai tile folder held out")
     parser.add_argument("--budget", default="45m", help="Training time (the data checks included).")
     parser.add_argument("--quick", action="store_true", help="A few steps: checks the plumbing.")

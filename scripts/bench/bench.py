@@ -26,8 +26,10 @@ It prints Mpx/s for both, their ratio (model-only time / end-to-end time for the
 end-to-end run, plus the ratio of the largest to the smallest scene's peak RSS.
 
     python scripts/bench/bench.py                   # 2048 and 8192, default model, every runtime
-    python scripts/bench/bench.py --sizes 1024 2048 --tile 256 --runtimes tensorflow:f32 openvino:f32
-    python scripts/bench/bench.py --scenes data_samples/scene_a.tif 100x5000 --baseline ../old --repeat 4
+    python scripts/bench/bench.py --sizes 1024 2048 --tile 256 \\
+        --runtimes tensorflow:f32 openvino:f32
+    python scripts/bench/bench.py --scenes data_samples/scene_a.tif 100x5000 \\
+        --baseline ../old --repeat 4
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ time to other processes competing for the cores).
 
 With ``--models A.keras B.keras`` it times those model files instead (trained networks, their
 own bands), relative to the first: e.g. a new default model against the old one,
-``git show REV:geofuse/model/default.keras > /tmp/old.keras``.
+``git show REV:geofuse/model/default.keras > old.keras``.
 """
 
 from __future__ import annotations

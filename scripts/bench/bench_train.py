@@ -9,14 +9,15 @@ random chips (with augmentation), and times the same compiled training step fed 
   * memory: the identical batches, precomputed into arrays (tf.data from_tensor_slices)
   * cached: the rasters held as arrays (``--cache auto`` up to CACHE_AUTO_BYTES of data), chips
     sliced, augmented and batched by the same pipeline as disk
-  * numpy_function: the pipeline of `geofuse train` before session 14: the tables from a
+  * numpy_function: the pipeline of `geofuse train` before the chip feed: the tables from a
     Python generator (``Dataset.from_generator``), the same reads run by
     ``tf.numpy_function`` inside ``Dataset.map`` (Python in tf.data's threads); measured
     last, since it may slow the process's later steps too
 
 plus the pipeline alone (no model). Goal: disk / memory <= 1.15.
 
-    nice -n 10 python scripts/bench/bench_train.py [--size 4096 --steps 60 --batch-size 16 --patch 64]
+    nice -n 10 python scripts/bench/bench_train.py [--size 4096 --steps 60 --batch-size 16 \\
+        --patch 64]
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def main() -> None:
             return ChipFeed(chips, [rows], args.batch_size, args.workers)
 
         def numpy_function_pipeline(chips: ChipLoader) -> object:
-            """The tf.data pipeline `geofuse train` used until session 14 (epoch_dataset)."""
+            """The tf.data pipeline `geofuse train` used before the chip feed (epoch_dataset)."""
             p, b = chips.patch, chips.bands
 
             def read(r: object) -> tuple[object, object]:
@@ -167,7 +168,7 @@ def main() -> None:
     print(f"ratio disk / memory            : {dsk / mem:.3f} (goal <= 1.15)")
     print(f"ratio held rasters / memory    : {cch / mem:.3f} (--cache auto up to "
           f"{CACHE_AUTO_BYTES >> 30} GiB of data)")
-    print(f"ratio numpy_function / held    : {npf / cch:.3f} (the pipeline before session 14)")
+    print(f"ratio numpy_function / held    : {npf / cch:.3f} (the pipeline before the chip feed)")
 
 
 if __name__ == "__main__":

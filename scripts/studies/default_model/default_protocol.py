@@ -1,4 +1,4 @@
-"""The held-out protocol of the embedded default model (issue 16), fixed before any training.
+"""The held-out protocol of the embedded default model, fixed before any training.
 
 Every real RGB set in ``../shared/data/real`` whose classes map onto the default classes (land,
 building, road, water, vegetation), with the part never seen in training, its class mapping,
@@ -24,8 +24,8 @@ Massachusetts subset states none: a model geofuse distributes is not trained on 
 scored only. Each scored part has a trivial baseline: the majority class everywhere (Dubai), or
 the scored class everywhere (the one-class sets).
 
-    python scripts/studies/default_model/default_protocol.py --model geofuse/model/default.keras --name old
-    python scripts/studies/default_model/default_protocol.py --report-only      # the tables of docs/default-model.md
+    python scripts/studies/default_model/default_protocol.py --model M.keras --name old
+    python scripts/studies/default_model/default_protocol.py --report-only   # REPORT.md's tables
 
 Each run writes ``docs/default-model-runs/<name>.json``.
 """

@@ -1,4 +1,4 @@
-"""Fusion evidence (issue 11): every decoder fusion mode, same recipe, seeds, splits and time.
+"""Fusion evidence: every decoder fusion mode, same recipe, seeds, splits and time.
 
 Usage: compare_fusion.py [--sets S,..] [--modes M,..] [--seeds K ..] [--budget 5m] [--report-only]
 
@@ -29,9 +29,9 @@ differs from an existing file's stops instead of mixing them. ``--report-only`` 
 (an untrained network of the Dubai shape segments one 2048 x 2048 RGB scene in a fresh process;
 the weights do not change the cost) into ``docs/fusion-runs/cost-<mode>.json``, then reports.
 
-    nice -n 19 python scripts/studies/fusion/compare_fusion.py                  # the whole study (hours)
-    nice -n 19 python scripts/studies/fusion/compare_fusion.py --cost           # inference cost per mode
-    python scripts/studies/fusion/compare_fusion.py --report-only               # docs/fusion.md from the files
+    nice -n 19 python scripts/studies/fusion/compare_fusion.py          # the whole study (hours)
+    nice -n 19 python scripts/studies/fusion/compare_fusion.py --cost   # inference cost per mode
+    python scripts/studies/fusion/compare_fusion.py --report-only       # REPORT.md from the files
     nohup bash scripts/fusion_resume.sh &     # the rest of the study, frozen recipe, committed
 """
 
@@ -402,7 +402,8 @@ def main() -> None:
         parser.error(f"unknown sets {unknown}: expected among {', '.join(SETS)}")
     args.modes = args.modes.split(",") if args.modes else None
     args.runs, args.out = args.runs.resolve(), args.out.resolve()
-    command = " ".join(["python scripts/studies/fusion/compare_fusion.py", shlex.join(sys.argv[1:])]).rstrip()
+    command = " ".join(["python scripts/studies/fusion/compare_fusion.py",
+                        shlex.join(sys.argv[1:])]).rstrip()
     if args.cost:
         measure_costs(args, command)
     elif not args.report_only:

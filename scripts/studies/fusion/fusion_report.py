@@ -1,6 +1,6 @@
 """The report of the fusion study: ``docs/fusion.md`` from the result files alone.
 
-``scripts/studies/fusion/compare_fusion.py`` trains and measures; this module names the study's variants of the
+``compare_fusion.py`` trains and measures; this module names the study's variants of the
 fusion registry, computes the statistics (mean and spread over seeds, differences from ``none``
 paired by seed with a t-based interval) and writes the document with its conclusion.
 """
@@ -444,18 +444,18 @@ def write_report(runs: Path, out: Path, command: str) -> None:
         "Does multi-level fusion in the U-Net decoder beat the plain U-Net skip? Each decoder "
         "fusion mode is trained for the same time budget, with the same recipe, seeds and "
         "splits, on two real data sets, and scored on held-out data. Produced by "
-        f"`scripts/studies/fusion/compare_fusion.py` (do not edit by hand) from the result files in `{rel}/` "
+        f"`compare_fusion.py` (do not edit by hand) from the result files in `{rel}/` "
         "alone; command that wrote this document (from the repository root):",
         "",
         f"    {command}",
         "",
-        "**Caveat (session 23).** Every run here was made before `cross_attention` attended in "
+        "**Caveat.** Every run here was made before `cross_attention` attended in "
         "windows of the training chip's size: its pooled grid spread over the whole tile, so "
         "on the 512-px tiles of the held-out scoring one token covered 8 times the pixels it "
         "covered in training, and its figures understate the mode (a three-network SpaceNet "
         "model of that kind scored building IoU 0.000 on 512-px tiles, 0.389 on 64-px ones; "
-        "`docs/training.md`, session 23). `attention`'s channel attention and the gates of "
-        "`weighted` pooled over the whole tile too (both fixed in session 24; for "
+        "the training study, `scripts/studies/training`). `attention`'s channel attention and "
+        "the gates of `weighted` pooled over the whole tile too (both fixed since; for "
         "`attention` 0.307 against 0.367). The other modes' figures do not depend on the "
         "tile.",
         "",

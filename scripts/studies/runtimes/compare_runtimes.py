@@ -6,9 +6,10 @@
 2. Dubai: mean IoU of the embedded model on the held-out Dubai tile folder (``Tile 2``: the
    default model was trained on the other tiles), with each runtime.
 3. SpaceNet (with ``--spacenet-model``, a model trained on the western part, e.g. by
-   ``scripts/studies/training/spacenet_experiment.py --keep M.keras``): building IoU on the eastern third.
+   ``scripts/studies/training/spacenet_experiment.py --keep M.keras``): building IoU on the
+   eastern third.
 
-    python scripts/studies/runtimes/compare_runtimes.py                   # samples + real RGB scenes, Dubai
+    python scripts/studies/runtimes/compare_runtimes.py    # samples + real RGB scenes, Dubai
     python scripts/studies/runtimes/compare_runtimes.py --spacenet-model spacenet.keras --skip-dubai
 """
 

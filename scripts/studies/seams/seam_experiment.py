@@ -11,7 +11,8 @@ no prediction) on 4096² and 8192² scenes, with the grid geofuse would use for 
 Scenes and models (each from ``../shared`` or generated, never copied into the repo):
 
 * ``spacenet``: ``spacenet-solaris/sample_geotiff.tif`` with a SpaceNet building model
-  (``--spacenet-model``, e.g. one from ``scripts/studies/training/train_recipes.py``; skipped without it);
+  (``--spacenet-model``, e.g. one from ``scripts/studies/training/train_recipes.py``; skipped
+  without it);
 * ``dubai``: the images of Dubai ``Tile 2`` (held out of the embedded model's training) with the
   embedded model;
 * ``generated``: a ``--size``² scene textured from the bundled sample, with the embedded model.
@@ -20,7 +21,7 @@ One JSON file per scene and ``--label`` goes to ``docs/seams/`` (skipped when it
 tables to ``docs/seams.md``. ``unaligned`` marks the runs made before tiles were aligned to the
 model's pooling lattice (geofuse commit in each file).
 
-    python scripts/studies/seams/seam_experiment.py --spacenet-model /tmp/recipes-work/spacenet-default-0/m.keras
+    python scripts/studies/seams/seam_experiment.py --spacenet-model WORK/spacenet-default-0/m.keras
     python scripts/studies/seams/seam_experiment.py --report-only
 """
 

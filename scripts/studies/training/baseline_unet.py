@@ -1,15 +1,15 @@
-"""The plain U-Net baseline of issue 10, rebuilt, on the SpaceNet (or Inria) split.
+"""The 60-line plain U-Net baseline, rebuilt, on the SpaceNet (or Inria) split.
 
 A reference point for ``geofuse train``, outside geofuse's training loop: a plain Keras U-Net
 (filters 8-16-32, two 3x3 conv + batch norm + ReLU per level), 64-px chips drawn uniformly from
 the western part, batch 32, Adam 3e-3 (constant), binary cross-entropy + soft Dice on a
 sigmoid output, D4 flips, each band standardised by the west's mean and standard deviation,
 trained for a wall-clock budget; the eastern part is then predicted in one pass (threshold 0.5)
-and scored as ``scripts/studies/training/train_recipes.py`` scores geofuse (building IoU, geofuse's metrics).
+and scored as ``train_recipes.py`` scores geofuse (building IoU, geofuse's metrics).
 Labels are read by geofuse itself (SpaceNet's vectors rasterised, Inria's 0/255 raster), as for
 every other figure of these sets (``held_out_protocol`` in ``_common.py``).
 
-One result file per run in ``docs/baseline-runs/`` (finished runs are skipped):
+One result file per run in ``runs/baseline/`` of this study (finished runs are skipped):
 
     python scripts/studies/training/baseline_unet.py --set spacenet --seeds 0,1,2 --budget 300
 """

@@ -3,10 +3,10 @@
 Given model files trained on the same set (e.g. the ``m.keras`` of ``train_recipes.py`` runs with
 different seeds), each is scored alone and every pair is averaged into one model file (an
 ensemble, :func:`geofuse.model.network.averaged`) and scored too. This is how the
-session-17 evidence for averaging two networks was measured (``docs/training.md``).
+“Two networks” evidence for averaging two networks was measured (``docs/training.md``).
 
-    python scripts/studies/training/score_ensemble.py --set spacenet --work /tmp/ens \\
-        --models /tmp/r/spacenet-capped-0/m.keras /tmp/r/spacenet-capped-1/m.keras
+    python scripts/studies/training/score_ensemble.py --set spacenet --work WORK \\
+        --models RUNS/spacenet-capped-0/m.keras RUNS/spacenet-capped-1/m.keras
 
 With ``--prefixes``, each model file given is an ensemble itself (``--members N``): its first
 network alone, the average of its first two, of its first three, ... are scored (how much each

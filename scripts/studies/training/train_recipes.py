@@ -16,7 +16,8 @@ Sets (held-out protocol fixed before any run):
 - ``inria``, ``inria-half`` (the crop at half resolution), ``roads``: as
   :func:`_common.held_out_protocol` describes them.
 
-    nice python scripts/studies/training/train_recipes.py --sets spacenet --recipes default,plain --seeds 0 1 2
+    nice python scripts/studies/training/train_recipes.py --sets spacenet \\
+        --recipes default,plain --seeds 0 1 2
     python scripts/studies/training/train_recipes.py --report-only
 """
 
@@ -55,7 +56,7 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                "balanced sampling)"),
     "patience5": ({"patience": 5}, {},
                   "the defaults with early stopping after 5 epochs without improvement (the "
-                  "default before session 3)"),
+                  "default before “Last weights”)"),
     "plain": ({"batch_size": 32, "patience": 5},
               {"depth": 2, "base_filters": 8, "fusion": "none"},
               "the 60-line baseline's shape: plain U-Net 8-16-32, batch 32 (with the early "
@@ -93,7 +94,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "val0": ({"val_fraction": 0.0}, {}, "defaults training on every block (no validation)"),
     "patch128": ({"patch": 128, "batch_size": 8}, {}, "defaults on 128-px chips, batch 8"),
     "none": ({"val_fraction": 0.1}, {"fusion": "none"},
-             "the defaults of session 7: no fusion (plain U-Net skips), validation on 10 %"),
+             "the defaults of “`none` re-measured”: no fusion (plain U-Net skips), validation on "
+             "10 %"),
     "ema998": ({"val_fraction": 0.1, "ema": 0.998}, {"fusion": "none"},
                "`none` writing a moving average of the weights (momentum 0.998, about the "
                "last 500 steps)"),
@@ -111,50 +113,59 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "`none` with random zoom: chips cover 0.8 to 1.25 times the patch side"),
     "lovasz-none": ({"val_fraction": 0.1, "loss": "ce+lovasz"}, {"fusion": "none"},
                     "`none` with cross-entropy + Lovász-softmax instead of cross-entropy + Dice"),
-    "feed": ({}, {}, "the library defaults with the chip feed of session 14 (chips cut by Python "
+    "feed": ({}, {}, "the library defaults with the chip feed of “Chip pipeline” (chips cut by "
+                     "Python "
              "threads, not in tf.data): the same recipe at about twice the steps per minute"),
-    "capped": ({"members": 1}, {}, "the library defaults of session 15: a time limit also "
+    "capped": ({"members": 1}, {}, "the library defaults of “Step bound”: a time limit also "
                "ends at the steps the data should get, if that comes first (600 + 1,300 per "
                "labelled Mpx; without a time limit the default, at most 4,600); one network"),
     "uncapped": ({"epochs": 1_000_000, "members": 1}, {}, "`capped` with an upper bound of "
-                 "epochs no run reaches, so a time limit is spent whole, as before session 15"),
-    "ensemble": ({}, {}, "the library defaults of session 17: `capped`, and when the first "
+                 "epochs no run reaches, so a time limit is spent whole, as before “Step bound”"),
+    "ensemble": ({}, {}, "the library defaults of “Two networks”: `capped`, and when the first "
                  "network stops at its steps with the time for another left, a second one "
                  "(seed + 1, same split) in the time left; the model file averages the two "
                  "(the runs on record had it at 0.8 of that time, MEMBER_TIME_SHARE then)"),
-    "stepled": ({"members": 1}, {}, "`capped` with session 18's schedule: when a time limit "
+    "stepled": ({"members": 1}, {}, "`capped` with the “One seed, one schedule” entry's schedule: "
+                                    "when a time limit "
                 "leaves room for the data's steps, the learning rate follows the steps alone "
                 "(not the clock), so a seed gives one model; one network"),
-    "members2-18": ({"members": 2}, {}, "`members2` with session 18's training loop: the clock "
+    "members2-18": ({"members": 2}, {}, "`members2` with the “One seed, one schedule” entry's "
+                                        "training loop: the clock "
                     "counts each network's set-up, the first one's tail is kept back from the "
                     "second's share, no tf.data autotuning stall between them"),
     "members2-ema": ({"members": 2, "ema": 0.998}, {}, "`members2-18` with each network "
                      "written as a moving average of its weights (`--ema 0.998`, about its "
                      "last 500 steps)"),
-    "defaults-19": ({}, {}, "the library defaults of session 19, no option: a time limit that "
+    "defaults-19": ({}, {}, "the library defaults of “Averaged weights of two networks”, no "
+                            "option: a time limit that "
                     "leaves the first network's time over trains a second one; held-out "
-                    "scenes tiled as session 19 tiles them (a scene that fits one model call "
+                    "scenes tiled as “Averaged weights of two networks” tiles them (a scene that "
+                    "fits one model call "
                     "is one tile of its own shape)"),
-    "defaults-20": ({}, {}, "the library defaults at session 20's first commit, no option: a "
+    "defaults-20": ({}, {}, "the library defaults at the “Second network cut short” entry's first "
+                            "commit, no option: a "
                     "second network when the time left is at least 0.75 of what the first "
                     "took (1.0 before and after these runs), its schedule ending at its steps "
                     "or the clock"),
     "inverse-20": ({"class_weights": "inverse", "members": 1}, {}, "one network of the "
-                   "library defaults of session 20 with inverse-frequency class weights "
+                   "library defaults of “Second network cut short” with inverse-frequency class "
+                   "weights "
                    "(`--class-weights inverse`) instead of their square root"),
     "depth4-20": ({"members": 1}, {"depth": 4}, "one network of the library defaults of "
-                  "session 20 with four downsampling steps instead of three (twice the "
+                  "“Second network cut short” with four downsampling steps instead of three (twice "
+                  "the "
                   "receptive field; 64-px chips reach a 4 x 4 bottleneck)"),
     "wide24-21": ({"members": 1}, {"base_filters": 24}, "one network of the library "
-                  "defaults of session 21 with 24 filters at full resolution instead of 16 "
+                  "defaults of “A third network” with 24 filters at full resolution instead of 16 "
                   "(2.25 times the compute per step: the time a 10-minute run leaves over)"),
-    "defaults-21": ({}, {}, "the library defaults of session 21, no option, on an idle "
+    "defaults-21": ({}, {}, "the library defaults of “A third network”, no option, on an idle "
                     "machine (nothing else of mine running)"),
-    "three-21": ({}, {}, "the library defaults with no option after session 21 set "
+    "three-21": ({}, {}, "the library defaults with no option after “A third network” set "
                  "AUTO_MEMBERS to 3 (up to three networks where the time is left), idle"),
     "members3": ({"members": 3}, {}, "the library defaults with three networks (seeds k to "
                  "k + 2, the same split), each trained for the data's default steps, averaged: "
-                 "what `--time-limit 10m` gives where three fit (session 21's AUTO_MEMBERS)"),
+                 "what `--time-limit 10m` gives where three fit (the “A third network” entry's "
+                 "AUTO_MEMBERS)"),
     "members4": ({"members": 4}, {}, "the library defaults with four networks (seeds k to "
                  "k + 3, the same split), each trained for the data's default steps, averaged; "
                  "scored also as the average of its first 1, 2 and 3 (`score_ensemble.py "
@@ -198,7 +209,8 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                 "from the labels (1.5 x the rarest class's area-weighted object side, 48-80 "
                 "px: the bounds when these runs were made), batches keeping 16 x 64^2 px per "
                 "step"),
-    "defaults-26": ({}, {}, "the library defaults of session 26 with no option: the chip "
+    "defaults-26": ({}, {}, "the library defaults of “Chip side from the labels” with no option: "
+                            "the chip "
                     "side from the labels (`--patch auto`, 48 or 64 px), up to three networks "
                     "in a time limit; on an idle machine"),
     "members3-auto": ({"members": 3, "patch": "auto"}, {}, "`members3` (the defaults of a "
@@ -208,27 +220,30 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "members2": ({"members": 2}, {}, "the library defaults with two networks (seeds k and "
                  "k + 1, the same split), each trained for the data's default steps, averaged"),
     **{f"capped-{mode}": ({"members": 1}, {"fusion": mode},
-                          f"`capped` (the defaults of session 15) with fusion `{mode}` "
+                          f"`capped` (the defaults of “Step bound”) with fusion `{mode}` "
                           "(width 16) in place of the plain U-Net skips")
        for mode in fusion_modes() if mode != "none"},
     **{f"members3-{mode}": ({"members": 3}, {"fusion": mode},
-                            f"`members3` (three networks of the data's steps, the session-21 "
+                            f"`members3` (three networks of the data's steps, the “A third "
+                            f"network” "
                             f"defaults) with fusion `{mode}` in place of the plain U-Net skips")
        for mode in fusion_modes() if mode != "none"},
     "windowed-23": ({"members": 3}, {"fusion": "cross_attention"}, "`members3-cross_attention` "
-                    "after session 23 made the mode attend in windows of the training chip's "
+                    "after “Fusion with three networks” made the mode attend in windows of the "
+                    "training chip's "
                     "size (before, its pooled grid spread over the whole tile)"),
     "rotate45-24": ({"members": 3, "rotate": 45.0}, {}, "`members3` (the defaults of a "
                     "10-minute run) with chips turned by a random angle (`--rotate 45`)"),
     "local-attention-24": ({"members": 3}, {"fusion": "attention"}, "`members3-attention` "
-                           "after session 24 made its channel attention pool over the "
+                           "after “Rotation and shadows” made its channel attention pool over the "
                            "training chip's size around each pixel, not the whole tile"),
     "shadow05-24": ({"members": 3, "shadow": 0.5}, {}, "`members3` (the defaults of a "
                     "10-minute run) with a random soft shadow cast on half of the chips "
                     "(`--shadow 0.5`)"),
     "gates-25": ({"members": 3}, {"fusion": "weighted", "fusion_options": {"gates": True}},
                  "`members3-weighted` with input-dependent gates pooled over the training "
-                 "chip's size around each pixel (`--fusion weighted --gates`, after session 24's "
+                 "chip's size around each pixel (`--fusion weighted --gates`, after the “Rotation "
+                 "and shadows” entry's "
                  "fix)"),
     "deepsup05-25": ({"members": 3, "deep_supervision": 0.5}, {},
                      "`members3` (the defaults of a 10-minute run) with nnU-Net's deep "

@@ -1,12 +1,13 @@
 """Does test-time augmentation raise the held-out score of models already trained?
 
-Each model folder left by ``scripts/studies/training/train_recipes.py`` (``WORK/<set>-<recipe>-<seed>/m.keras``)
+Each model folder left by ``scripts/studies/training/train_recipes.py``
+(``WORK/<set>-<recipe>-<seed>/m.keras``)
 is scored on its set's held-out part without and with ``--tta``, by the protocol of
 ``scripts/_common.py``. A model whose score without TTA differs from its result file's is
 skipped (the folder was reused by a later run of another budget). One JSON line per model.
 
-    python scripts/studies/tta/score_tta.py --work /tmp/recipes-work --set spacenet --budget 300 \
-        --tta all > /tmp/tta.jsonl
+    python scripts/studies/tta/score_tta.py --work WORK --set spacenet --budget 300 \
+        --tta all > tta.jsonl
 """
 
 from __future__ import annotations
