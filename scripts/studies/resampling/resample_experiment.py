@@ -4,8 +4,8 @@ The eastern third of the SpaceNet sample (../shared/data/real/spacenet-solaris, 
 held out by scripts/studies/training/spacenet_experiment.py) is downsampled 2x (pixel
 averages: 1 m), then segmented by a SpaceNet building model trained at 0.5 m, once read at the
 model's 0.5 m (``--resample auto``, the default: the output is still on the 1 m grid) and once
-as it is (``--resample off``). Building IoU against the footprints rasterised on each grid; the 0.5 m
-original is the reference.
+as it is (``--resample off``). Building IoU against the footprints rasterised on each grid;
+the 0.5 m original is the reference.
 
     python scripts/studies/training/spacenet_experiment.py --keep spacenet.keras  # trains it
     python scripts/studies/resampling/resample_experiment.py --model spacenet.keras
