@@ -4,8 +4,9 @@ Needs a model trained on the western 600 columns of the SpaceNet sample (e.g. by
 ``scripts/studies/training/spacenet_experiment.py --keep M.keras``). On the eastern 300
 columns (held out) it prints building IoU, model passes and time for ``--tta none / flips /
 rotations / all``; then it vectorizes the predicted mask (``geofuse vectorize`` defaults)
-and compares the polygons with the label footprints: counts, area distribution and SpaceNet-style object matching (a polygon
-and a footprint match at IoU >= 0.5, one to one), for the held-out part and the whole scene.
+and compares the polygons with the label footprints: counts, area distribution and
+SpaceNet-style object matching (a polygon and a footprint match at IoU >= 0.5, one to one),
+for the held-out part and the whole scene.
 
 The last block vectorizes the footprints themselves, rasterised onto the scene grid: the
 ceiling that the vectorizer allows.
