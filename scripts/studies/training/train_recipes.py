@@ -351,19 +351,74 @@ def report() -> str:
     return "\n".join(lines)
 
 
+# The reporting part: a set that chose no default (REPORT.md, "Which data chose"), the runs
+# of the current defaults on it, and the runs whose scores chose those defaults.
+REPORTING = ("dubai-Tile 7", "default", 600.0)
+CHOSE = (("spacenet", "defaults-26", 600.0), ("dubai-Tile 2", "auto-26", 900.0),
+         ("dubai-Tile 3", "auto-26", 900.0), ("dubai-Tile 8", "auto-26", 900.0))
+REPORTING_COMMAND = ("python scripts/studies/training/train_recipes.py "
+                     "--sets 'dubai-Tile 7' --recipes default --seeds 0 1 2 --budget 10m")
+
+
+def _runs(dataset: str, recipe: str, budget: float) -> list[dict[str, Any]]:
+    """The result files of one set, recipe and time budget, by seed."""
+    found = [json.loads(p.read_text()) for p in RUNS.glob("*.json")]
+    return sorted((r for r in found if (r["set"], r["recipe"], r["budget_seconds"])
+                   == (dataset, recipe, budget)), key=lambda r: r["seed"])
+
+
+def held_out_report() -> str:
+    """The current defaults on the reporting part, beside the numbers that chose them."""
+    runs = _runs(*REPORTING)
+    classes = list(runs[0]["classes"]) if runs else []
+    lines = [f"`geofuse train --time-limit {REPORTING[2] / 60:g}m` with no other option, trained "
+             "on Dubai Tiles 1-6 and 8, scored on Tile 7 (mean IoU over the five classes; "
+             f"`{REPORTING_COMMAND}`):", "",
+             "| seed | steps | networks | chip | train s | load average at the end | "
+             + " | ".join(classes) + " | **mean IoU** |",
+             "| --- " * (6 + len(classes)) + "| --- |"]
+    for r in runs:
+        ious = " | ".join(f"{r['classes'][c]['iou']:.3f}" for c in classes)
+        lines.append(f"| {r['seed']} | {r['steps']:,} | {r['members']} | {r['patch']} px of "
+                     f"{r['batch_size']} | {r['train_seconds']:.0f} | "
+                     f"{', '.join(f'{v:g}' for v in r['load_average_at_end'])} | {ious} | "
+                     f"**{r['held_out_score']:.3f}** |")
+    if runs:
+        scores = [r["held_out_score"] for r in runs]
+        lines += ["", f"Mean over {len(runs)} seed{'s' if len(runs) > 1 else ''}: "
+                  f"**{sum(scores) / len(scores):.3f}** (spread {max(scores) - min(scores):.3f}; "
+                  f"code {', '.join(sorted({r['geofuse_commit'] for r in runs}))}, finished "
+                  f"{runs[-1]['finished'][:10]})."]
+    lines += ["", "The numbers that chose the defaults (scored on the parts that chose them):", "",
+              "| set | recipe | budget | seeds | score (each seed) | mean |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for dataset, recipe, budget in CHOSE:
+        chose = _runs(dataset, recipe, budget)
+        scores = [r["held_out_score"] for r in chose]
+        if scores:
+            lines.append(f"| {dataset} | {recipe} | {budget / 60:g} min | {len(scores)} | "
+                         f"{chose[0]['score_name']}: {', '.join(f'{s:.3f}' for s in scores)} | "
+                         f"{sum(scores) / len(scores):.3f} |")
+    return "\n".join(lines)
+
+
+def _fill(text: str, marker: str, body: str) -> str:
+    """``text`` with ``body`` between ``<!-- marker -->`` and ``<!-- /marker -->``."""
+    start, end = f"<!-- {marker} -->\n", f"<!-- /{marker} -->"
+    if start not in text or end not in text:
+        return text
+    head, rest = text.split(start, 1)
+    return head + start + body + "\n" + end + rest.split(end, 1)[1]
+
+
 def write_report() -> None:
-    """Print the table and put it between the result markers of the study's REPORT.md."""
-    table = report()
-    print(table)
-    doc = REPORT
-    text = doc.read_text()
-    start, end = "<!-- results -->\n", "<!-- /results -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        tail = rest.split(end, 1)[1]
-        tmp = doc.with_suffix(".tmp")
-        tmp.write_text(head + start + table + "\n" + end + tail)
-        os.replace(tmp, doc)
+    """Print the tables and put them between the markers of the study's REPORT.md."""
+    table, held_out = report(), held_out_report()
+    print(held_out, table, sep="\n\n")
+    text = _fill(_fill(REPORT.read_text(), "held-out", held_out), "results", table)
+    tmp = REPORT.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, REPORT)
 
 
 def main() -> None:
