@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -434,6 +435,16 @@ def conclusion_lines(results: list[dict], costs: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
+def portable(command: str) -> str:
+    """A recorded command without its machine's folders (``--work``, ``--runs``, ``--out``)."""
+    words = shlex.split(command)
+    kept = [w for i, w in enumerate(words)
+            if w not in ("--work", "--runs", "--out")
+            and (i == 0 or words[i - 1] not in ("--work", "--runs", "--out"))]
+    old, new = "scripts/compare_fusion.py", "scripts/studies/fusion/compare_fusion.py"  # moved
+    return shlex.join(kept).replace(old, new)
+
+
 def write_report(runs: Path, out: Path, command: str) -> None:
     """Regenerate the document from the result files in ``runs`` alone."""
     results, costs = load(runs)
@@ -449,6 +460,14 @@ def write_report(runs: Path, out: Path, command: str) -> None:
         "",
         f"    {command}",
         "",
+        "**Which data chose, which data scored.** SpaceNet buildings: trained on the western "
+        f"{SPACENET_SPLIT} columns of the scene, scored on the eastern rest; Dubai land cover: "
+        "trained on seven tile folders, scored on the held-out one (`Tile 8`). The verdict "
+        "below chose the training default (`--fusion none`) on these same held-out parts: "
+        "they served both, and no part that chose nothing was scored. The training study "
+        "(`scripts/studies/training`) scores the defaults, `none` included, on a part that "
+        "chose nothing (Dubai `Tile 7`).",
+        "",
         "**Caveat.** Every run here was made before `cross_attention` attended in "
         "windows of the training chip's size: its pooled grid spread over the whole tile, so "
         "on the 512-px tiles of the held-out scoring one token covered 8 times the pixels it "
@@ -460,8 +479,8 @@ def write_report(runs: Path, out: Path, command: str) -> None:
         "tile.",
         "",
     ]
-    trained_by = sorted({r["command"] for r in results if r.get("command")}
-                        | {c["command"] for c in costs.values() if c.get("command")})
+    trained_by = sorted({portable(r["command"]) for r in results if r.get("command")}
+                        | {portable(c["command"]) for c in costs.values() if c.get("command")})
     if trained_by:
         lines += ["The runs it reports were made by:", ""]
         lines += [f"    {c}" for c in trained_by] + [""]
