@@ -18,8 +18,8 @@ Scenes and models (each from ``../shared`` or generated, never copied into the r
 * ``generated``: a ``--size``² scene textured from the bundled sample, with the embedded model.
 
 One JSON file per scene and ``--label`` goes to ``runs/`` (skipped when it exists) and the
-tables to ``REPORT.md``, both in this folder. ``unaligned`` marks the runs made before tiles were aligned to the
-model's pooling lattice (geofuse commit in each file).
+tables to ``REPORT.md``, both in this folder. ``unaligned`` marks the runs made before tiles
+were aligned to the model's pooling lattice (geofuse commit in each file).
 
     python scripts/studies/seams/seam_experiment.py --spacenet-model WORK/spacenet-default-0/m.keras
     python scripts/studies/seams/seam_experiment.py --report-only
