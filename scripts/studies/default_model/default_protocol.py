@@ -27,7 +27,7 @@ the scored class everywhere (the one-class sets).
     python scripts/studies/default_model/default_protocol.py --model M.keras --name old
     python scripts/studies/default_model/default_protocol.py --report-only   # REPORT.md's tables
 
-Each run writes ``docs/default-model-runs/<name>.json``.
+Each run writes ``runs/<name>.json`` in this folder.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class HeldOutPart:
 PARTS = (
     HeldOutPart("dubai", f"Dubai land cover, {HOLDOUT} (9 images, RGB, GSD not stated)",
                 CLASSES, "CC0 1.0 (Humans in the Loop / MBRSC)", True),
-    HeldOutPart("zanzibar", "Zanzibar drone tile, eastern 40 % (0.0775 m, 7 buildings in all)",
+    HeldOutPart("zanzibar", "Zanzibar drone tile, eastern 40 % (0.0775 m; 1 building of the 7: "
+                "an example, not a score)",
                 ("building",), "imagery CC BY 4.0 (Zanzibar Mapping Initiative / Commission for "
                 "Lands, Zanzibar); labels believed CC BY 4.0", True),
     HeldOutPart("inria", "Inria Aerial Image Labeling, Austin crop (0.3 m, 1000 x 1000)",
@@ -289,11 +290,27 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "geofuse" / "model" / "default.keras")
     parser.add_argument("--name", default="old", help="Result file name (old, new, ...).")
     parser.add_argument("--report-only", action="store_true",
-                        help="Print the table of the result files, score nothing.")
+                        help="Write the tables of the result files into REPORT.md, score nothing.")
     args = parser.parse_args()
     if not args.report_only:
         record(args.model, args.name)
-    print(protocol_table() + "\n\n" + report())
+    protocol, scores = protocol_table(), report()
+    print(protocol + "\n\n" + scores)
+    write_report(protocol, scores)
+
+
+def write_report(protocol: str, scores: str) -> None:
+    """Put the two tables between their markers in this study's REPORT.md."""
+    doc = RUNS.parent / "REPORT.md"
+    text = doc.read_text()
+    for marker, body in (("protocol", protocol), ("scores", scores)):
+        start, end = f"<!-- {marker} -->\n", f"<!-- /{marker} -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            text = head + start + body + "\n" + end + rest.split(end, 1)[1]
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
 
 
 def record(model: Path, name: str | None, results: dict[str, Any] | None = None
