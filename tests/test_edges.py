@@ -1,5 +1,5 @@
-"""The edges a GDAL-tool user meets (issue 13): output names, progress outside a terminal, one
-tile choice for segment and evaluate, batch products, and the small things of point 7."""
+"""The edges a GDAL-tool user meets: output names, progress outside a terminal, one
+tile choice for segment and evaluate, batch products, and the small things around them."""
 
 from __future__ import annotations
 

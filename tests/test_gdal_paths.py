@@ -1,4 +1,4 @@
-"""Names GDAL opens reach GDAL unchanged: scenes inside a zip and over HTTP (issue 13, point 1).
+"""Names GDAL opens reach GDAL unchanged: scenes inside a zip and over HTTP.
 
 The HTTP scenes are served by a small Range-capable server started here on 127.0.0.1: GDAL's
 /vsicurl/ reads the parts of a GeoTIFF it needs with Range requests.
@@ -54,7 +54,7 @@ def test_scene_inside_a_zip(tmp_path: Path, tiny_models) -> None:
     archive = tmp_path / "chips.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(scene, "sub/a.tif")
-    inside = f"/vsizip/{archive}/sub/a.tif"  # "/vsizip//tmp/...": the double slash matters
+    inside = f"/vsizip/{archive}/sub/a.tif"  # "/vsizip//abs/path/...": the double slash matters
     assert "//" in inside
 
     result = cli("segment", inside, tmp_path / "zipped.tif", "--model", model, *TILING, "-q")

@@ -1,4 +1,4 @@
-"""``geofuse.predict_array`` (issue 13, point 8): the same result as ``segment`` on a file."""
+"""``geofuse.predict_array``: the same result as ``segment`` on a file."""
 
 from __future__ import annotations
 

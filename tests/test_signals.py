@@ -1,4 +1,4 @@
-"""Signals and stale temporaries (issue 13, point 2).
+"""Signals and stale temporaries.
 
 SIGTERM and SIGHUP clean up as Ctrl-C does (exit 128 + signal); after a SIGKILL, the next run
 for the same outputs removes the temporaries the dead process left, never those of a live one.

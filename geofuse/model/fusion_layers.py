@@ -307,7 +307,7 @@ class CrossAttentionFusion(MergedFusion):
     training, the patch side over ``2**level``), the maps are cut into windows of that side
     (the last ones zero-padded) and attention runs in each window on its own, so a token covers
     the same pixels on a tile of any size as on a training chip. Without it (models written
-    before session 23) the whole map is pooled to one grid, so one token covers more pixels on
+    before windows existed) the whole map is pooled to one grid, so one token covers more pixels on
     a larger tile: such a model, trained on 64-px chips, found no building on 512-px tiles.
 
     Args:

@@ -252,13 +252,13 @@ def choose_runtime(runtime: str | TilingConfig = "auto", precision: str = "auto"
 
 
 STREAMS = 2
-"""Batches a long run keeps in flight on OpenVINO (:meth:`Predictor.concurrent`), each on its
-own stream with its share of the cores. One stream on every core stalls both cores whenever a
-pipeline thread (reading, stitching) takes one of them, at the stream's next barrier; two
-streams lose only the preempted one's time. On an 8192² scene on an idle 2-core AMD EPYC
-that made segmenting 4 % (f32) and 5 % (bf16) faster end to end, although the model alone is
-0-5 % slower on two streams (README, Inference runtimes); each stream holds its own
-activations (about 500 MB more with 1056² tiles, f32)."""
+"""Batches a long run keeps in flight on OpenVINO (:meth:`Predictor.concurrent`), each on its own
+stream with its share of the cores. One stream on every core stalls both cores whenever a pipeline
+thread (reading, stitching) takes one of them, at the stream's next barrier; two streams lose only
+the preempted one's time. On an 8192² scene on an idle 2-core AMD EPYC that made segmenting 4 %
+(f32) and 5 % (bf16) faster end to end, although the model alone is 0-5 % slower on two streams (the
+performance guide, ``docs/performance.md``); each stream holds its own activations (about 500 MB
+more with 1056² tiles, f32)."""
 
 
 class Predictor:

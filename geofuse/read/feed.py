@@ -29,7 +29,7 @@ PIPELINE_NICE = 10
 """Niceness added to the threads that read and stitch around the model (Linux only; 0 for none).
 
 The model's threads use every core; a pipeline thread that preempts one of them stalls the
-other at its next barrier. Lowered, the pipeline runs in the gaps (README, Development:
+other at its next barrier. Lowered, the pipeline runs in the gaps (``docs/performance.md``,
 ``scripts/bench/bench.py``)."""
 
 
