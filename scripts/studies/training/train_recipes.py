@@ -159,7 +159,7 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
                   "defaults of “A third network” with 24 filters at full resolution instead of 16 "
                   "(2.25 times the compute per step: the time a 10-minute run leaves over)"),
     "defaults-21": ({}, {}, "the library defaults of “A third network”, no option, on an idle "
-                    "machine (nothing else of mine running)"),
+                    "machine (nothing else running)"),
     "three-21": ({}, {}, "the library defaults with no option after “A third network” set "
                  "AUTO_MEMBERS to 3 (up to three networks where the time is left), idle"),
     "members3": ({"members": 3}, {}, "the library defaults with three networks (seeds k to "
