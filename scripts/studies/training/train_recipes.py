@@ -390,13 +390,15 @@ def held_out_report() -> str:
                   f"code {', '.join(sorted({r['geofuse_commit'] for r in runs}))}, finished "
                   f"{runs[-1]['finished'][:10]})."]
     lines += ["", "The numbers that chose the defaults (scored on the parts that chose them):", "",
-              "| set | recipe | budget | seeds | score (each seed) | mean |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| set | recipe | budget | steps | seeds | score (each seed) | mean |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for dataset, recipe, budget in CHOSE:
         chose = _runs(dataset, recipe, budget)
         scores = [r["held_out_score"] for r in chose]
+        steps = sorted({r["steps"] for r in chose})
         if scores:
-            lines.append(f"| {dataset} | {recipe} | {budget / 60:g} min | {len(scores)} | "
+            lines.append(f"| {dataset} | {recipe} | {budget / 60:g} min | "
+                         f"{', '.join(f'{s:,}' for s in steps)} | {len(scores)} | "
                          f"{chose[0]['score_name']}: {', '.join(f'{s:.3f}' for s in scores)} | "
                          f"{sum(scores) / len(scores):.3f} |")
     return "\n".join(lines)
