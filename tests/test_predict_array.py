@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,7 @@ from geofuse.cli import main
 from geofuse.config import TilingConfig
 from geofuse.errors import InputError
 from geofuse.model.modelfile import read_info
-from tests.conftest import ROOT, write_geotiff
+from tests.conftest import write_geotiff
 
 
 def scene_data(seed: int, height: int, width: int) -> np.ndarray:
@@ -70,21 +66,3 @@ def test_small_arrays_and_bad_input(tiny_models) -> None:
         geofuse.predict_array(model, np.zeros((4, 8, 4), np.uint8))
     with pytest.raises(InputError, match="valid mask of shape"):
         geofuse.predict_array(model, data, np.ones((3, 3), bool))
-
-
-@pytest.mark.slow
-def test_readme_example_runs_quietly() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Python API"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
-    assert "predict_array" in code
-    expected = re.search(r"^# (\(.*)$", code, re.M)[1]
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, env={k: v for k, v in os.environ.items()
-                                           if k != "TF_CPP_MIN_LOG_LEVEL"})
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
-    assert lines[0] == expected
-    assert set(eval(lines[1])) == {"land", "building", "road", "water", "vegetation"}  # noqa: S307
-    for noise in ("I0000", "oneDNN", "cpu_feature_guard", "absl::InitializeLog"):
-        assert noise not in run.stderr, run.stderr
