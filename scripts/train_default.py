@@ -14,9 +14,10 @@ scripts/studies/default_model/):
     leaves it out: that model scored 0.092 mean IoU on the held-out sample scene_b, against
     0.932 with it; docs/default-model.md).
 
-Inria and the Massachusetts roads state no licence that allows distributing a model trained on
-them: they are scored, never trained on. After training the model is scored on every held-out
-part (``docs/default-model-runs/<--name>.json``), the scores and the card go into the model file.
+Inria and the Massachusetts roads state no licence that allows distributing a model trained on them:
+they are scored, never trained on. After training the model is scored on every held-out part
+(``scripts/studies/default_model/runs/<--name>.json``), the scores and the card go into the model
+file.
 
     nice -n 10 python scripts/train_default.py --budget 45m           # the default model
     nice -n 10 python scripts/train_default.py --budget 45m --resume  # after an interruption
@@ -142,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "geofuse" / "model" / "default.keras")
     parser.add_argument("--name", default="embedded",
-                        help="Score file docs/default-model-runs/NAME.json.")
+                        help="Score file scripts/studies/default_model/runs/NAME.json.")
     parser.add_argument("--run-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / "geofuse-default.train")
     parser.add_argument("--holdout", default="Tile 2", help="Dubai tile folder held out")

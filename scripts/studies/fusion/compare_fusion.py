@@ -20,14 +20,14 @@ as ``scripts/studies/training/train_recipes.py`` runs them):
   folder, 29 % of the set's pixels, so the steadiest score, and every class is at least 5 % of
   it), score mean IoU over the five classes on it.
 
-Resumability. Each finished run writes ``docs/fusion-runs/<set>-<mode>-seed<k>.json``
+Resumability. Each finished run writes ``runs/<set>-<mode>-seed<k>.json``
 (temporary file, then rename); runs whose file exists are skipped, so the study can be stopped
 and restarted, or run in pieces (``--sets``, ``--modes``, ``--seeds``). Seeds are the outer
 loop, so an interrupted study has every mode on the same seeds. A call whose budget or hold-out
 differs from an existing file's stops instead of mixing them. ``--report-only`` regenerates
-``docs/fusion.md`` from the result files alone; ``--cost`` measures each mode's inference cost
+``REPORT.md`` from the result files alone; ``--cost`` measures each mode's inference cost
 (an untrained network of the Dubai shape segments one 2048 x 2048 RGB scene in a fresh process;
-the weights do not change the cost) into ``docs/fusion-runs/cost-<mode>.json``, then reports.
+the weights do not change the cost) into ``runs/cost-<mode>.json``, then reports.
 
     nice -n 19 python scripts/studies/fusion/compare_fusion.py          # the whole study (hours)
     nice -n 19 python scripts/studies/fusion/compare_fusion.py --cost   # inference cost per mode

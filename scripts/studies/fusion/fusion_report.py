@@ -1,4 +1,4 @@
-"""The report of the fusion study: ``docs/fusion.md`` from the result files alone.
+"""The report of the fusion study: ``REPORT.md`` from the result files alone.
 
 ``compare_fusion.py`` trains and measures; this module names the study's variants of the
 fusion registry, computes the statistics (mean and spread over seeds, differences from ``none``

@@ -3,7 +3,7 @@
 Given model files trained on the same set (e.g. the ``m.keras`` of ``train_recipes.py`` runs with
 different seeds), each is scored alone and every pair is averaged into one model file (an
 ensemble, :func:`geofuse.model.network.averaged`) and scored too. This is how the
-“Two networks” evidence for averaging two networks was measured (``docs/training.md``).
+“Two networks” evidence for averaging two networks was measured (this study's ``REPORT.md``).
 
     python scripts/studies/training/score_ensemble.py --set spacenet --work WORK \\
         --models RUNS/spacenet-capped-0/m.keras RUNS/spacenet-capped-1/m.keras

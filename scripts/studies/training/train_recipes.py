@@ -2,9 +2,9 @@
 
 Each run trains one recipe (a set of TrainConfig overrides) on one data set with one seed for a
 fixed time budget, scores it on data it never saw, and writes one result file,
-``docs/training-runs/<set>-<recipe>-<budget>-seed<k>.json``. Finished runs are skipped, so the
-script can be stopped and restarted (``--report-only`` rebuilds the table of ``docs/training.md``
-from the result files alone).
+``runs/<set>-<recipe>-<budget>-seed<k>.json`` in this folder. Finished runs are skipped, so the
+script can be stopped and restarted (``--report-only`` rebuilds the tables of this study's
+``REPORT.md`` from the result files alone).
 
 Sets (held-out protocol fixed before any run):
 
