@@ -75,6 +75,7 @@ class SegmentResult:
     notices: tuple[str, ...] = ()
     resampled: bool = False
     georeferenced: bool = True
+    item: Path | None = None  # the outputs' STAC item (config.stac)
 
     @property
     def megapixels(self) -> float:
@@ -228,8 +229,8 @@ def segment_scene(
     start = time.perf_counter()
     config = config or SegmentConfig()
     scene, out = as_source(scene), Path(out)
-    if grid_rows is not None and (config.vector or config.preview):
-        raise ConfigError("Expected no polygons or quick-look for a band of a scene")
+    if grid_rows is not None and (config.vector or config.preview or config.stac):
+        raise ConfigError("Expected no polygons, quick-look or STAC item for a band of a scene")
     prob_path = check_outputs(out, config)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     loaded.info.spec.arch.check_tile(config.tiling.shape)
@@ -308,6 +309,7 @@ def segment_scene(
             stitcher.finish()
             sinks.commit(progress if rows is None else None)
             polygons = make_products(config, scene, out, sinks.probabilities_file, progress)
+            item = describe_outputs(config, scene, out, loaded.path)
         finally:
             sinks.abort()
     seconds = time.perf_counter() - start
@@ -324,6 +326,7 @@ def segment_scene(
         preview=Path(config.preview) if config.preview else None,
         runtime=choice.label if choice is not None else None,
         georeferenced=georeferenced, notices=tuple(reader.notices), resampled=reader.resampled,
+        item=item,
     )
 
 
@@ -438,7 +441,7 @@ class Sinks:
 def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) -> None:
     """Refuse existing or clashing --vector/--preview destinations before any work."""
     taken = {out.resolve(), *([prob_path.resolve()] if prob_path else [])}
-    for extra in (config.vector, config.preview):
+    for extra in (config.vector, config.preview, *stac_outputs(config, out)):
         if extra is None:
             continue
         if Path(extra).resolve() in taken:
@@ -449,6 +452,29 @@ def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) ->
         from geofuse.products.vector_io import output_format
 
         output_format(Path(config.vector), config.vectorize.format)
+
+
+def stac_outputs(config: SegmentConfig, out: Path) -> list[Path]:
+    """The STAC files ``config.stac`` asks for (:mod:`geofuse.products.stac`).
+
+    ``OUT.json``, and ``OUT.model.json`` unless the model's item is elsewhere.
+    """
+    if config.stac is None:
+        return []
+    from geofuse.products.stac import item_path, model_item_path
+
+    item = item_path(out)
+    return [item] + ([] if config.stac.model_item else [model_item_path(item)])
+
+
+def describe_outputs(config: SegmentConfig, scene: Source, out: Path,
+                     model: Path) -> Path | None:
+    """Write the published outputs' STAC item when ``config.stac`` asks; return its path."""
+    if config.stac is None:
+        return None
+    from geofuse.products.stac import write_output_item
+
+    return write_output_item(out, scene, model, config)
 
 
 def scratch_probabilities(vector: str | Path) -> Path:

@@ -48,6 +48,9 @@ from geofuse.model.export import EXPORT_FORMATS
 @vector_options
 @click.option("--preview", type=click.Path(dir_okay=False),
               help="Also write a quick-look PNG: the scene, the mask and a legend.")
+@click.option("--stac", is_flag=True,
+              help="Also describe the outputs as a STAC Item, OUT.json beside OUT (with the "
+                   "model's MLM item, OUT.model.json).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Spread the scene over a local Dask cluster of N worker processes, in "
                    "bands of tile rows (same output; a rerun resumes).")
@@ -61,7 +64,7 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             batch_size: int, bands: str | None, probability_dtype: str, tta: str, overwrite: bool,
             quiet: bool, probabilities: str | None, aoi: str | None, vector: str | None,
             simplify: float, min_area: float, classes: str | None, preview: str | None,
-            workers: int | None, scheduler: str | None,
+            stac: bool, workers: int | None, scheduler: str | None,
             runtime: str, precision: str, adapt: InputConfig) -> None:
     """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255).
 
@@ -75,7 +78,7 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
         tile, overlap, blend, batch_size, bands, probabilities, probability_dtype, overwrite,
         tta=tta, aoi=aoi, vector=vector, preview=preview,
         vectorize=build_vectorize_config(simplify, min_area, classes),
-        runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile,
+        runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile, stac=stac,
     )
     if not scattered:  # the workers load TensorFlow, not this process
         quiet_tensorflow()
@@ -120,6 +123,8 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             click.echo(f"{result.vector}: {result.polygons} polygons", err=True)
         if result.preview is not None:
             click.echo(f"{result.preview}: quick-look", err=True)
+        if result.item is not None:
+            click.echo(f"{result.item}: STAC item", err=True)
 
 
 def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any,

@@ -51,7 +51,7 @@ from geofuse.read.reader import SceneReader
 from geofuse.scale.cluster import dask_client, worker_slots
 from geofuse.scale.plan import exclusive
 from geofuse.scale.worker import SceneTask, describe_failure, worker_model
-from geofuse.segment import SegmentResult, check_outputs, make_products
+from geofuse.segment import SegmentResult, check_outputs, describe_outputs, make_products
 from geofuse.sources import Source, absolute_source, as_source
 from geofuse.write.outputs import atomic_path, write_json
 from geofuse.write.stitcher import write_cog
@@ -324,7 +324,7 @@ def segment_scattered(
     rows = len(grid.row_starts)
     need_probs = prob_path is not None or config.vector is not None  # polygons: mean_prob
     band_config = dataclasses.replace(
-        config, overwrite=True, probabilities=None, vector=None, preview=None,
+        config, overwrite=True, probabilities=None, vector=None, preview=None, stac=None,
         probability_dtype=config.probability_dtype if prob_path is not None else "uint8",
         aoi=config.aoi and Path(config.aoi).absolute())
     key = run_key(scene, digest, band_config, grid,
@@ -360,6 +360,7 @@ def segment_scattered(
                 probs_file = join_parts(folder, markers, "probabilities", grid, prob_path,
                                         "average")
             polygons = make_products(config, scene, out, probs_file, progress)
+            item = describe_outputs(config, scene, out, model_path)
             shutil.rmtree(folder)
     finally:
         with contextlib.suppress(OSError):
@@ -376,7 +377,7 @@ def segment_scattered(
         vector=config.vector and Path(config.vector), polygons=polygons,
         preview=config.preview and Path(config.preview), runtime=markers[-1]["runtime"],
         notices=tuple(notices), georeferenced=georeferenced, bands=len(markers),
-        reused=reused, cluster=description,
+        reused=reused, cluster=description, item=item,
     )
 
 
