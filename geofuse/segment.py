@@ -30,6 +30,7 @@ from geofuse.model.modelfile import LoadedModel, load_model
 from geofuse.model.runtime import RuntimeChoice, choose_runtime, pipelined, tensorflow_function
 from geofuse.model.runtime import make_predictor as runtime_predictor
 from geofuse.model.tta import passes, tta_predictor
+from geofuse.products.stac import describe_outputs, stac_destinations
 from geofuse.progress import Progress, announce
 from geofuse.read.aoi import AreaOfInterest
 from geofuse.read.feed import lower_priority, read_ahead
@@ -441,7 +442,7 @@ class Sinks:
 def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) -> None:
     """Refuse existing or clashing --vector/--preview destinations before any work."""
     taken = {out.resolve(), *([prob_path.resolve()] if prob_path else [])}
-    for extra in (config.vector, config.preview, *stac_outputs(config, out)):
+    for extra in (config.vector, config.preview, *stac_destinations(config, out)):
         if extra is None:
             continue
         if Path(extra).resolve() in taken:
@@ -452,29 +453,6 @@ def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) ->
         from geofuse.products.vector_io import output_format
 
         output_format(Path(config.vector), config.vectorize.format)
-
-
-def stac_outputs(config: SegmentConfig, out: Path) -> list[Path]:
-    """The STAC files ``config.stac`` asks for (:mod:`geofuse.products.stac`).
-
-    ``OUT.json``, and ``OUT.model.json`` unless the model's item is elsewhere.
-    """
-    if config.stac is None:
-        return []
-    from geofuse.products.stac import item_path, model_item_path
-
-    item = item_path(out)
-    return [item] + ([] if config.stac.model_item else [model_item_path(item)])
-
-
-def describe_outputs(config: SegmentConfig, scene: Source, out: Path,
-                     model: Path) -> Path | None:
-    """Write the published outputs' STAC item when ``config.stac`` asks; return its path."""
-    if config.stac is None:
-        return None
-    from geofuse.products.stac import write_output_item
-
-    return write_output_item(out, scene, model, config)
 
 
 def scratch_probabilities(vector: str | Path) -> Path:

@@ -177,6 +177,25 @@ def test_segment_stac_item_describes_each_output(tmp_path: Path, model: Path) ->
     assert not out.exists()
 
 
+def test_an_output_without_georeferencing_gets_an_item_without_footprint(
+        tmp_path: Path, model: Path) -> None:
+    from affine import Affine
+
+    scene = write_geotiff(tmp_path / "plain.tif", rgb(4, 40, 40), crs=None,
+                          transform=Affine.identity())
+    out = tmp_path / "plain-mask.tif"
+    result = CliRunner().invoke(main, ["segment", str(scene), str(out), "--model", str(model),
+                                       *TILING, "--stac", "--quiet"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["geometry"] is None and "bbox" not in data
+    assert not any(key.startswith("proj:") for key in data["properties"])
+    assert data["properties"]["datetime"] is None  # and the range up to when it was made
+    made = dt.datetime.fromtimestamp(out.stat().st_mtime, dt.timezone.utc)
+    assert pystac.Item.from_dict(data).common_metadata.end_datetime == made
+    assert validate(data)[1] == [extension("processing", data)]
+
+
 def test_item_time_from_tags_or_an_honest_range(tmp_path: Path) -> None:
     made = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     both = tagged(tmp_path / "both.tif", TIFFTAG_DATETIME="2020:01:01 00:00:00",
@@ -425,3 +444,27 @@ def test_geopackage_polygons_open_in_the_class_colours(tmp_path: Path) -> None:
     # the polygons are still the file's first layer
     assert pyogrio.read_info(out, layer=0)["features"] == 2
     assert set(pyogrio.raw.read(out, layer=0)[3][1]) == {"building", "water"}
+
+
+@pytest.mark.slow
+def test_segment_on_workers_writes_the_same_item(tmp_path: Path, model: Path) -> None:
+    scene = tagged(tmp_path / "scene.tif", IMAGERY="2023-07-08 09:10:11")
+    out = tmp_path / "mask.tif"
+    result = CliRunner().invoke(main, ["segment", str(scene), str(out), "--model", str(model),
+                                       *TILING, "--stac", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    item = pystac.Item.from_file(str(out.with_suffix(".json")))
+    assert item.datetime == dt.datetime(2023, 7, 8, 9, 10, 11, tzinfo=dt.timezone.utc)
+    assert np.allclose(item.bbox, footprint_bbox(out), rtol=0, atol=1e-9)
+    assert Path(item.assets["mask"].get_absolute_href()) == out
+    assert not list(tmp_path.glob(".mask*"))  # no parts or temporary files left
+
+
+def test_an_asset_key_needs_stac_input(tmp_path: Path) -> None:
+    from geofuse.config import BatchConfig
+    from geofuse.errors import InputError
+    from geofuse.scale.plan import plan_jobs
+
+    write_geotiff(tmp_path / "a.tif", rgb(1, 16, 16))
+    with pytest.raises(InputError, match="expected a STAC file .json. to take asset 'visual'"):
+        plan_jobs(tmp_path, tmp_path / "out", BatchConfig(asset="visual"))

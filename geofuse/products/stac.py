@@ -396,3 +396,20 @@ def write_output_item(
     except OSError as exc:
         raise OutputError(f"{dest}: cannot write the STAC item ({exc.strerror})") from exc
     return dest
+
+
+def stac_destinations(config: SegmentConfig, out: Path) -> list[Path]:
+    """The STAC files ``config.stac`` asks for beside ``out``, to check before any work.
+
+    ``OUT.json``, and ``OUT.model.json`` unless the model's item is elsewhere; none without
+    ``config.stac``.
+    """
+    if config.stac is None:
+        return []
+    item = item_path(out)
+    return [item] + ([] if config.stac.model_item else [model_item_path(item)])
+
+
+def describe_outputs(config: SegmentConfig, scene: Source, out: Path, model: Path) -> Path | None:
+    """After the outputs are published: their item when ``config.stac`` asks, else None."""
+    return None if config.stac is None else write_output_item(out, scene, model, config)

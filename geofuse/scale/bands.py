@@ -43,6 +43,7 @@ from geofuse.config import ClusterConfig, SegmentConfig
 from geofuse.errors import ConfigError, GeofuseError, OutputError, first_line
 from geofuse.model.modelfile import file_digest, read_info, resolve_model_path
 from geofuse.model.tta import passes
+from geofuse.products.stac import describe_outputs
 from geofuse.progress import Progress, announce
 from geofuse.read.aoi import AreaOfInterest
 from geofuse.read.grid import TileGrid
@@ -51,7 +52,7 @@ from geofuse.read.reader import SceneReader
 from geofuse.scale.cluster import dask_client, worker_slots
 from geofuse.scale.plan import exclusive
 from geofuse.scale.worker import SceneTask, describe_failure, worker_model
-from geofuse.segment import SegmentResult, check_outputs, describe_outputs, make_products
+from geofuse.segment import SegmentResult, check_outputs, make_products
 from geofuse.sources import Source, absolute_source, as_source
 from geofuse.write.outputs import atomic_path, write_json
 from geofuse.write.stitcher import write_cog

@@ -134,6 +134,10 @@ def plan_jobs(in_dir: Path, out_dir: Path, config: BatchConfig) -> list[SceneJob
                                              source_time=found.time)
             entries.append((found.item_id, found.scene,
                             Path(output_name(found.item_id) + ".tif")))
+    elif config.asset is not None:
+        kind = "list of scenes" if in_dir.is_file() else "folder"
+        raise InputError(f"{in_dir}: expected a STAC file (.json) to take asset "
+                         f"{config.asset!r} from. Received: a {kind}")
     elif in_dir.is_file():
         entries = [(entry, source, Path(source_name(source)))
                    for entry, source in read_scene_list(in_dir)]
