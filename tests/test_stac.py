@@ -466,5 +466,6 @@ def test_an_asset_key_needs_stac_input(tmp_path: Path) -> None:
     from geofuse.scale.plan import plan_jobs
 
     write_geotiff(tmp_path / "a.tif", rgb(1, 16, 16))
-    with pytest.raises(InputError, match="expected a STAC file .json. to take asset 'visual'"):
+    with pytest.raises(InputError, match=r"expected a STAC file \(\.json\) to take asset 'visual' "
+                       r"from\. Received: a folder"):
         plan_jobs(tmp_path, tmp_path / "out", BatchConfig(asset="visual"))
