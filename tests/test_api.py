@@ -20,7 +20,7 @@ import geofuse
 from geofuse.cli import main
 from geofuse.config import InputConfig, TilingConfig
 from geofuse.errors import InputError
-from tests.conftest import ROOT, UTM_TRANSFORM, make_tiny_model, write_geotiff
+from tests.helpers import ROOT, UTM_TRANSFORM, make_tiny_model, write_geotiff
 
 PUBLIC = ("segment_scene", "SegmentConfig", "TilingConfig", "InputConfig", "BatchConfig",
           "load_model", "predict_array", "ArrayPrediction", "train", "TrainConfig", "evaluate",

@@ -1,4 +1,4 @@
-"""``geofuse.predict_array`` (issue 13, point 8): the same result as ``segment`` on a file."""
+"""``geofuse.predict_array``: the same result as ``segment`` on a file."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from geofuse.cli import main
 from geofuse.config import InputConfig, TilingConfig
 from geofuse.errors import InputError
 from geofuse.model.modelfile import read_info
-from tests.conftest import ROOT, write_geotiff
+from tests.helpers import ROOT, write_geotiff
 
 
 def scene_data(seed: int, height: int, width: int) -> np.ndarray:
