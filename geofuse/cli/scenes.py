@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from geofuse.cli.app import handle_errors, main, quiet_tensorflow
+from geofuse.cli.app import as_flags, handle_errors, main, quiet_tensorflow
 from geofuse.cli.options import (
     announce_runtime,
     build_segment_config,
@@ -85,7 +85,7 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
     announce_runtime(config.tiling, quiet)
 
     def notify(text: str) -> None:
-        click.echo(f"Warning: {text}", err=True)
+        click.echo(f"Warning: {as_flags(text)}", err=True)
 
     bar = ProgressBar("bands" if scattered else "tiles", quiet)
     try:
