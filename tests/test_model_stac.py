@@ -32,12 +32,20 @@ def classes_of(model: Path) -> list[tuple[int, str, str]]:
 
 
 def test_info_stac_prints_the_model_mlm_item_without_tensorflow(model: Path) -> None:
-    code = ("import sys, json; from click.testing import CliRunner; from geofuse.cli import main;"
-            f"r = CliRunner().invoke(main, ['info', {str(model)!r}, '--stac']);"
-            "print(json.dumps({'code': r.exit_code, 'out': r.output,"
-            " 'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules}))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120, check=True)
+    code = (
+        "import sys, json; from click.testing import CliRunner; from geofuse.cli import main;"
+        f"r = CliRunner().invoke(main, ['info', {str(model)!r}, '--stac']);"
+        "print(json.dumps({'code': r.exit_code, 'out': r.output,"
+        " 'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules}))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    )
     answer = json.loads(run.stdout.strip().splitlines()[-1])
     assert answer["code"] == 0 and answer["tf"] is False
     data = json.loads(answer["out"])
@@ -45,16 +53,26 @@ def test_info_stac_prints_the_model_mlm_item_without_tensorflow(model: Path) -> 
 
     info = read_info(model)
     props = data["properties"]
-    for field in ("mlm:name", "mlm:architecture", "mlm:tasks", "mlm:input", "mlm:output",
-                  "mlm:framework", "mlm:accelerator", "mlm:total_parameters"):
+    for field in (
+        "mlm:name",
+        "mlm:architecture",
+        "mlm:tasks",
+        "mlm:input",
+        "mlm:output",
+        "mlm:framework",
+        "mlm:accelerator",
+        "mlm:total_parameters",
+    ):
         assert field in props, field
     assert props["mlm:tasks"] == ["semantic-segmentation"]
     assert props["mlm:framework"] == "Keras"
     (inp,) = props["mlm:input"]
     assert inp["bands"] == list(info.band_names)
-    assert inp["input"] == {"shape": [-1, -1, -1, info.spec.bands],
-                            "dim_order": ["batch", "height", "width", "channel"],
-                            "data_type": "float32"}
+    assert inp["input"] == {
+        "shape": [-1, -1, -1, info.spec.bands],
+        "dim_order": ["batch", "height", "width", "channel"],
+        "data_type": "float32",
+    }
     # the value scaling is the model's normalisation, on raw values
     raw = np.array([0.0, 17.0, 255.0])
     norm = info.normalization
@@ -64,15 +82,18 @@ def test_info_stac_prints_the_model_mlm_item_without_tensorflow(model: Path) -> 
         assert np.allclose((raw - scaling["mean"]) / scaling["stddev"], expected)
     (out,) = props["mlm:output"]
     assert out["result"]["shape"] == [-1, -1, -1, info.spec.classes]
-    assert [(c["value"], c["name"], c["color_hint"]) for c in out["classification:classes"]] \
-        == classes_of(model)
+    assert [
+        (c["value"], c["name"], c["color_hint"]) for c in out["classification:classes"]
+    ] == classes_of(model)
     asset = data["assets"]["model"]
     assert "mlm:model" in asset["roles"] and asset["mlm:artifact_type"]
     assert Path(asset["href"]) == model.absolute()
     import keras  # the parameter count read from the weights matches Keras' own
 
-    assert props["mlm:total_parameters"] == keras.saving.load_model(
-        model, compile=False).count_params()
+    assert (
+        props["mlm:total_parameters"]
+        == keras.saving.load_model(model, compile=False).count_params()
+    )
 
 
 def test_info_stac_refuses_a_scene(tmp_path: Path) -> None:

@@ -30,10 +30,13 @@ def test_geopackage_polygons_open_in_the_class_colours(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
     with sqlite3.connect(out) as db:
-        rows = db.execute("SELECT f_table_name, f_geometry_column, styleName, useAsDefault, "
-                          "styleQML, styleSLD FROM layer_styles").fetchall()
-        registered = db.execute("SELECT data_type FROM gpkg_contents WHERE table_name = "
-                                "'layer_styles'").fetchone()
+        rows = db.execute(
+            "SELECT f_table_name, f_geometry_column, styleName, useAsDefault, "
+            "styleQML, styleSLD FROM layer_styles"
+        ).fetchall()
+        registered = db.execute(
+            "SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'"
+        ).fetchone()
     assert registered == ("attributes",)
     ((table, column, name, default, qml, sld),) = rows
     assert (table, column, default) == ("polygons", "geom", 1) and name
@@ -41,8 +44,10 @@ def test_geopackage_polygons_open_in_the_class_colours(tmp_path: Path) -> None:
     assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class_name"
     categories = {c.get("value"): c.get("symbol") for c in renderer.iter("category")}
     assert sorted(categories) == ["building", "water"]  # background is not vectorized
-    fills = {s.get("name"): s.find("layer/Option/Option[@name='color']").get("value")
-             for s in renderer.iter("symbol")}
+    fills = {
+        s.get("name"): s.find("layer/Option/Option[@name='color']").get("value")
+        for s in renderer.iter("symbol")
+    }
     for value, rgba in ((1, colours[1]), (2, colours[2])):
         assert fills[categories[CLASSES[value]]] == ",".join(map(str, rgba))
     ET.fromstring(sld.split("\n", 1)[1])  # well-formed

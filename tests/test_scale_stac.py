@@ -39,14 +39,27 @@ def model(tiny_models) -> Path:
 
 @pytest.mark.slow
 def test_batch_collection_holds_the_good_scenes_and_a_resume_updates_it(
-        tmp_path: Path, model: Path) -> None:
+    tmp_path: Path, model: Path
+) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     (src / "sub").mkdir(parents=True)
     tagged_scene(src / "a.tif", 1)
     tagged_scene(src / "sub" / "b.tif", 2, TIFFTAG_DATETIME="2022:03:04 05:06:07")
     (src / "garbage.tif").write_bytes(b"II*\x00" + bytes(500))
-    args = ["batch", str(src), str(out), "--model", str(model), *TILING, "--recursive",
-            "--stac", "--vector", "--workers", "1", "--quiet"]
+    args = [
+        "batch",
+        str(src),
+        str(out),
+        "--model",
+        str(model),
+        *TILING,
+        "--recursive",
+        "--stac",
+        "--vector",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 1, first.output  # the garbage scene failed
     collection = pystac.Collection.from_file(str(out / "collection.json"))
@@ -60,7 +73,8 @@ def test_batch_collection_holds_the_good_scenes_and_a_resume_updates_it(
         assert Path(link.get_absolute_href()) == out / "model.json"
         assert item.collection_id == collection.id
         assert stac_validate(item.to_dict(include_self_link=False))[1] == [
-            stac_extension("processing", item.to_dict())]
+            stac_extension("processing", item.to_dict())
+        ]
     model_item = pystac.Item.from_file(str(out / "model.json"))
     assert stac_validate(model_item.to_dict(include_self_link=False))[1] == []
     bbox = collection.extent.spatial.bboxes[0]
@@ -78,7 +92,10 @@ def test_batch_collection_holds_the_good_scenes_and_a_resume_updates_it(
     assert again.exit_code == 0, again.output
     report = json.loads((out / "geofuse-report.json").read_text())
     assert {r["scene"]: r["status"] for r in report["scenes"]} == {
-        "a.tif": "skipped", "c.tif": "done", "sub/b.tif": "skipped"}
+        "a.tif": "skipped",
+        "c.tif": "done",
+        "sub/b.tif": "skipped",
+    }
     collection = pystac.Collection.from_file(str(out / "collection.json"))
     assert sorted(item.id for item in collection.get_items()) == ["a", "c", "sub-b"]
     assert (out / "a.json").is_file()  # the skipped scene got its item back from its files
@@ -86,7 +103,8 @@ def test_batch_collection_holds_the_good_scenes_and_a_resume_updates_it(
 
 @pytest.mark.slow
 def test_batch_segments_an_asset_of_each_item_of_an_item_collection(
-        tmp_path: Path, model: Path) -> None:
+    tmp_path: Path, model: Path
+) -> None:
     scenes = tmp_path / "search" / "scenes"
     scenes.mkdir(parents=True)
     tagged_scene(scenes / "one.tif", 1)
@@ -95,34 +113,68 @@ def test_batch_segments_an_asset_of_each_item_of_an_item_collection(
     box = [15.0, 46.2, 15.01, 46.27]
 
     def item(item_id: str, href: str, when: str) -> dict[str, Any]:
-        made = pystac.Item(item_id, shapely.geometry.mapping(shapely.geometry.box(*box)), box,
-                           dt.datetime.fromisoformat(when), {})
+        made = pystac.Item(
+            item_id,
+            shapely.geometry.mapping(shapely.geometry.box(*box)),
+            box,
+            dt.datetime.fromisoformat(when),
+            {},
+        )
         made.add_asset("visual", pystac.Asset(href, media_type=pystac.MediaType.GEOTIFF))
         made.add_asset("thumbnail", pystac.Asset("scenes/thumb.tif"))
         return made.to_dict(include_self_link=False)
 
     items = tmp_path / "search" / "results.json"  # a saved search: relative hrefs
-    items.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        item("S2A_20240501.T33", "scenes/one.tif", "2024-05-01T10:00:00+00:00"),
-        item("S2B_20240611", "./scenes/two.tif", "2024-06-11T10:00:00+00:00")]}))
+    items.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    item("S2A_20240501.T33", "scenes/one.tif", "2024-05-01T10:00:00+00:00"),
+                    item("S2B_20240611", "./scenes/two.tif", "2024-06-11T10:00:00+00:00"),
+                ],
+            }
+        )
+    )
     out = tmp_path / "out"
     runner = CliRunner()
-    missing = runner.invoke(main, ["batch", str(items), str(out), "--model", str(model),
-                                   "--asset", "B04", "--quiet"])
+    missing = runner.invoke(
+        main, ["batch", str(items), str(out), "--model", str(model), "--asset", "B04", "--quiet"]
+    )
     assert missing.exit_code == 1
     assert "expected an asset 'B04' in item 'S2A_20240501.T33'" in missing.output
     assert "Received: visual, thumbnail" in missing.output
 
-    result = runner.invoke(main, ["batch", str(items), str(out), "--model", str(model), *TILING,
-                                  "--asset", "visual", "--stac", "--workers", "1", "--quiet"])
+    result = runner.invoke(
+        main,
+        [
+            "batch",
+            str(items),
+            str(out),
+            "--model",
+            str(model),
+            *TILING,
+            "--asset",
+            "visual",
+            "--stac",
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "geofuse-report.json").read_text())
     assert {r["scene"]: r["output"] for r in report["scenes"]} == {
-        "S2A_20240501.T33": "S2A_20240501.T33.tif", "S2B_20240611": "S2B_20240611.tif"}
+        "S2A_20240501.T33": "S2A_20240501.T33.tif",
+        "S2B_20240611": "S2B_20240611.tif",
+    }
     for name, scene in (("S2A_20240501.T33", "one.tif"), ("S2B_20240611", "two.tif")):
         with rasterio.open(out / f"{name}.tif") as mask, rasterio.open(scenes / scene) as src:
-            assert (mask.width, mask.height, mask.transform) == (src.width, src.height,
-                                                                  src.transform)
+            assert (mask.width, mask.height, mask.transform) == (
+                src.width,
+                src.height,
+                src.transform,
+            )
         made = pystac.Item.from_file(str(out / f"{name}.json"))
         assert made.id == name
         assert made.properties["geofuse:datetime_source"] == "source STAC item"
@@ -130,16 +182,19 @@ def test_batch_segments_an_asset_of_each_item_of_an_item_collection(
         assert links == {out / "model.json", items}
         (via,) = made.get_links("via")
         assert via.href == str(scenes / scene)
-    times = {i.id: i.datetime for i in pystac.Collection.from_file(
-        str(out / "collection.json")).get_items()}
+    times = {
+        i.id: i.datetime
+        for i in pystac.Collection.from_file(str(out / "collection.json")).get_items()
+    }
     assert times["S2B_20240611"] == dt.datetime(2024, 6, 11, 10, tzinfo=dt.timezone.utc)
 
 
 def test_static_catalogue_items_resolve_against_their_own_files(tmp_path: Path) -> None:
     catalog = pystac.Catalog("cat", "scenes")
     for n in range(2):
-        made = pystac.Item(f"scene-{n}", None, None, dt.datetime(2024, 1, n + 1,
-                                                                 tzinfo=dt.timezone.utc), {})
+        made = pystac.Item(
+            f"scene-{n}", None, None, dt.datetime(2024, 1, n + 1, tzinfo=dt.timezone.utc), {}
+        )
         made.add_asset("data", pystac.Asset(f"./scene-{n}.tif"))
         made.add_asset("remote", pystac.Asset(f"https://example.com/{n}.tif"))
         catalog.add_item(made)
@@ -147,8 +202,13 @@ def test_static_catalogue_items_resolve_against_their_own_files(tmp_path: Path) 
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     found = read_stac_scenes(tmp_path / "stac" / "catalog.json", "data")
     assert [(s.item_id, s.scene, Path(s.item_href)) for s in found] == [
-        (f"scene-{n}", tmp_path / "stac" / f"scene-{n}" / f"scene-{n}.tif",
-         tmp_path / "stac" / f"scene-{n}" / f"scene-{n}.json") for n in range(2)]
+        (
+            f"scene-{n}",
+            tmp_path / "stac" / f"scene-{n}" / f"scene-{n}.tif",
+            tmp_path / "stac" / f"scene-{n}" / f"scene-{n}.json",
+        )
+        for n in range(2)
+    ]
     remote = read_stac_scenes(tmp_path / "stac" / "catalog.json", "remote")
     assert [s.scene for s in remote] == ["https://example.com/0.tif", "https://example.com/1.tif"]
     assert found[1].time == ("2024-01-02T00:00:00Z", None, None)
@@ -160,6 +220,9 @@ def test_an_asset_key_needs_stac_input(tmp_path: Path) -> None:
     from geofuse.scale.plan import plan_jobs
 
     write_geotiff(tmp_path / "a.tif", smooth_rgb(1, 16, 16))
-    with pytest.raises(InputError, match=r"expected a STAC file \(\.json\) to take asset 'visual' "
-                       r"from\. Received: a folder"):
+    with pytest.raises(
+        InputError,
+        match=r"expected a STAC file \(\.json\) to take asset 'visual' "
+        r"from\. Received: a folder",
+    ):
         plan_jobs(tmp_path, tmp_path / "out", BatchConfig(asset="visual"))
