@@ -18,7 +18,7 @@ import pytest
 import rasterio
 
 from geofuse.write.outputs import remove_stale_temps, reserve_temp
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 
 def big_scene(folder: Path) -> Path:

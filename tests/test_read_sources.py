@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from geofuse.cli import main
 from geofuse.sources import as_source, is_gdal_name, source_name
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 TILING = ["--tile", "32", "--overlap", "8"]
 

@@ -20,7 +20,7 @@ from geofuse.model.fusion import fusion_mode
 from geofuse.model.fusion_layers import AttentionFusion, CrossAttentionFusion, WeightedFusion
 from geofuse.model.modelfile import load_model, save_model
 from geofuse.model.network import build_unet
-from tests.conftest import UTM_TRANSFORM, make_tiny_model, tiny_spec, write_geotiff
+from tests.helpers import UTM_TRANSFORM, make_tiny_model, tiny_spec, write_geotiff
 
 
 def make_fusion(mode: str, filters: int, width: int, scales: list[int], name: str,
