@@ -48,7 +48,8 @@ napoleon_use_ivar = True  # dataclass fields once, in the class, not again as at
 # page on this site; with -n every other reference must resolve.
 nitpick_ignore_regex = [
     (r"py:class", r"(pathlib\.)?Path|numpy\.ndarray|np\.ndarray|collections\.abc\..*|typing\..*"),
-    (r"py:class", r"(keras|rasterio|distributed|concurrent|affine|shapely|click)\..*"),
+    (r"py:(class|exc)", r"(keras|rasterio|distributed|concurrent|affine|shapely|click)\..*"),
+    (r"py:(class|exc)", r"(datetime|pystac|sqlite3|json|os)\..*"),
     (r"py:func", r"dataclasses\..*"),
     # a TypeVar, and private helpers that appear in signatures
     (r"py:class", r"geofuse\.read\.feed\.T|.*\._[A-Za-z]\w*"),

@@ -118,3 +118,13 @@ def test_no_worklog_wording() -> None:
             if WORKLOG.search(line) and path != Path(__file__):
                 found.append(f"{name}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_every_module_is_in_the_reference() -> None:
+    """A new module joins docs/modules.md (or the API page), so autodoc checks its docstrings."""
+    reference = (DOCS / "modules.md").read_text() + (DOCS / "api.md").read_text()
+    documented = set(re.findall(r"automodule:: (geofuse[\w.]*)", reference))
+    package = {".".join(p.relative_to(ROOT).with_suffix("").parts)
+               for p in (ROOT / "geofuse").rglob("*.py") if p.name != "__main__.py"}
+    package = {name.removesuffix(".__init__") for name in package} - {"geofuse"}
+    assert sorted(package - documented) == []

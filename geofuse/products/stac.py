@@ -6,11 +6,11 @@ come from the mask and its tags, the classes and colours from the model file, th
 scene. It holds:
 
 - ``geometry`` and ``bbox`` in WGS84: the mask's footprint, its edges densified
-  (:data:`DENSIFY` points each) before being reprojected, cut at the antimeridian;
+  (``DENSIFY`` points each) before being reprojected, cut at the antimeridian;
 - the time: the source STAC item's, or the scene's acquisition tags (GDAL's ``IMAGERY``
   domain ``ACQUISITIONDATETIME``, then acquisition or sensing tags of the default domain, then
   ``TIFFTAG_DATETIME``, taken as UTC when they name no zone); when none is known, ``datetime``
-  is null and the range runs from :data:`~geofuse.config.UNKNOWN_START` to when the output was
+  is null and the range runs from ``geofuse.config.UNKNOWN_START`` to when the output was
   made (STAC then requires a range; this one says only "acquired before it was processed").
   ``geofuse:datetime_source`` says which;
 - the projection extension (code, or WKT2 for a CRS without one; shape, transform, bbox);
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 DENSIFY = 21  # points added along each footprint edge before reprojection
 PROCESSING_SCHEMA = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
-"""The processing extension (pystac has no class for it: its fields are set as named)."""
+"""The processing extension; pystac has no class for it, so its fields are set as named."""
 PROCESSING_LEVEL = "L4"  # model output derived from the scene's values
 ACQUISITION_TAG = re.compile(r"(ACQUI|SENSING|IMAGING).*(DATE|TIME)|DATE.*ACQUI", re.I)
 _TIFF_TIME = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}:\d{2}:\d{2})$")
