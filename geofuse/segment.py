@@ -26,7 +26,7 @@ from rasterio.windows import Window
 import geofuse
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
-from geofuse.model.modelfile import LoadedModel, load_model
+from geofuse.model.modelfile import LoadedModel, load_model, read_info
 from geofuse.model.runtime import RuntimeChoice, choose_runtime, pipelined, tensorflow_function
 from geofuse.model.runtime import make_predictor as runtime_predictor
 from geofuse.model.tta import passes, tta_predictor
@@ -231,9 +231,10 @@ def segment_scene(
     if grid_rows is not None and (config.vector or config.preview):
         raise ConfigError("Expected no polygons or quick-look for a band of a scene")
     prob_path = check_outputs(out, config)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    loaded.info.spec.arch.check_tile(config.tiling.shape)
-    info, tiling = loaded.info, config.tiling
+    # every check that needs only metadata comes before the network is loaded (TensorFlow)
+    loaded = model if isinstance(model, LoadedModel) else None
+    info, tiling = loaded.info if loaded else read_info(model), config.tiling
+    info.spec.arch.check_tile(config.tiling.shape)
     env = {"GDAL_CACHEMAX": config.gdal_cache_mb * 1024 * 1024}
 
     with rasterio.Env(**env), SceneReader(
@@ -261,6 +262,7 @@ def segment_scene(
         wanted = (tiling.batch_size, *tiling.shape)
         if tuple(getattr(predictor, "shape", wanted)[:3]) != wanted:
             predictor = None  # built for the nominal tiling; this scene's fitted one differs
+        loaded = loaded or load_model(model)
         if predictor is None:
             predictor = runtime_predictor(loaded, tiling.batch_size, tiling.shape,
                                           choose_runtime(tiling))

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from geofuse.cli.app import handle_errors, main, quiet_tensorflow
+from geofuse.cli.app import handle_errors, main, quiet_tensorflow, warn
 from geofuse.cli.options import (
     announce_runtime,
     build_segment_config,
@@ -77,27 +77,23 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
         vectorize=build_vectorize_config(simplify, min_area, classes),
         runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile,
     )
-    if not scattered:  # the workers load TensorFlow, not this process
-        quiet_tensorflow()
     announce_runtime(config.tiling, quiet)
-
-    def notify(text: str) -> None:
-        click.echo(f"Warning: {text}", err=True)
-
+    # TensorFlow is loaded by segment_scene once the scene passed its checks (a refused scene
+    # costs no start-up), and by the workers when scattered
     bar = ProgressBar("bands" if scattered else "tiles", quiet)
     try:
         if scattered:
             result = _segment_scattered(scene, out, model_path, config, workers, scheduler,
-                                        bar, notify)
+                                        bar, warn)
         else:
             from geofuse.segment import segment_scene
 
-            result = segment_scene(scene, out, model_path, config, progress=bar, notify=notify)
+            result = segment_scene(scene, out, model_path, config, progress=bar, notify=warn)
     finally:
         bar.close()
     if not result.georeferenced:
-        click.echo(f"Warning: {scene} is not georeferenced (no CRS, geotransform or GCPs), "
-                   f"so neither is {result.mask}", err=True)
+        warn(f"{scene} is not georeferenced (no CRS, geotransform or GCPs), so neither is "
+             f"{result.mask}")
     if not quiet:
         tiles = plural(result.tiles, "tile")
         left_out = (["area of interest"] if config.aoi else []) + (
@@ -216,7 +212,7 @@ def info(path: str, as_json: bool) -> None:
 
     A scene is any file or name GDAL opens (/vsizip/..., https://..., s3://...).
     """
-    quiet_tensorflow()  # a weighted-fusion model is loaded to read its level weights
+    # TensorFlow is imported only for a model whose fusion learns level weights (to read them)
     from geofuse.products.info import describe, format_facts
 
     facts = describe(path)
