@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from geofuse.checks import bands as check_bands
-from geofuse.checks import choice, non_negative, positive_int, require
+from geofuse.checks import choice, is_int, non_negative, positive_int, require
 from geofuse.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ OVERLAP_DIVISOR = 16  # default overlap: a sixteenth of the tile (docs/seams.md)
 FIT_RANGE = 0.25  # a big scene's tile may differ from the nominal one by this share (for_scene)
 CALL_SLACK = 0.1  # a fitted tiling's model call may hold this share more pixels (for_scene)
 PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.products.preview)
+PREVIEW_STYLES = ("outline", "fill")  # quick-look styles, the default first
 @dataclass(frozen=True)
 class TilingConfig:
     """How a scene is cut into model inputs and stitched back.
@@ -284,6 +285,8 @@ class SegmentConfig:
         vector: Optional polygon output (GeoPackage or GeoJSON) made from the mask.
         vectorize: Settings for ``vector``.
         preview: Optional quick-look PNG of the scene with the mask overlaid.
+        preview_size: Longest side of the quick-look's picture in pixels (at least 16);
+            None: the scene's size, at most ``PREVIEW_SIZE``.
         input: How the scene is fitted to the model: value mapping, resampling, nodata.
 
     """
@@ -298,10 +301,15 @@ class SegmentConfig:
     vector: Path | None = None
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     preview: Path | None = None
+    preview_size: int | None = None
     input: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self) -> None:
         choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)
+        if self.preview_size is not None and not (
+                is_int(self.preview_size) and self.preview_size >= 16):
+            raise ConfigError("Expected a preview size of at least 16 pixels. "
+                              f"Received: {self.preview_size!r}")
         positive_int("gdal_cache_mb", self.gdal_cache_mb)
         choice("tta", self.tta, TTA_MODES)
 

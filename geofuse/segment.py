@@ -476,6 +476,6 @@ def make_products(
 
         announce(progress, "quick-look")
 
-        render_preview(scene, out, config.preview, bands=config.tiling.bands,
-                       overwrite=config.overwrite)
+        render_preview(scene, out, config.preview, size=config.preview_size,
+                       bands=config.tiling.bands, overwrite=config.overwrite)
     return polygons

@@ -16,6 +16,7 @@ from geofuse.config import (
     FIT_RANGE,
     OVERLAP_DIVISOR,
     PRECISIONS,
+    PREVIEW_SIZE,
     PROBABILITY_DTYPES,
     RESAMPLE_MODES,
     RUNTIMES,
@@ -165,7 +166,7 @@ def build_segment_config(
     tta: str = "none", aoi: str | None = None, vector: str | None = None,
     vectorize: VectorizeConfig | None = None, preview: str | None = None,
     runtime: str = "auto", precision: str = "auto", adapt: InputConfig | None = None,
-    exact_tile: bool = False,
+    exact_tile: bool = False, preview_size: int | None = None,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     return SegmentConfig(
@@ -179,8 +180,15 @@ def build_segment_config(
         vector=Path(vector) if vector else None,
         vectorize=vectorize or VectorizeConfig(),
         preview=Path(preview) if preview else None,
+        preview_size=preview_size,
         input=adapt or InputConfig(),
     )
+
+
+preview_size_option = click.option(
+    "--preview-size", type=click.IntRange(min=16), default=None,
+    help="Longest side of the quick-look's picture in pixels (big scenes shrink, small ones "
+         f"grow). Default: the scene's size, at most {PREVIEW_SIZE}.")
 
 
 def vector_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -34,8 +34,9 @@ SCATTERED_MIN = 20
 """Scattered nodata pixels (in the pixels examined) from which a notice is given."""
 
 
-def area_taps(start: float, span: float, n_out: int, first: int,
-              n_in: int) -> tuple[np.ndarray, np.ndarray]:
+def area_taps(
+    start: float, span: float, n_out: int, first: int, n_in: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Area weights of scene pixels under each of ``n_out`` pixels evenly covering a span.
 
     Args:
@@ -61,8 +62,9 @@ def area_taps(start: float, span: float, n_out: int, first: int,
     return index, weight.astype(np.float32)
 
 
-def majority_valid(valid: np.ndarray, rows: tuple[np.ndarray, np.ndarray],
-                   cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def majority_valid(
+    valid: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     """Output pixels whose footprint is at least :data:`MAJORITY` valid.
 
     Args:
@@ -95,8 +97,9 @@ def scattered_pixels(valid: np.ndarray) -> int:
     return int(np.count_nonzero(invalid[1:-1, 1:-1] & (kept[1:-1, 1:-1] == 0)))
 
 
-def nodata_colour_notice(name: str, nodata: Iterable[float], windows: Sequence[np.ndarray],
-                         scene_pixels: int) -> Notice | None:
+def nodata_colour_notice(
+    name: str, nodata: Iterable[float], windows: Sequence[np.ndarray], scene_pixels: int
+) -> Notice | None:
     """One notice when a nodata value also occurs scattered inside the scene (or None).
 
     Args:
@@ -112,9 +115,12 @@ def nodata_colour_notice(name: str, nodata: Iterable[float], windows: Sequence[n
         return None
     seen = sum(v.size for v in windows)
     values = ", ".join(f"{v:g}" for v in sorted(set(nodata)))
-    how_many = (f"{count:,} scattered pixels" if seen >= scene_pixels else
-                f"about {_rounded(count * scene_pixels / seen):,} scattered pixels "
-                f"({count:,} in the {seen:,} examined)")
+    how_many = (
+        f"{count:,} scattered pixels"
+        if seen >= scene_pixels
+        else f"about {_rounded(count * scene_pixels / seen):,} scattered pixels "
+        f"({count:,} in the {seen:,} examined)"
+    )
     return Notice(
         f"{name}: nodata value {values} also occurs in {how_many} inside the scene (patches "
         f"under {SPECK_PIXELS} px, not a border or a hole), as a real colour would; if it is "
