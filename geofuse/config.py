@@ -257,10 +257,10 @@ class InputConfig:
         if self.stretch is not None:
             choice("stretch", self.stretch, STRETCH_MODES)
         require(self.input_range is None or self.stretch is None,
-                "Expected --input-range or --stretch. Received: both")
+                "Expected `input_range` or `stretch`. Received: both")
         choice("resample", self.resample, RESAMPLE_MODES)
         require(self.nodata is None or not self.ignore_nodata,
-                "Expected --nodata VALUE or --no-nodata. Received: both")
+                "Expected `nodata` or `ignore_nodata`. Received: both")
 
     @property
     def adapts_values(self) -> bool:

@@ -4,10 +4,9 @@ Any :class:`~geofuse.errors.GeofuseError` becomes a one-line message and exit co
 Ctrl-C, SIGTERM and SIGHUP unwind cleanly. Everything else the user is told goes through
 ``logging`` and one handler (:class:`WarningLines`): a warning from geofuse (loggers
 ``geofuse.*``), from a library it uses, or a Python warning (``warnings.warn``, captured) is
-one ``Warning: ...`` line on stderr, never a source line. Notices that carry a code
-(:mod:`geofuse.notices`) get the command-line advice of :data:`ADVICE`. Defaults shown by
-``--help`` come from the library's configuration dataclasses (:func:`default`), never from the
-command line.
+one ``Warning: ...`` line on stderr, never a source line, with the library's parameter names
+turned into options (:func:`as_flags`). Defaults shown by ``--help`` come from the library's
+configuration dataclasses (:func:`default`), never from the command line.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -24,16 +24,8 @@ import click
 from geofuse import __version__
 from geofuse.errors import GeofuseError
 from geofuse.interrupts import exit_code, interruption, signal_name, signals_interrupt
-from geofuse.notices import NODATA_COLOUR, UNNAMED_BANDS, notice_code
 
 log = logging.getLogger("geofuse.cli")
-
-ADVICE = {
-    NODATA_COLOUR: "if so, pass --no-nodata, or --nodata VALUE for the value that really "
-                   "marks missing pixels",
-    UNNAMED_BANDS: "choose others with --bands",
-}
-"""What the command line adds to a notice of each code: the options that act on it."""
 
 
 def default(cls: Any, name: str) -> Any:
@@ -46,7 +38,7 @@ class WarningLines(logging.Handler):
     """Writes log records to stderr (click's, so tests capture it) as one line each.
 
     Warnings read ``Warning: text``, errors ``Error: text``; with ``--verbose`` the details
-    read ``logger: text``. A notice with a code gets its :data:`ADVICE` in brackets.
+    read ``logger: text``. Parameters named in backticks become options (:func:`as_flags`).
     """
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -59,11 +51,7 @@ class WarningLines(logging.Handler):
 
 def warning_line(record: logging.LogRecord) -> str:
     """The one line a log record becomes (see :class:`WarningLines`)."""
-    text = record.getMessage().strip()
-    args = record.args if isinstance(record.args, tuple) else ()
-    code = next((c for c in map(notice_code, (record.msg, *args)) if c), None)
-    if code in ADVICE:
-        text += f" ({ADVICE[code]})"
+    text = as_flags(record.getMessage().strip())
     if record.levelno >= logging.ERROR:
         return f"Error: {text}"
     if record.levelno >= logging.WARNING:
@@ -92,7 +80,7 @@ def show_warnings(verbose: bool) -> None:
 
 
 def warn(text: str) -> None:
-    """Show one ``Warning: ...`` line (a notice's code adds its advice)."""
+    """Show one ``Warning: ...`` line, in command-line words."""
     log.warning(text)
 
 
@@ -102,6 +90,33 @@ def quiet_tensorflow() -> None:
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     import_tensorflow(quiet=not logging.getLogger().isEnabledFor(logging.INFO))
+
+
+FLAG_NAMES = {"ignore_nodata": "--no-nodata", "classes_file": "--classes"}
+"""Library parameters whose option is not ``--`` + the name with dashes."""
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def as_flags(message: str) -> str:
+    """A library message in command-line words: `input_range` -> --input-range.
+
+    Library messages name parameters Keras-style in backticks; on the command line those are
+    options. Names without an option of the running command lose only their backticks.
+    """
+    ctx = click.get_current_context(silent=True)
+    options: dict[str, str] = {}
+    for param in getattr(ctx and ctx.command, "params", ()):
+        longs = [o for o in param.opts if o.startswith("--")]
+        if longs:
+            options[param.name or ""] = longs[0]
+            options.update({o[2:].replace("-", "_"): o for o in longs})
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return options.get(name) or FLAG_NAMES.get(name) or name
+
+    return _PARAMETER.sub(flag, message)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,7 +139,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt as exc:
             interrupted(exc)
         except GeofuseError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(as_flags(str(exc))) from None
         except MemoryError:
             raise click.ClickException(
                 "out of memory: try a smaller --tile or --batch-size"

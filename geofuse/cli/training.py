@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from geofuse.cli.app import default, handle_errors, main, quiet_tensorflow, warn
+from geofuse.cli.app import as_flags, default, handle_errors, main, quiet_tensorflow, warn
 from geofuse.cli.options import (
     announce_runtime,
     build_tiling,
@@ -349,7 +349,7 @@ def train(**values: Any) -> None:
         if text.startswith("warning: "):
             warn(text[len("warning: "):])
         elif not quiet:
-            click.echo(text, err=True)
+            click.echo(as_flags(text), err=True)
 
     result = run_training(config, report=report, notify=notify)
     if result.model is None:  # a multi-worker run's non-chief worker: the chief writes

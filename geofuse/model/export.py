@@ -54,7 +54,7 @@ def export_model(loaded: LoadedModel, out: str | Path, fmt: str = "openvino",
         raise ConfigError(f"Expected format one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
+        raise OutputError(f"{out}: already exists (use `overwrite` to replace it)")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is a file, expected an export folder name")
     parent = out.parent if str(out.parent) else Path(".")

@@ -21,10 +21,10 @@ from geofuse.model.modelfile import (
 )
 from geofuse.model.network import decoder_sources, member_networks
 from geofuse.model.spec import Architecture, ModelInfo
-from geofuse.notices import metres
 from geofuse.read.contract import pixel_size_m
 from geofuse.read.rasterfile import open_raster
 from geofuse.sources import Source, as_source
+from geofuse.units import metres
 
 
 def describe_model(path: Path) -> dict[str, Any]:

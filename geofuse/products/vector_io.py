@@ -40,7 +40,7 @@ def output_format(out: Path, fmt: str | None) -> str:
     if suffix in (".geojson", ".json"):
         return "geojson"
     raise OutputError(
-        f"Expected an output ending in .gpkg or .geojson (or --format "
+        f"Expected an output ending in .gpkg or .geojson (or `format` "
         f"{'/'.join(VECTOR_FORMATS)}). Received: {out}"
     )
 

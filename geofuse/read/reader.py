@@ -140,7 +140,7 @@ class SceneReader:
             raise InputError(
                 f"Expected {plural(expected_bands, 'band')}. "
                 f"Received: {plural(len(self.bands), 'band')} in {name}"
-                + (" (choose bands with --bands)" if len(self.bands) > expected_bands else "")
+                + (" (choose bands with `bands`)" if len(self.bands) > expected_bands else "")
             )
         dtypes = {ds.dtypes[b - 1] for b in self.bands}
         unsupported = sorted(dtypes - set(SUPPORTED_DTYPES))

@@ -13,8 +13,8 @@ the same value occurs as a real colour: white roofs, bright sand, saturated wate
 nodata forms borders (collars) and large holes; a colour forms many small patches inside the
 scene. :func:`scattered_pixels` counts the invalid pixels that lie in patches smaller than
 :data:`SPECK_PIXELS`, not touching the window read; :func:`nodata_colour_notice` turns a count
-of at least :data:`SCATTERED_MIN` into one notice (code
-:data:`~geofuse.notices.NODATA_COLOUR`), so the user can say the scene has no nodata.
+of at least :data:`SCATTERED_MIN` into one notice, so the user can say the scene has no nodata
+(``ignore_nodata``) or which value has that meaning (``nodata``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from rasterio.features import sieve
-
-from geofuse.notices import NODATA_COLOUR, Notice
 
 MAJORITY = 0.5
 """The valid share of a model pixel's footprint from which the model pixel is valid."""
@@ -99,7 +97,7 @@ def scattered_pixels(valid: np.ndarray) -> int:
 
 def nodata_colour_notice(
     name: str, nodata: Iterable[float], windows: Sequence[np.ndarray], scene_pixels: int
-) -> Notice | None:
+) -> str | None:
     """One notice when a nodata value also occurs scattered inside the scene (or None).
 
     Args:
@@ -121,11 +119,11 @@ def nodata_colour_notice(
         else f"about {_rounded(count * scene_pixels / seen):,} scattered pixels "
         f"({count:,} in the {seen:,} examined)"
     )
-    return Notice(
+    return (
         f"{name}: nodata value {values} also occurs in {how_many} inside the scene (patches "
         f"under {SPECK_PIXELS} px, not a border or a hole), as a real colour would; if it is "
-        "one there, the scene has no nodata and these pixels are wrongly left out",
-        NODATA_COLOUR,
+        "one there, these pixels are wrongly left out: set `ignore_nodata`, or `nodata` to the "
+        "value that marks missing pixels"
     )
 
 

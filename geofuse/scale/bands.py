@@ -267,8 +267,8 @@ def _check_scene(scene: Source, info: Any, config: SegmentConfig,
             (notify or log.warning)(notice)
         if reader.resampled:
             raise ConfigError(f"{scene}: expected a scene on the model's pixel size for "
-                              "--workers/--scheduler. Received: one to be resampled; run it "
-                              "without them, or with --resample off")
+                              "`workers`/`scheduler`. Received: one to be resampled; run it "
+                              "without them, or with `resample` off")
         tiling = config.tiling_for(reader.height, reader.width, info.spec.arch.multiple)
         if config.aoi is not None:  # an area missing the scene fails here, not in a task
             AreaOfInterest.load(config.aoi, scene, reader.crs, reader.transform, reader.width,

@@ -22,20 +22,7 @@ from geofuse.write.stitcher import (
     move_up,
     sparse_zeros,
 )
-from tests.conftest import UTM_TRANSFORM
-
-
-class MemorySink:
-    """Collects the row bands a Stitcher writes, checking they arrive in order."""
-
-    def __init__(self, count: int, height: int, width: int, dtype: str) -> None:
-        self.array = np.full((count, height, width), 77, dtype=dtype)
-        self.next_row = 0
-
-    def write(self, row0: int, array: np.ndarray) -> None:
-        assert row0 == self.next_row, "row bands out of order or overlapping"
-        self.array[:, row0:row0 + array.shape[1]] = array
-        self.next_row = row0 + array.shape[1]
+from tests.helpers import UTM_TRANSFORM, MemorySink
 
 
 class WindowSink:

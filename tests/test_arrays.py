@@ -1,4 +1,4 @@
-"""``geofuse.predict_array`` (issue 13, point 8): the same result as ``segment`` on a file."""
+"""``geofuse.predict_array``: the same result as ``segment`` on a file."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 import geofuse
 from geofuse.cli import main
-from geofuse.config import TilingConfig
+from geofuse.config import InputConfig, TilingConfig
 from geofuse.errors import InputError
 from geofuse.model.modelfile import read_info
-from tests.conftest import ROOT, write_geotiff
+from tests.helpers import ROOT, write_geotiff
 
 
 def scene_data(seed: int, height: int, width: int) -> np.ndarray:
@@ -61,7 +61,9 @@ def test_small_arrays_and_bad_input(tiny_models) -> None:
     data = scene_data(1, 40, 36)
     floats = data.astype(np.float32)
     floats[:, data[0] == 0] = np.nan  # NaN is nodata, as in a file
-    result = geofuse.predict_array(model, floats)
+    with pytest.raises(InputError, match="Received: float32 in the array"):  # as segment
+        geofuse.predict_array(model, floats)
+    result = geofuse.predict_array(model, floats, input=InputConfig(input_range=(0, 255)))
     assert result.tiling.tile == 40 and result.classes.shape == (40, 36)
     assert np.isnan(result.probabilities[:, 0, 0]).all() and result.classes[0, 0] == 255
     with pytest.raises(InputError, match=r"Expected 3 bands\. Received: 2 bands in the array"):

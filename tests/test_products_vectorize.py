@@ -18,7 +18,7 @@ from shapely import affinity
 from geofuse.cli import main
 from geofuse.config import VectorizeConfig
 from geofuse.products.vectorize import vectorize_mask
-from tests.conftest import UTM_TRANSFORM, write_geotiff
+from tests.helpers import UTM_TRANSFORM, write_geotiff
 
 NAMES = "background,building,road"
 

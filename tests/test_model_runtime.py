@@ -21,7 +21,7 @@ from geofuse.errors import ConfigError, ModelError, OutputError
 from geofuse.model import runtime
 from geofuse.model.export import export_model
 from geofuse.model.runtime import OpenVinoProbe
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -167,17 +167,18 @@ def test_one_openvino_predictor_serves_several_threads(tiny_models) -> None:
     predict = runtime.make_predictor(loaded, 2, 32, runtime.choose_runtime("openvino", "f32"))
     inputs = [_batch((2, 32, 32, 3), seed=s) for s in range(4)]
     expected = [predict(x) for x in inputs]
-    results: dict[int, list[np.ndarray]] = {}
+    start = threading.Barrier(3)
 
-    def work(i: int) -> None:
-        results[i] = [predict(inputs[(i + k) % 4]) for k in range(4)]
+    def work(i: int) -> list[np.ndarray]:
+        start.wait()  # all three call the one predictor at once
+        return [predict(inputs[(i + k) % 4]) for k in range(4)]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, outs in results.items():
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(work, i) for i in range(3)]
+        results = [f.result(timeout=120) for f in futures]  # a thread's error fails the test
+    assert len(results) == 3
+    for i, outs in enumerate(results):
+        assert len(outs) == 4
         for k, out in enumerate(outs):
             np.testing.assert_array_equal(out, expected[(i + k) % 4])
 
@@ -542,8 +543,7 @@ def test_evaluate_cli_on_each_runtime(tmp_path: Path, runtime_name: str) -> None
     from click.testing import CliRunner
 
     from geofuse.cli import main
-    from tests.conftest import make_tiny_model
-    from tests.trainkit import CLASSES, make_tiles
+    from tests.helpers import CLASSES, make_tiles, make_tiny_model
 
     model = make_tiny_model(tmp_path / "m.keras", bands=3, classes=3,
                             class_names=tuple(c["name"] for c in CLASSES))

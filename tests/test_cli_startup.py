@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
-from tests.conftest import ROOT, write_geotiff
+from tests.helpers import ROOT, write_geotiff
 
 PROBE = (
     "import atexit, runpy, sys\n"

@@ -11,8 +11,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geofuse.cli import main
+from geofuse.colours import class_colour, hex_rgb
+from geofuse.model.modelfile import read_info, resolve_model_path
 from geofuse.products.preview import LEGEND_WIDTH, legend_height
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 COLOURS = {0: (200, 30, 30), 1: (20, 160, 40), 2: (30, 60, 220)}
 
@@ -114,3 +116,40 @@ def test_bad_preview_inputs(tmp_path: Path, case: str, message: str) -> None:
     assert len(lines) == 1 and message in lines[0], result.output
     assert out.exists() == (case == "exists")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def rgb(seed: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 255, (3, height, width), dtype=np.uint8)
+
+
+def cli(*args: str | Path) -> object:
+    return CliRunner().invoke(main, [*map(str, args)])
+
+
+def test_readable_palette_and_default_model(tmp_path: Path) -> None:
+    expected = {"water": "#1f78b4", "vegetation": "#33a02c", "building": "#e31a1c",
+                "road": "#808080", "land": "#d2b48c"}
+    assert {c.name: c.color for c in read_info("default").classes} == expected
+    assert resolve_model_path("default") == resolve_model_path(None)
+    assert class_colour("Forest", 7) == "#33a02c" and class_colour("class3", 3) != "#000000"
+    scene = write_geotiff(tmp_path / "s.tif", rgb(5, 24, 40))
+    result = cli("segment", scene, tmp_path / "m.tif", "--model", "default")
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'm.tif'}: 40x24 px, 1 tile," in result.output
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert ds.tags()["GEOFUSE_MODEL"] == "default.keras"
+        assert ds.tags()["GEOFUSE_TILE"] == "24x40"  # one tile of the scene's shape
+        assert ds.colormap(1)[3][:3] == hex_rgb(expected["water"])
+
+
+def test_preview_size_enlarges_small_scenes(tmp_path: Path, tiny_models) -> None:
+    scene = write_geotiff(tmp_path / "s.tif", rgb(6, 30, 40))
+    assert cli("segment", scene, tmp_path / "m.tif", "--model", tiny_models(), "-q").exit_code == 0
+    assert cli("preview", scene, tmp_path / "m.tif", tmp_path / "a.png").exit_code == 0
+    assert Image.open(tmp_path / "a.png").size[0] == 40 + 200  # default: the scene's size
+    big = cli("preview", scene, tmp_path / "m.tif", tmp_path / "b.png", "--size", "400")
+    assert big.exit_code == 0, big.output
+    picture = np.asarray(Image.open(tmp_path / "b.png").convert("RGB"))
+    assert picture.shape[:2] == (300, 400 + 200)
+    block = picture[10:20, 30:40]  # one scene pixel: a 10 x 10 square of one colour
+    assert (block == block[0, 0]).all()

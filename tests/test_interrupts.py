@@ -1,4 +1,4 @@
-"""Signals and stale temporaries (issue 13, point 2).
+"""Signals and stale temporaries.
 
 SIGTERM and SIGHUP clean up as Ctrl-C does (exit 128 + signal); after a SIGKILL, the next run
 for the same outputs removes the temporaries the dead process left, never those of a live one.
@@ -18,7 +18,7 @@ import pytest
 import rasterio
 
 from geofuse.write.outputs import remove_stale_temps, reserve_temp
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 
 def big_scene(folder: Path) -> Path:

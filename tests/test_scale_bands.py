@@ -29,7 +29,7 @@ from geofuse.scale.bands import (
     segment_scattered,
 )
 from geofuse.segment import segment_scene
-from tests.conftest import make_tiny_model, write_geotiff
+from tests.helpers import make_tiny_model, write_geotiff
 
 TILING = ["--tile", "128", "--overlap", "32", "--batch-size", "3"]
 

@@ -85,7 +85,7 @@ def test_an_error_reading_chips_is_raised_where_the_feed_is_left(loader) -> None
 def test_the_feed_has_no_autotuning_thread(loader) -> None:  # noqa: ANN001
     # tf.data's autotuning thread polls at a period that doubles while the feed runs, and
     # deleting the spent iterator waited for it: 29 s between two networks after a
-    # 2-minute run (docs/training.md, session 18). The feed has nothing to tune.
+    # 2-minute run (the training study). The feed has nothing to tune.
     from geofuse.training.chipfeed import ChipFeed
 
     with ChipFeed(loader, [loader.epoch_rows(0, 16)], batch=8) as feed:

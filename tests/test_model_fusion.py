@@ -20,7 +20,7 @@ from geofuse.model.fusion import fusion_mode
 from geofuse.model.fusion_layers import AttentionFusion, CrossAttentionFusion, WeightedFusion
 from geofuse.model.modelfile import load_model, save_model
 from geofuse.model.network import build_unet
-from tests.conftest import UTM_TRANSFORM, make_tiny_model, tiny_spec, write_geotiff
+from tests.helpers import UTM_TRANSFORM, make_tiny_model, tiny_spec, write_geotiff
 
 
 def make_fusion(mode: str, filters: int, width: int, scales: list[int], name: str,
@@ -142,7 +142,7 @@ def test_cross_attention_sees_the_same_window_on_any_tile_size() -> None:
     np.testing.assert_allclose(whole, parts, rtol=1e-4, atol=1e-5)
     # a tile of 12 px (not a multiple of the window) gets padded windows, the same shape back
     assert tuple(windowed([x[:, :12, :12] for x in maps]).shape) == (1, 12, 12, 8)
-    # the whole-map grid of models before session 23 pools a 16-px tile into coarser tokens
+    # the whole-map grid of older models pools a 16-px tile into coarser tokens
     whole, parts = quadrants_apart(CrossAttentionFusion(8, 4, scales, attention_size=4))
     assert np.abs(whole - parts).max() > 1e-2
 

@@ -25,7 +25,7 @@ from geofuse.model.fusion import (
 from geofuse.model.modelfile import load_model, save_model
 from geofuse.model.network import build_unet, decoder_sources
 from geofuse.model.spec import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
-from tests.trainkit import make_tiles
+from tests.helpers import make_tiles
 
 
 @keras.saving.register_keras_serializable(package="geofuse_tests")

@@ -11,7 +11,7 @@ import pytest
 
 from geofuse.config import BatchConfig, SegmentConfig, TilingConfig
 from geofuse.scale.batch import REPORT_NAME, segment_directory
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 SCENES = 4
 

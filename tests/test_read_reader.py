@@ -16,7 +16,7 @@ from geofuse.model.spec import Normalization
 from geofuse.read.feed import PIPELINE_NICE, READ_AHEAD, batched, prefetch, read_ahead, stack_batch
 from geofuse.read.grid import TileGrid
 from geofuse.read.reader import SceneReader
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 
 def assemble_valid(reader: SceneReader, tile: int, overlap: int) -> np.ndarray:
@@ -226,7 +226,7 @@ def test_batches_in_flight_keep_their_inputs_and_stitch_in_order(tmp_path: Path,
     while a call still reads it, and the mask equals the one of one batch at a time."""
     from geofuse.segment import run_pipeline
     from geofuse.write.stitcher import Stitcher
-    from tests.test_stitcher import MemorySink
+    from tests.helpers import MemorySink
 
     rng = np.random.default_rng(3)
     image = rng.integers(1, 255, (3, 90, 170), np.uint8)

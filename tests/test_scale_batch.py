@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +19,6 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
-from conftest import write_geotiff
 
 from geofuse.cli import main
 from geofuse.config import BatchConfig, SegmentConfig, TilingConfig
@@ -31,6 +31,7 @@ from geofuse.scale.batch import (
     outputs_complete,
     plan_jobs,
 )
+from tests.helpers import write_geotiff
 
 TILING = ["--tile", "32", "--overlap", "8", "--batch-size", "2"]
 GEO_4326 = Affine(0.0001, 0.0, 13.4, 0.0, -0.0001, 52.5)
@@ -450,3 +451,53 @@ def test_a_dying_worker_fails_its_scenes_not_the_batch(tmp_path: Path, tiny_mode
                                    "while processing this scene (KilledWorker)")
         assert f"failed: {record['error']}" in result.output
     assert not list(out.glob("*.tif")) and not temp_files(out)
+
+
+BARE_WORDS = {"tiles", "rows", "images", "scenes", "epochs"}
+
+
+def cli(*args: str | Path) -> object:
+    return CliRunner().invoke(main, [*map(str, args)])
+
+
+@pytest.mark.slow
+def test_batch_list_of_urls_with_vector_and_preview(tmp_path: Path, served, tiny_models):
+    base, folder, _ = served
+    model = tiny_models()
+    write_geotiff(folder / "remote.tif", rgb(3, 48, 64))
+    (tmp_path / "local").mkdir()
+    write_geotiff(tmp_path / "local" / "near.tif", rgb(4, 40, 40))
+    listing = tmp_path / "scenes.txt"
+    listing.write_text(f"# two scenes\n{base}/remote.tif\n\nlocal/near.tif\n")
+    out = tmp_path / "out"
+    args = ["batch", listing, out, "--model", model, "--tile", "32", "--vector", "--preview",
+            "--classes", "all", "--workers", "1"]
+
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    lines = first.output.splitlines()
+    assert not BARE_WORDS & {line.strip() for line in lines}, lines
+    assert f"[1/2] {base}/remote.tif: done" in lines or "[1/2] local/near.tif: done" in lines
+    assert "1 worker x" in json.loads((out / "geofuse-report.json").read_text())["cluster"]
+    for name in ("remote", "near"):
+        for suffix in (".tif", ".gpkg", ".png"):
+            assert (out / f"{name}{suffix}").is_file(), name + suffix
+    report_path = out / "geofuse-report.json"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(report_path.stat().st_mode) == 0o666 & ~umask
+    assert not (out / ".geofuse-batch.lock").exists()
+    scenes = {s["scene"]: s for s in json.loads(report_path.read_text())["scenes"]}
+    assert scenes[f"{base}/remote.tif"]["vector"] == "remote.gpkg"
+    assert scenes["local/near.tif"]["preview"] == "near.png"
+    with rasterio.open(out / "remote.tif") as ds:
+        assert ds.shape == (48, 64) and ds.tags()["GEOFUSE_SOURCE"] == "remote.tif"
+
+    (out / "near.gpkg").unlink()
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert "2 scenes: 1 done, 1 skipped, 0 failed" in again.output
+    scenes = {s["scene"]: s for s in json.loads(report_path.read_text())["scenes"]}
+    assert scenes["local/near.tif"]["status"] == "done"
+    assert scenes[f"{base}/remote.tif"]["status"] == "skipped"
+    assert (out / "near.gpkg").is_file() and not (out / ".geofuse-batch.lock").exists()

@@ -19,7 +19,7 @@ from geofuse.config import SegmentConfig, TilingConfig
 from geofuse.model.tta import passes, tta_predictor
 from geofuse.read.grid import TileGrid
 from geofuse.read.reader import SceneReader
-from tests.conftest import UTM_TRANSFORM, write_geotiff
+from tests.helpers import UTM_TRANSFORM, write_geotiff
 
 
 # (forward, inverse) on (batch, rows, cols, channels), written out independently of

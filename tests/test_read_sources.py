@@ -1,4 +1,4 @@
-"""Names GDAL opens reach GDAL unchanged: scenes inside a zip and over HTTP (issue 13, point 1).
+"""Names GDAL opens reach GDAL unchanged: scenes inside a zip and over HTTP.
 
 The HTTP scenes are served by a small Range-capable server started here on 127.0.0.1: GDAL's
 /vsicurl/ reads the parts of a GeoTIFF it needs with Range requests.
@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from geofuse.cli import main
 from geofuse.sources import as_source, is_gdal_name, source_name
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 TILING = ["--tile", "32", "--overlap", "8"]
 

@@ -17,7 +17,7 @@ from rasterio.enums import ColorInterp
 from geofuse.cli import main
 from geofuse.model.modelfile import read_info
 from geofuse.read.contract import pixel_size_m
-from tests.conftest import UTM_TRANSFORM, make_tiny_model, write_geotiff
+from tests.helpers import UTM_TRANSFORM, make_tiny_model, write_geotiff
 
 RGB = ("red", "green", "blue")
 
@@ -236,7 +236,7 @@ def test_training_records_colours_value_range_and_pixel_size(tmp_path: Path) -> 
     from geofuse.model.spec import Architecture
     from geofuse.training.config import LabelOptions
     from geofuse.training.train import SceneSource, TrainConfig, train
-    from tests.trainkit import make_scene, write_classes
+    from tests.helpers import make_scene, write_classes
 
     scene, labels = make_scene(tmp_path, size=(96, 128), collar=8)
     with rasterio.open(scene, "r+") as ds:

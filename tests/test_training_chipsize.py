@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from geofuse.cli import main
 from geofuse.training.chipsize import area_weighted_side
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 TINY = ["--depth", "2", "--filters", "4", "--epochs", "1", "--steps", "2", "--members", "1"]
 

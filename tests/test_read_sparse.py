@@ -14,7 +14,7 @@ from geofuse.config import SegmentConfig, TilingConfig
 from geofuse.read.grid import TileGrid
 from geofuse.read.reader import SceneReader
 from geofuse.segment import segment_scene
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 SHAPE = (200, 160)
 TILE, OVERLAP = 64, 16

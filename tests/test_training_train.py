@@ -20,8 +20,7 @@ from PIL import Image
 from geofuse.cli import main
 from geofuse.errors import InputError
 from geofuse.model.spec import Architecture
-from tests.conftest import write_geotiff
-from tests.trainkit import CLASSES, make_scene, make_tiles, synth, write_classes
+from tests.helpers import CLASSES, make_scene, make_tiles, synth, write_classes, write_geotiff
 
 TINY = ["--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "8",
         "--epochs", "2", "--steps", "3", "--quiet"]

@@ -13,7 +13,7 @@ from PIL import Image, ImageFont
 
 from geofuse.cli import main
 from geofuse.products.preview import FONT_SIZE, LEGEND_MAX_WIDTH, LEGEND_WIDTH, legend_height
-from tests.conftest import write_geotiff
+from tests.helpers import write_geotiff
 
 BUILDING = (227, 26, 28)  # the default model's building red
 ROOF = (200, 30, 30)  # red roofs

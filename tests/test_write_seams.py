@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from geofuse.cli import main
 from geofuse.model.modelfile import default_model_path, read_info
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 
 def run_segment(scene: Path, out: Path, tile: int, overlap: int, blend: str) -> np.ndarray:

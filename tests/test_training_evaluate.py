@@ -13,8 +13,14 @@ from click.testing import CliRunner
 from geofuse.cli import main
 from geofuse.read.grid import TileGrid
 from geofuse.training.metrics import confusion_matrix, set_false_positives, summarize
-from tests.conftest import make_tiny_model, write_geotiff
-from tests.trainkit import CLASSES, make_scene, make_tiles, write_classes
+from tests.helpers import (
+    CLASSES,
+    make_scene,
+    make_tiles,
+    make_tiny_model,
+    write_classes,
+    write_geotiff,
+)
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +251,23 @@ def test_evaluate_bad_inputs(tmp_path: Path, trained: Path) -> None:
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.png").exists()
     usage = evaluate("--model", trained)
     assert usage.exit_code == 2
+
+
+def cli(*args: str | Path) -> object:
+    return CliRunner().invoke(main, [*map(str, args)])
+
+
+def test_segment_and_evaluate_agree_on_a_256_px_chip(tmp_path: Path, tiny_models) -> None:
+    model = tiny_models()
+    tiles = make_tiles(tmp_path / "chips", count=1, size=256, seed=3)
+    image = next((tiles / "images").iterdir())
+    report = tmp_path / "r.json"
+    scored = cli("evaluate", "--model", model, "--tiles", tiles, "--report", report, "-q")
+    assert scored.exit_code == 0, scored.output
+    segmented = cli("segment", image, tmp_path / "m.tif", "--model", model, "-q")
+    assert segmented.exit_code == 0, segmented.output
+    with rasterio.open(tmp_path / "m.tif") as pred, rasterio.open(tiles / "masks" /
+                                                                   image.name) as truth:
+        assert pred.tags()["GEOFUSE_TILE"] == "256"  # not padded into the default 512
+        cm = confusion_matrix(truth.read(1), pred.read(1), 3)
+    assert json.loads(report.read_text())["confusion_matrix"] == cm.tolist()
