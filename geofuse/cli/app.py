@@ -72,7 +72,8 @@ def show_warnings(verbose: bool) -> None:
         root.removeHandler(handler)  # an earlier invocation in the same process
     root.addHandler(WarningLines())
     root.setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    for developer in ("absl", "tensorflow"):  # tracing advice and the like: with -v only
+        logging.getLogger(developer).setLevel(logging.INFO if verbose else logging.ERROR)
     warnings.showwarning = _log_warning
     # rasterio's NotGeoreferencedWarning: geofuse says it in its own words
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")

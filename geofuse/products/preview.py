@@ -194,6 +194,19 @@ def _edges(classes: np.ndarray, labelled: np.ndarray, width: int) -> np.ndarray:
     return edge & labelled
 
 
+def _outline(classes: np.ndarray, labelled: np.ndarray, factor: int) -> np.ndarray:
+    """The outline pixels of the picture's classes.
+
+    On a picture enlarged by a whole ``factor`` the outline is one scene pixel wide (each
+    scene pixel stays a sharp square); otherwise one pixel wide, plus one per
+    ``OUTLINE_EVERY`` pixels of the picture's longest side.
+    """
+    if factor > 1:
+        small = _edges(classes[::factor, ::factor], labelled[::factor, ::factor], 1)
+        return small.repeat(factor, axis=0).repeat(factor, axis=1)
+    return _edges(classes, labelled, 1 + max(classes.shape) // OUTLINE_EVERY)
+
+
 def _grey(picture: np.ndarray) -> np.ndarray:
     """``(h, w, 3)`` float RGB as grey RGB (luma, BT.601)."""
     luma = picture @ np.asarray([0.299, 0.587, 0.114], np.float32)
@@ -273,7 +286,7 @@ def render_preview(
     picture = _stretch(data, valid).astype(np.float32)
     if style == "outline":
         picture = _grey(picture)
-        edges = _edges(classes, labelled, 1 + max(w, h) // OUTLINE_EVERY)
+        edges = _outline(classes, labelled, w // src.width if enlarge else 1)
     picture[~valid] = NO_DATA
     ids = sorted(set(names) | set(np.unique(classes[labelled]).tolist()))
     swatches, texts = [], []
