@@ -86,11 +86,11 @@ def scattered_pixels(valid: np.ndarray) -> int:
     """Invalid pixels of ``valid`` in 8-connected patches under :data:`SPECK_PIXELS` pixels.
 
     Patches touching the window's edge are left out: a border or a hole cut by the window
-    may look small in it.
+    may look small in it. A window under ``4 * SPECK_PIXELS`` pixels counts none.
     """
-    invalid = np.pad(~valid, 1, constant_values=True).astype(np.uint8)
-    if not invalid[1:-1, 1:-1].any():
+    if valid.size < 4 * SPECK_PIXELS or valid.all():  # too small to tell specks from holes
         return 0
+    invalid = np.pad(~valid, 1, constant_values=True).astype(np.uint8)
     kept = sieve(invalid, SPECK_PIXELS, connectivity=8)
     return int(np.count_nonzero(invalid[1:-1, 1:-1] & (kept[1:-1, 1:-1] == 0)))
 
