@@ -367,20 +367,16 @@ class SceneReader:
         it is small and over the windows :meth:`sample` reads otherwise (GDAL's block cache
         holds them): about a megapixel of masks, whatever the scene's size.
         """
-        ds, adapt = self.dataset, self.adapt
-        if adapt.ignore_nodata or adapt.nodata is not None:
+        ds = self.dataset
+        if self.adapt.ignore_nodata or self.adapt.nodata is not None:
             return None
-        bands = [b for b in self.bands if ds.mask_flag_enums[b - 1] == [MaskFlags.nodata]]
-        if not bands:
-            return None
-        area = ds.width * ds.height
-        windows = ([Window(0, 0, ds.width, ds.height)] if area <= 4 * SAMPLE_PIXELS
+        whole = ds.width * ds.height <= 4 * SAMPLE_PIXELS
+        windows = ([Window(0, 0, ds.width, ds.height)] if whole
                    else self._sample_windows(SAMPLE_PIXELS))
         try:
-            valid = [np.all(ds.read_masks(bands, window=w) > 0, axis=0) for w in windows]
+            return nodata_colour_notice(ds, self.bands, windows, name)
         except RasterioError as exc:
             raise InputError(f"{self.path}: cannot read pixels ({gdal_reason(exc)})") from exc
-        return nodata_colour_notice(name, [ds.nodatavals[b - 1] for b in bands], valid, area)
 
     def native_validity(self, window: Window) -> np.ndarray:
         """Validity of a window of the scene's own grid (whatever grid is read)."""

@@ -19,10 +19,13 @@ of at least :data:`SCATTERED_MIN` into one notice, so the user can say the scene
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from rasterio.enums import MaskFlags
 from rasterio.features import sieve
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
 
 MAJORITY = 0.5
 """The valid share of a model pixel's footprint from which the model pixel is valid."""
@@ -96,23 +99,26 @@ def scattered_pixels(valid: np.ndarray) -> int:
 
 
 def nodata_colour_notice(
-    name: str, nodata: Iterable[float], windows: Sequence[np.ndarray], scene_pixels: int
+    ds: DatasetReader, bands: Sequence[int], windows: Sequence[Window], name: str
 ) -> str | None:
     """One notice when a nodata value also occurs scattered inside the scene (or None).
 
     Args:
+        ds: The open scene.
+        bands: The bands read (1-based); those whose validity is a nodata value are examined.
+        windows: The windows examined: the whole scene, or a sample of it.
         name: The scene, for the message.
-        nodata: The nodata values of the bands examined.
-        windows: Validity of the windows examined (the whole scene, or a sample of it),
-            from the nodata value alone.
-        scene_pixels: Pixels in the scene (to scale a sample's count up).
 
     """
-    count = sum(scattered_pixels(v) for v in windows)
+    nodata = [b for b in bands if ds.mask_flag_enums[b - 1] == [MaskFlags.nodata]]
+    if not nodata:
+        return None
+    valid = [np.all(ds.read_masks(nodata, window=w) > 0, axis=0) for w in windows]
+    count = sum(scattered_pixels(v) for v in valid)
     if count < SCATTERED_MIN:
         return None
-    seen = sum(v.size for v in windows)
-    values = ", ".join(f"{v:g}" for v in sorted(set(nodata)))
+    seen, scene_pixels = sum(v.size for v in valid), ds.width * ds.height
+    values = ", ".join(f"{v:g}" for v in sorted({ds.nodatavals[b - 1] for b in nodata}))
     how_many = (
         f"{count:,} scattered pixels"
         if seen >= scene_pixels
