@@ -29,6 +29,7 @@ from geofuse.model.modelfile import LoadedModel, load_model, read_info
 from geofuse.model.runtime import RuntimeChoice, tensorflow_function
 from geofuse.model.tta import passes
 from geofuse.pipeline import plan_scene, predict_scene
+from geofuse.products.stac import describe_outputs, stac_destinations
 from geofuse.progress import Progress, announce
 from geofuse.read.rasterfile import is_georeferenced
 from geofuse.read.reader import SceneReader
@@ -72,6 +73,7 @@ class SegmentResult:
     notices: tuple[str, ...] = ()
     resampled: bool = False
     georeferenced: bool = True
+    item: Path | None = None  # the outputs' STAC item (config.stac)
 
     @property
     def megapixels(self) -> float:
@@ -160,8 +162,8 @@ def segment_scene(
     start = time.perf_counter()
     config = config or SegmentConfig()
     scene, out = as_source(scene), Path(out)
-    if grid_rows is not None and (config.vector or config.preview):
-        raise ConfigError("Expected no polygons or quick-look for a band of a scene")
+    if grid_rows is not None and (config.vector or config.preview or config.stac):
+        raise ConfigError("Expected no polygons, quick-look or STAC item for a band of a scene")
     prob_path = check_outputs(out, config)
     # every check that needs only metadata comes before the network loads (TensorFlow)
     loaded = model if isinstance(model, LoadedModel) else None
@@ -195,6 +197,7 @@ def segment_scene(
                                      sinks.probabilities, progress, env)
             sinks.commit(progress if rows is None else None)
             polygons = make_products(config, scene, out, sinks.probabilities_file, progress)
+            item = describe_outputs(config, scene, out, loaded.path)
         finally:
             sinks.abort()
     seconds = time.perf_counter() - start
@@ -212,6 +215,7 @@ def segment_scene(
         preview=Path(config.preview) if config.preview else None,
         runtime=choice.label if choice is not None else None,
         georeferenced=georeferenced, notices=tuple(reader.notices), resampled=reader.resampled,
+        item=item,
     )
 
 
@@ -312,7 +316,7 @@ class Sinks:
 def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) -> None:
     """Refuse existing or clashing --vector/--preview destinations before any work."""
     taken = {out.resolve(), *([prob_path.resolve()] if prob_path else [])}
-    for extra in (config.vector, config.preview):
+    for extra in (config.vector, config.preview, *stac_destinations(config, out)):
         if extra is None:
             continue
         if Path(extra).resolve() in taken:

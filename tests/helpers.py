@@ -190,3 +190,86 @@ class MemorySink:
         assert row0 == self.next_row, "row bands out of order or overlapping"
         self.array[:, row0:row0 + array.shape[1]] = array
         self.next_row = row0 + array.shape[1]
+
+
+# -- STAC ----------------------------------------------------------------------------------------
+STAC_PROCESSING_V110 = "https://stac-extensions.github.io/processing/v1.1.0/schema.json"
+
+
+def stac_validator() -> object:
+    """pystac's JSON-schema validator holding every schema pystac ships; it never downloads.
+
+    The processing extension's schema ships with no package. The MLM schema refers to one of
+    its definitions (the shape of a processing expression, a field geofuse does not write):
+    that definition gets a stand-in saying only that such an expression is an object with
+    ``format`` and ``expression``.
+    """
+    import importlib.resources
+
+    from pystac.validation.stac_validator import JsonSchemaSTACValidator
+
+    check = JsonSchemaSTACValidator()
+    for folder in (importlib.resources.files("pystac.extensions") / "json-schema").iterdir():
+        for file in folder.iterdir():
+            schema = json.loads(file.read_text())
+            check.schema_cache[schema["$id"].rstrip("#")] = schema
+    check.schema_cache[STAC_PROCESSING_V110] = {
+        "$schema": "http://json-schema.org/draft-07/schema#", "$id": STAC_PROCESSING_V110,
+        "definitions": {"fields": {"properties": {"processing:expression": {
+            "type": "object", "required": ["format", "expression"]}}}}}
+    return check
+
+
+def stac_validate(data: dict) -> tuple[list[str], list[str]]:
+    """Validate STAC JSON offline: core 1.1.0 and each extension whose schema pystac ships.
+
+    Returns ``(extension schemas validated, extension schemas not available)``; raises
+    pystac's STACValidationError on an invalid object.
+    """
+    import pystac
+
+    check = stac_validator()
+    kind = (pystac.STACObjectType.ITEM if data["type"] == "Feature"
+            else pystac.STACObjectType(data["type"]))
+    check.validate_core(data, kind, data["stac_version"])
+    checked, missing = [], []
+    for uri in data.get("stac_extensions", []):
+        if uri not in check.schema_cache:
+            missing.append(uri)
+            continue
+        check.validate_extension(data, kind, data["stac_version"], uri)
+        checked.append(uri)
+    return checked, missing
+
+
+def stac_extension(name: str, data: dict) -> str:
+    """The schema URI of extension ``name`` (``projection``, ``mlm``, ...) that ``data`` uses."""
+    return next(uri for uri in data["stac_extensions"] if f"/{name}/" in uri)
+
+
+def smooth_rgb(seed: int, height: int, width: int) -> np.ndarray:
+    """A blocky random 3-band uint8 image, so a tiny model's classes vary over it."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 255, (3, height // 8 + 1, width // 8 + 1))
+    image = np.kron(coarse, np.ones((8, 8)))[:, :height, :width]
+    return (image + rng.integers(0, 40, image.shape)).clip(0, 255).astype("uint8")
+
+
+def tagged_scene(path: Path, seed: int = 1, **tags: str) -> Path:
+    """A 48 x 64 RGB scene with metadata ``tags``; ``IMAGERY=...`` sets GDAL's
+    ``IMAGERY`` ``ACQUISITIONDATETIME``."""
+    write_geotiff(path, smooth_rgb(seed, 48, 64))
+    if tags:
+        with rasterio.open(path, "r+") as ds:
+            ds.update_tags(**{k: v for k, v in tags.items() if k != "IMAGERY"})
+            if "IMAGERY" in tags:
+                ds.update_tags(ns="IMAGERY", ACQUISITIONDATETIME=tags["IMAGERY"])
+    return path
+
+
+def footprint_bbox(raster: Path) -> list[float]:
+    """A raster's footprint in WGS84, by GDAL's own bounds transformation (21 points an edge)."""
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(raster) as ds:
+        return list(transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21))

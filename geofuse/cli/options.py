@@ -24,6 +24,7 @@ from geofuse.config import (
     TTA_MODES,
     InputConfig,
     SegmentConfig,
+    StacConfig,
     TilingConfig,
     VectorizeConfig,
     parse_bands,
@@ -166,7 +167,7 @@ def build_segment_config(
     tta: str = "none", aoi: str | None = None, vector: str | None = None,
     vectorize: VectorizeConfig | None = None, preview: str | None = None,
     runtime: str = "auto", precision: str = "auto", adapt: InputConfig | None = None,
-    exact_tile: bool = False, preview_size: int | None = None,
+    exact_tile: bool = False, stac: bool = False, preview_size: int | None = None,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     return SegmentConfig(
@@ -182,6 +183,7 @@ def build_segment_config(
         preview=Path(preview) if preview else None,
         preview_size=preview_size,
         input=adapt or InputConfig(),
+        stac=StacConfig() if stac else None,
     )
 
 
