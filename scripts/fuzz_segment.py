@@ -42,8 +42,8 @@ def main() -> int:
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing: one model, many runs
 
-    from tests.conftest import make_tiny_model
     from tests.fuzzkit import Layout, check_run, layouts
+    from tests.helpers import make_tiny_model
 
     outcomes: Counter[str] = Counter()
     kinds: Counter[str] = Counter()

@@ -69,7 +69,7 @@ def check_destination(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise OutputError(f"{path}: is a directory, expected an output file name")
     if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+        raise OutputError(f"{path}: already exists (use `overwrite` to replace it)")
     parent = _make_folder(path)
     try:
         with tempfile.TemporaryFile(dir=parent):
