@@ -83,6 +83,11 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith(("Error", "Warning"))]
 
 
+def errors(stderr: str) -> list[str]:
+    """The ``Error:`` lines (GDAL's warnings about a cut file come before them as warnings)."""
+    return [line for line in error_lines(stderr) if line.startswith("Error")]
+
+
 def hidden(folder: Path) -> list[str]:
     """Dot-prefixed files and folders anywhere under ``folder``: temporaries, parts, locks."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*"))
@@ -262,7 +267,7 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
             with_group(server, signal.SIGKILL)
             server.wait(timeout=60)
     assert code == 1, stderr
-    (line,) = error_lines(stderr)
+    (line,) = errors(stderr)
     finished = re.fullmatch(
         rf"Error: {address}: lost the Dask scheduler mid-run; (\d) of 2 bands "
         rf"of {re.escape(str(scene))} are finished and kept \(run the same "
@@ -280,7 +285,7 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
     )
     code, stderr = finish(limited)
     assert code == 1, stderr
-    assert error_lines(stderr) == [
+    assert errors(stderr) == [
         f"Error: {out / 'p.tif'}: cannot write (file too large: the file-size limit (ulimit -f) "
         "is 2000000 bytes)"
     ]
@@ -322,7 +327,7 @@ def test_a_batch_that_loses_its_scheduler_stops_in_one_line_and_resumes(
             with_group(server, signal.SIGKILL)
             server.wait(timeout=60)
     assert code == 1, stderr
-    (line,) = error_lines(stderr)
+    (line,) = errors(stderr)
     report = json.loads((out / "geofuse-report.json").read_text())
     reported = [r["scene"] for r in report["scenes"] if r["status"] == "done"]
     assert not report["complete"]
@@ -411,7 +416,7 @@ def test_a_file_size_limit_fails_one_output_in_one_line(
     proc = cli("segment", str(scene), "m.tif", *options, *extra, "-q", limit=limit, cwd=out)
     code, stderr = finish(proc)
     assert code == 1, stderr
-    (line,) = error_lines(stderr)
+    (line,) = errors(stderr)
     assert line.startswith(f"Error: {output}: {reason}") and f"{limit} bytes" in line, line
     assert sorted(p.name for p in out.iterdir()) == kept  # whole outputs made before it only
     ref = tmp_path / "ref"
@@ -475,7 +480,7 @@ def test_a_full_disk_fails_the_cog_in_one_line(tmp_path: Path, tiny_models) -> N
         "-q",
     )
     assert run.returncode == 1, run.stderr
-    (line,) = error_lines(run.stderr)
+    (line,) = errors(run.stderr)
     assert line.startswith("Error: m.tif: cannot write (no space left on device: "), line
     assert run.stdout == ""  # nothing under any name, no temporary left
 
@@ -555,7 +560,7 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path, tiny_models)
         with_group(first, signal.SIGCONT)
     for (code, stderr), name in zip(results, ("m.tif", "p.tif"), strict=True):
         assert code == 1, stderr
-        assert error_lines(stderr) == [
+        assert errors(stderr) == [
             f"Error: {out / name}: another geofuse run is writing this output (wait for it to "
             "end, or write elsewhere)"
         ]

@@ -100,9 +100,8 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
     finally:
         bar.close()
     if getattr(result, "lost_workers", 0):
-        click.echo(f"Warning: {plural(result.lost_workers, 'Dask worker')} lost mid-run and "
-                   f"{plural(result.redone, 'band')} run again, so {result.mask} is whole",
-                   err=True)
+        warn(f"{plural(result.lost_workers, 'Dask worker')} lost mid-run and "
+             f"{plural(result.redone, 'band')} run again, so {result.mask} is whole")
     if not result.georeferenced:
         warn(f"{scene} is not georeferenced (no CRS, geotransform or GCPs), so neither is "
              f"{result.mask}")

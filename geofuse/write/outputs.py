@@ -124,8 +124,8 @@ def atomic_path(dest: str | Path, suffix: str = ".part") -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``dest``, on error it vanishes.
 
     A full disk or a file-size limit met while writing becomes a one-line
-    :class:`~geofuse.errors.OutputError` naming ``dest`` (:func:`~geofuse.write.failures.
-    write_failure`).
+    :class:`~geofuse.errors.OutputError` naming ``dest``
+    (:func:`~geofuse.write.failures.write_failure`).
 
     Example:
         >>> with atomic_path("report.json", ".json") as tmp:  # doctest: +SKIP

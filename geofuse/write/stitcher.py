@@ -207,8 +207,9 @@ class GeoTiffSink:
     def commit(self) -> Path:
         """Convert to a COG with overviews (unless ``cog`` is False) and rename it into place.
 
-        Each file is checked to be whole first (:func:`~geofuse.write.failures.
-        check_geotiff_complete`): a disk that fills up never leaves a cut file under ``path``.
+        Each file is checked to be whole first
+        (:func:`~geofuse.write.failures.check_geotiff_complete`): a disk that fills up never
+        leaves a cut file under ``path``.
         """
         final_tmp = self.tmp
         try:
