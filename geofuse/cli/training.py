@@ -1,7 +1,13 @@
-"""Commands on labelled data: ``train`` and ``evaluate``."""
+"""Commands on labelled data: ``train`` and ``evaluate``.
+
+The library names its parameters in its messages (`` `time_limit` ``); :func:`in_flags` puts
+the command's flags in their place (``--time-limit``) in the errors and notices shown here.
+"""
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,7 @@ from geofuse.cli.options import (
 )
 from geofuse.cli.progress import ProgressBar
 from geofuse.config import FUSION_LEVELS, InputConfig, parse_bands
+from geofuse.errors import GeofuseError
 from geofuse.model.fusion import all_options, fusion_mode, fusion_modes
 from geofuse.model.spec import Architecture
 from geofuse.training.config import (
@@ -45,6 +52,46 @@ from geofuse.training.config import (
     parse_duration,
 )
 from geofuse.training.labels import MASK_MODES
+
+FLAG_ALIASES = {
+    "sources": "--tiles or --scene with --labels",
+    "source": "--tiles or --scene with --labels",
+    "ignore_values": "--ignore-value",
+    "masks": "--masks-dir",
+    "images": "--images-dir",
+}
+"""Library parameters whose flag is not the one click derives from the parameter's name."""
+_PARAMETER = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+
+
+def in_flags(text: str) -> str:
+    """``text`` with the parameters it names (`` `time_limit` ``) as this command's flags.
+
+    A parameter the command has no flag for is left as its name, without the quotes.
+    """
+    context = click.get_current_context(silent=True)
+    flags = dict(FLAG_ALIASES)
+    for param in context.command.params if context is not None else ():
+        long = [opt for opt in param.opts if opt.startswith("--")]
+        if long and param.name:
+            flags.setdefault(param.name, long[0])
+    return _PARAMETER.sub(lambda m: flags.get(m.group(1), m.group(1)), text)
+
+
+def speaks_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Re-raise the library's errors with the command's flags for its parameter names."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GeofuseError as exc:
+            worded = in_flags(str(exc))
+            if worded == str(exc):
+                raise
+            raise type(exc)(worded) from exc
+
+    return wrapper
 
 
 def label_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -293,8 +340,11 @@ def _train_default(name: str) -> Any:
               help=f"Hold the data in memory (auto: when it takes at most "
                    f"{CACHE_AUTO_BYTES >> 30} GiB, else non-GeoTIFF images only).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
-@click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No per-epoch output: only warnings and the final line (the model file "
+                   "and its validation scores).")
 @handle_errors
+@speaks_flags
 def train(**values: Any) -> None:
     """Train a model on labelled tiles or a scene with labels; write one .keras file.
 
@@ -347,26 +397,34 @@ def train(**values: Any) -> None:
 
     def notify(text: str) -> None:
         if not quiet or text.startswith("warning"):
-            click.echo(text, err=True)
+            click.echo(in_flags(text), err=True)
 
     result = run_training(config, report=report, notify=notify)
     if result.model is None:  # a multi-worker run's non-chief worker: the chief writes
         if not quiet:
             click.echo(f"worker done after {result.epochs} epochs; the chief writes "
                        f"{config.out}", err=True)
-    elif not quiet:
-        validation = result.metrics.get("validation") or {}
-        score = validation.get("mean_iou")
-        members = result.metrics.get("members", 1)
-        click.echo(
-            f"{result.model}: "
-            + (f"the average of {members} networks ({result.epochs} epochs in all), "
-               if members > 1 else
-               f"weights of epoch {result.kept_epoch} of {result.epochs} ({config.keep}), ")
-            + (f"validation mean IoU {score:.4f}, " if score is not None else "")
-            + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})",
-            err=True,
-        )
+    else:
+        click.echo(trained_line(result, config.keep), err=True)
+
+
+def trained_line(result: Any, keep: str) -> str:
+    """The last line of ``train``: the model file, its weights and its validation scores.
+
+    The scores are those of the classes the validation labels hold (:func:`score_line`).
+    """
+    from geofuse.training.metrics import score_line
+
+    validation = result.metrics.get("validation") or {}
+    members = result.metrics.get("members", 1)
+    return (
+        f"{result.model}: "
+        + (f"the average of {members} networks ({result.epochs} epochs in all), "
+           if members > 1 else
+           f"weights of epoch {result.kept_epoch} of {result.epochs} ({keep}), ")
+        + (f"validation {score_line(validation)}, " if validation else "no validation data, ")
+        + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})"
+    )
 
 
 @main.command()
@@ -381,15 +439,23 @@ def train(**values: Any) -> None:
 @tta_option
 @click.option("--seam-width", default=default(EvaluateConfig, "seam_width"), show_default=True,
               help="Half-width in pixels of the band around tile seams (scene only).")
+@click.option("--label-class", default=None,
+              help="The model class that one-class masks (0 and 1, or 0 and 255) label: "
+                   "scored as that class against the rest.")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @input_options
 @handle_errors
+@speaks_flags
 def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
              exact_tile: bool, overlap: int | None, blend: str, batch_size: int, bands: str | None,
-             runtime: str, precision: str, tta: str, seam_width: int, overwrite: bool,
-             quiet: bool, adapt: InputConfig, **data: Any) -> None:
-    """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
+             runtime: str, precision: str, tta: str, seam_width: int, label_class: str | None,
+             overwrite: bool, quiet: bool, adapt: InputConfig, **data: Any) -> None:
+    """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall.
+
+    Only the classes the labels hold are scored. One-class masks (a building footprint mask
+    of 0 and 1, say) are scored as their class against the rest with --label-class.
+    """
     sources, labels = build_data(**data)
     if len(sources) > 1:
         raise click.UsageError("evaluate takes one --tiles folder")
@@ -399,6 +465,7 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
                             exact_tile),
         seam_width=seam_width, report=Path(report) if report else None,
         plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt, tta=tta,
+        label_class=label_class,
     )
     quiet_tensorflow()
     announce_runtime(config.tiling, quiet)
@@ -406,19 +473,55 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
 
     bar = ProgressBar("images", quiet)
     try:
-        result = run_evaluation(config, progress=bar)
+        result = run_evaluation(config, progress=bar,
+                                notify=lambda text: click.echo(f"Warning: {in_flags(text)}",
+                                                               err=True))
     finally:
         bar.close()
-    r = result.report
-    click.echo(f"{'class':<16}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}{'pixels':>12}")
-    for name, c in r["classes"].items():
+    for line in evaluation_lines(result.report):
+        click.echo(line)
+
+
+def evaluation_lines(r: dict[str, Any], most_images: int = 20) -> list[str]:
+    """What ``evaluate`` prints for its report ``r``.
+
+    The classes the labels cover, a table of every class (``-`` where a class has no labelled
+    pixels), the mean over the labelled classes, the class sets' false positives, per image
+    (up to ``most_images``) and the seam metric.
+    """
+    names = list(r["classes"])
+    predicted = [sum(column) for column in zip(*r["confusion_matrix"], strict=True)]
+    for entry in r.get("class_sets", []):
+        predicted = [p + entry["predicted"][n] for p, n in zip(predicted, names, strict=True)]
+    labelled = r.get("labelled_classes", [])
+    lines = [f"labels cover: {', '.join(labelled) if labelled else 'no class'}"
+             + "".join(f"; {s['name']}: any of {', '.join(s['classes'])}"
+                       for s in r.get("class_sets", []))]
+    lines.append(f"{'class':<16}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}"
+                 f"{'labelled':>12}{'predicted':>12}")
+    for (name, c), guessed in zip(r["classes"].items(), predicted, strict=True):
         cells = [c[k] for k in ("iou", "f1", "precision", "recall")]
         text = "".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in cells)
-        click.echo(f"{name:<16}{text}{c['support']:>12}")
-    mean = r["mean_iou"]
-    click.echo(f"mean IoU {mean:.4f}  accuracy {r['accuracy']:.4f}  pixels {r['pixels']}"
-               if mean is not None else "no labelled pixels to score")
+        lines.append(f"{name:<16}{text}{c['support']:>12}{guessed:>12}")
+    if r["mean_iou"] is None:
+        lines.append("no labelled pixels to score")
+    else:
+        what = labelled[0] if len(labelled) == 1 else f"the {len(labelled)} labelled classes"
+        lines.append(f"mean IoU {r['mean_iou']:.4f} over {what}  pixels {r['pixels']}"
+                     + (f"  pixel accuracy {r['accuracy']:.4f}" if r["accuracy"] is not None
+                        else ""))
+    for entry in r.get("class_sets", []):
+        wrong = ", ".join(f"{n} {v}" for n, v in entry["false_positives"].items()) or "none"
+        lines.append(f"{entry['name']}: {entry['pixels']} px, predicted outside the set "
+                     f"(false positives): {wrong}")
+    items = r.get("items", [])
+    if 1 < len(items) <= most_images:
+        for item in items:
+            ious = ", ".join(f"{n} {v:.4f}" for n, v in item["iou"].items()
+                             if n in labelled and v is not None)
+            lines.append(f"  {Path(item['image']).name}: " + (ious or "no labelled pixels"))
     seams = r.get("seams")
     if seams and seams["seam"]["mean_iou"] is not None:
-        click.echo(f"seam band ({seams['width']} px) mean IoU {seams['seam']['mean_iou']:.4f}"
-                   f"  interior {seams['interior']['mean_iou']:.4f}")
+        lines.append(f"seam band ({seams['width']} px) mean IoU {seams['seam']['mean_iou']:.4f}"
+                     f"  interior {seams['interior']['mean_iou']:.4f}")
+    return lines

@@ -160,6 +160,7 @@ class LabelOptions:
             ignore_colors=tuple(dict.fromkeys(base.ignore_colors + self.ignore_colors)),
             mode=self.mask_mode if self.mask_mode != "auto" else base.mode,
             sets=base.sets, set_values=base.set_values, set_colors=base.set_colors,
+            set_names=base.set_names,
         )
 
 
@@ -388,7 +389,13 @@ class TrainConfig:
             object.__setattr__(self, "class_weights",
                                tuple(float(w) for w in self.class_weights))
         require(len(self.sources) > 0,
-               "Expected --tiles or --scene with --labels. Received: no training data")
+               "Expected tiles folders or scenes with labels in `sources`. "
+               "Received: no training data")
+        self._check_run()
+        self._check_ranges()
+
+    def _check_run(self) -> None:
+        """The named choices, the run's length and the validation tiles."""
         choice("loss", self.loss, LOSSES)
         choice("strategy", self.strategy, STRATEGIES)
         choice("cache", self.cache, CACHES)
@@ -407,6 +414,9 @@ class TrainConfig:
             require(isinstance(self.time_limit, int | float) and self.time_limit > 0,
                     f"Expected a positive time limit. Received: {self.time_limit!r}")
         object.__setattr__(self, "val_tiles", tuple(self.val_tiles))
+
+    def _check_ranges(self) -> None:
+        """Every number in its range; the chip side a multiple of the network's."""
         for name in ("warmup", "min_fraction", "smoothing"):
             value = getattr(self, name)
             require(isinstance(value, int | float) and 0 <= value < 1,
@@ -469,8 +479,12 @@ class EvaluateConfig:
     Attributes:
         source: A tiles folder, or a scene with its labels (a label raster or vector file).
         model: Model file (None: the embedded default).
-        labels: How masks encode the model's classes (a ``classes_file`` says; default: ids
-            0..N-1, or the model's class colours for colour-coded masks) and what to ignore.
+        labels: How masks encode the model's classes (a ``classes_file`` says, or a tiles
+            folder's ``classes.json`` of as many classes as the model; default: ids 0..N-1, or
+            the model's class colours for colour-coded masks) and what to ignore.
+        label_class: The model class that one-class masks label (values 0 and 1, or 0 and
+            255): its pixels are that class, the others "any other class" (a class set), so
+            the class is scored against the rest. None: the masks hold class ids.
         tiling: Tile grid for inference (``bands`` selects input bands).
         seam_width: Half-width in pixels of the seam band (0: no seam metric).
         report: JSON report path.
@@ -491,11 +505,19 @@ class EvaluateConfig:
     overwrite: bool = False
     input: InputConfig = field(default_factory=InputConfig)
     tta: str = "none"
+    label_class: str | None = None
 
     def __post_init__(self) -> None:
         choice("tta", self.tta, TTA_MODES)
+        require(self.label_class is None or (isinstance(self.label_class, str)
+                                             and self.label_class.strip() != ""),
+                f"Expected a class name as `label_class`. Received: {self.label_class!r}")
+        require(self.label_class is None or (self.labels.classes_file is None
+                                             and self.labels.coding is None),
+                "Expected `label_class` or a classes file (`classes_file`), not both. "
+                f"Received: {self.label_class!r} and {self.labels.classes_file}")
         require(isinstance(self.source, TilesSource | SceneSource),
-                "Expected --tiles or --scene with --labels. Received: "
+                "Expected a `source`: a TilesSource or a SceneSource. Received: "
                 f"{type(self.source).__name__}")
         require(isinstance(self.seam_width, int) and self.seam_width >= 0,
                 f"Expected seam width >= 0. Received: {self.seam_width!r}")

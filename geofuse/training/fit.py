@@ -9,6 +9,11 @@ row per epoch (with the learning rate and the seconds spent) and ``curves.png`` 
 end. :class:`Budget` and :class:`Schedule` lay the learning-rate schedule over the run, counted
 in seconds (a time budget) or in steps (``epochs``).
 
+Its phases: seed and strategy, the chip loader and validation chips (:func:`chip_loader`), the
+state to resume from (:func:`_resume`, a :class:`~.state.ResumeState`), the budget
+(:func:`_budget`), the compiled network (:func:`_compile`), the epochs (:func:`_run_epochs`)
+and the weights kept, exported and validated (:func:`_finish`).
+
 Imports TensorFlow: import this module lazily.
 """
 
@@ -33,12 +38,12 @@ from geofuse.errors import ConfigError
 from geofuse.model.network import build_unet, deeply_supervised, supervision_weights
 from geofuse.model.spec import ModelInfo
 from geofuse.training.chipfeed import ChipFeed
-from geofuse.training.chips import ChipLoader, memory_dataset
+from geofuse.training.chips import Augmentation, ChipLoader, Sampling, memory_dataset
 from geofuse.training.config import TrainConfig
-from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.distributed import Agreement, run_loop, worker_role
 from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
-from geofuse.training.metrics import confusion_matrix, summarize
+from geofuse.training.metrics import confusion_matrix, set_false_positives, summarize
+from geofuse.training.state import FitJob, Listeners, ResumeState, Selection
 from geofuse.write.outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -240,43 +245,43 @@ class RunState(keras.callbacks.Callback):
     """Best-weights checkpoint, early stopping and the resumable ``last.npz`` in one place.
 
     The best weights are picked by the smoothed validation score among the epochs that end
-    after ``min_fraction`` of the run (the annealing part of the schedule): on small validation
-    sets a lucky early epoch otherwise wins (``docs/training.md``). Early stopping counts from
-    there too.
+    after ``selection.min_fraction`` of the run (the annealing part of the schedule): on small
+    validation sets a lucky early epoch otherwise wins (``docs/training.md``). Early stopping
+    counts from there too.
+
+    Args:
+        folder: The checkpoints folder (``best.npz``, ``last.npz``).
+        selection: The score monitored, patience, ``min_fraction`` and smoothing.
+        budget: The run's budget (the share of the run done, the seconds spent).
+        epochs: Epochs of the run (for ``progress``).
+        listeners: Told after every epoch (None: nobody).
+        resumed: Where an interrupted run stood (None: a fresh run).
+        settings: What the checkpoint may only be resumed with (:func:`_resume_settings`).
     """
 
     def __init__(
         self,
         folder: Path,
-        monitor: str,
-        patience: int,
-        epochs: int,
-        progress: Callable[[int, int], None] | None,
-        report: Callable[[int, Mapping[str, float]], None] | None,
+        selection: Selection,
         budget: Budget,
-        min_fraction: float = 0.0,
-        smoothing: float = 0.0,
-        best: float = -np.inf,
-        best_epoch: int = 0,
-        wait: int = 0,
-        smoothed: float | None = None,
+        epochs: int,
+        listeners: Listeners | None = None,
+        resumed: ResumeState | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.settings = dict(settings or {})
         self.folder = folder
-        self.monitor = monitor
-        self.patience = patience
-        self.epochs = epochs
-        self.progress = progress
-        self.report = report
+        self.selection = selection
+        self.monitor = selection.monitor
         self.budget = budget
-        self.min_fraction = min_fraction
-        self.smoothing = smoothing
-        self.best = best
-        self.best_epoch = best_epoch
-        self.wait = wait
-        self.smoothed = smoothed
+        self.epochs = epochs
+        self.listeners = listeners or Listeners()
+        resumed = resumed or ResumeState()
+        self.best = resumed.best
+        self.best_epoch = resumed.best_epoch
+        self.wait = resumed.wait
+        self.smoothed = resumed.smoothed
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Update the smoothed score, best weights and early stopping; checkpoint; report."""
@@ -284,33 +289,34 @@ class RunState(keras.callbacks.Callback):
         value = logs.get(self.monitor, -np.inf)
         if not np.isfinite(value):
             value = -np.inf
+        smoothing = self.selection.smoothing
         self.smoothed = value if self.smoothed is None or not np.isfinite(self.smoothed) \
-            else self.smoothing * self.smoothed + (1.0 - self.smoothing) * value
+            else smoothing * self.smoothed + (1.0 - smoothing) * value
         weights = self.model.get_weights()
         step = int(self.model.optimizer.iterations.numpy())
         fraction = self.budget.fraction(step)
-        if fraction < self.min_fraction:
+        if fraction < self.selection.min_fraction:
             pass  # too early to pick: a small validation set favours lucky early epochs
         elif self.smoothed >= self.best - 1e-9 or not np.isfinite(self.best):
             self.best, self.best_epoch, self.wait = self.smoothed, epoch + 1, 0
             _save_npz(self.folder / "best.npz", _pack("w", weights))
         else:
             self.wait += 1
-        meta = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                "wait": self.wait, "monitor": self.monitor, "smoothed": self.smoothed,
-                "spent": self.budget.elapsed(), "led_by": self.budget.led_by,
-                "settings": self.settings}
+        state = ResumeState(epoch=epoch + 1, best=self.best, best_epoch=self.best_epoch,
+                            wait=self.wait, smoothed=self.smoothed, spent=self.budget.elapsed(),
+                            led_by=self.budget.led_by)
         logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
                  "budget": self.budget.seconds or 0.0, "fraction": fraction,
                  "budget_steps": self.budget.steps or 0, "step": step}
         optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
         _save_npz(self.folder / "last.npz", _pack("w", weights) | _pack("o", optimizer)
-                  | {"meta": np.array(json.dumps(meta))})
-        if self.report is not None:
-            self.report(epoch + 1, logs)
-        if self.progress is not None:
-            self.progress(epoch + 1, self.epochs)
-        if self.patience and self.wait >= self.patience:
+                  | {"meta": np.array(state.to_json(self.monitor, self.settings))})
+        if self.listeners.report is not None:
+            self.listeners.report(epoch + 1, logs)
+        if self.listeners.progress is not None:
+            self.listeners.progress(epoch + 1, self.epochs)
+        patience = self.selection.patience
+        if patience and self.wait >= patience:
             log.info("early stop after epoch %d (best %s %.4f at epoch %d)",
                      epoch + 1, self.monitor, self.best, self.best_epoch)
             self.model.stop_training = True
@@ -339,8 +345,8 @@ def _check_resume(path: Path, saved: Mapping[str, Any] | None,
     if changed:
         raise ConfigError(
             f"Expected the settings of the interrupted run to resume {path}. The checkpoint "
-            f"was written with {'; '.join(changed)}. Resume with the same options, or start "
-            "afresh without --resume.")
+            f"was written with {'; '.join(changed)}. Resume with the same settings, or start "
+            "afresh without `resume`.")
 
 
 def _trim_history(path: Path, epochs: int) -> None:
@@ -397,28 +403,40 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def fit_model(
-    config: TrainConfig,
-    info: ModelInfo,
-    rasters: Sequence[LabelledRaster],
-    units: Sequence[Unit],
-    weights: np.ndarray,
-    run_dir: Path,
-    progress: Callable[[int, int], None] | None = None,
-    report: Callable[[int, Mapping[str, float]], None] | None = None,
-    seconds: float | None = None,
-    class_sets: Sequence[Sequence[int]] = (),
-    steps: int | None = None,
-) -> FitOutcome:
-    """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state.
+@dataclass
+class Fitting:
+    """A network being fitted: what :func:`fit_model`'s phases build and hand on.
 
-    Without ``seconds`` the run lasts ``steps`` optimiser steps (rounded up to whole epochs)
-    or, when that is None, ``config.epochs`` epochs of ``config.steps_per_epoch`` steps. With
-    ``seconds`` the run is timed, and those steps (or epochs), if given, are an upper bound:
-    the schedule then follows whichever limit is nearer.
-    ``class_sets``: the class ids of each class set the labels use (:mod:`.labels`).
+    Attributes:
+        network: The network the model file gets.
+        model: What is trained (``network``, with deep-supervision heads if any).
+        optimizer: Its optimizer.
+        budget: The run's length and learning-rate schedule.
+        epochs: Epochs of the run.
+        initial: Epochs already finished (a resumed run).
+        state: The checkpointing, selection and early-stopping callback.
+    """
+
+    network: Any
+    model: Any
+    optimizer: Any
+    budget: Budget
+    epochs: int
+    initial: int
+    state: RunState
+
+
+def fit_model(job: FitJob, run_dir: Path, listeners: Listeners | None = None,
+              seconds: float | None = None) -> FitOutcome:
+    """Fit a fusion U-Net on chips from ``job.units``; see the module docstring for the state.
+
+    Without ``seconds`` the run lasts ``job.steps`` optimiser steps (rounded up to whole
+    epochs) or, when that is None, ``config.epochs`` epochs of ``config.steps_per_epoch``
+    steps. With ``seconds`` the run is timed, and those steps (or epochs), if given, are an
+    upper bound: the schedule then follows whichever limit is nearer.
     """
     entered = time.perf_counter()  # a timed run's clock counts the set-up too
+    config = job.config
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -429,58 +447,88 @@ def fit_model(
             f"Expected a batch size that is a multiple of the {replicas} replicas. "
             f"Received: {config.batch_size}"
         )
-    names = [c.name for c in info.classes]
     multi = config.strategy == "multi-worker"
     chief, worker, _ = worker_role() if multi else (True, 0, 1)
     if not chief:  # the chief keeps the run folder; a worker's state is its own
         run_dir = _worker_folder(run_dir, config.resume)
-    loader = ChipLoader(rasters, units, config.patch, info.normalization, config.augment,
-                        config.jitter, config.seed + 7919 * worker, config.sampling,
-                        config.source_weights, config.zoom, config.rotate, config.shadow,
-                        config.cutmix)
+    loader = chip_loader(job, worker)
     val_rows = loader.validation_rows(config.max_val_chips)
-    if len(val_rows):
-        xv, yv = loader.load(val_rows, augment=False)
-    monitor = "val_mean_iou" if len(val_rows) else "mean_iou"
-
+    val_data = loader.load(val_rows, augment=False) if len(val_rows) else None
+    selection = Selection.of(config, "val_mean_iou" if val_data is not None else "mean_iou")
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    history_path = run_dir / "history.csv"
-    state: dict[str, Any] = {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
-                             "smoothed": None, "spent": 0.0, "led_by": None}
-    saved_weights = saved_optimizer = None
-    last = folder / "last.npz"
-    settings = _resume_settings(config, info)
-    if config.resume and last.exists():
-        with np.load(last) as data:
-            state |= json.loads(str(data["meta"]))
-            saved_weights, saved_optimizer = _unpack(data, "w"), _unpack(data, "o")
-        _check_resume(last, state.pop("settings", None), settings)
-        log.info("resuming after epoch %d", state["epoch"])
-    else:
-        for stale in (last, folder / "best.npz", history_path):
-            stale.unlink(missing_ok=True)
-    initial = int(state["epoch"])
-
-    if seconds is None:
-        epochs = -(-steps // config.steps_per_epoch) if steps else config.epochs or 1
-        budget = Budget(config.learning_rate, config.warmup,
-                        steps=epochs * config.steps_per_epoch, spent=float(state["spent"]))
-    else:
-        cap = steps or (config.epochs or 0) * config.steps_per_epoch
-        epochs = -(-cap // config.steps_per_epoch) if cap else 1_000_000
-        budget = Budget(config.learning_rate, config.warmup, seconds=seconds,
-                        steps=epochs * config.steps_per_epoch if cap else None,
-                        spent=float(state["spent"]), led_by=state["led_by"])
+    settings = _resume_settings(config, job.info)
+    resumed, saved = _resume(config, folder, run_dir / "history.csv", settings)
+    epochs, budget = _budget(config, seconds, job.steps, resumed)
     if seconds is not None:
         budget.start(entered)
-    if multi:
-        agree = Agreement(strategy)
-        if seconds is not None:
-            budget.agree = agree
+    agree = Agreement(strategy) if multi else None
+    if agree is not None and seconds is not None:
+        budget.agree = agree
+    network, model, optimizer = _compile(job, strategy, budget, saved)
+    fitting = Fitting(network, model, optimizer, budget, epochs, resumed.epoch,
+                      RunState(folder, selection, budget, epochs, listeners, resumed, settings))
+    stopped = config.patience and resumed.wait >= config.patience
+    if fitting.initial < epochs and not stopped and not budget.done(
+            int(optimizer.iterations.numpy())):
+        _run_epochs(job, fitting, loader, val_data, run_dir / "history.csv",
+                    (strategy, agree) if multi else None)
+    return _finish(job, fitting, val_data, run_dir if chief else None, replicas)
+
+
+def chip_loader(job: FitJob, worker: int = 0) -> ChipLoader:
+    """The chip loader of ``job``'s settings (worker ``k`` of a multi-worker run: its seed)."""
+    config = job.config
+    return ChipLoader(job.rasters, job.units, config.patch, job.info.normalization,
+                      Augmentation.of(config),
+                      Sampling(config.sampling, config.seed + 7919 * worker,
+                               config.source_weights))
+
+
+def _resume(config: TrainConfig, folder: Path, history: Path, settings: Mapping[str, Any],
+            ) -> tuple[ResumeState, tuple[list[np.ndarray], list[np.ndarray]] | None]:
+    """The state to start from and the saved ``(weights, optimizer variables)``, if resumed.
+
+    A fresh run removes what an earlier one left: checkpoints and history.
+    """
+    last = folder / "last.npz"
+    if config.resume and last.exists():
+        with np.load(last) as data:
+            state, stored = ResumeState.from_json(str(data["meta"]))
+            saved = _unpack(data, "w"), _unpack(data, "o")
+        _check_resume(last, stored, settings)
+        log.info("resuming after epoch %d", state.epoch)
+        return state, saved
+    for stale in (last, folder / "best.npz", history):
+        stale.unlink(missing_ok=True)
+    return ResumeState(), None
+
+
+def _budget(config: TrainConfig, seconds: float | None, steps: int | None,
+            resumed: ResumeState) -> tuple[int, Budget]:
+    """The run's epochs and its :class:`Budget` (in steps, or timed with a cap in steps)."""
+    per_epoch = config.steps_per_epoch
+    if seconds is None:
+        epochs = -(-steps // per_epoch) if steps else config.epochs or 1
+        return epochs, Budget(config.learning_rate, config.warmup, steps=epochs * per_epoch,
+                              spent=float(resumed.spent))
+    cap = steps or (config.epochs or 0) * per_epoch
+    epochs = -(-cap // per_epoch) if cap else 1_000_000
+    return epochs, Budget(config.learning_rate, config.warmup, seconds=seconds,
+                          steps=epochs * per_epoch if cap else None,
+                          spent=float(resumed.spent), led_by=resumed.led_by)
+
+
+def _compile(job: FitJob, strategy: Any, budget: Budget,
+             saved: tuple[list[np.ndarray], list[np.ndarray]] | None) -> tuple[Any, Any, Any]:
+    """``(network, model, optimizer)`` built and compiled in the strategy's scope.
+
+    ``saved``: the weights and optimizer variables of a resumed run, put back.
+    """
+    config, spec = job.config, job.info.spec
     with strategy.scope():
-        network = build_unet(info.spec, patch=info.patch_size)  # the one to write
-        model = deeply_supervised(network, info.spec, config.deep_supervision)
+        network = build_unet(spec, patch=job.info.patch_size)  # the one to write
+        model = deeply_supervised(network, spec, config.deep_supervision)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
                                           weight_decay=config.weight_decay or None,
                                           use_ema=config.ema > 0,
@@ -489,82 +537,106 @@ def fit_model(
             optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         model.compile(
             optimizer=optimizer,
-            loss=SegmentationLoss(info.spec.classes, config.loss, list(weights),
-                                  class_sets=class_sets,
-                                  heads=supervision_weights(info.spec.arch.depth,
+            loss=SegmentationLoss(spec.classes, config.loss, list(job.class_weights),
+                                  class_sets=job.class_sets,
+                                  heads=supervision_weights(spec.arch.depth,
                                                             config.deep_supervision)),
-            metrics=[ConfusionMetrics(names)],
+            metrics=[ConfusionMetrics(job.names)],
         )
-        if saved_weights is not None:
-            model.set_weights(saved_weights)
+        if saved is not None:
+            model.set_weights(saved[0])
             optimizer.build(model.trainable_variables)
-            for variable, value in zip(optimizer.variables, saved_optimizer, strict=True):
+            for variable, value in zip(optimizer.variables, saved[1], strict=True):
                 variable.assign(value)
+    return network, model, optimizer
 
-    callback = RunState(folder, monitor, config.patience, epochs, progress, report, budget,
-                        config.min_fraction, config.smoothing, state["best"],
-                        state["best_epoch"], state["wait"], state["smoothed"], settings)
-    stopped = config.patience and state["wait"] >= config.patience
-    done = budget.done(int(optimizer.iterations.numpy()))
-    if initial < epochs and not stopped and not done:
-        _trim_history(history_path, initial)
-        callbacks = [Schedule(budget),
-                     keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
-                     callback]
-        chips = config.steps_per_epoch * config.batch_size
-        with contextlib.ExitStack() as feeds:  # leaving it stops the chip threads
 
-            def feed(batch: int) -> Any:
-                tables = (loader.epoch_rows(e, chips) for e in itertools.count(initial))
-                return feeds.enter_context(
-                    ChipFeed(loader, tables, batch, config.workers)).dataset()
+def _run_epochs(job: FitJob, fitting: Fitting, loader: ChipLoader,
+                val_data: tuple[np.ndarray, np.ndarray] | None, history: Path,
+                multi: tuple[Any, Agreement | None] | None) -> None:
+    """Train the epochs left, with ``fit()`` or :func:`.distributed.run_loop`.
 
-            if multi:
-                run_loop(model, strategy, model.loss,
-                         lambda context: feed(context.get_per_replica_batch_size(
-                             config.batch_size)),
-                         (xv, yv) if len(val_rows) else None, names, config.batch_size,
-                         epochs, initial, config.steps_per_epoch, callbacks, agree)
-            else:
-                val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
-                model.fit(
-                    feed(config.batch_size), epochs=epochs, initial_epoch=initial,
-                    steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
-                    verbose=0, shuffle=False, callbacks=callbacks,
-                )
-    if config.ema:  # the averaged weights (fit() already put them in; a resumed, finished run
-        optimizer.finalize_variable_values(model.trainable_variables)  # or a custom loop not)
-    history = read_history(history_path)
+    ``multi``: ``(strategy, agreement)`` of a multi-worker run. Chips are made by
+    :class:`.chipfeed.ChipFeed`.
+    """
+    config, initial = job.config, fitting.initial
+    _trim_history(history, initial)
+    callbacks = [Schedule(fitting.budget),
+                 keras.callbacks.CSVLogger(str(history), append=initial > 0),
+                 fitting.state]
+    chips = config.steps_per_epoch * config.batch_size
+    with contextlib.ExitStack() as feeds:  # leaving it stops the chip threads
+
+        def feed(batch: int) -> Any:
+            tables = (loader.epoch_rows(e, chips) for e in itertools.count(initial))
+            return feeds.enter_context(
+                ChipFeed(loader, tables, batch, config.workers)).dataset()
+
+        if multi is not None:
+            strategy, agree = multi
+            run_loop(fitting.model, strategy, fitting.model.loss,
+                     lambda context: feed(context.get_per_replica_batch_size(
+                         config.batch_size)),
+                     val_data, job.names, config.batch_size,
+                     fitting.epochs, initial, config.steps_per_epoch, callbacks, agree)
+        else:
+            val_ds = None if val_data is None else memory_dataset(*val_data, config.batch_size)
+            fitting.model.fit(
+                feed(config.batch_size), epochs=fitting.epochs, initial_epoch=initial,
+                steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
+                verbose=0, shuffle=False, callbacks=callbacks,
+            )
+
+
+def _finish(job: FitJob, fitting: Fitting, val_data: tuple[np.ndarray, np.ndarray] | None,
+            run_dir: Path | None, replicas: int) -> FitOutcome:
+    """The weights kept, exported and validated; ``curves.png`` in ``run_dir`` (the chief's).
+
+    ``run_dir`` None: a worker that is not the chief (no curves; its history is its own).
+    """
+    config, model, state = job.config, fitting.model, fitting.state
+    if config.ema:  # the averaged weights (fit() put them in already; a resumed run that had
+        # finished, or the multi-worker loop, did not)
+        fitting.optimizer.finalize_variable_values(model.trainable_variables)
+    folder = state.folder
+    history = read_history(folder.parent / "history.csv")
     best = folder / "best.npz"
     kept = len(history)
     if config.keep == "best" and best.exists():
         with np.load(best) as data:
             model.set_weights(_unpack(data, "w"))
-        kept = callback.best_epoch
-    export = build_unet(info.spec, patch=info.patch_size)
-    export.set_weights(network.get_weights())
-    val_data = (xv, yv) if len(val_rows) else None
-    validation = validate(export, val_data, config.batch_size, names)
-    if chief:
+        kept = state.best_epoch
+    export = build_unet(job.info.spec, patch=job.info.patch_size)
+    export.set_weights(fitting.network.get_weights())
+    validation = validate(export, val_data, config.batch_size, job.names, job.class_sets)
+    if run_dir is not None:
         plot_curves(history, run_dir / "curves.png")
     return FitOutcome(
-        export_model=export, validation=validation, best_epoch=callback.best_epoch, kept_epoch=kept,
-        epochs=len(history), monitor=monitor, replicas=replicas, history=history,
-        val_data=val_data, seconds=budget.elapsed(),
+        export_model=export, validation=validation, best_epoch=state.best_epoch,
+        kept_epoch=kept, epochs=len(history), monitor=state.monitor, replicas=replicas,
+        history=history, val_data=val_data, seconds=fitting.budget.elapsed(),
     )
 
 
 def validate(model: Any, val_data: tuple[np.ndarray, np.ndarray] | None, batch_size: int,
-             names: Sequence[str]) -> dict[str, Any]:
-    """Metrics of ``model`` on the validation chips ``(images, labels)`` (empty: none)."""
+             names: Sequence[str], class_sets: Sequence[Sequence[int]] = ()) -> dict[str, Any]:
+    """Metrics of ``model`` on the validation chips ``(images, labels)`` (empty: none).
+
+    Pixels of a class set (``class_sets``) predicted as a class the set excludes count as
+    false positives of that class (:func:`.metrics.set_false_positives`).
+    """
     if val_data is None:
         return {}
     xv, yv = val_data
     cm = np.zeros((len(names), len(names)), np.int64)
+    set_fp = np.zeros(len(names), np.int64) if class_sets else None
     for i in range(0, len(xv), batch_size):  # predict_on_batch: no tf.data here
-        probs = np.asarray(model.predict_on_batch(xv[i:i + batch_size]))
-        cm += confusion_matrix(yv[i:i + batch_size], probs.argmax(-1), len(names))
-    return summarize(cm, names)
+        predicted = np.asarray(model.predict_on_batch(xv[i:i + batch_size])).argmax(-1)
+        cm += confusion_matrix(yv[i:i + batch_size], predicted, len(names))
+        if set_fp is not None:
+            set_fp += set_false_positives(yv[i:i + batch_size], predicted, class_sets,
+                                          len(names))[0]
+    return summarize(cm, names, set_fp)
 
 
 def _worker_folder(run_dir: Path, resume: bool) -> Path:
