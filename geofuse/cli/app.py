@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,36 @@ def quiet_tensorflow() -> None:
     import_tensorflow(quiet=not logging.getLogger().isEnabledFor(logging.INFO))
 
 
+FLAG_NAMES = {"ignore_nodata": "--no-nodata", "classes_file": "--classes",
+              "ignore_values": "--ignore-value", "masks": "--masks-dir",
+              "images": "--images-dir", "sources": "--tiles or --scene with --labels",
+              "source": "--tiles or --scene with --labels"}
+"""Library parameters whose option is not ``--`` + the name with dashes."""
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def as_flags(message: str) -> str:
+    """A library message in command-line words: `input_range` -> --input-range.
+
+    Library messages name parameters Keras-style in backticks; on the command line those are
+    options. Names without an option of the running command lose only their backticks.
+    """
+    ctx = click.get_current_context(silent=True)
+    options: dict[str, str] = {}
+    for param in getattr(ctx and ctx.command, "params", ()):
+        longs = [o for o in param.opts if o.startswith("--")]
+        if longs:
+            options[param.name or ""] = longs[0]
+            options.update({o[2:].replace("-", "_"): o for o in longs})
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return options.get(name) or FLAG_NAMES.get(name) or name
+
+    return _PARAMETER.sub(flag, message)
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn GeofuseError and MemoryError into one-line click errors; stop cleanly on signals.
 
@@ -55,7 +86,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt as exc:
             interrupted(exc)
         except GeofuseError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(as_flags(str(exc))) from None
         except MemoryError:
             raise click.ClickException(
                 "out of memory: try a smaller --tile or --batch-size"

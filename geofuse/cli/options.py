@@ -23,6 +23,7 @@ from geofuse.config import (
     TTA_MODES,
     InputConfig,
     SegmentConfig,
+    StacConfig,
     TilingConfig,
     VectorizeConfig,
     parse_bands,
@@ -91,7 +92,7 @@ INPUT_ARGS = ("input_range", "stretch", "resample", "nodata", "ignore_nodata")
 def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """How a scene is fitted to the model (``segment``, ``batch``, ``evaluate``).
 
-    The values reach the command as one ``adapt`` argument, an :class:`InputConfig`.
+    The values reach the command as one ``adapt`` argument, an :class:`~geofuse.config.InputConfig`.
     """
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -165,7 +166,7 @@ def build_segment_config(
     tta: str = "none", aoi: str | None = None, vector: str | None = None,
     vectorize: VectorizeConfig | None = None, preview: str | None = None,
     runtime: str = "auto", precision: str = "auto", adapt: InputConfig | None = None,
-    exact_tile: bool = False,
+    exact_tile: bool = False, stac: bool = False,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     return SegmentConfig(
@@ -180,6 +181,7 @@ def build_segment_config(
         vectorize=vectorize or VectorizeConfig(),
         preview=Path(preview) if preview else None,
         input=adapt or InputConfig(),
+        stac=StacConfig() if stac else None,
     )
 
 

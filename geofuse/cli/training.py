@@ -1,20 +1,14 @@
-"""Commands on labelled data: ``train`` and ``evaluate``.
-
-The library names its parameters in its messages (`` `time_limit` ``); :func:`in_flags` puts
-the command's flags in their place (``--time-limit``) in the errors and notices shown here.
-"""
+"""Commands on labelled data: ``train`` and ``evaluate``."""
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from geofuse.cli.app import default, handle_errors, main, quiet_tensorflow
+from geofuse.cli.app import as_flags, default, handle_errors, main, quiet_tensorflow
 from geofuse.cli.options import (
     announce_runtime,
     build_tiling,
@@ -24,7 +18,6 @@ from geofuse.cli.options import (
 )
 from geofuse.cli.progress import ProgressBar
 from geofuse.config import FUSION_LEVELS, InputConfig, parse_bands
-from geofuse.errors import GeofuseError
 from geofuse.model.fusion import all_options, fusion_mode, fusion_modes
 from geofuse.model.spec import Architecture
 from geofuse.training.config import (
@@ -52,46 +45,6 @@ from geofuse.training.config import (
     parse_duration,
 )
 from geofuse.training.labels import MASK_MODES
-
-FLAG_ALIASES = {
-    "sources": "--tiles or --scene with --labels",
-    "source": "--tiles or --scene with --labels",
-    "ignore_values": "--ignore-value",
-    "masks": "--masks-dir",
-    "images": "--images-dir",
-}
-"""Library parameters whose flag is not the one click derives from the parameter's name."""
-_PARAMETER = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
-
-
-def in_flags(text: str) -> str:
-    """``text`` with the parameters it names (`` `time_limit` ``) as this command's flags.
-
-    A parameter the command has no flag for is left as its name, without the quotes.
-    """
-    context = click.get_current_context(silent=True)
-    flags = dict(FLAG_ALIASES)
-    for param in context.command.params if context is not None else ():
-        long = [opt for opt in param.opts if opt.startswith("--")]
-        if long and param.name:
-            flags.setdefault(param.name, long[0])
-    return _PARAMETER.sub(lambda m: flags.get(m.group(1), m.group(1)), text)
-
-
-def speaks_flags(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Re-raise the library's errors with the command's flags for its parameter names."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GeofuseError as exc:
-            worded = in_flags(str(exc))
-            if worded == str(exc):
-                raise
-            raise type(exc)(worded) from exc
-
-    return wrapper
 
 
 def label_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -344,7 +297,6 @@ def _train_default(name: str) -> Any:
               help="No per-epoch output: only warnings and the final line (the model file "
                    "and its validation scores).")
 @handle_errors
-@speaks_flags
 def train(**values: Any) -> None:
     """Train a model on labelled tiles or a scene with labels; write one .keras file.
 
@@ -397,7 +349,7 @@ def train(**values: Any) -> None:
 
     def notify(text: str) -> None:
         if not quiet or text.startswith("warning"):
-            click.echo(in_flags(text), err=True)
+            click.echo(as_flags(text), err=True)
 
     result = run_training(config, report=report, notify=notify)
     if result.model is None:  # a multi-worker run's non-chief worker: the chief writes
@@ -446,7 +398,6 @@ def trained_line(result: Any, keep: str) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @input_options
 @handle_errors
-@speaks_flags
 def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
              exact_tile: bool, overlap: int | None, blend: str, batch_size: int, bands: str | None,
              runtime: str, precision: str, tta: str, seam_width: int, label_class: str | None,
@@ -474,7 +425,7 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
     bar = ProgressBar("images", quiet)
     try:
         result = run_evaluation(config, progress=bar,
-                                notify=lambda text: click.echo(f"Warning: {in_flags(text)}",
+                                notify=lambda text: click.echo(f"Warning: {as_flags(text)}",
                                                                err=True))
     finally:
         bar.close()

@@ -111,7 +111,7 @@ def fusion_weights(path: Path, arch: Architecture) -> dict[str, str]:
     (``"level 2"``); values list each input with its weight: ``decoder3`` is the decoder map
     coming up from level 3, ``enc0`` the encoder map of level 0 (full resolution). With gates,
     these static weights are further scaled by the gates (per pixel, or per image in models
-    written before session 24).
+    written before gates were pooled locally).
     """
     loaded = load_model(path)
     networks = member_networks(loaded.model, loaded.info.spec)

@@ -98,9 +98,9 @@ def choose_bands(ds: Any, info: ModelInfo, bands: Sequence[int] | None, default:
         if len(named) == len(model) and any(s is not None and s != m
                                             for s, m in zip(named, model, strict=True)):
             return tuple(bands), [
-                f"{name}: --bands {','.join(map(str, bands))} feeds bands named "
+                f"{name}: `bands` {','.join(map(str, bands))} feeds bands named "
                 f"{', '.join(s or '?' for s in named)} into the model's "
-                f"{', '.join(model)} (check --bands)"]
+                f"{', '.join(model)} (check `bands`)"]
         return tuple(bands), []
     where: dict[str, list[int]] = {}
     for index, key in enumerate(scene, start=1):
@@ -129,7 +129,7 @@ def check_dtype(dtype: str, info: ModelInfo, adapt: InputConfig, name: str) -> N
     if np.dtype(dtype).kind == "f" and np.dtype(info.input_dtype).kind == "f":
         return
     raise InputError(f"Expected {info.input_dtype} input. Received: {dtype} in {name}; give "
-                     "--input-range LOW,HIGH or --stretch percentile")
+                     "`input_range` LOW,HIGH or `stretch` percentile")
 
 
 def model_range(info: ModelInfo) -> tuple[float, float]:
@@ -204,7 +204,7 @@ def range_notice(info: ModelInfo, samples: np.ndarray, name: str) -> str | None:
     share, band, lo, hi, (slo, shi) = worst
     return (f"{name}: {share:.0%} of the values of input band {band + 1} "
             f"({info.band_names[band]}: {slo:g}..{shi:g}) lie outside the model's training "
-            f"range {lo:g}..{hi:g}; the mask may be wrong (--input-range or --stretch "
+            f"range {lo:g}..{hi:g}; the mask may be wrong (`input_range` or `stretch` "
             "percentile map them)")
 
 
@@ -251,12 +251,12 @@ def resample_factor(scene_size: float | None, info: ModelInfo, adapt: InputConfi
     sizes = f"pixel size {metres(scene_size)}, the model's {metres(info.pixel_size)}"
     if adapt.resample == "off":
         return 1.0, [f"{name}: {sizes}; segmenting at the scene's own pixel size "
-                     "(--resample off)"]
+                     "(`resample` off)"]
     if apart > RESAMPLE_LIMIT:
         return 1.0, [f"{name}: {sizes}: more than {RESAMPLE_LIMIT:g}x apart, too far to "
                      "resample; segmenting at the scene's own pixel size, the mask may be wrong"]
     return ratio, [f"{name}: {sizes}; reading it at {metres(info.pixel_size)} "
-                   "(--resample off to keep its own)"]
+                   "(`resample` off to keep its own)"]
 
 
 @dataclass

@@ -138,7 +138,7 @@ class SceneReader:
             raise InputError(
                 f"Expected {plural(expected_bands, 'band')}. "
                 f"Received: {plural(len(self.bands), 'band')} in {name}"
-                + (" (choose bands with --bands)" if len(self.bands) > expected_bands else "")
+                + (" (choose bands with `bands`)" if len(self.bands) > expected_bands else "")
             )
         dtypes = {ds.dtypes[b - 1] for b in self.bands}
         unsupported = sorted(dtypes - set(SUPPORTED_DTYPES))
@@ -494,8 +494,8 @@ class SceneReader:
             tiles: The tiles to read (default: all).
             keep: Optional validity ANDed into every patch (see :meth:`read_patch`).
             skip_empty: A blend mode: leave out the tiles without a valid pixel where that
-                blend gives them weight (:meth:`TileGrid.influence`); they are counted in
-                ``empty_tiles``. None yields every tile.
+                blend gives them weight (:meth:`~geofuse.read.grid.TileGrid.influence`); they
+                are counted in ``empty_tiles``. None yields every tile.
             slot: Optional ``slot(shape)`` giving the array each patch's data is written
                 into (:meth:`BatchRing.slot <geofuse.read.feed.BatchRing.slot>`); None: a new
                 array per patch.

@@ -10,9 +10,9 @@ end. :class:`Budget` and :class:`Schedule` lay the learning-rate schedule over t
 in seconds (a time budget) or in steps (``epochs``).
 
 Its phases: seed and strategy, the chip loader and validation chips (:func:`chip_loader`), the
-state to resume from (:func:`_resume`, a :class:`~.state.ResumeState`), the budget
-(:func:`_budget`), the compiled network (:func:`_compile`), the epochs (:func:`_run_epochs`)
-and the weights kept, exported and validated (:func:`_finish`).
+state to resume from (``_resume``, a :class:`~geofuse.training.state.ResumeState`), the budget
+(``_budget``), the compiled network (``_compile``), the epochs (``_run_epochs``) and the
+weights kept, exported and validated (``_finish``).
 
 Imports TensorFlow: import this module lazily.
 """
@@ -246,8 +246,8 @@ class RunState(keras.callbacks.Callback):
 
     The best weights are picked by the smoothed validation score among the epochs that end
     after ``selection.min_fraction`` of the run (the annealing part of the schedule): on small
-    validation sets a lucky early epoch otherwise wins (``docs/training.md``). Early stopping
-    counts from there too.
+    validation sets a lucky early epoch otherwise wins (``scripts/studies/training``). Early
+    stopping counts from there too.
 
     Args:
         folder: The checkpoints folder (``best.npz``, ``last.npz``).
@@ -256,7 +256,8 @@ class RunState(keras.callbacks.Callback):
         epochs: Epochs of the run (for ``progress``).
         listeners: Told after every epoch (None: nobody).
         resumed: Where an interrupted run stood (None: a fresh run).
-        settings: What the checkpoint may only be resumed with (:func:`_resume_settings`).
+        settings: What the checkpoint may only be resumed with (the network's and the
+            optimizer's settings).
     """
 
     def __init__(
