@@ -17,6 +17,9 @@ FORMATTED = (
     "geofuse/errors.py",
     "geofuse/progress.py",
     "geofuse/sources.py",
+    "geofuse/training/classtable.py",
+    "geofuse/training/coverage.py",
+    "geofuse/training/state.py",
     "geofuse/model/tfimport.py",
     "geofuse/model/tta.py",
     "geofuse/read/rasterfile.py",
@@ -26,6 +29,8 @@ FORMATTED = (
     "scripts/synth_scene.py",
     "tests/test_samples.py",
     "tests/test_style.py",
+    "tests/test_training_evaluate_labels.py",
+    "tests/test_training_train_summary.py",
 )
 
 

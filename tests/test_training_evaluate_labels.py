@@ -23,8 +23,13 @@ FIVE = ("land", "building", "road", "water", "vegetation")
 def five_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained 5-class model (seeded): its predictions are compared with its own
     ``segment`` outputs, so it needs no training."""
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "five.keras", bands=3, classes=5,
-                           class_names=FIVE, seed=3)  # seed 3: predicts buildings, not only
+    return make_tiny_model(
+        tmp_path_factory.mktemp("model") / "five.keras",
+        bands=3,
+        classes=5,
+        class_names=FIVE,
+        seed=3,
+    )  # seed 3: predicts buildings, not only
 
 
 def building_tiles(root: Path, foreground: int = 1, count: int = 3) -> Path:
@@ -34,8 +39,9 @@ def building_tiles(root: Path, foreground: int = 1, count: int = 3) -> Path:
     for i in range(count):
         image, labels = synth(60 + i, 64, 64)
         write_geotiff(root / "images" / f"t{i}.tif", image)
-        write_geotiff(root / "masks" / f"t{i}.tif",
-                      np.where(labels == 1, foreground, 0).astype(np.uint8))
+        write_geotiff(
+            root / "masks" / f"t{i}.tif", np.where(labels == 1, foreground, 0).astype(np.uint8)
+        )
     return root
 
 
@@ -47,8 +53,20 @@ def predictions(tiles: Path, model: Path, folder: Path) -> Iterator[tuple[np.nda
     """``(prediction, mask)`` of each tile: ``geofuse segment`` run by the CLI, read back."""
     for image in sorted((tiles / "images").iterdir()):
         out = folder / f"seg_{image.name}"
-        seg = CliRunner().invoke(main, ["segment", str(image), str(out), "--model", str(model),
-                                        "--tile", "64", "--quiet", "--overwrite"])
+        seg = CliRunner().invoke(
+            main,
+            [
+                "segment",
+                str(image),
+                str(out),
+                "--model",
+                str(model),
+                "--tile",
+                "64",
+                "--quiet",
+                "--overwrite",
+            ],
+        )
         assert seg.exit_code == 0, seg.output
         with rasterio.open(out) as p, rasterio.open(tiles / "masks" / image.name) as m:
             yield p.read(1), m.read(1)
@@ -67,11 +85,13 @@ def building_iou(tiles: Path, model: Path, folder: Path) -> tuple[float, int, in
 
 @pytest.mark.parametrize("foreground", [1, 255])
 def test_label_class_scores_one_class_masks_as_that_class_against_the_rest(
-        tmp_path: Path, five_classes: Path, foreground: int) -> None:
+    tmp_path: Path, five_classes: Path, foreground: int
+) -> None:
     tiles = building_tiles(tmp_path / "tiles", foreground)
     report = tmp_path / "r.json"
-    result = evaluate("--model", five_classes, "--tiles", tiles, "--label-class", "building",
-                      "--report", report)
+    result = evaluate(
+        "--model", five_classes, "--tiles", tiles, "--label-class", "building", "--report", report
+    )
     assert result.exit_code == 0, result.output
     iou, tp, fp, fn = building_iou(tiles, five_classes, tmp_path)
     assert tp > 0 and fp > 0 and fn > 0  # the untrained model: some of each
@@ -82,8 +102,7 @@ def test_label_class_scores_one_class_masks_as_that_class_against_the_rest(
     assert data["class_sets"][0]["false_positives"]["building"] == fp
     assert data["accuracy"] is None  # of one class it would be building's recall
     for name in ("land", "road", "water", "vegetation"):
-        assert all(data["classes"][name][k] is None for k in ("iou", "f1", "precision",
-                                                               "recall"))
+        assert all(data["classes"][name][k] is None for k in ("iou", "f1", "precision", "recall"))
     lines = result.output.splitlines()
     assert lines[0] == "labels cover: building; not building: any of land, road, water, vegetation"
     land = next(line for line in lines if line.startswith("land "))
@@ -98,8 +117,9 @@ def test_label_class_scores_one_class_masks_as_that_class_against_the_rest(
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_two_value_masks_and_a_larger_model_get_a_notice(tmp_path: Path,
-                                                        five_classes: Path) -> None:
+def test_two_value_masks_and_a_larger_model_get_a_notice(
+    tmp_path: Path, five_classes: Path
+) -> None:
     tiles = building_tiles(tmp_path / "tiles", 1, count=1)
     result = evaluate("--model", five_classes, "--tiles", tiles)
     assert result.exit_code == 0, result.output
@@ -111,26 +131,35 @@ def test_two_value_masks_and_a_larger_model_get_a_notice(tmp_path: Path,
     sharp = building_tiles(tmp_path / "sharp", 255, count=1)
     refused = evaluate("--model", five_classes, "--tiles", sharp)
     assert refused.exit_code == 1
-    assert "values 0 and 255, a one-class mask: name its class (--label-class)" in \
-        refused.output
+    assert "values 0 and 255, a one-class mask: name its class (--label-class)" in refused.output
 
     unknown = evaluate("--model", five_classes, "--tiles", tiles, "--label-class", "roof")
     assert unknown.exit_code == 1
-    assert ("Expected --label-class among the model's classes (land, building, road, water, "
-            "vegetation). Received: 'roof'") in unknown.output
+    assert (
+        "Expected --label-class among the model's classes (land, building, road, water, "
+        "vegetation). Received: 'roof'"
+    ) in unknown.output
 
 
 def test_a_class_set_in_the_tiles_folder_s_classes_json_is_scored_one_vs_rest(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The folder's own classes.json (as ``train`` reads it) says 9 is "not building"."""
-    model = make_tiny_model(tmp_path / "m.keras", bands=3, classes=3,
-                            class_names=tuple(c["name"] for c in CLASSES))
+    model = make_tiny_model(
+        tmp_path / "m.keras", bands=3, classes=3, class_names=tuple(c["name"] for c in CLASSES)
+    )
     tiles = building_tiles(tmp_path / "tiles", 1, count=2)
     for mask in (tiles / "masks").iterdir():
         with rasterio.open(mask, "r+") as ds:
             ds.write(np.where(ds.read(1) == 1, 1, 9).astype(np.uint8), 1)
-    (tiles / "classes.json").write_text(json.dumps({"classes": CLASSES, "sets": [
-        {"name": "not building", "classes": ["background", "water"], "value": 9}]}))
+    (tiles / "classes.json").write_text(
+        json.dumps(
+            {
+                "classes": CLASSES,
+                "sets": [{"name": "not building", "classes": ["background", "water"], "value": 9}],
+            }
+        )
+    )
     report = tmp_path / "r.json"
     result = evaluate("--model", model, "--tiles", tiles, "--report", report)
     assert result.exit_code == 0, result.output
@@ -149,7 +178,8 @@ def test_a_class_set_in_the_tiles_folder_s_classes_json_is_scored_one_vs_rest(
 
 
 def test_a_folder_classes_json_of_other_classes_is_not_used_and_says_so(
-        tmp_path: Path, five_classes: Path) -> None:
+    tmp_path: Path, five_classes: Path
+) -> None:
     tiles = building_tiles(tmp_path / "tiles", 1, count=1)
     (tiles / "classes.json").write_text(json.dumps({"classes": CLASSES}))
     result = evaluate("--model", five_classes, "--tiles", tiles, "--label-class", "building")

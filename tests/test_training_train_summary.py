@@ -37,17 +37,36 @@ def building_only(root: Path, coding: str, count: int = 4, size: int = 48) -> Pa
         write_geotiff(root / "images" / f"t{i}.tif", image)
         write_geotiff(root / "masks" / f"t{i}.tif", mask.astype(np.uint8))
     if coding == "set":
-        (root / "classes.json").write_text(json.dumps({"classes": CLASSES, "sets": [
-            {"name": "not building", "classes": ["background", "water"], "value": 9}]}))
+        (root / "classes.json").write_text(
+            json.dumps(
+                {
+                    "classes": CLASSES,
+                    "sets": [
+                        {"name": "not building", "classes": ["background", "water"], "value": 9}
+                    ],
+                }
+            )
+        )
     return root
 
 
-def test_quiet_still_prints_the_final_line_with_the_labelled_classes_scores(
-        tmp_path: Path) -> None:
+def test_quiet_still_prints_the_final_line_with_the_labelled_classes_scores(tmp_path: Path) -> None:
     tiles = building_only(tmp_path / "tiles", "set")
     out = tmp_path / "m.keras"
-    result = run_train("--tiles", tiles, "--out", out, "--val-fraction", "0.5", "--epochs", "2",
-                       "--steps", "3", "--quiet", *TINY)
+    result = run_train(
+        "--tiles",
+        tiles,
+        "--out",
+        out,
+        "--val-fraction",
+        "0.5",
+        "--epochs",
+        "2",
+        "--steps",
+        "3",
+        "--quiet",
+        *TINY,
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
     validation = metrics["validation"]
@@ -57,28 +76,44 @@ def test_quiet_still_prints_the_final_line_with_the_labelled_classes_scores(
     assert validation["mean_iou"] == building
     assert validation["classes"]["background"]["iou"] is None
     assert "set_false_positives" in validation
-    lines = [line for line in result.output.strip().splitlines()
-             if not line.startswith("warning: ")]  # warnings stay too
+    lines = [
+        line for line in result.output.strip().splitlines() if not line.startswith("warning: ")
+    ]  # warnings stay too
     assert len(lines) == 1, result.output  # --quiet: no epoch lines, the final one stays
-    assert lines[0].startswith(f"{out}: weights of epoch 2 of 2 (last), validation IoU "
-                               f"building {building:.4f}, ")
+    assert lines[0].startswith(
+        f"{out}: weights of epoch 2 of 2 (last), validation IoU building {building:.4f}, "
+    )
     assert "mean" not in lines[0]
 
 
-def test_default_steps_follow_the_labelled_pixels_whatever_their_coding(
-        tmp_path: Path) -> None:
+def test_default_steps_follow_the_labelled_pixels_whatever_their_coding(tmp_path: Path) -> None:
     """The same building-only labels, as 0/255 masks or as building + a "not building" set:
     every pixel is labelled either way, so the default steps are the same."""
     said = {}
     for coding in ("255", "set"):
         tiles = building_only(tmp_path / coding, coding)
-        result = run_train("--tiles", tiles, "--out", tmp_path / f"{coding}.keras",
-                           "--time-limit", "2s", "--members", "1", *TINY)
+        result = run_train(
+            "--tiles",
+            tiles,
+            "--out",
+            tmp_path / f"{coding}.keras",
+            "--time-limit",
+            "2s",
+            "--members",
+            "1",
+            *TINY,
+        )
         assert result.exit_code == 0, result.output
         metrics = json.loads((tmp_path / f"{coding}.train" / "metrics.json").read_text())
-        said[coding] = (re.search(r"training for 0:02 or ([\d,]+) steps, whichever comes first "
-                                  r"\(the most for ([\d.]+) Mpx", result.output).groups(),
-                        metrics["budget_steps"], metrics["labelled_pixels_train"])
+        said[coding] = (
+            re.search(
+                r"training for 0:02 or ([\d,]+) steps, whichever comes first "
+                r"\(the most for ([\d.]+) Mpx",
+                result.output,
+            ).groups(),
+            metrics["budget_steps"],
+            metrics["labelled_pixels_train"],
+        )
     assert said["set"] == said["255"]
     train_pixels = said["set"][2]
     assert train_pixels % (48 * 48) == 0 and train_pixels >= 2 * 48 * 48  # whole tiles
@@ -92,25 +127,29 @@ def test_binary_masks_name_their_class_after_the_labels(tmp_path: Path) -> None:
         image, labels = synth(i, 40, 40)
         write_geotiff(folder / f"{name}.tif", image)
         Image.fromarray(np.where(labels == 1, 255, 0).astype(np.uint8)).save(
-            folder / f"{name}_mask.png")
+            folder / f"{name}_mask.png"
+        )
     out = tmp_path / "m.keras"
-    result = run_train("--tiles", folder, "--out", out, "--epochs", "1", "--steps", "2",
-                       "--quiet", *TINY)
+    result = run_train(
+        "--tiles", folder, "--out", out, "--epochs", "1", "--steps", "2", "--quiet", *TINY
+    )
     assert result.exit_code == 0, result.output
     from geofuse.model.modelfile import read_info
 
     assert [c.name for c in read_info(out).classes] == ["background", "roofs"]
 
 
-@pytest.mark.parametrize(("layout", "expected"), [
-    ({"scene": "buildings.tif"}, "buildings"),
-    ({"scene": "footprint_mask.tif"}, "footprint"),
-    ({"tiles": "area1", "masks": "roof_masks"}, "roof"),
-    ({"tiles": "area1", "masks": "masks"}, "area1"),
-    ({"tiles": "train", "masks": "labels"}, "foreground"),
-])
-def test_the_binary_class_name_rule(tmp_path: Path, layout: dict[str, str],
-                                    expected: str) -> None:
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ({"scene": "buildings.tif"}, "buildings"),
+        ({"scene": "footprint_mask.tif"}, "footprint"),
+        ({"tiles": "area1", "masks": "roof_masks"}, "roof"),
+        ({"tiles": "area1", "masks": "masks"}, "area1"),
+        ({"tiles": "train", "masks": "labels"}, "foreground"),
+    ],
+)
+def test_the_binary_class_name_rule(tmp_path: Path, layout: dict[str, str], expected: str) -> None:
     from geofuse.training.classtable import foreground_name
     from geofuse.training.config import SceneSource, TilesSource
 

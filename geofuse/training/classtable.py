@@ -25,11 +25,34 @@ from geofuse.training.labels import (
     mask_values,
 )
 
-GENERIC_NAMES = frozenset({
-    "masks", "mask", "labels", "label", "gt", "groundtruth", "annotations", "annotation", "y",
-    "targets", "target", "images", "image", "tiles", "chips", "data", "dataset", "train",
-    "training", "val", "valid", "validation", "test", "testing",
-})
+GENERIC_NAMES = frozenset(
+    {
+        "masks",
+        "mask",
+        "labels",
+        "label",
+        "gt",
+        "groundtruth",
+        "annotations",
+        "annotation",
+        "y",
+        "targets",
+        "target",
+        "images",
+        "image",
+        "tiles",
+        "chips",
+        "data",
+        "dataset",
+        "train",
+        "training",
+        "val",
+        "valid",
+        "validation",
+        "test",
+        "testing",
+    }
+)
 """Folder and file names that say nothing of what binary labels label."""
 FOREGROUND = "foreground"
 """The name of the labelled class of binary labels when no file or folder names it."""
@@ -63,8 +86,10 @@ def class_sets(config: TrainConfig, coding: LabelCoding) -> tuple[tuple[int, ...
     given = [c.sets for c in codings if c is not None and c.sets]
     for sets in given[1:]:
         if sets != given[0]:
-            raise ConfigError(f"Expected the same class sets in every labels coding. "
-                              f"Received: {list(given[0])} and {list(sets)}")
+            raise ConfigError(
+                f"Expected the same class sets in every labels coding. "
+                f"Received: {list(given[0])} and {list(sets)}"
+            )
     return given[0] if given else ()
 
 
@@ -117,15 +142,19 @@ def _rename(classes: tuple[ClassInfo, ...], names: tuple[str, ...]) -> tuple[Cla
     if not names:
         return classes
     if len(names) != len(classes):
-        raise ConfigError(f"Expected {len(classes)} class names "
-                          f"({', '.join(c.name for c in classes)}). Received: {len(names)}")
+        raise ConfigError(
+            f"Expected {len(classes)} class names "
+            f"({', '.join(c.name for c in classes)}). Received: {len(names)}"
+        )
     return tuple(ClassInfo(c.id, n, c.color) for c, n in zip(classes, names, strict=True))
 
 
 def _binary(name: str) -> tuple[ClassInfo, ...]:
     """``background`` and the class ``name``."""
-    return (ClassInfo(0, "background", default_colour(0, "background")),
-            ClassInfo(1, name, default_colour(1, name)))
+    return (
+        ClassInfo(0, "background", default_colour(0, "background")),
+        ClassInfo(1, name, default_colour(1, name)),
+    )
 
 
 def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCoding | None]:

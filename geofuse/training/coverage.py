@@ -22,8 +22,9 @@ ONE_CLASS_VALUES = ({0, 1}, {0, 255})
 """Values of one-class masks: the class is 1 (or 255), the rest 0."""
 
 
-def evaluation_coding(config: EvaluateConfig, classes: tuple[ClassInfo, ...],
-                      masks: Sequence[Path]) -> tuple[LabelCoding, list[str]]:
+def evaluation_coding(
+    config: EvaluateConfig, classes: tuple[ClassInfo, ...], masks: Sequence[Path]
+) -> tuple[LabelCoding, list[str]]:
     """How the masks encode the model's ``classes``, and notices about it.
 
     Args:
@@ -60,8 +61,9 @@ def evaluation_coding(config: EvaluateConfig, classes: tuple[ClassInfo, ...],
     return options.merge(base, classes), notices
 
 
-def one_class_coding(name: str, classes: tuple[ClassInfo, ...], masks: Sequence[Path],
-                     options: LabelOptions) -> LabelCoding:
+def one_class_coding(
+    name: str, classes: tuple[ClassInfo, ...], masks: Sequence[Path], options: LabelOptions
+) -> LabelCoding:
     """The coding of one-class masks of the model's class ``name`` (see the module docstring).
 
     The class is 1 (or 255, as the masks say), 0 the other classes: a class set, or with a
@@ -69,37 +71,51 @@ def one_class_coding(name: str, classes: tuple[ClassInfo, ...], masks: Sequence[
     """
     ids = {c.name: c.id for c in classes}
     if name not in ids:
-        raise ConfigError(f"Expected `label_class` among the model's classes "
-                          f"({', '.join(ids)}). Received: {name!r}")
+        raise ConfigError(
+            f"Expected `label_class` among the model's classes "
+            f"({', '.join(ids)}). Received: {name!r}"
+        )
     if not masks:
-        raise ConfigError("Expected mask rasters with `label_class`. Received: vector labels "
-                          "(their `class_field` names the classes)")
+        raise ConfigError(
+            "Expected mask rasters with `label_class`. Received: vector labels "
+            "(their `class_field` names the classes)"
+        )
     seen: set[int] = set()
     for mask in masks:
         values = mask_values(mask, options.ignore_values)
-        if values is None or not any(values <= v for v in ONE_CLASS_VALUES) or (
-                {1, 255} <= seen | values):
-            shown = "several bands" if values is None else \
-                "values " + ", ".join(map(str, sorted(values)))
-            raise InputError(f"{mask}: expected a one-class mask of 0 and 1, or of 0 and 255 "
-                             f"like the others (`label_class` {name}). Received: {shown}")
+        if (
+            values is None
+            or not any(values <= v for v in ONE_CLASS_VALUES)
+            or ({1, 255} <= seen | values)
+        ):
+            shown = (
+                "several bands"
+                if values is None
+                else "values " + ", ".join(map(str, sorted(values)))
+            )
+            raise InputError(
+                f"{mask}: expected a one-class mask of 0 and 1, or of 0 and 255 "
+                f"like the others (`label_class` {name}). Received: {shown}"
+            )
         seen |= values
     value = 255 if 255 in seen else 1
     target = ids[name]
     if len(classes) == 2:
-        coding = LabelCoding(classes=2, values=tuple(value if i == target else 0
-                                                     for i in range(2)))
+        coding = LabelCoding(classes=2, values=tuple(value if i == target else 0 for i in range(2)))
     else:  # the other classes' values never occur (checked): distinct placeholders
-        coding = LabelCoding(classes=len(classes),
-                             values=tuple(value if i == target else 256 + i
-                                          for i in range(len(classes))),
-                             sets=(tuple(i for i in range(len(classes)) if i != target),),
-                             set_values=(0,), set_names=(f"not {name}",))
+        coding = LabelCoding(
+            classes=len(classes),
+            values=tuple(value if i == target else 256 + i for i in range(len(classes))),
+            sets=(tuple(i for i in range(len(classes)) if i != target),),
+            set_values=(0,),
+            set_names=(f"not {name}",),
+        )
     return options.merge(coding, classes)
 
 
-def _folder_coding(root: Path, classes: tuple[ClassInfo, ...]) -> tuple[LabelCoding | None,
-                                                                        str | None]:
+def _folder_coding(
+    root: Path, classes: tuple[ClassInfo, ...]
+) -> tuple[LabelCoding | None, str | None]:
     """A tiles folder's ``classes.json`` coding when it has the model's number of classes.
 
     Returns:
@@ -111,8 +127,10 @@ def _folder_coding(root: Path, classes: tuple[ClassInfo, ...]) -> tuple[LabelCod
         return None, None
     file_classes, coding = load_classes(path)
     if len(file_classes) != len(classes):
-        return None, (f"{path}: not used: {len(file_classes)} classes, the model has "
-                      f"{len(classes)}; masks read as class ids")
+        return None, (
+            f"{path}: not used: {len(file_classes)} classes, the model has "
+            f"{len(classes)}; masks read as class ids"
+        )
     return coding, None
 
 
@@ -131,9 +149,13 @@ def _one_class_notice(seen: set[int], classes: tuple[ClassInfo, ...], mask: Path
     """The notice (or, for 0/255, the error) about two-value masks and a larger model."""
     names = ", ".join(c.name for c in classes)
     if 255 in seen:
-        raise InputError(f"{mask}: expected class ids 0..{len(classes) - 1} ({names}). "
-                         "Received: values 0 and 255, a one-class mask: name its class "
-                         "(`label_class`)")
-    return (f"labels hold only the values 0 and 1 while the model has {len(classes)} classes "
-            f"({names}): scored as {classes[0].name} and {classes[1].name}; for one-class "
-            "masks name their class (`label_class`) to score it against the rest")
+        raise InputError(
+            f"{mask}: expected class ids 0..{len(classes) - 1} ({names}). "
+            "Received: values 0 and 255, a one-class mask: name its class "
+            "(`label_class`)"
+        )
+    return (
+        f"labels hold only the values 0 and 1 while the model has {len(classes)} classes "
+        f"({names}): scored as {classes[0].name} and {classes[1].name}; for one-class "
+        "masks name their class (`label_class`) to score it against the rest"
+    )
