@@ -363,7 +363,8 @@ def train(**values: Any) -> None:
 def trained_line(result: Any, keep: str) -> str:
     """The last line of ``train``: the model file, its weights and its validation scores.
 
-    The scores are those of the classes the validation labels hold (:func:`score_line`).
+    The scores are those of the classes the validation labels hold
+    (:func:`~geofuse.training.metrics.score_line`).
     """
     from geofuse.training.metrics import score_line
 

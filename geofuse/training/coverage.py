@@ -19,7 +19,7 @@ from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
 from geofuse.training.labels import LabelCoding, binary_coding, load_classes, mask_values
 
 ONE_CLASS_VALUES = ({0, 1}, {0, 255})
-"""Values of one-class masks: the class is 1 (or 255), the rest 0."""
+"""The two values of one-class masks (the class 1 or 255, the rest 0)."""
 
 
 def evaluation_coding(

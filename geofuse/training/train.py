@@ -1,8 +1,8 @@
 """``train()``: labelled tiles or scenes -> a fitted fusion U-Net in the one-file model format.
 
 Phases: find, open and check the data, count classes and hold out whole tiles or scene blocks
-for validation, with per-band normalisation of the training part (:func:`load_data`; the class
-table: :mod:`.classtable`); choose the chip side and the run's length (:func:`plan_run`); fit
+for validation, with per-band normalisation of the training part (``load_data``; the class
+table: :mod:`.classtable`); choose the chip side and the run's length (``plan_run``); fit
 one network or several on chips sampled on the fly (:mod:`.members`, :mod:`.fit`, :mod:`.chips`)
 with CE + Dice (:mod:`.losses`), checkpointing every epoch so ``resume=True`` continues after a
 kill; write the run folder's ``history.csv``, ``curves.png``, ``metrics.json`` and
