@@ -19,6 +19,7 @@ FORMATTED = (
     "geofuse/sources.py",
     "geofuse/training/classtable.py",
     "geofuse/training/coverage.py",
+    "geofuse/training/schedule.py",
     "geofuse/training/state.py",
     "geofuse/model/tfimport.py",
     "geofuse/model/tta.py",

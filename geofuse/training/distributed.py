@@ -2,7 +2,7 @@
 
 Keras 3's ``fit()`` cannot consume the per-replica batches of MultiWorkerMirroredStrategy
 (keras-team/keras#20585), so the multi-worker run drives the same callbacks as ``fit()``
-(:class:`.fit.Schedule`, ``CSVLogger``, :class:`.fit.RunState`) from its own loop: each worker
+(:class:`.schedule.Schedule`, ``CSVLogger``, :class:`.fit.RunState`) from its own loop: each worker
 reads its own chips (the loader is seeded per worker), gradients are summed across workers by
 the optimizer, and everything that decides the course of the run is agreed between workers
 (the share of a timed budget spent, hence the learning rate and the end; the validation score

@@ -95,7 +95,8 @@ class ResumeState:
         wait: Epochs since it, for early stopping.
         smoothed: The smoothed score after the last epoch (None: none yet).
         spent: Training seconds spent.
-        led_by: What the schedule of a run of both time and steps followed (:class:`.fit.Budget`).
+        led_by: What the schedule of a run of both time and steps followed
+            (:class:`.schedule.Budget`).
     """
 
     epoch: int = 0
