@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from geofuse.checks import bands as check_bands
-from geofuse.checks import choice, non_negative, positive_int, require
+from geofuse.checks import choice, is_int, non_negative, positive_int, require
 from geofuse.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ OVERLAP_DIVISOR = 16  # default overlap: a sixteenth of the tile (scripts/studie
 FIT_RANGE = 0.25  # a big scene's tile may differ from the nominal one by this share (for_scene)
 CALL_SLACK = 0.1  # a fitted tiling's model call may hold this share more pixels (for_scene)
 PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.products.preview)
+PREVIEW_STYLES = ("outline", "fill")  # quick-look styles, the default first
 UNKNOWN_START = "1970-01-01T00:00:00Z"
 """Start of the time range a STAC item gives when its acquisition time is unknown (docs/stac.md):
 the range then runs from here to when the product was made."""
@@ -317,6 +318,8 @@ class SegmentConfig:
         vector: Optional polygon output (GeoPackage or GeoJSON) made from the mask.
         vectorize: Settings for ``vector``.
         preview: Optional quick-look PNG of the scene with the mask overlaid.
+        preview_size: Longest side of the quick-look's picture in pixels (at least 16);
+            None: the scene's size, at most ``PREVIEW_SIZE``.
         input: How the scene is fitted to the model: value mapping, resampling, nodata.
         stac: Also describe the outputs with a STAC Item (:mod:`geofuse.products.stac`);
             None: no item.
@@ -333,11 +336,16 @@ class SegmentConfig:
     vector: Path | None = None
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     preview: Path | None = None
+    preview_size: int | None = None
     input: InputConfig = field(default_factory=InputConfig)
     stac: StacConfig | None = None
 
     def __post_init__(self) -> None:
         choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)
+        if self.preview_size is not None and not (
+                is_int(self.preview_size) and self.preview_size >= 16):
+            raise ConfigError("Expected a preview size of at least 16 pixels. "
+                              f"Received: {self.preview_size!r}")
         positive_int("gdal_cache_mb", self.gdal_cache_mb)
         choice("tta", self.tta, TTA_MODES)
 

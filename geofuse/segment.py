@@ -25,7 +25,7 @@ from rasterio.control import GroundControlPoint
 import geofuse
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
-from geofuse.model.modelfile import LoadedModel, load_model
+from geofuse.model.modelfile import LoadedModel, load_model, read_info
 from geofuse.model.runtime import RuntimeChoice, tensorflow_function
 from geofuse.model.tta import passes
 from geofuse.pipeline import plan_scene, predict_scene
@@ -165,9 +165,10 @@ def segment_scene(
     if grid_rows is not None and (config.vector or config.preview or config.stac):
         raise ConfigError("Expected no polygons, quick-look or STAC item for a band of a scene")
     prob_path = check_outputs(out, config)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    loaded.info.spec.arch.check_tile(config.tiling.shape)  # before any I/O
-    info, tiling = loaded.info, config.tiling
+    # every check that needs only metadata comes before the network loads (TensorFlow)
+    loaded = model if isinstance(model, LoadedModel) else None
+    info, tiling = loaded.info if loaded else read_info(model), config.tiling
+    info.spec.arch.check_tile(config.tiling.shape)  # before any I/O
     env = {"GDAL_CACHEMAX": config.gdal_cache_mb * 1024 * 1024}
 
     with rasterio.Env(**env), SceneReader(
@@ -175,6 +176,7 @@ def segment_scene(
     ) as reader:
         for notice in reader.notices:
             (notify or log.warning)(notice)
+        loaded = loaded or load_model(model)  # the scene passed the input contract
         plan = plan_scene(reader, loaded, config, grid_rows, predictor)
         config, tiling, rows = plan.config, plan.tiling, plan.rows
         georeferenced = is_georeferenced(reader.dataset)
@@ -350,6 +352,6 @@ def make_products(
 
         announce(progress, "quick-look")
 
-        render_preview(scene, out, config.preview, bands=config.tiling.bands,
-                       overwrite=config.overwrite)
+        render_preview(scene, out, config.preview, size=config.preview_size,
+                       bands=config.tiling.bands, overwrite=config.overwrite)
     return polygons

@@ -40,7 +40,7 @@ def test_full_resolution_preview_shows_class_colours_and_legend(tmp_path: Path) 
     mask[5:20, 80:110] = 2
     mask_path = write_mask(tmp_path / "mask.tif", mask)
     out = tmp_path / "quick.png"
-    result = preview(scene, mask_path, out, "--alpha", "1")
+    result = preview(scene, mask_path, out, "--alpha", "1", "--style", "fill")
     assert result.exit_code == 0, result.output
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape == (max(90, legend_height(3)), 120 + LEGEND_WIDTH, 3)

@@ -224,7 +224,7 @@ def test_batches_in_flight_keep_their_inputs_and_stitch_in_order(tmp_path: Path,
                                                                  in_flight: int) -> None:
     """Several batches predicted at once from several threads: no input array is refilled
     while a call still reads it, and the mask equals the one of one batch at a time."""
-    from geofuse.segment import run_pipeline
+    from geofuse.pipeline import run_pipeline
     from geofuse.write.stitcher import Stitcher
     from tests.helpers import MemorySink
 

@@ -534,7 +534,7 @@ def test_time_limit_lays_the_schedule_over_the_budget(tmp_path: Path) -> None:
     assert len(elapsed) == 1 or elapsed[-2] < budget  # ...and stopped in the epoch it ran out
     assert [Path(p).stem for p in metrics["held_out"]] == ["t01"]
     assert any("validation is one tile" in w for w in metrics["warnings"])
-    assert "warning: validation is one tile" in result.output
+    assert "Warning: validation is one tile" in result.output
     rates = [float(r["learning_rate"]) for r in history(tmp_path / "m.train")]
     # annealed: the last step began late in the cosine (the rate is set as each step begins,
     # so on a loaded machine a slow last step started a little before the end)

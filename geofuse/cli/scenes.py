@@ -14,18 +14,20 @@ from typing import Any
 
 import click
 
-from geofuse.cli.app import as_flags, handle_errors, main, quiet_tensorflow
+from geofuse.cli.app import handle_errors, main, quiet_tensorflow, warn
 from geofuse.cli.options import (
     announce_runtime,
     build_segment_config,
     build_vectorize_config,
     input_options,
+    preview_size_option,
     tiling_options,
     vector_options,
 )
 from geofuse.cli.progress import ProgressBar
 from geofuse.config import (
     PREVIEW_SIZE,
+    PREVIEW_STYLES,
     VECTOR_FORMATS,
     InputConfig,
     parse_bands,
@@ -48,6 +50,7 @@ from geofuse.model.export import EXPORT_FORMATS
 @vector_options
 @click.option("--preview", type=click.Path(dir_okay=False),
               help="Also write a quick-look PNG: the scene, the mask and a legend.")
+@preview_size_option
 @click.option("--stac", is_flag=True,
               help="Also describe the outputs as a STAC Item, OUT.json beside OUT (with the "
                    "model's MLM item, OUT.model.json).")
@@ -64,7 +67,8 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             batch_size: int, bands: str | None, probability_dtype: str, tta: str, overwrite: bool,
             quiet: bool, probabilities: str | None, aoi: str | None, vector: str | None,
             simplify: float, min_area: float, classes: str | None, preview: str | None,
-            stac: bool, workers: int | None, scheduler: str | None,
+            preview_size: int | None, stac: bool, workers: int | None,
+            scheduler: str | None,
             runtime: str, precision: str, adapt: InputConfig) -> None:
     """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255).
 
@@ -79,28 +83,25 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
         tta=tta, aoi=aoi, vector=vector, preview=preview,
         vectorize=build_vectorize_config(simplify, min_area, classes),
         runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile, stac=stac,
+        preview_size=preview_size,
     )
-    if not scattered:  # the workers load TensorFlow, not this process
-        quiet_tensorflow()
     announce_runtime(config.tiling, quiet)
-
-    def notify(text: str) -> None:
-        click.echo(f"Warning: {as_flags(text)}", err=True)
-
+    # TensorFlow is loaded by segment_scene once the scene passed its checks (a refused scene
+    # costs no start-up), and by the workers when scattered
     bar = ProgressBar("bands" if scattered else "tiles", quiet)
     try:
         if scattered:
             result = _segment_scattered(scene, out, model_path, config, workers, scheduler,
-                                        bar, notify)
+                                        bar, warn)
         else:
             from geofuse.segment import segment_scene
 
-            result = segment_scene(scene, out, model_path, config, progress=bar, notify=notify)
+            result = segment_scene(scene, out, model_path, config, progress=bar, notify=warn)
     finally:
         bar.close()
     if not result.georeferenced:
-        click.echo(f"Warning: {scene} is not georeferenced (no CRS, geotransform or GCPs), "
-                   f"so neither is {result.mask}", err=True)
+        warn(f"{scene} is not georeferenced (no CRS, geotransform or GCPs), so neither is "
+             f"{result.mask}")
     if not quiet:
         tiles = plural(result.tiles, "tile")
         left_out = (["area of interest"] if config.aoi else []) + (
@@ -153,6 +154,7 @@ def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any
                    "--classes).")
 @vector_options
 @click.option("--preview", is_flag=True, help="Also write a quick-look NAME.png per scene.")
+@preview_size_option
 @click.option("--pattern", default="*.tif", show_default=True, help="Scene file name pattern.")
 @click.option("--recursive", "-r", is_flag=True,
               help="Search sub-folders too; their structure is mirrored under OUT_DIR.")
@@ -177,7 +179,8 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
           overwrite: bool, quiet: bool, probabilities: bool, pattern: str, recursive: bool,
           workers: int | None, scheduler: str | None, resume: bool, runtime: str,
           precision: str, vector: bool, simplify: float, min_area: float, classes: str | None,
-          preview: bool, stac: bool, asset: str | None, adapt: InputConfig) -> None:
+          preview: bool, preview_size: int | None, stac: bool, asset: str | None,
+          adapt: InputConfig) -> None:
     """Segment every scene in IN_DIR (or listed in LIST) into OUT_DIR, one Dask task each.
 
     IN_DIR/a/b.tif becomes OUT_DIR/a/b.tif. LIST has one scene per line: a path (relative to
@@ -201,7 +204,8 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
                                      probability_dtype, overwrite, tta=tta, runtime=runtime,
                                      precision=precision, adapt=adapt, exact_tile=exact_tile,
                                      vectorize=build_vectorize_config(simplify, min_area,
-                                                                      classes)),
+                                                                      classes),
+                                     preview_size=preview_size),
         pattern=pattern, recursive=recursive, probabilities=probabilities, vector=vector,
         preview=preview,
         resume=resume and not overwrite, workers=workers or 1, scheduler=scheduler,
@@ -236,7 +240,7 @@ def info(path: str, as_json: bool, as_stac: bool) -> None:
 
         click.echo(json.dumps(model_item(path).to_dict(include_self_link=False), indent=2))
         return
-    quiet_tensorflow()  # a weighted-fusion model is loaded to read its level weights
+    # TensorFlow is imported only for a model whose fusion learns level weights (to read them)
     from geofuse.products.info import describe, format_facts
 
     facts = describe(path)
@@ -320,14 +324,19 @@ def vectorize(mask: str, out: str, simplify: float, min_area: float, classes: st
               help="Bands shown as RGB (three) or grey (one), e.g. 4,3,2. "
                    "Default: the first three bands, or the first.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Opacity of the class colours.")
+              help="Opacity of the class colours (of the tint inside outlines).")
+@click.option("--style", type=click.Choice(PREVIEW_STYLES), default=PREVIEW_STYLES[0],
+              show_default=True,
+              help="outline: the scene in grey, classes tinted and outlined in their colours "
+                   "(readable whatever the scene's colours); fill: the scene in colour, class "
+                   "colours blended over it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
 @handle_errors
 def preview(scene: str, mask: str, out: str, size: int | None, bands: str | None, alpha: float,
-            overwrite: bool) -> None:
+            style: str, overwrite: bool) -> None:
     """Write a quick-look PNG OUT: SCENE with the class MASK overlaid and a legend."""
     from geofuse.products.preview import render_preview
 
     result = render_preview(scene, mask, out, size=size, bands=parse_bands(bands), alpha=alpha,
-                            overwrite=overwrite)
+                            overwrite=overwrite, style=style)
     click.echo(f"{result.path}: {result.width}x{result.height} px", err=True)

@@ -11,6 +11,7 @@ destination and renamed into place only when complete.
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,11 +91,13 @@ class FeatureWriter:
 
     def _write(self, wkb: np.ndarray, columns: dict[str, np.ndarray]) -> None:
         try:
-            write_vector(
-                self.tmp, wkb, [columns[n] for n in self.names], self.names, crs=self.crs,
-                driver=self.driver, geometry_type="Polygon", layer=LAYER,
-                append=self.created, promote_to_multi=False,
-            )
+            with warnings.catch_warnings():  # a mask without a CRS is said once, by vectorize
+                warnings.filterwarnings("ignore", message="'crs' was not provided")
+                write_vector(
+                    self.tmp, wkb, [columns[n] for n in self.names], self.names, crs=self.crs,
+                    driver=self.driver, geometry_type="Polygon", layer=LAYER,
+                    append=self.created, promote_to_multi=False,
+                )
         except (DataSourceError, FeatureError, FieldError, GeometryError, OSError) as exc:
             raise OutputError(f"{self.dest}: cannot write polygons ({first_line(exc)})") from exc
         self.created = True

@@ -34,6 +34,7 @@ from rasterio.crs import CRS
 from geofuse.config import InputConfig
 from geofuse.errors import InputError
 from geofuse.model.spec import ModelInfo
+from geofuse.units import metres
 
 RESAMPLE_BEYOND = 1.5
 """Pixel sizes further apart than this factor get a notice (and are resampled with ``auto``)."""
@@ -107,12 +108,24 @@ def choose_bands(ds: Any, info: ModelInfo, bands: Sequence[int] | None, default:
         if key is not None:
             where.setdefault(key, []).append(index)
     if not all(len(where.get(key, ())) == 1 for key in model):
-        return None, []
+        return None, [notice for notice in [_unnamed(ds, default, model, name)] if notice]
     chosen = tuple(where[key][0] for key in model)
     if chosen == tuple(default):
         return chosen, []
     return chosen, [f"{name}: bands {','.join(map(str, chosen))} matched to the model's "
                     f"{', '.join(model)} by their names"]
+
+
+def _unnamed(ds: Any, default: Sequence[int], model: list[str | None],
+             name: str) -> str | None:
+    """A notice when the bands taken in order for a model of named bands carry no names."""
+    if len(default) != len(model) or any(band_key(ds.descriptions[b - 1]) or
+                                         band_key(ds.colorinterp[b - 1].name) for b in default):
+        return None
+    colours = ", ".join(ds.colorinterp[b - 1].name for b in default)
+    return (f"{name}: bands {','.join(map(str, default))} carry no colour or band names "
+            f"({colours}); they are read in this order as the model's "
+            f"{', '.join(map(str, model))} (choose others with `bands`)")
 
 
 def check_dtype(dtype: str, info: ModelInfo, adapt: InputConfig, name: str) -> None:
@@ -232,11 +245,6 @@ def pixel_size_m(crs: CRS | None, transform: Affine, width: int, height: int) ->
     _, _, down = geod.inv(lons[0], lats[0], lons[2], lats[2])
     size = math.sqrt(abs(across * down))
     return size if math.isfinite(size) and size > 0 else None
-
-
-def metres(value: float) -> str:
-    """``0.5`` -> ``0.5 m``, ``0.0775`` -> ``7.75 cm``, ``300.04`` -> ``300 m``."""
-    return f"{value * 100:.3g} cm" if value < 0.1 else f"{value:.3g} m"
 
 
 def resample_factor(scene_size: float | None, info: ModelInfo, adapt: InputConfig,

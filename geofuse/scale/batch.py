@@ -217,6 +217,7 @@ def segment_directory(
     seg = dataclasses.replace(config.segment, overwrite=True, probabilities=None, vector=None,
                               preview=None)
     configs: dict[int, SegmentConfig] = {}  # per scene: the tiling segment_scene will use
+    sizes: dict[int, float] = {}  # per scene: megapixels
     report = BatchReport(
         path=out_dir / REPORT_NAME, in_dir=in_dir, out_dir=out_dir, model=model_path.resolve(),
         digest=digest, cluster="none",
@@ -233,6 +234,7 @@ def segment_directory(
             record, t0 = report.scenes[i], time.perf_counter()
             try:
                 megapixels, tiling = check_scene(job, seg, info)
+                sizes[i] = megapixels
             except Exception as exc:  # noqa: BLE001 - recorded; the other scenes go on
                 record.status, record.error = "failed", describe_failure(job.scene, exc)
             else:
@@ -262,9 +264,24 @@ def segment_directory(
                     if r.status in ("done", "skipped")], seg, model_path)
             report.complete = True
         finally:
+            if not report.complete:  # interrupted: what finished is on disk, reported or not
+                _count_finished(report, jobs, configs, sizes, digest, info.spec.classes)
             report.seconds = time.perf_counter() - start
             report.write()
     return report
+
+
+def _count_finished(report: BatchReport, jobs: list[SceneJob], configs: dict[int, SegmentConfig],
+                    sizes: dict[int, float], digest: str, classes: int) -> None:
+    """Mark the scenes still pending whose outputs are complete on disk as done.
+
+    A worker publishes a scene's outputs before the client hears of it; a run stopped in
+    between has finished scenes the report would otherwise call pending (a rerun skips them).
+    """
+    for i, record in enumerate(report.scenes):
+        if record.status == "pending" and i in configs and outputs_complete(
+                jobs[i], configs[i], digest, classes):
+            record.status, record.megapixels = "done", sizes[i]
 
 
 def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
