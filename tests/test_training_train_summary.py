@@ -77,7 +77,7 @@ def test_quiet_still_prints_the_final_line_with_the_labelled_classes_scores(tmp_
     assert validation["classes"]["background"]["iou"] is None
     assert "set_false_positives" in validation
     lines = [
-        line for line in result.output.strip().splitlines() if not line.startswith("warning: ")
+        line for line in result.output.strip().splitlines() if not line.startswith("Warning: ")
     ]  # warnings stay too
     assert len(lines) == 1, result.output  # --quiet: no epoch lines, the final one stays
     assert lines[0].startswith(

@@ -427,9 +427,7 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
 
     bar = ProgressBar("images", quiet)
     try:
-        result = run_evaluation(config, progress=bar,
-                                notify=lambda text: click.echo(f"Warning: {as_flags(text)}",
-                                                               err=True))
+        result = run_evaluation(config, progress=bar, notify=warn)
     finally:
         bar.close()
     for line in evaluation_lines(result.report):
