@@ -387,7 +387,8 @@ def train(**values: Any) -> None:
 @handle_errors
 def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
              exact_tile: bool, overlap: int | None, blend: str, batch_size: int, bands: str | None,
-             runtime: str, precision: str, tta: str, seam_width: int, overwrite: bool,
+             runtime: str, precision: str, calibration: str | None, tta: str, seam_width: int,
+             overwrite: bool,
              quiet: bool, adapt: InputConfig, **data: Any) -> None:
     """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
     sources, labels = build_data(**data)
@@ -396,12 +397,12 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
     config = EvaluateConfig(
         source=sources[0], model=Path(model_path) if model_path else None, labels=labels,
         tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision,
-                            exact_tile),
+                            exact_tile, calibration),
         seam_width=seam_width, report=Path(report) if report else None,
         plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt, tta=tta,
     )
     quiet_tensorflow()
-    announce_runtime(config.tiling, quiet)
+    announce_runtime(config.tiling, quiet, model_path)
     from geofuse.training.evaluate import evaluate as run_evaluation
 
     bar = ProgressBar("images", quiet)

@@ -395,9 +395,11 @@ def train(
     final = ModelInfo(**{**info.__dict__, "provenance": provenance})
     if chief:
         write_json(run_dir / "metrics.json", metrics)
+        from geofuse.model.calibration import training_chips
         from geofuse.model.modelfile import save_model
 
-        save_model(outcome.export_model, final, config.out)
+        save_model(outcome.export_model, final, config.out,
+                   calibration=training_chips(rasters, units, spec.arch.multiple))
     return TrainResult(
         model=Path(config.out) if chief else None, run_dir=run_dir, metrics=metrics,
         epochs=outcome.epochs, best_epoch=outcome.best_epoch, kept_epoch=outcome.kept_epoch,
