@@ -1,7 +1,7 @@
 """Benchmark `segment_scene`: end-to-end vs model-only throughput, and peak memory, per runtime.
 
-First, in one process, every inference runtime/precision (TensorFlow f32, OpenVINO f32 and
-bf16; ``--runtimes``) on the same normalised patches of the sample scene, rounds interleaved so
+First, in one process, every inference runtime/precision (TensorFlow f32, OpenVINO f32, bf16
+and int8; ``--runtimes``) on the same normalised patches of the sample scene, rounds interleaved so
 each sees the same machine load (best round kept): model-only Mpx/s, one batch at a time and
 with the batches in flight that ``segment_scene`` keeps on a long scene (OpenVINO: one per
 stream, :func:`geofuse.model.runtime.pipelined`), and the first-run overhead
@@ -45,7 +45,7 @@ from _common import SAMPLES, peak_rss_mb, rss_mb, synthetic_scene
 
 from geofuse.config import TilingConfig
 
-RUNTIME_VARIANTS = ("tensorflow:f32", "openvino:f32", "openvino:bf16")
+RUNTIME_VARIANTS = ("tensorflow:f32", "openvino:f32", "openvino:bf16", "openvino:int8")
 
 
 def run_child(scene: str, args: argparse.Namespace, variant: str = "tensorflow:f32",
@@ -87,7 +87,9 @@ def child(args: argparse.Namespace) -> None:
     (so both see the same machine load) and scaled to the end-to-end run's batch count.
     """
     import rasterio
-    import tensorflow  # noqa: F401 - loading a .keras model imports it anyway: measured apart
+
+    if args.runtimes[0].startswith("tensorflow"):  # measured apart from the model
+        import tensorflow  # noqa: F401
 
     from geofuse.config import SegmentConfig, TilingConfig
     from geofuse.model.modelfile import load_model

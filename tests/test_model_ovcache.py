@@ -136,3 +136,34 @@ def test_a_damaged_cache_entry_is_rebuilt_and_gives_the_same_pixels(
                              "--precision", precision)
     assert modules == [] and "unusable" not in done.stderr  # the rebuilt entry is trusted
     np.testing.assert_array_equal(_pixels(tmp_path / "third.tif")[0], first)
+
+
+PREDICT = f"""
+import json, sys
+import numpy as np
+from geofuse import predict_array
+from geofuse.config import TilingConfig
+image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+result = predict_array(sys.argv[1], image, tiling=TilingConfig(
+    tile=32, batch_size=2, runtime="openvino", precision=sys.argv[2]))
+np.save(sys.argv[3], result.classes)
+print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+"""
+
+
+@pytest.mark.slow
+def test_predict_array_from_a_warm_cache_imports_no_tensorflow(calibrated: Path,
+                                                               tmp_path: Path) -> None:
+    env = os.environ | {"GEOFUSE_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    runs = []
+    for n, precision in enumerate(("f32", "f32", "int8", "int8")):  # cold, then warm
+        done = subprocess.run([sys.executable, "-c", PREDICT, str(calibrated), precision,
+                               str(tmp_path / f"{n}.npy")], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "tensorflow" in runs[0] and "nncf" in runs[2]
+    assert runs[1] == runs[3] == []
+    for cold, warm in ((0, 1), (2, 3)):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{warm}.npy"),
+                                      np.load(tmp_path / f"{cold}.npy"))
