@@ -31,7 +31,6 @@ from geofuse.model.runtime import RuntimeChoice, choose_runtime, pipelined, tens
 from geofuse.model.runtime import make_predictor as runtime_predictor
 from geofuse.model.tta import passes, tta_predictor
 from geofuse.progress import Progress, announce
-from geofuse.read.aoi import AreaOfInterest
 from geofuse.read.feed import lower_priority, read_ahead
 from geofuse.read.rasterfile import is_georeferenced
 from geofuse.read.reader import Patch, SceneReader
@@ -249,9 +248,8 @@ def segment_scene(
             raise ConfigError(f"{source_name(scene)}: expected a scene read on its own pixel grid "
                               "for a band. Received: a resampled one")
         georeferenced = is_georeferenced(reader.dataset)
-        aoi = None if config.aoi is None else AreaOfInterest.load(
-            config.aoi, scene, reader.crs, reader.transform, reader.width, reader.height
-        )
+        aoi = load_aoi(config, scene, reader.crs, reader.transform, reader.width,
+                       reader.height)
         tiles = grid.tiles if aoi is None else aoi.select(grid, tiling.blend)
         if rows is not None:
             tiles = [t for t in tiles if grid.reaches(t, tiling.blend, rows)]
@@ -359,11 +357,23 @@ def _shift_gcps(gcps: tuple[list, Any] | None, row0: int) -> tuple[list, Any] | 
                                info=p.info) for p in points], crs
 
 
+def load_aoi(config: SegmentConfig, *args: Any) -> Any:
+    """The run's area of interest (``AreaOfInterest.load(config.aoi, *args)``), or None.
+
+    Its module (shapely, pyogrio: half a second of start-up) is imported only for a run that
+    has one.
+    """
+    if config.aoi is None:
+        return None
+    from geofuse.read.aoi import AreaOfInterest
+
+    return AreaOfInterest.load(config.aoi, *args)
+
+
 def _scene_validity(reader: SceneReader, config: SegmentConfig) -> Callable[[int, int], Any]:
     """``valid(row0, rows)`` on the scene's own grid: its masks, and the area of interest."""
     ds = reader.dataset
-    aoi = None if config.aoi is None else AreaOfInterest.load(
-        config.aoi, reader.path, ds.crs, ds.transform, ds.width, ds.height)
+    aoi = load_aoi(config, reader.path, ds.crs, ds.transform, ds.width, ds.height)
 
     def valid(row0: int, rows: int) -> np.ndarray:
         window = Window(0, row0, ds.width, rows)

@@ -530,7 +530,8 @@ def main() -> None:
     # fastest model-only figure of any of them is the stricter yardstick
     top = max(model_rates)
     print(f"vs the fastest model-only figure of the whole run ({top:.2f} Mpx/s): " + ", ".join(
-        f"{size} {runtime.split()[0]} {rate / top:.2f}" for size, runtime, rate in scene_rates)
+        f"{size} {runtime.split()[0]} {runtime.split()[-1]} {rate / top:.2f}"
+        for size, runtime, rate in scene_rates)
         + "\n")
     print("where the peak RSS goes (MB): the process with TensorFlow imported, + the loaded "
           "model, + the traced predictor and its first batches, + running the model alone "

@@ -101,6 +101,13 @@ class LoadedModel:
     def __repr__(self) -> str:
         return f"LoadedModel({str(self.path)!r}, sha256={self.digest[:12]})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the network: another process loads it when it needs it."""
+        return {"info": self.info, "path": self.path, "digest": self.digest}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a file, hex."""

@@ -258,7 +258,8 @@ def choose(args: argparse.Namespace) -> None:
             print(f"{name}: agreement {agreement:.4f} over {pixels} px", flush=True)
     write_json_atomic(RUNS / f"choose-{args.name}.json", {
         "study": "int8", "kind": "choose", "model": args.model.name,
-        "images": [str(p.relative_to(ROOT.parent)) for p in images], "machine": machine(),
+        "images": [str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else
+                       p.relative_to(ROOT.parent)) for p in images], "machine": machine(),
         "variants": results})
 
 
@@ -275,6 +276,8 @@ def startup(args: argparse.Namespace) -> None:
     from rasterio.windows import Window
 
     env = os.environ | {"PYTHONPATH": str(ROOT)}
+    # as installed: Python's bytecode cache in use (the first, warming run writes it)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="geofuse-int8-startup-") as tmp:
         work = Path(tmp)
         env["GEOFUSE_CACHE_DIR"] = str(work / "cache")
@@ -323,6 +326,7 @@ def startup(args: argparse.Namespace) -> None:
                   and "|" in ln), key=lambda ln: -int(ln.split("|")[1]))[:15]
     write_json_atomic(RUNS / f"startup-{args.name}.json", {
         "study": "int8", "kind": "startup", "model": args.model.name, "repeat": args.repeat,
+        "bytecode_cache": "on (PYTHONDONTWRITEBYTECODE unset for the runs)",
         "machine": machine(), "commands": summary, "importtime_top": top})
 
 
