@@ -56,10 +56,16 @@ from default_protocol import HOLDOUT, evaluations, part_named  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 RUNS = HERE / "runs"
-VARIANTS = {
+VARIANTS = {  # the first round, then the second (--variants)
     "mixed-fbc": {"preset": "mixed", "fast_bias_correction": True},
     "performance-fbc": {"preset": "performance", "fast_bias_correction": True},
     "mixed-bc": {"preset": "mixed", "fast_bias_correction": False},
+    "performance-fbc-ends": {"preset": "performance", "fast_bias_correction": True,
+                             "f32_layers": "ends"},
+    "performance-fbc-minmax": {"preset": "performance", "fast_bias_correction": True,
+                               "activation_ranges": "minmax"},
+    "performance-fbc-ends-minmax": {"preset": "performance", "fast_bias_correction": True,
+                                    "f32_layers": "ends", "activation_ranges": "minmax"},
 }
 
 
@@ -241,7 +247,8 @@ def choose(args: argparse.Namespace) -> None:
             out = work / f"f32-{i}.tif"
             segment_scene(image, out, model, _config("f32"))
             f32.append(out)
-        for name, settings in VARIANTS.items():
+        for name in args.variants or VARIANTS:
+            settings = VARIANTS[name]
             quantize.QUANTIZATION.clear()
             quantize.QUANTIZATION.update(settings)
             os.environ["GEOFUSE_CACHE_DIR"] = str(work / f"cache-{name}")  # quantized afresh
@@ -342,6 +349,8 @@ def main() -> None:
                         default=Path(tempfile.gettempdir()) / "geofuse-int8-spacenet.keras")
     parser.add_argument("--spacenet-minutes", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=5, help="startup: rounds.")
+    parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=None,
+                        help="choose: these settings only (default: all).")
     args = parser.parse_args()
     {"choose": choose, "accuracy": accuracy, "startup": startup}[args.kind](args)
 
