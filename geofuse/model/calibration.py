@@ -166,23 +166,29 @@ def folder_calibration(folder: str | Path, info: ModelInfo) -> Calibration:
     if not images:
         raise InputError(f"{folder}: expected calibration images "
                          f"({', '.join(IMAGE_SUFFIXES)}). Received: none")
-    readers = [SceneReader(p, expected_bands=info.spec.bands) for p in images]
-    try:
-        for reader in readers:
+    areas: list[tuple[Read, Window]] = []
+    for image in images:  # each opened to check it; the few chips picked are read later
+        with SceneReader(image, expected_bands=info.spec.bands) as reader:
             dtype = reader.dataset.dtypes[reader.bands[0] - 1]
             if dtype != info.input_dtype:
-                raise InputError(f"{reader.path}: expected a calibration image of the model's "
+                raise InputError(f"{image}: expected a calibration image of the model's "
                                  f"data type {info.input_dtype}. Received: {dtype}")
-        areas = [(reader.read_window, Window(0, 0, reader.width, reader.height))
-                 for reader in readers]
-        chips = pick_chips(areas, info.spec.arch.multiple)
-    finally:
-        for reader in readers:
-            reader.close()
+            areas.append((_image_reader(image, info), Window(0, 0, reader.width, reader.height)))
+    chips = pick_chips(areas, info.spec.arch.multiple)
     if chips is None:
         raise InputError(f"{folder}: expected calibration images with valid pixels. "
                          "Received: none")
     return Calibration.of(chips, str(folder))
+
+
+def _image_reader(image: Path, info: ModelInfo) -> Read:
+    from geofuse.read.reader import SceneReader
+
+    def read(window: Window) -> tuple[np.ndarray, np.ndarray]:
+        with SceneReader(image, expected_bands=info.spec.bands) as reader:
+            return reader.read_window(window)
+
+    return read
 
 
 def model_calibration(path: str | Path) -> Calibration | None:
