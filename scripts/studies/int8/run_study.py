@@ -21,7 +21,7 @@ Speed (model only and end to end, 8192²) is measured with scripts/bench.py
 
     python scripts/studies/int8/run_study.py choose
     python scripts/studies/int8/run_study.py accuracy --name default --record
-    python scripts/studies/int8/run_study.py startup --repeat 5
+    python scripts/studies/int8/run_study.py startup --repeat 5 --baseline ../main
 """
 
 from __future__ import annotations
@@ -300,26 +300,33 @@ def startup(args: argparse.Namespace) -> None:
         probe = ("import atexit, sys; atexit.register(lambda: print('MODULES', *sorted(m for m "
                  "in ('tensorflow', 'keras', 'nncf') if m in sys.modules), file=sys.stderr)); "
                  "from geofuse.cli import main; sys.argv = ['geofuse', *sys.argv[1:]]; main()")
-        commands = {"import rasterio, openvino": [sys.executable, "-c",
-                                                  "import rasterio, openvino"]}
+        commands = {"import rasterio, openvino": ([sys.executable, "-c",
+                                                   "import rasterio, openvino"], env)}
         for precision in ("f32", "int8"):
-            commands[f"segment 256² {precision}"] = [
+            commands[f"segment 256² {precision}"] = ([
                 sys.executable, "-c", probe, "segment", str(chip), str(work / "out.tif"),
-                "--precision", precision, "--overwrite", "-q", "--model", str(args.model)]
-        for cmd in commands.values():  # warm the cache (and the file system)
-            subprocess.run(cmd, env=env, check=True, capture_output=True)
+                "--precision", precision, "--overwrite", "-q", "--model", str(args.model)], env)
+        if args.baseline:  # another checkout (its own embedded model), f32, its own cache
+            commands["segment 256² f32, baseline"] = ([
+                sys.executable, "-c", probe, "segment", str(chip), str(work / "out.tif"),
+                "--precision", "f32", "--overwrite", "-q"],
+                env | {"PYTHONPATH": str(args.baseline.resolve()),
+                       "GEOFUSE_CACHE_DIR": str(work / "cache-baseline")})
+        for cmd, cmd_env in commands.values():  # warm the cache (and the file system)
+            subprocess.run(cmd, env=cmd_env, check=True, capture_output=True, cwd=work)
         times: dict[str, list[float]] = {name: [] for name in commands}
         modules: dict[str, str] = {}
         for _ in range(args.repeat):
-            for name, cmd in commands.items():
+            for name, (cmd, cmd_env) in commands.items():
                 start = time.perf_counter()
-                done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+                done = subprocess.run(cmd, env=cmd_env, check=True, capture_output=True,
+                                      text=True, cwd=work)  # not this checkout's folder
                 times[name].append(time.perf_counter() - start)
                 modules[name] = " ".join(ln[len("MODULES"):].strip() for ln in
                                          done.stderr.splitlines() if ln.startswith("MODULES"))
         importtime = subprocess.run(
-            [sys.executable, "-X", "importtime", *commands["segment 256² int8"][1:]],
-            env=env, check=True, capture_output=True, text=True).stderr
+            [sys.executable, "-X", "importtime", *commands["segment 256² int8"][0][1:]],
+            env=env, check=True, capture_output=True, text=True, cwd=work).stderr
     base = statistics.median(times["import rasterio, openvino"])
     summary = {name: {"median_s": round(statistics.median(t), 3), "runs_s": [round(v, 3)
                                                                              for v in t],
@@ -330,7 +337,8 @@ def startup(args: argparse.Namespace) -> None:
         print(f"{name:<28} median {s['median_s']:.2f} s  x{s['vs_import']:.2f} of the imports"
               f"  heavy modules: {s['heavy_modules'] or 'none'}")
     top = sorted((ln for ln in importtime.splitlines() if ln.startswith("import time:")
-                  and "|" in ln), key=lambda ln: -int(ln.split("|")[1]))[:15]
+                  and ln.split("|")[1].strip().isdigit()),
+                 key=lambda ln: -int(ln.split("|")[1]))[:15]
     write_json_atomic(RUNS / f"startup-{args.name}.json", {
         "study": "int8", "kind": "startup", "model": args.model.name, "repeat": args.repeat,
         "bytecode_cache": "on (PYTHONDONTWRITEBYTECODE unset for the runs)",
@@ -349,6 +357,8 @@ def main() -> None:
                         default=Path(tempfile.gettempdir()) / "geofuse-int8-spacenet.keras")
     parser.add_argument("--spacenet-minutes", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=5, help="startup: rounds.")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="startup: also time this checkout's geofuse (f32), e.g. ../main.")
     parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=None,
                         help="choose: these settings only (default: all).")
     args = parser.parse_args()
