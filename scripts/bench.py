@@ -273,8 +273,9 @@ def print_runtimes(args: argparse.Namespace) -> dict:
         sys.exit(f"bench run failed:\n{proc.stderr[-3000:]}")
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     batch_mpx = rows["batch_px"] / 1e6
-    print(f"model only, one process, sample scene patches (model load {rows['load_seconds']:.1f} s "
-          f"incl. TensorFlow import)")
+    print(f"model only, one process, sample scene patches (model file opened in "
+          f"{rows['load_seconds']:.1f} s; the network loads, with TensorFlow, on the first "
+          "conversion: in 'first run')")
     print(f"{'runtime':<28} {'model Mpx/s':>11} {'vs first':>8} {'in flight':>9} "
           f"{'Mpx/s':>6} {'first run +s':>12} {'cached +s':>9}")
     base = None
