@@ -30,11 +30,23 @@ from geofuse.model.modelfile import (
     replace_members,
 )
 from geofuse.model.quantize import nncf_available
-from tests.conftest import SAMPLES, write_geotiff
-from tests.trainkit import make_tiles
+from tests.helpers import SAMPLES, make_tiles, write_geotiff
 
-TINY_TRAIN = ["--depth", "2", "--filters", "4", "--patch", "32", "--batch-size", "8",
-              "--epochs", "1", "--steps", "2", "--quiet"]
+TINY_TRAIN = [
+    "--depth",
+    "2",
+    "--filters",
+    "4",
+    "--patch",
+    "32",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "1",
+    "--steps",
+    "2",
+    "--quiet",
+]
 
 
 def _chips(seed: int, count: int = 4, side: int = 32) -> np.ndarray:
@@ -62,26 +74,30 @@ def _mask(path: Path) -> tuple[np.ndarray, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_a_trained_model_carries_calibration_chips_from_its_training_tiles(
-        tmp_path: Path) -> None:
+def test_a_trained_model_carries_calibration_chips_from_its_training_tiles(tmp_path: Path) -> None:
     tiles = make_tiles(tmp_path / "tiles", count=6)
     out = tmp_path / "model.keras"
-    result = CliRunner().invoke(main, ["train", "--tiles", str(tiles), "--out", str(out),
-                                       *TINY_TRAIN])
+    result = CliRunner().invoke(
+        main, ["train", "--tiles", str(tiles), "--out", str(out), *TINY_TRAIN]
+    )
     assert result.exit_code == 0, result.output
     with zipfile.ZipFile(out) as archive:
         assert CALIBRATION_MEMBER in archive.namelist()
     chips = model_calibration(out).chips
     assert chips.dtype == np.uint8 and chips.shape[1:] == (64, 64, 3)  # whole 64² tiles
-    held_out = {Path(p).name for p in
-                json.loads((tmp_path / "model.train" / "metrics.json").read_text())["held_out"]}
+    held_out = {
+        Path(p).name
+        for p in json.loads((tmp_path / "model.train" / "metrics.json").read_text())["held_out"]
+    }
     training = {}
     for tile in sorted((tiles / "images").iterdir()):
         with rasterio.open(tile) as ds:
             training[tile.name] = np.moveaxis(ds.read(), 0, -1)
     # every chip is a training tile's pixels, never the held-out tile's
-    found = [next(name for name, image in training.items() if np.array_equal(chip, image))
-             for chip in chips]
+    found = [
+        next(name for name, image in training.items() if np.array_equal(chip, image))
+        for chip in chips
+    ]
     assert len(set(found)) == len(chips) == 5 and not set(found) & held_out
     # the same chips always: the same int8 network on every machine and run
     assert model_calibration(out).digest == Calibration.of(chips, "x").digest
@@ -90,33 +106,57 @@ def test_a_trained_model_carries_calibration_chips_from_its_training_tiles(
 def test_int8_without_calibration_chips_fails_in_one_line(tiny_models, tmp_path: Path) -> None:
     scene = write_geotiff(tmp_path / "s.tif", _chips(1, 1, 32)[0].transpose(2, 0, 1))
     model = tiny_models(bands=3, classes=3)
-    result = _segment(scene, tmp_path / "m.tif", "--model", model, "--precision", "int8",
-                      "--tile", "32", "-q")
+    result = _segment(
+        scene, tmp_path / "m.tif", "--model", model, "--precision", "int8", "--tile", "32", "-q"
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {model}: expected calibration chips in the model file for precision 'int8' "
         "(models trained by geofuse carry them). Received: none; name a folder of "
-        "calibration images")
+        "calibration images"
+    )
     assert not (tmp_path / "m.tif").exists()
-    result = _segment(scene, tmp_path / "m.tif", "--model", model, "--precision", "int8",
-                      "--runtime", "tensorflow")
+    result = _segment(
+        scene,
+        tmp_path / "m.tif",
+        "--model",
+        model,
+        "--precision",
+        "int8",
+        "--runtime",
+        "tensorflow",
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        "Error: Expected precision 'f32' or 'auto' with runtime 'tensorflow'. Received: 'int8'")
+        "Error: Expected precision 'f32' or 'auto' with runtime 'tensorflow'. Received: 'int8'"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = _segment(scene, tmp_path / "m.tif", "--model", model, "--precision", "int8",
-                      "--calibration", empty, "-q")
+    result = _segment(
+        scene,
+        tmp_path / "m.tif",
+        "--model",
+        model,
+        "--precision",
+        "int8",
+        "--calibration",
+        empty,
+        "-q",
+    )
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].startswith(
-        f"Error: {empty}: expected calibration images (.tif")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith(f"Error: {empty}: expected calibration images (.tif")
+    )
 
 
 # --------------------------------------------------------------------------- the network
 
 
 def test_int8_is_cached_per_calibration_and_serves_any_tile_shape(
-        calibrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calibrated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GEOFUSE_CACHE_DIR", str(tmp_path / "cache"))
     loaded = load_model(calibrated)
     # inputs like the chips' (uint8 scaled by 1/255): the calibrated ranges hold
@@ -134,8 +174,13 @@ def test_int8_is_cached_per_calibration_and_serves_any_tile_shape(
     def entries() -> list[str]:
         return sorted(p.name for p in (tmp_path / "cache" / "openvino").iterdir())
 
-    int8_entries = [e for e in entries() if json.loads(
-        (tmp_path / "cache" / "openvino" / e / "entry.json").read_text()).get("precision")]
+    int8_entries = [
+        e
+        for e in entries()
+        if json.loads((tmp_path / "cache" / "openvino" / e / "entry.json").read_text()).get(
+            "precision"
+        )
+    ]
     assert len(int8_entries) == 1  # one int8 network for every tile shape
     # a calibration folder: its own entry, the same for the same images
     folder = tmp_path / "calibration"
@@ -145,18 +190,21 @@ def test_int8_is_cached_per_calibration_and_serves_any_tile_shape(
     named = runtime.choose_runtime("openvino", "int8", calibration=folder)
     runtime.make_predictor(loaded, 2, (32, 48), named)
     runtime.make_predictor(loaded, 2, (32, 48), named)
-    manifests = [json.loads((tmp_path / "cache" / "openvino" / e / "entry.json").read_text())
-                 for e in entries()]
+    manifests = [
+        json.loads((tmp_path / "cache" / "openvino" / e / "entry.json").read_text())
+        for e in entries()
+    ]
     sources = sorted(m["calibration"] for m in manifests if m.get("precision") == "int8")
     assert sources == sorted(["model file", str(folder)])
     assert {m["calibration_sha256"] for m in manifests if m.get("precision")} == {
-        model_calibration(calibrated).digest, folder_calibration(folder, loaded.info).digest}
+        model_calibration(calibrated).digest,
+        folder_calibration(folder, loaded.info).digest,
+    }
 
 
 def test_export_int8_writes_an_ir_openvino_reads(calibrated: Path, tmp_path: Path) -> None:
     out = tmp_path / "export"
-    result = CliRunner().invoke(main, ["export", str(calibrated), str(out), "--precision",
-                                       "int8"])
+    result = CliRunner().invoke(main, ["export", str(calibrated), str(out), "--precision", "int8"])
     assert result.exit_code == 0, result.output
     assert f"{out}: openvino int8 export of tiny.keras" in result.output
     meta = json.loads((out / "geofuse.json").read_text())
@@ -170,14 +218,18 @@ def test_export_int8_writes_an_ir_openvino_reads(calibrated: Path, tmp_path: Pat
     x = np.random.default_rng(1).uniform(size=(3, 40, 24, 3)).astype(np.float32)
     probabilities = compiled(x)[0]  # any batch and tile size
     assert probabilities.shape == (3, 40, 24, 3)
-    served = runtime.make_predictor(load_model(calibrated), 3, (40, 24),
-                                    runtime.choose_runtime("openvino", "int8"))(x)
+    served = runtime.make_predictor(
+        load_model(calibrated), 3, (40, 24), runtime.choose_runtime("openvino", "int8")
+    )(x)
     np.testing.assert_allclose(probabilities, served, atol=2e-3)
-    refused = CliRunner().invoke(main, ["export", str(calibrated), str(tmp_path / "o"),
-                                        "--format", "onnx", "--precision", "int8"])
+    refused = CliRunner().invoke(
+        main,
+        ["export", str(calibrated), str(tmp_path / "o"), "--format", "onnx", "--precision", "int8"],
+    )
     assert refused.exit_code == 1
     assert refused.output.strip().splitlines()[-1] == (
-        "Error: Expected format 'openvino' for precision 'int8'. Received: 'onnx'")
+        "Error: Expected format 'openvino' for precision 'int8'. Received: 'onnx'"
+    )
 
 
 # --------------------------------------------------------------------------- auto
@@ -188,7 +240,8 @@ def _passing(agreement: float = 0.995, change: float = 0.004) -> dict:
 
 
 def test_auto_picks_int8_only_where_the_model_records_a_negligible_cost(
-        calibrated: Path, tmp_path: Path) -> None:
+    calibrated: Path, tmp_path: Path
+) -> None:
     machine = ovimport.probe_openvino().int8 and nncf_available()
     assert int8_evidence(calibrated) == (False, "no int8 record in the model file")
     assert runtime.choose_runtime(model=calibrated).precision != "int8"
@@ -204,8 +257,9 @@ def test_auto_picks_int8_only_where_the_model_records_a_negligible_cost(
     assert f"runtime: openvino {ovimport.probe_openvino().version} {expected}" in result.output
     assert _mask(tmp_path / "auto.tif")[1]["GEOFUSE_PRECISION"] == expected
     for sets, why in [
-            (_passing(agreement=AGREEMENT_MIN - 0.001), "agrees with f32 on 98.4% of set"),
-            (_passing(change=IOU_CHANGE_MAX + 0.001), "moves an IoU of set by 0.011")]:
+        (_passing(agreement=AGREEMENT_MIN - 0.001), "agrees with f32 on 98.4% of set"),
+        (_passing(change=IOU_CHANGE_MAX + 0.001), "moves an IoU of set by 0.011"),
+    ]:
         record_int8_check(calibrated, sets, {})
         assert int8_evidence(calibrated) == (False, f"int8 {why}")
         assert runtime.choose_runtime(model=calibrated).precision != "int8"
@@ -213,7 +267,9 @@ def test_auto_picks_int8_only_where_the_model_records_a_negligible_cost(
     # other chips than those the record was measured with
     replace_members(calibrated, {CALIBRATION_MEMBER: array_bytes(_chips(4))})
     assert int8_evidence(calibrated) == (
-        False, "the int8 record was measured with other calibration chips")
+        False,
+        "the int8 record was measured with other calibration chips",
+    )
 
 
 # --------------------------------------------------------------------------- the default model

@@ -85,12 +85,12 @@ class Calibration:
         gain = (np.float32(norm.scale) * inv_std).astype(np.float32)
         shift = np.float32(norm.offset) - np.asarray(norm.mean, np.float32)
         offset = (shift * inv_std).astype(np.float32)
-        return [(np.multiply(chip, gain, dtype=np.float32) + offset)[None]
-                for chip in self.chips]
+        return [(np.multiply(chip, gain, dtype=np.float32) + offset)[None] for chip in self.chips]
 
 
-def pick_chips(areas: Sequence[tuple[Read, Window]], multiple: int = 1,
-               side: int = SIDE, count: int = CHIPS) -> np.ndarray | None:
+def pick_chips(
+    areas: Sequence[tuple[Read, Window]], multiple: int = 1, side: int = SIDE, count: int = CHIPS
+) -> np.ndarray | None:
     """Pick ``count`` chips of ``side`` pixels from ``areas``, spread over them, deterministically.
 
     Every area is cut into the chips that fit it whole; the chips taken are evenly spaced over
@@ -108,10 +108,12 @@ def pick_chips(areas: Sequence[tuple[Read, Window]], multiple: int = 1,
     side = min(side, max(fits)) // multiple * multiple
     if side < 1:
         return None
-    candidates = [(read, Window(c, r, side, side))
-                  for read, w in areas
-                  for r in range(int(w.row_off), int(w.row_off + w.height) - side + 1, side)
-                  for c in range(int(w.col_off), int(w.col_off + w.width) - side + 1, side)]
+    candidates = [
+        (read, Window(c, r, side, side))
+        for read, w in areas
+        for r in range(int(w.row_off), int(w.row_off + w.height) - side + 1, side)
+        for c in range(int(w.col_off), int(w.col_off + w.width) - side + 1, side)
+    ]
     if not candidates:
         return None
     spread = np.unique(np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round())
@@ -127,8 +129,9 @@ def pick_chips(areas: Sequence[tuple[Read, Window]], multiple: int = 1,
     return np.stack(chips) if chips else None
 
 
-def training_chips(rasters: Sequence[Any], units: Sequence[Any],
-                   multiple: int = 1) -> np.ndarray | None:
+def training_chips(
+    rasters: Sequence[Any], units: Sequence[Any], multiple: int = 1
+) -> np.ndarray | None:
     """Calibration chips from the training (not validation) parts of ``geofuse train``'s data.
 
     Args:
@@ -160,24 +163,28 @@ def folder_calibration(folder: str | Path, info: ModelInfo) -> Calibration:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: expected a folder of calibration images. Received: "
-                         + ("a file" if folder.exists() else "no such folder"))
+        raise InputError(
+            f"{folder}: expected a folder of calibration images. Received: "
+            + ("a file" if folder.exists() else "no such folder")
+        )
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
-        raise InputError(f"{folder}: expected calibration images "
-                         f"({', '.join(IMAGE_SUFFIXES)}). Received: none")
+        raise InputError(
+            f"{folder}: expected calibration images ({', '.join(IMAGE_SUFFIXES)}). Received: none"
+        )
     areas: list[tuple[Read, Window]] = []
     for image in images:  # each opened to check it; the few chips picked are read later
         with SceneReader(image, expected_bands=info.spec.bands) as reader:
             dtype = reader.dataset.dtypes[reader.bands[0] - 1]
             if dtype != info.input_dtype:
-                raise InputError(f"{image}: expected a calibration image of the model's "
-                                 f"data type {info.input_dtype}. Received: {dtype}")
+                raise InputError(
+                    f"{image}: expected a calibration image of the model's "
+                    f"data type {info.input_dtype}. Received: {dtype}"
+                )
             areas.append((_image_reader(image, info), Window(0, 0, reader.width, reader.height)))
     chips = pick_chips(areas, info.spec.arch.multiple)
     if chips is None:
-        raise InputError(f"{folder}: expected calibration images with valid pixels. "
-                         "Received: none")
+        raise InputError(f"{folder}: expected calibration images with valid pixels. Received: none")
     return Calibration.of(chips, str(folder))
 
 
@@ -204,16 +211,20 @@ def model_calibration(path: str | Path) -> Calibration | None:
     try:
         chips = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ModelError(f"{resolve_model_path(path)}: invalid {CALIBRATION_MEMBER} "
-                         f"({first_line(exc)})") from exc
+        raise ModelError(
+            f"{resolve_model_path(path)}: invalid {CALIBRATION_MEMBER} ({first_line(exc)})"
+        ) from exc
     if chips.ndim != 4 or not len(chips):
-        raise ModelError(f"{resolve_model_path(path)}: expected (chips, rows, cols, bands) in "
-                         f"{CALIBRATION_MEMBER}. Received: shape {chips.shape}")
+        raise ModelError(
+            f"{resolve_model_path(path)}: expected (chips, rows, cols, bands) in "
+            f"{CALIBRATION_MEMBER}. Received: shape {chips.shape}"
+        )
     return Calibration(chips, "model file", hashlib.sha256(data).hexdigest())
 
 
-def calibration_for(path: str | Path, info: ModelInfo,
-                    folder: str | Path | None = None) -> Calibration:
+def calibration_for(
+    path: str | Path, info: ModelInfo, folder: str | Path | None = None
+) -> Calibration:
     """The calibration of a model's int8 network: from ``folder`` if named, else the model's.
 
     Raises:
@@ -225,12 +236,16 @@ def calibration_for(path: str | Path, info: ModelInfo,
         return folder_calibration(folder, info)
     calibration = model_calibration(path)
     if calibration is None:
-        raise ModelError(f"{resolve_model_path(path)}: expected calibration chips in the model "
-                         "file for precision 'int8' (models trained by geofuse carry them). "
-                         "Received: none; name a folder of calibration images")
+        raise ModelError(
+            f"{resolve_model_path(path)}: expected calibration chips in the model "
+            "file for precision 'int8' (models trained by geofuse carry them). "
+            "Received: none; name a folder of calibration images"
+        )
     if calibration.chips.shape[-1] != info.spec.bands:
-        raise ModelError(f"{resolve_model_path(path)}: expected calibration chips of "
-                         f"{info.spec.bands} bands. Received: {calibration.chips.shape[-1]}")
+        raise ModelError(
+            f"{resolve_model_path(path)}: expected calibration chips of "
+            f"{info.spec.bands} bands. Received: {calibration.chips.shape[-1]}"
+        )
     return calibration
 
 
@@ -239,15 +254,21 @@ def add_calibration(path: str | Path, chips: np.ndarray | None) -> Path:
 
     The int8 record, which was measured with the old chips, is removed too.
     """
-    return replace_members(path, {CALIBRATION_MEMBER: None if chips is None
-                                  else array_bytes(chips), INT8_CHECK_MEMBER: None})
+    return replace_members(
+        path,
+        {
+            CALIBRATION_MEMBER: None if chips is None else array_bytes(chips),
+            INT8_CHECK_MEMBER: None,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- the evidence
 
 
-def record_int8_check(path: str | Path, sets: dict[str, dict[str, Any]],
-                      facts: dict[str, Any]) -> Path:
+def record_int8_check(
+    path: str | Path, sets: dict[str, dict[str, Any]], facts: dict[str, Any]
+) -> Path:
     """Record in a model file what its int8 network costs against f32, per held-out set.
 
     Args:

@@ -88,8 +88,9 @@ def convert_to_openvino(model: Any, shape: tuple[int | None, ...]) -> Any:
         concrete = function.get_concrete_function(tf.TensorSpec(shape, tf.float32, name="image"))
         ov_model = ov.convert_model(concrete)
     except Exception as exc:  # noqa: BLE001 - conversion failures come as many types
-        raise ModelError(f"Expected a network OpenVINO can convert. "
-                         f"Received: {ov_reason(exc)}") from exc
+        raise ModelError(
+            f"Expected a network OpenVINO can convert. Received: {ov_reason(exc)}"
+        ) from exc
     finally:  # a failed conversion leaves the root logger at ERROR: our warnings went unseen
         root.setLevel(level)
     ov_model.inputs[0].get_tensor().set_names({"image"})
@@ -115,8 +116,16 @@ def cache_key(digest: str, shape: tuple[int, ...], ov_version: str) -> str:
 
 def int8_key(digest: str, calibration: str, ov_version: str, nncf_version: str) -> str:
     """Key of an int8 entry: model and calibration digests, OpenVINO and NNCF versions."""
-    return _key({"digest": digest, "calibration": calibration, "openvino": ov_version,
-                 "nncf": nncf_version, "quantization": QUANTIZATION, "kind": "int8"})
+    return _key(
+        {
+            "digest": digest,
+            "calibration": calibration,
+            "openvino": ov_version,
+            "nncf": nncf_version,
+            "quantization": QUANTIZATION,
+            "kind": "int8",
+        }
+    )
 
 
 def _key(fields: dict[str, Any]) -> str:
@@ -132,8 +141,7 @@ def _read_entry(entry: Path, expected: dict[str, Any]) -> Any:
     for name in _IR_FILES:
         size = (entry / name).stat().st_size
         if size != manifest["sizes"][name]:
-            raise ValueError(f"{name} has {size} bytes, not the {manifest['sizes'][name]} "
-                             "recorded")
+            raise ValueError(f"{name} has {size} bytes, not the {manifest['sizes'][name]} recorded")
         if file_digest(entry / name) != manifest["files"][name]:
             raise ValueError(f"{name} does not match its recorded SHA-256")
     return ov_core().read_model(str(entry / "model.xml"))
@@ -170,8 +178,7 @@ def discard_folder(entry: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def cached_ir(key: str, expected: dict[str, Any], build: Callable[[], Any],
-              describe: str) -> Any:
+def cached_ir(key: str, expected: dict[str, Any], build: Callable[[], Any], describe: str) -> Any:
     """The ``ov.Model`` of cache entry ``key``: read when it is sound, else built and stored.
 
     A missing, corrupt or mismatched entry is (re)built by ``build()``, written into a
@@ -197,8 +204,9 @@ def cached_ir(key: str, expected: dict[str, Any], build: Callable[[], Any],
                 os.utime(entry)
             return ov_model
         except Exception as exc:  # noqa: BLE001 - anything wrong with an entry means rebuild
-            log.warning("OpenVINO cache entry %s is unusable (%s); rebuilding it",
-                        entry, first_line(exc))
+            log.warning(
+                "OpenVINO cache entry %s is unusable (%s); rebuilding it", entry, first_line(exc)
+            )
             discard_folder(entry)
     if key in _unconvertible:
         raise _unconvertible[key]
@@ -213,8 +221,11 @@ def cached_ir(key: str, expected: dict[str, Any], build: Callable[[], Any],
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     except OSError as exc:
-        log.warning("cannot write the OpenVINO cache in %s (%s); converting in memory",
-                    root, exc.strerror or exc)
+        log.warning(
+            "cannot write the OpenVINO cache in %s (%s); converting in memory",
+            root,
+            exc.strerror or exc,
+        )
         return ov_model
     try:
         _write_entry(tmp, ov_model, expected | {"build_seconds": round(seconds, 3)})
@@ -228,9 +239,13 @@ def cached_ir(key: str, expected: dict[str, Any], build: Callable[[], Any],
 
 def _write_entry(tmp: Path, ov_model: Any, fields: dict[str, Any]) -> None:
     import_openvino().save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
-    manifest = {"layout": CACHE_LAYOUT, **fields, "geofuse": geofuse.__version__,
-                "sizes": {name: (tmp / name).stat().st_size for name in _IR_FILES},
-                "files": {name: file_digest(tmp / name) for name in _IR_FILES}}
+    manifest = {
+        "layout": CACHE_LAYOUT,
+        **fields,
+        "geofuse": geofuse.__version__,
+        "sizes": {name: (tmp / name).stat().st_size for name in _IR_FILES},
+        "files": {name: file_digest(tmp / name) for name in _IR_FILES},
+    }
     (tmp / _ENTRY).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.chmod(tmp, 0o755)
 
@@ -248,15 +263,23 @@ def openvino_model(loaded: LoadedModel, shape: tuple[int, int, int, int]) -> Any
 
     """
     version = probe_openvino().version or "none"
-    expected = {"model_sha256": loaded.digest, "shape": list(shape), "openvino": version,
-                "model": loaded.path.name}
+    expected = {
+        "model_sha256": loaded.digest,
+        "shape": list(shape),
+        "openvino": version,
+        "model": loaded.path.name,
+    }
 
     def build() -> Any:
         network = _network(loaded)
         return convert_to_openvino(network, shape)
 
-    return cached_ir(cache_key(loaded.digest, shape, version), expected, build,
-                     f"the OpenVINO network of {loaded.path.name} for {shape}")
+    return cached_ir(
+        cache_key(loaded.digest, shape, version),
+        expected,
+        build,
+        f"the OpenVINO network of {loaded.path.name} for {shape}",
+    )
 
 
 def int8_model(loaded: LoadedModel, calibration: Any) -> Any:
@@ -274,18 +297,28 @@ def int8_model(loaded: LoadedModel, calibration: Any) -> Any:
     """
     version = probe_openvino().version or "none"
     nncf = nncf_version()
-    expected = {"model_sha256": loaded.digest, "calibration_sha256": calibration.digest,
-                "openvino": version, "nncf": nncf, "precision": "int8",
-                "model": loaded.path.name, "calibration": calibration.source,
-                "calibration_chips": len(calibration.chips)}
+    expected = {
+        "model_sha256": loaded.digest,
+        "calibration_sha256": calibration.digest,
+        "openvino": version,
+        "nncf": nncf,
+        "precision": "int8",
+        "model": loaded.path.name,
+        "calibration": calibration.source,
+        "calibration_chips": len(calibration.chips),
+    }
 
     def build() -> Any:
         network = _network(loaded)
         dynamic = convert_to_openvino(network, (None, None, None, loaded.info.spec.bands))
         return quantize(dynamic, calibration.inputs(loaded.info))
 
-    return cached_ir(int8_key(loaded.digest, calibration.digest, version, nncf), expected,
-                     build, f"the int8 network of {loaded.path.name}")
+    return cached_ir(
+        int8_key(loaded.digest, calibration.digest, version, nncf),
+        expected,
+        build,
+        f"the int8 network of {loaded.path.name}",
+    )
 
 
 def _network(loaded: LoadedModel) -> Any:

@@ -79,8 +79,7 @@ def probe_openvino() -> OpenVinoProbe:
         caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception as exc:  # noqa: BLE001 - ImportError, missing libraries, plugin errors
         return OpenVinoProbe(None, reason=f"OpenVINO unavailable: {first_line(exc)}")
-    return OpenVinoProbe(ov.get_version().split("-")[0], bf16="BF16" in caps,
-                         int8="INT8" in caps)
+    return OpenVinoProbe(ov.get_version().split("-")[0], bf16="BF16" in caps, int8="INT8" in caps)
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,8 +98,9 @@ def openvino_emulates_bf16() -> bool:
         except ImportError:  # OpenVINO before 2024.x kept the opsets under runtime
             from openvino.runtime import opset8 as ops
         x = ops.parameter([1, 4], np.float32)
-        compiled = core.compile_model(ov.Model([ops.relu(x)], [x]), "CPU",
-                                      {"INFERENCE_PRECISION_HINT": "bf16"})
+        compiled = core.compile_model(
+            ov.Model([ops.relu(x)], [x]), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}
+        )
         return bool(compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16)
     except Exception:  # noqa: BLE001 - any failure: assume the f32 fallback
         return False

@@ -24,8 +24,12 @@ import numpy as np
 from geofuse.errors import ModelError, first_line
 from geofuse.model.ovimport import import_quietly, package_version
 
-QUANTIZATION: dict[str, Any] = {"preset": "performance", "fast_bias_correction": True,
-                                "f32_layers": "ends", "activation_ranges": "minmax"}
+QUANTIZATION: dict[str, Any] = {
+    "preset": "performance",
+    "fast_bias_correction": True,
+    "f32_layers": "ends",
+    "activation_ranges": "minmax",
+}
 """NNCF settings: ``performance`` quantizes weights and activations symmetrically; the fast bias
 correction shifts each quantized layer's bias by its mean error on the calibration chips; the
 first convolution (on the image) and the last (the class scores) stay f32; each activation's
@@ -55,8 +59,10 @@ def import_nncf() -> Any:
     try:
         nncf = import_quietly("nncf")
     except ImportError as exc:
-        raise ModelError("Expected NNCF to quantize the network for precision 'int8' "
-                         f"(pip install nncf). Received: {first_line(exc)}") from exc
+        raise ModelError(
+            "Expected NNCF to quantize the network for precision 'int8' "
+            f"(pip install nncf). Received: {first_line(exc)}"
+        ) from exc
     nncf.set_log_level(logging.ERROR)
     return nncf
 
@@ -80,11 +86,13 @@ def quantize(ov_model: Any, inputs: list[np.ndarray]) -> Any:
     level = root.level
     try:  # NNCF draws its progress bars on stdout: kept out of the user's output
         with contextlib.redirect_stdout(io.StringIO()):
-            return nncf.quantize(ov_model, nncf.Dataset(inputs), subset_size=len(inputs),
-                                 **_settings(nncf, ov_model))
+            return nncf.quantize(
+                ov_model, nncf.Dataset(inputs), subset_size=len(inputs), **_settings(nncf, ov_model)
+            )
     except Exception as exc:  # noqa: BLE001 - NNCF raises many types
-        raise ModelError(f"Expected a network NNCF can quantize. Received: "
-                         f"{first_line(exc)}") from exc
+        raise ModelError(
+            f"Expected a network NNCF can quantize. Received: {first_line(exc)}"
+        ) from exc
     finally:
         root.setLevel(level)
 
@@ -95,15 +103,21 @@ def _settings(nncf: Any, ov_model: Any) -> dict[str, Any]:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     settings: dict[str, Any] = {
-        "preset": {"mixed": nncf.QuantizationPreset.MIXED,
-                   "performance": nncf.QuantizationPreset.PERFORMANCE}[QUANTIZATION["preset"]],
-        "fast_bias_correction": QUANTIZATION["fast_bias_correction"]}
+        "preset": {
+            "mixed": nncf.QuantizationPreset.MIXED,
+            "performance": nncf.QuantizationPreset.PERFORMANCE,
+        }[QUANTIZATION["preset"]],
+        "fast_bias_correction": QUANTIZATION["fast_bias_correction"],
+    }
     if QUANTIZATION.get("f32_layers") == "ends":  # the first and the last convolution
-        convolutions = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
-                        if op.get_type_name() == "Convolution"]
-        settings["ignored_scope"] = nncf.IgnoredScope(names=[convolutions[0],
-                                                             convolutions[-1]])
+        convolutions = [
+            op.get_friendly_name()
+            for op in ov_model.get_ordered_ops()
+            if op.get_type_name() == "Convolution"
+        ]
+        settings["ignored_scope"] = nncf.IgnoredScope(names=[convolutions[0], convolutions[-1]])
     if QUANTIZATION.get("activation_ranges") == "minmax":
         settings["advanced_parameters"] = AdvancedQuantizationParameters(
-            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
+        )
     return settings

@@ -38,8 +38,13 @@ ZANZIBAR_PIXEL = 0.3  # metres: as train_default.py reads it
 def source_images(work: Path) -> dict[str, list[Path]]:
     """The training images of each source of the default model, in a fixed order."""
     dubai = sorted(p for p in DUBAI.glob("Tile */images/*.jpg") if p.parts[-3] != HOLDOUT)
-    zanzibar = crop(REAL / "zanzibar-drone-deeposlandia" / "tanzania_sample_image.tif",
-                    work / "zanzibar_west.tif", 0.0, ZANZIBAR_SPLIT, pixel=ZANZIBAR_PIXEL)
+    zanzibar = crop(
+        REAL / "zanzibar-drone-deeposlandia" / "tanzania_sample_image.tif",
+        work / "zanzibar_west.tif",
+        0.0,
+        ZANZIBAR_SPLIT,
+        pixel=ZANZIBAR_PIXEL,
+    )
     return {"dubai": dubai, "zanzibar": [zanzibar], "sample": [SAMPLES / "scene_a.tif"]}
 
 
@@ -60,8 +65,10 @@ def default_chips(info, work: Path):  # noqa: ANN001, ANN201
         finally:
             for r in readers:
                 r.close()
-        print(f"{name}: {len(picked)} chips of {picked.shape[1]}x{picked.shape[2]} "
-              f"from {len(images)} images")
+        print(
+            f"{name}: {len(picked)} chips of {picked.shape[1]}x{picked.shape[2]} "
+            f"from {len(images)} images"
+        )
         chips.append(picked)
     return np.concatenate(chips)
 
