@@ -37,7 +37,7 @@ from geofuse.model.modelfile import (
 from geofuse.model.spec import ModelInfo
 
 CHIPS = 24
-"""Calibration chips picked (24 x 128² RGB uint8: 1.2 MB in the model file, before deflate)."""
+"""Calibration chips picked (24 x 128² RGB uint8 make 1.2 MB in the model file, before deflate)."""
 SIDE = 128
 """Side of a calibration chip in pixels (smaller where no image is this big)."""
 MIN_VALID = 0.99
@@ -50,7 +50,7 @@ IOU_CHANGE_MAX = 0.01
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt")
 
 Read = Callable[[Window], tuple[np.ndarray, np.ndarray]]
-"""Reads a window: raw ``(bands, rows, cols)`` values and ``(rows, cols)`` validity."""
+"""Reads a window, giving raw ``(bands, rows, cols)`` values and ``(rows, cols)`` validity."""
 
 
 @dataclass(frozen=True)

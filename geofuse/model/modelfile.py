@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 INFO_MEMBER = "geofuse.json"
 CALIBRATION_MEMBER = "calibration.npy"
-"""Calibration chips: raw ``(n, rows, cols, bands)`` inputs in the model's data type
+"""The calibration chips, raw ``(n, rows, cols, bands)`` inputs in the model's data type
 (:mod:`geofuse.model.calibration`)."""
 INT8_CHECK_MEMBER = "int8.json"
 """The measured cost of the int8 network against f32 (:mod:`geofuse.model.calibration`)."""

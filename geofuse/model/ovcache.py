@@ -45,9 +45,9 @@ from geofuse.model.quantize import QUANTIZATION, nncf_version, quantize
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "GEOFUSE_CACHE_DIR"
-"""Environment variable naming the cache folder (default: ``$XDG_CACHE_HOME/geofuse``)."""
+"""Environment variable naming the cache folder (by default ``$XDG_CACHE_HOME/geofuse``)."""
 CACHE_LAYOUT = 2
-"""Version of the cache entry layout; part of every key (2: file sizes recorded, int8)."""
+"""Version of the cache entry layout, part of every key (2 records file sizes, and int8)."""
 CACHE_ENTRIES = 64
 """Conversions kept (one per model and tile shape; 3.5 MB each for the default model); the
 least recently used go first."""

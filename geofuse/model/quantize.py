@@ -30,13 +30,13 @@ QUANTIZATION: dict[str, Any] = {
     "f32_layers": "ends",
     "activation_ranges": "minmax",
 }
-"""NNCF settings: ``performance`` quantizes weights and activations symmetrically; the fast bias
-correction shifts each quantized layer's bias by its mean error on the calibration chips; the
-first convolution (on the image) and the last (the class scores) stay f32; each activation's
+"""The NNCF settings. ``performance`` quantizes weights and activations symmetrically; the fast
+bias correction shifts each quantized layer's bias by its mean error on the calibration chips;
+the first convolution (on the image) and the last (the class scores) stay f32; each activation's
 range is its minimum and maximum over all chips. On images the default model trained on, these
 kept 99.5 % of pixels in their f32 class; symmetric alone 99.1 %, asymmetric activations
-(``mixed``) 96.9 % (scripts/studies/int8/runs/choose-*.json). Keeping the two convolutions in
-f32 cost no measurable speed."""
+(``mixed``) 96.9 % (the ``choose`` runs of ``scripts/studies/int8``). Keeping the two
+convolutions in f32 cost no measurable speed."""
 
 
 def nncf_version() -> str:

@@ -52,7 +52,7 @@ from geofuse.read.grid import tile_shape
 log = logging.getLogger(__name__)
 
 __all__ = ["PRECISIONS", "RUNTIMES", "Predictor", "RuntimeChoice", "choose_runtime",
-           "make_predictor", "pipelined"]
+           "make_predictor", "pipelined", "resolve_precision"]
 
 
 # --------------------------------------------------------------------------- choosing a runtime
