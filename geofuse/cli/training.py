@@ -403,8 +403,9 @@ def trained_line(result: Any, keep: str) -> str:
 @handle_errors
 def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
              exact_tile: bool, overlap: int | None, blend: str, batch_size: int, bands: str | None,
-             runtime: str, precision: str, tta: str, seam_width: int, label_class: str | None,
-             overwrite: bool, quiet: bool, adapt: InputConfig, **data: Any) -> None:
+             runtime: str, precision: str, calibration: str | None, tta: str, seam_width: int,
+             label_class: str | None, overwrite: bool, quiet: bool, adapt: InputConfig,
+             **data: Any) -> None:
     """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall.
 
     Only the classes the labels hold are scored. One-class masks (a building footprint mask
@@ -416,13 +417,13 @@ def evaluate(model_path: str | None, report: str | None, plot: str | None, tile:
     config = EvaluateConfig(
         source=sources[0], model=Path(model_path) if model_path else None, labels=labels,
         tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision,
-                            exact_tile),
+                            exact_tile, calibration),
         seam_width=seam_width, report=Path(report) if report else None,
         plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt, tta=tta,
         label_class=label_class,
     )
     quiet_tensorflow()
-    announce_runtime(config.tiling, quiet)
+    announce_runtime(config.tiling, quiet, model_path)
     from geofuse.training.evaluate import evaluate as run_evaluation
 
     bar = ProgressBar("images", quiet)

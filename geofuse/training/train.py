@@ -317,9 +317,11 @@ def train(
     final = _final_info(job, data, outcome)
     if chief:
         write_json(run_dir / "metrics.json", metrics)
+        from geofuse.model.calibration import training_chips
         from geofuse.model.modelfile import save_model
 
-        save_model(outcome.export_model, final, config.out)
+        save_model(outcome.export_model, final, config.out,
+                   calibration=training_chips(data.rasters, data.units, final.spec.arch.multiple))
     return TrainResult(
         model=Path(config.out) if chief else None, run_dir=run_dir, metrics=metrics,
         epochs=outcome.epochs, best_epoch=outcome.best_epoch, kept_epoch=outcome.kept_epoch,
