@@ -58,6 +58,7 @@ class FitOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     val_data: tuple[np.ndarray, np.ndarray] | None = None
     seconds: float = 0.0
+    start_validation: dict[str, Any] = field(default_factory=dict)
 
 
 def make_strategy(name: str) -> Any:
@@ -323,7 +324,8 @@ def _resume_settings(config: TrainConfig, info: ModelInfo) -> dict[str, Any]:
             "architecture": json.loads(json.dumps(asdict(spec.arch), default=str)),
             "ema": config.ema, "weight_decay": config.weight_decay} | (
                 {"deep_supervision": config.deep_supervision} if config.deep_supervision
-                else {})  # checkpoints from before the option resume as they did
+                else {}) | (  # checkpoints from before an option resume as they did
+                {"init": str(config.init), "freeze": config.freeze} if config.init else {})
 
 
 def _check_resume(path: Path, saved: Mapping[str, Any] | None,
@@ -480,6 +482,13 @@ def fit_model(
             budget.agree = agree
     with strategy.scope():
         network = build_unet(info.spec, patch=info.patch_size)  # the one to write
+        start_validation: dict[str, Any] = {}
+        if config.init is not None:  # fine-tuning: the start's weights, the frozen part
+            from geofuse.training.init import apply_start
+
+            apply_start(network, info, config, load=saved_weights is None)
+            if saved_weights is None and len(val_rows):
+                start_validation = validate(network, (xv, yv), config.batch_size, names)
         model = deeply_supervised(network, info.spec, config.deep_supervision)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
                                           weight_decay=config.weight_decay or None,
@@ -550,7 +559,7 @@ def fit_model(
     return FitOutcome(
         export_model=export, validation=validation, best_epoch=callback.best_epoch, kept_epoch=kept,
         epochs=len(history), monitor=monitor, replicas=replicas, history=history,
-        val_data=val_data, seconds=budget.elapsed(),
+        val_data=val_data, seconds=budget.elapsed(), start_validation=start_validation,
     )
 
 

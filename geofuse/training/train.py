@@ -311,6 +311,12 @@ def train(
 
     for warning in validation_warnings(units, classes):
         say(f"warning: {warning}")
+    started: dict[str, Any] = {}  # fine-tuning: the start's architecture and statistics
+    if config.init is not None:
+        from geofuse.training.init import begin
+
+        config, norm, started = begin(config, norm, _band_names(rasters[0]), classes,
+                                      rasters[0].dtype, say)
     if auto:
         chip = choose_chip(rasters, train_counts, config.arch.depth)
         say(f"training on {chip.describe([c.name for c in classes])}")
@@ -380,6 +386,7 @@ def train(
         "budget_seconds": seconds,
         "budget_steps": steps,
         "warnings": validation_warnings(units, classes),
+        **({"start_validation": outcomes[0].start_validation} if started else {}),
     }
     provenance = portable({  # no absolute paths of this machine in the model file
         "geofuse_version": geofuse.__version__,
@@ -391,6 +398,7 @@ def train(
         "members": spec.members,
         "metrics": _short_metrics(outcome.validation),
         "training_config": config.to_dict(),
+        **({"init": started} if started else {}),
     })
     final = ModelInfo(**{**info.__dict__, "provenance": provenance})
     if chief:
