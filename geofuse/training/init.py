@@ -123,7 +123,8 @@ class Transfer:
     def same_bands(self) -> bool:
         """The new bands are the init model's, in its order."""
         return self.bands.shape[0] == self.bands.shape[1] and bool(
-            np.array_equal(self.bands, np.eye(self.bands.shape[0])))
+            np.array_equal(self.bands, np.eye(self.bands.shape[0]))
+        )
 
     @property
     def same_classes(self) -> bool:
@@ -150,14 +151,15 @@ def band_map(init_names: Sequence[str], names: Sequence[str]) -> tuple[np.ndarra
     shared = min(len(old), len(new))
     rows[:shared, :shared] = np.eye(shared)
     if len(new) > len(old):
-        rows[len(old):, :] = 1.0 / len(old)
+        rows[len(old) :, :] = 1.0 / len(old)
     elif len(new) < len(old):
-        rows[:, len(new):] = 1.0 / len(new)
+        rows[:, len(new) :] = 1.0 / len(new)
     return rows, False
 
 
-def class_map(init_classes: Sequence[ClassInfo],
-              classes: Sequence[ClassInfo]) -> tuple[int | None, ...]:
+def class_map(
+    init_classes: Sequence[ClassInfo], classes: Sequence[ClassInfo]
+) -> tuple[int | None, ...]:
     """Per new class, the index of the init class of the same name (None: none)."""
     old = {c.name.lower(): i for i, c in enumerate(init_classes)}
     return tuple(old.get(c.name.lower()) for c in classes)
@@ -166,8 +168,9 @@ def class_map(init_classes: Sequence[ClassInfo],
 def plan(start: Start, band_names: Sequence[str], classes: Sequence[ClassInfo]) -> Transfer:
     """The :class:`Transfer` from ``start`` to a network of these bands and classes."""
     bands, by_name = band_map(start.info.band_names, band_names)
-    return Transfer(bands=bands, classes=class_map(start.info.classes, classes),
-                    matched_bands=by_name)
+    return Transfer(
+        bands=bands, classes=class_map(start.info.classes, classes), matched_bands=by_name
+    )
 
 
 def adopt_architecture(config: Any, start: Start, say: Callable[[str], None]) -> Any:
@@ -176,61 +179,85 @@ def adopt_architecture(config: Any, start: Start, say: Callable[[str], None]) ->
 
     arch = start.info.spec.arch
     if config.arch not in (arch, Architecture()):
-        say(f"warning: the architecture options are set aside: {start.name} has fusion "
-            f"{arch.fusion}, depth {arch.depth}, {arch.base_filters} filters")
+        say(
+            f"warning: the architecture options are set aside: {start.name} has fusion "
+            f"{arch.fusion}, depth {arch.depth}, {arch.base_filters} filters"
+        )
     return dataclasses.replace(config, arch=arch)
 
 
-def start_normalization(start: Start, transfer: Transfer, data: Normalization,
-                        dtype: str) -> tuple[Normalization, bool]:
+def start_normalization(
+    start: Start, transfer: Transfer, data: Normalization, dtype: str
+) -> tuple[Normalization, bool]:
     """The normalisation of a run from ``start``, and whether it is the init model's.
 
     ``data``: the statistics of the run's own training data (with its data type's scale).
     """
     own = start.info.normalization
-    if not (KEEP_NORMALIZATION and transfer.one_to_one and dtype == start.info.input_dtype
-            and np.isclose(own.scale, data.scale) and own.offset == data.offset):
+    if not (
+        KEEP_NORMALIZATION
+        and transfer.one_to_one
+        and dtype == start.info.input_dtype
+        and np.isclose(own.scale, data.scale)
+        and own.offset == data.offset
+    ):
         return data, False
     index = transfer.bands.argmax(axis=1)
-    return Normalization(mean=tuple(own.mean[i] for i in index),
-                         std=tuple(own.std[i] for i in index),
-                         scale=own.scale, offset=own.offset), True
+    return Normalization(
+        mean=tuple(own.mean[i] for i in index),
+        std=tuple(own.std[i] for i in index),
+        scale=own.scale,
+        offset=own.offset,
+    ), True
 
 
-def describe(start: Start, transfer: Transfer, classes: Sequence[ClassInfo],
-             kept_normalization: bool, freeze: str) -> str:
+def describe(
+    start: Start,
+    transfer: Transfer,
+    classes: Sequence[ClassInfo],
+    kept_normalization: bool,
+    freeze: str,
+) -> str:
     """One line for the user: what the run takes from ``start``."""
     parts = [f"starting from {start.name} (sha256 {start.digest[:12]})"]
     if transfer.same_classes and len(classes) == len(start.info.classes):
         parts.append("all its weights")
     else:
-        carried = [c.name for c, k in zip(classes, transfer.classes, strict=True)
-                   if k is not None]
+        carried = [c.name for c, k in zip(classes, transfer.classes, strict=True) if k is not None]
         fresh = [c.name for c, k in zip(classes, transfer.classes, strict=True) if k is None]
-        parts.append("a new class head: rows carried over for "
-                     + (", ".join(carried) or "no class") + "; new: " + (", ".join(fresh)
-                                                                         or "none"))
+        parts.append(
+            "a new class head: rows carried over for "
+            + (", ".join(carried) or "no class")
+            + "; new: "
+            + (", ".join(fresh) or "none")
+        )
     if not transfer.same_bands:
         old, new = transfer.bands.shape[1], transfer.bands.shape[0]
         how = "by name" if transfer.matched_bands else "by position"
         parts.append(f"first convolution adapted from {old} to {new} bands ({how})")
-    parts.append("its normalisation" if kept_normalization
-                 else "normalisation from these data")
+    parts.append("its normalisation" if kept_normalization else "normalisation from these data")
     if freeze != "none":
         parts.append(f"{freeze} frozen")
     return "; ".join(parts)
 
 
-def provenance(start: Start, transfer: Transfer, classes: Sequence[ClassInfo],
-               kept_normalization: bool, freeze: str) -> dict[str, Any]:
+def provenance(
+    start: Start,
+    transfer: Transfer,
+    classes: Sequence[ClassInfo],
+    kept_normalization: bool,
+    freeze: str,
+) -> dict[str, Any]:
     """What the model file records about where its weights started."""
     return {
         "model": start.name,
         "sha256": start.digest,
-        "classes_carried": [c.name for c, k in zip(classes, transfer.classes, strict=True)
-                            if k is not None],
-        "bands": "same" if transfer.same_bands else
-        f"first convolution adapted from {transfer.bands.shape[1]} to "
+        "classes_carried": [
+            c.name for c, k in zip(classes, transfer.classes, strict=True) if k is not None
+        ],
+        "bands": "same"
+        if transfer.same_bands
+        else f"first convolution adapted from {transfer.bands.shape[1]} to "
         f"{transfer.bands.shape[0]} bands",
         "normalization": "kept" if kept_normalization else "recomputed",
         "freeze": freeze,
@@ -254,21 +281,26 @@ def start_weights(source: Any, network: Any, transfer: Transfer) -> None:
         try:
             old = source.get_layer(layer.name).get_weights()
         except ValueError:
-            raise ModelError(f"Expected a layer {layer.name!r} in the starting model. "
-                             "Received: a network without it") from None
+            raise ModelError(
+                f"Expected a layer {layer.name!r} in the starting model. "
+                "Received: a network without it"
+            ) from None
         if layer.name == FIRST_CONV:
             old = [np.einsum("hwif,ni->hwnf", old[0], transfer.bands), *old[1:]]
         elif layer.name == HEAD:
             old = _head(old, values, transfer.classes)
         shapes = [v.shape for v in values]
         if [v.shape for v in old] != shapes:
-            raise ModelError(f"Expected the starting model's layer {layer.name!r} to hold "
-                             f"{shapes}. Received: {[v.shape for v in old]}")
+            raise ModelError(
+                f"Expected the starting model's layer {layer.name!r} to hold "
+                f"{shapes}. Received: {[v.shape for v in old]}"
+            )
         layer.set_weights(old)
 
 
-def _head(old: list[np.ndarray], fresh: list[np.ndarray],
-          classes: tuple[int | None, ...]) -> list[np.ndarray]:
+def _head(
+    old: list[np.ndarray], fresh: list[np.ndarray], classes: tuple[int | None, ...]
+) -> list[np.ndarray]:
     """The head's kernel and bias: carried rows from ``old``, the rest from ``fresh``."""
     kernel, bias = (np.array(v) for v in fresh)
     for new, k in enumerate(classes):
@@ -304,9 +336,14 @@ def apply_start(network: Any, info: ModelInfo, config: Any, load: bool = True) -
     freeze_layers(network, config.freeze)
 
 
-def begin(config: Any, normalization: Normalization, band_names: Sequence[str],
-          classes: Sequence[ClassInfo], dtype: str,
-          say: Callable[[str], None]) -> tuple[Any, Normalization, dict[str, Any]]:
+def begin(
+    config: Any,
+    normalization: Normalization,
+    band_names: Sequence[str],
+    classes: Sequence[ClassInfo],
+    dtype: str,
+    say: Callable[[str], None],
+) -> tuple[Any, Normalization, dict[str, Any]]:
     """What a run from ``config.init`` changes before it fits, told to ``say`` in one line.
 
     Returns:
