@@ -83,7 +83,7 @@ def train_model(spec: dict[str, Any], folder: Path, manifest: Manifest, out: Pat
     if spec.get("keep_norm") is False:
         init.KEEP_NORMALIZATION = False
     listing = out.with_suffix(".txt")
-    listing.write_text("".join(f"{p}\n" for p in images))
+    listing.write_text("".join(f"{Path(p).resolve()}\n" for p in images))
     config = TrainConfig(
         sources=(TilesSource(listing),), out=out, seed=spec["seed"],
         labels=LabelOptions(classes=classes_of(manifest), ignore_values=(IGNORE,)),
@@ -201,8 +201,8 @@ def zero_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("queue", choices=("choose", "curves", "zero", "loop", "report", "one",
-                                          "prepare"))
-    parser.add_argument("spec", nargs="?", help="one: the run's spec (JSON)")
+                                          "round", "prepare"))
+    parser.add_argument("spec", nargs="?", help="one, round: the run's spec (JSON)")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--sets", nargs="*", default=None)
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
@@ -220,6 +220,10 @@ def main() -> None:
         from report import report
 
         report(RUNS)
+    elif args.queue == "round":
+        from loop import loop_round
+
+        loop_round(json.loads(args.spec), args.work, RUNS)
     elif args.queue == "loop":
         from loop import loop_queue
 

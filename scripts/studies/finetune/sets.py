@@ -6,8 +6,8 @@ Each set is written once into ``WORK/<set>/`` (reused when ``manifest.json`` is 
   its 1, 2, 4 or 8 from (256 x 256 blocks; the Sentinel-2 chips are 201 x 201, as shipped),
   masks of class ids with 255 where nothing is labelled;
 - ``test/`` : held-out scenes with their id masks, never drawn from;
-- ``pool.tif`` / ``pool_labels.tif`` (Inria, Massachusetts): the area the labelling loop
-  picks windows from (the same pixels as the chips', never the test's).
+- ``pool/<set>.tif`` with ``pool/<set>_labels.tif`` (Inria, Massachusetts): the scene the
+  labelling loop picks windows from (pixels the chips come from too, never the test's).
 
 The split, fixed before any run: Inria and SpaceNet draw chips from their top 512 rows (eight
 256-px blocks, the last column overlapping its neighbour) and are scored on the rows below;
@@ -139,8 +139,9 @@ def _scene_split(name: str, image: Path, labels: Path, folder: Path, manifest: M
 
 
 def _roads(folder: Path, manifest: Manifest) -> None:
-    """Massachusetts: chips from images 0-7, pool = images 0-1, test = images 12-15."""
+    """Massachusetts: chips from images 0-7, pool = images 0-1 side by side, test = 12-15."""
     images = sorted((ROADS / "images").glob("*.png"))
+    pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for index, path in enumerate(images):
         if 8 <= index < 12:
             continue
@@ -161,12 +162,19 @@ def _roads(folder: Path, manifest: Manifest) -> None:
                       alpha=alpha[r:r + BLOCK, c:c + BLOCK])
                 write(folder / "chips/masks" / f"{stem}.tif", chip)
                 manifest.chips.append(f"chips/images/{stem}.tif")
-        if index < 2 or index >= 12:
-            part = "pool" if index < 2 else "test"
-            img = write(folder / part / f"{path.stem}.tif", rgb, alpha=alpha)
-            lab = write(folder / part / f"{path.stem}_labels.tif", ids)
-            pair = [str(img.relative_to(folder)), str(lab.relative_to(folder))]
-            (manifest.tests if part == "test" else manifest.pool).append(pair)
+        if index < 2:
+            pool.append((rgb, alpha, ids))
+        if index >= 12:
+            img = write(folder / "test" / f"{path.stem}.tif", rgb, alpha=alpha)
+            lab = write(folder / "test" / f"{path.stem}_labels.tif", ids)
+            manifest.tests.append([str(img.relative_to(folder)), str(lab.relative_to(folder))])
+        if index == 1:  # one pool scene: windows of two scenes without a CRS would share
+            # their coordinates, so areas to exclude could not tell them apart
+            img = write(folder / "pool/massachusetts.tif", np.concatenate([p[0] for p in pool], 2),
+                        alpha=np.concatenate([p[1] for p in pool], 1))
+            lab = write(folder / "pool/massachusetts_labels.tif",
+                        np.concatenate([p[2] for p in pool], 1))
+            manifest.pool.append([str(img.relative_to(folder)), str(lab.relative_to(folder))])
 
 
 def _dubai_ids(mask: Path) -> np.ndarray:
