@@ -8,9 +8,10 @@ A run given a starting model takes, from it:
 
   - the first convolution, when the data has other bands: each new band whose name is one of
     the init model's bands (``red``, ``nir``, ...) gets that band's filter; when no name
-    matches, bands pair by position. Extra bands get the mean of the init model's filters
-    (as geoai does); with fewer bands, the filters of the bands left over are shared equally
-    by the bands kept, so a grey input (all bands equal) meets the same filters as before
+    matches (or bands are only numbered, ``b1``, ``b2``), bands pair by position. Extra bands
+    get the mean of the init model's filters (as geoai does); with fewer bands, the filters of
+    the bands left over are shared equally by the bands kept, so a grey input (all bands
+    equal) meets the same filters as before
     (one band gets their sum, as segmentation_models_pytorch does);
   - the class head (``logits``), when the classes differ: a new class whose name is one of the
     init model's classes (case-insensitive, e.g. ``building``) gets that class's row (kernel
@@ -28,6 +29,7 @@ Reading what a model starts from needs no TensorFlow; :func:`apply_start` import
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +142,8 @@ def band_map(init_names: Sequence[str], names: Sequence[str]) -> tuple[np.ndarra
     old = [n.lower() for n in init_names]
     new = [n.lower() for n in names]
     rows = np.zeros((len(new), len(old)))
-    by_name = len(set(old)) == len(old) and any(n in old for n in new)
+    named = not any(re.fullmatch(r"b\d+", n) for n in (*old, *new))  # b1, b2: positions
+    by_name = named and len(set(old)) == len(old) and any(n in old for n in new)
     if by_name:
         for j, name in enumerate(new):
             if name in old:

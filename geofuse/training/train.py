@@ -274,6 +274,10 @@ def train(
     start = time.perf_counter()
     chief = config.strategy != "multi-worker" or worker_role()[0]
     run_dir = _check_outputs(config, chief)
+    if config.init is not None:  # a starting model that cannot be used fails before the data
+        from geofuse.training.init import Start
+
+        Start.read(config.init)
     classes, coding = _resolve_classes(config)
     if not classes:
         classes, coding = _infer_classes(config)
