@@ -18,10 +18,10 @@ are not all the same place; when too few keep their distance, the next best fill
 no candidates.
 
 The windows are written as one polygon layer (GeoPackage or GeoJSON) in the first scene's CRS,
-best first, with fields ``rank`` (1 = best), ``score``, ``scene``, ``valid`` (share of valid
-pixels), ``row``, ``col`` (the window's pixel offsets in its scene), ``width`` and ``height``
-(pixels; smaller at a scene's last row or column, where the polygon is cut at the scene's
-edge). A scene in another CRS has its windows reprojected (their corners, so they stay
+best first, with fields ``rank`` (1 = best), ``score``, ``scene`` (the path as given; a URL's
+file name), ``valid`` (share of valid pixels), ``row``, ``col`` (the window's pixel offsets in
+its scene), ``width`` and ``height`` (pixels; smaller at a scene's last row or column, where
+the polygon is cut at the scene's edge). A scene in another CRS has its windows reprojected (their corners, so they stay
 quadrilaterals: exact on its grid in its own CRS, and ``row``/``col`` still locate them);
 scenes without georeferencing give pixel coordinates, and cannot be mixed with georeferenced
 ones.
@@ -236,7 +236,8 @@ def _excluded(path: Path, scene: _Scene) -> Any:
 
 def _scene_facts(scene: Source) -> _Scene:
     with rasterio.open(scene) as ds:
-        return _Scene(source_name(scene), ds.width, ds.height, ds.transform, ds.crs)
+        name = str(scene) if isinstance(scene, Path) else source_name(scene)  # no URL secrets
+        return _Scene(name, ds.width, ds.height, ds.transform, ds.crs)
 
 
 def _common_crs(scenes: Sequence[_Scene], notices: list[str]) -> CRS | None:
