@@ -47,14 +47,15 @@ LOOP_SETS = ("inria", "massachusetts")
 COUNTS = (1, 2, 4, 8)
 SEEDS = (0, 1, 2)
 BUDGET = 120.0
-VARIANTS = {  # the settings compared on the choosing sets, with two chips
+VARIANTS = {  # the settings compared on the choosing sets, with two chips, one at a time
     "scratch": {},
-    "init": {"init": "default"},
-    "init-lr3e-4": {"init": "default", "lr": 3e-4},
-    "init-lr3e-3": {"init": "default", "lr": 3e-3},
-    "init-ownnorm": {"init": "default", "keep_norm": False},
-    "init-freeze": {"init": "default", "freeze": "encoder"},
+    "init": {"init": "default", "lr": 1e-3, "keep_norm": True},
+    "init-lr3e-4": {"init": "default", "lr": 3e-4, "keep_norm": True},
+    "init-lr3e-3": {"init": "default", "lr": 3e-3, "keep_norm": True},
+    "init-ownnorm": {"init": "default", "lr": 1e-3, "keep_norm": False},
+    "init-freeze": {"init": "default", "lr": 1e-3, "keep_norm": True, "freeze": "encoder"},
 }
+ARMS = {"scratch": {}, "init": {"init": "default"}}  # the curves: the library's defaults
 
 
 # -- one run (in its own process) --------------------------------------------------------------
@@ -80,8 +81,8 @@ def train_model(spec: dict[str, Any], folder: Path, manifest: Manifest, out: Pat
     from geofuse.training.config import LabelOptions, TilesSource, TrainConfig
     from geofuse.training.train import train
 
-    if spec.get("keep_norm") is False:
-        init.KEEP_NORMALIZATION = False
+    if "keep_norm" in spec:  # the choosing runs pin it; otherwise the library's default
+        init.KEEP_NORMALIZATION = spec["keep_norm"]
     listing = out.with_suffix(".txt")
     listing.write_text("".join(f"{Path(p).resolve()}\n" for p in images))
     config = TrainConfig(
@@ -189,7 +190,7 @@ def curve_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
                     for arm in ("init", "scratch"):
                         specs.append({"name": f"curves-{name}-{arm}-k{k}-b{budget:g}-s{seed}",
                                       "set": name, "arm": arm, "k": k, "seed": seed,
-                                      "budget": budget, **VARIANTS[arm]})
+                                      "budget": budget, **ARMS[arm]})
     return specs
 
 
