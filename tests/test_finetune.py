@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -38,35 +39,39 @@ def start(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_same_classes_continue_from_every_weight(tmp_path: Path, start: Path) -> None:
-    """The first evaluation, before any step, is the starting model's own score."""
+    """The first evaluation, before any step, is the starting model's own score (with the
+    run's normalisation statistics: the data's own)."""
+    from geofuse.model.modelfile import file_digest, read_info, replace_info
+
     tiles = make_tiles(tmp_path / "tiles", count=3, size=64)
     out = tmp_path / "m.keras"
     result = run("train", "--tiles", tiles, "--out", out, "--init", start,
                  "--val-tiles", "t00", *QUICK)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.train" / "metrics.json").read_text())
+    info = read_info(out)
+    assert info.normalization != read_info(start).normalization
+    restated = shutil.copy(start, tmp_path / "restated.keras")
+    replace_info(restated, dataclasses.replace(read_info(start),
+                                               normalization=info.normalization))
     held = tmp_path / "held"
     for part in ("images", "masks"):
         (held / part).mkdir(parents=True)
         shutil.copy(tiles / part / "t00.tif", held / part / "t00.tif")
     shutil.copy(tiles / "classes.json", held / "classes.json")
     report = tmp_path / "start.json"
-    scored = run("evaluate", "--model", start, "--tiles", held, "--tile", "64", "--exact-tile",
-                 "--report", report)
+    scored = run("evaluate", "--model", restated, "--tiles", held, "--tile", "64",
+                 "--exact-tile", "--report", report)
     assert scored.exit_code == 0, scored.output
     own = json.loads(report.read_text())
     before = metrics["start_validation"]
     assert before["mean_iou"] == pytest.approx(own["mean_iou"], abs=1e-6)
     assert np.array_equal(before["confusion_matrix"], own["confusion_matrix"])
 
-    from geofuse.model.modelfile import file_digest, read_info
-
-    info = read_info(out)
     init = info.provenance["init"]
     assert init["model"] == "start.keras" and init["sha256"] == file_digest(start)
     assert init["classes_carried"] == ["background", "building", "water"]
-    assert (init["bands"], init["normalization"]) == ("same", "kept")
-    assert info.normalization == read_info(start).normalization
+    assert (init["bands"], init["normalization"]) == ("same", "recomputed")
     assert info.spec.arch == read_info(start).spec.arch  # the start's architecture wins
     card = run("info", out)
     assert f"started_from: start.keras (sha256 {file_digest(start)})" in card.output
@@ -124,7 +129,7 @@ def test_another_band_count_adapts_the_first_convolution(tmp_path: Path, start: 
 
     info = read_info(out)
     assert info.provenance["init"]["bands"] == f"first convolution adapted from 3 to {bands} bands"
-    assert info.provenance["init"]["normalization"] == "recomputed"  # no statistics to keep
+    assert info.provenance["init"]["normalization"] == "recomputed"
 
 
 def test_a_start_that_cannot_be_used_is_refused_in_one_line(tmp_path: Path) -> None:

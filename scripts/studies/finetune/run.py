@@ -6,6 +6,7 @@ Usage::
     python scripts/studies/finetune/run.py curves   # learning curves (the reporting sets)
     python scripts/studies/finetune/run.py zero     # the embedded model as it is, where it applies
     python scripts/studies/finetune/run.py loop     # labelling loop: suggest against random windows
+    python scripts/studies/finetune/run.py all      # zero, then curves and loop seed by seed
     python scripts/studies/finetune/run.py report   # tables for REPORT.md
 
 Every run is one subprocess (``one``) that trains with the library defaults (what
@@ -201,8 +202,8 @@ def zero_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("queue", choices=("choose", "curves", "zero", "loop", "report", "one",
-                                          "round", "prepare"))
+    parser.add_argument("queue", choices=("choose", "curves", "zero", "loop", "all", "report",
+                                          "one", "round", "prepare"))
     parser.add_argument("spec", nargs="?", help="one, round: the run's spec (JSON)")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--sets", nargs="*", default=None)
@@ -225,6 +226,14 @@ def main() -> None:
         from loop import loop_round
 
         loop_round(json.loads(args.spec), args.work, RUNS)
+    elif args.queue == "all":  # zero-shot, then per seed the curves and the loop
+        from loop import loop_queue
+
+        run_queue(zero_specs(args), args.work)
+        for seed in args.seeds:
+            one_seed = argparse.Namespace(**{**vars(args), "seeds": [seed]})
+            run_queue(curve_specs(one_seed), args.work)
+            loop_queue(one_seed, RUNS, args.work)
     elif args.queue == "loop":
         from loop import loop_queue
 
