@@ -104,8 +104,8 @@ def cut(windows: list[list[int]], image: Path, labels: Path, size: int, folder: 
 
 def loop_round(spec: dict[str, Any], work: Path, runs: Path) -> None:
     """One round of a trial (in its own process): choose, label, fine-tune, score."""
-    from _common import git_commit, write_json_atomic
-    from run import score, train_model
+    from _common import write_json_atomic
+    from run import code_commit, score, train_model
 
     folder, manifest = prepare(spec["set"], work)
     image, labels = (folder / p for p in manifest.pool[0])
@@ -128,7 +128,7 @@ def loop_round(spec: dict[str, Any], work: Path, runs: Path) -> None:
                            "chosen_with": model if spec["arm"] == "suggest" else "random"}
     record["train"] = train_model(spec | {"init": "default"}, folder, manifest, out, tiles)
     record |= score(out, folder, manifest, scratch)
-    record |= {"commit": git_commit(), "wall_seconds": round(time.time() - started, 1),
+    record |= {"commit": code_commit(), "wall_seconds": round(time.time() - started, 1),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(runs / f"{name}.json", record)
 

@@ -62,6 +62,12 @@ ARMS = {"scratch": {}, "init": {"init": "default"}}  # the curves: the library's
 # -- one run (in its own process) --------------------------------------------------------------
 
 
+def code_commit() -> str:
+    """The commit of the geofuse code the run used: ``GEOFUSE_STUDY_CODE`` when the queue runs a
+    snapshot of the package (``git archive``), else the repository's."""
+    return os.environ.get("GEOFUSE_STUDY_CODE") or git_commit()
+
+
 def chips_for(manifest: Manifest, k: int, seed: int) -> list[str]:
     """The first ``k`` chips of the pool in the order of seed ``1000 + seed``."""
     order = np.random.default_rng(1000 + seed).permutation(len(manifest.chips))
@@ -149,7 +155,7 @@ def one(spec: dict[str, Any], work: Path) -> None:
         record["train"] = train_model(spec, folder, manifest, model,
                                       [folder / c for c in chips])
         record |= score(model, folder, manifest, scratch)
-    record |= {"commit": git_commit(), "load_before": [round(v, 2) for v in load],
+    record |= {"commit": code_commit(), "load_before": [round(v, 2) for v in load],
                "load_after": [round(v, 2) for v in os.getloadavg()],
                "wall_seconds": round(time.time() - started, 1),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
