@@ -16,7 +16,7 @@ READABLE_COLOURS = (  # (word starts in a class name, display colour), first mat
     (("cloud", "snow", "ice"), "#f0f0f0"),
     (("shadow",), "#404040"),
 )
-"""Display colours of common classes, by name: what outputs and previews use by default."""
+"""Display colours of common classes by name, what outputs and previews use by default."""
 OTHER_COLOURS = ("#6a3d9a", "#ff7f00", "#a6cee3", "#b15928", "#fb9a99", "#cab2d6", "#fdbf6f",
                  "#1b9e77", "#b2df8a", "#e7298a")
 """Distinct colours for classes whose names say nothing (``class3``), by class id."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from geofuse.checks import bands as check_bands
-from geofuse.checks import choice, non_negative, positive_int, require
+from geofuse.checks import choice, is_int, non_negative, positive_int, require
 from geofuse.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -40,10 +40,14 @@ FUSION_LEVELS = ("all", "adjacent")
 CLASS_NODATA = 255
 RESAMPLE_MODES = ("auto", "off")  # reading a scene at the model's pixel size (InputConfig)
 STRETCH_MODES = ("percentile",)
-OVERLAP_DIVISOR = 16  # default overlap: a sixteenth of the tile (docs/seams.md)
+OVERLAP_DIVISOR = 16  # default overlap: a sixteenth of the tile (scripts/studies/seams)
 FIT_RANGE = 0.25  # a big scene's tile may differ from the nominal one by this share (for_scene)
 CALL_SLACK = 0.1  # a fitted tiling's model call may hold this share more pixels (for_scene)
 PREVIEW_SIZE = 1024  # default longest side of quick-look pictures (geofuse.products.preview)
+PREVIEW_STYLES = ("outline", "fill")  # quick-look styles, the default first
+UNKNOWN_START = "1970-01-01T00:00:00Z"
+"""Start of the time range a STAC item gives when its acquisition time is unknown (docs/stac.md):
+the range then runs from here to when the product was made."""
 @dataclass(frozen=True)
 class TilingConfig:
     """How a scene is cut into model inputs and stitched back.
@@ -256,15 +260,45 @@ class InputConfig:
         if self.stretch is not None:
             choice("stretch", self.stretch, STRETCH_MODES)
         require(self.input_range is None or self.stretch is None,
-                "Expected --input-range or --stretch. Received: both")
+                "Expected `input_range` or `stretch`. Received: both")
         choice("resample", self.resample, RESAMPLE_MODES)
         require(self.nodata is None or not self.ignore_nodata,
-                "Expected --nodata VALUE or --no-nodata. Received: both")
+                "Expected `nodata` or `ignore_nodata`. Received: both")
 
     @property
     def adapts_values(self) -> bool:
         """True when scene values are mapped onto the model's range."""
         return self.input_range is not None or self.stretch is not None
+
+
+@dataclass(frozen=True)
+class StacConfig:
+    """How a run's outputs are described as a STAC Item (``NAME.json`` beside ``NAME.tif``).
+
+    Attributes:
+        item_id: The item's id; None: the mask's file name without its suffix.
+        model_item: The model's MLM item that the output item links to (``derived_from``);
+            None: it is written beside the output item as ``NAME.model.json``.
+        source_item: Where the STAC item of the scene is (a path or URL), when the scene came
+            from one: the output item links to it and takes its time.
+        source_time: ``(datetime, start_datetime, end_datetime)`` of that source item, as
+            RFC 3339 text or None each; None: the time comes from the scene's own tags.
+
+    """
+
+    item_id: str | None = None
+    model_item: Path | None = None
+    source_item: str | None = None
+    source_time: tuple[str | None, str | None, str | None] | None = None
+
+    def __post_init__(self) -> None:
+        require(self.item_id is None or bool(self.item_id.strip()),
+                f"Expected a STAC item id. Received: {self.item_id!r}")
+        if self.source_time is not None:
+            require(len(self.source_time) == 3,
+                    f"Expected (datetime, start, end) of the source item. Received: "
+                    f"{self.source_time!r}")
+            object.__setattr__(self, "source_time", tuple(self.source_time))
 
 
 @dataclass(frozen=True)
@@ -284,7 +318,11 @@ class SegmentConfig:
         vector: Optional polygon output (GeoPackage or GeoJSON) made from the mask.
         vectorize: Settings for ``vector``.
         preview: Optional quick-look PNG of the scene with the mask overlaid.
+        preview_size: Longest side of the quick-look's picture in pixels (at least 16);
+            None: the scene's size, at most ``PREVIEW_SIZE``.
         input: How the scene is fitted to the model: value mapping, resampling, nodata.
+        stac: Also describe the outputs with a STAC Item (:mod:`geofuse.products.stac`);
+            None: no item.
 
     """
 
@@ -298,10 +336,16 @@ class SegmentConfig:
     vector: Path | None = None
     vectorize: VectorizeConfig = field(default_factory=VectorizeConfig)
     preview: Path | None = None
+    preview_size: int | None = None
     input: InputConfig = field(default_factory=InputConfig)
+    stac: StacConfig | None = None
 
     def __post_init__(self) -> None:
         choice("probability dtype", self.probability_dtype, PROBABILITY_DTYPES)
+        if self.preview_size is not None and not (
+                is_int(self.preview_size) and self.preview_size >= 16):
+            raise ConfigError("Expected a preview size of at least 16 pixels. "
+                              f"Received: {self.preview_size!r}")
         positive_int("gdal_cache_mb", self.gdal_cache_mb)
         choice("tta", self.tta, TTA_MODES)
 
@@ -349,6 +393,10 @@ class BatchConfig:
         resume: Skip scenes whose outputs are complete; False redoes and replaces everything.
         workers: Worker processes of the local cluster (ignored with ``scheduler``).
         scheduler: Address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
+        stac: Also write a STAC Item per scene and a static collection of them,
+            ``OUT_DIR/collection.json`` (:mod:`geofuse.scale.catalog`).
+        asset: With STAC input (an ItemCollection, catalogue or collection file): the key of
+            the asset to segment in each item.
 
     """
 
@@ -361,8 +409,12 @@ class BatchConfig:
     resume: bool = True
     workers: int = 1
     scheduler: str | None = None
+    stac: bool = False
+    asset: str | None = None
 
     def __post_init__(self) -> None:
+        require(self.asset is None or bool(self.asset.strip()),
+                f"Expected an asset key. Received: {self.asset!r}")
         if not self.pattern:
             raise ConfigError("Expected a file name pattern like '*.tif'. Received: ''")
         self.cluster  # noqa: B018 - validates workers and scheduler

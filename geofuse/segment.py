@@ -1,8 +1,10 @@
-"""``segment_scene``: tiling reader -> fusion U-Net -> stitcher -> georeferenced outputs.
+"""``segment_scene``: a scene file in, georeferenced output files out.
 
-Reads run in a background thread ahead of the model; batches have a fixed shape so the compiled
-prediction function is traced once; the stitcher streams full-width row bands to the writers
-(full-height column bands for a scene wider than tall, so memory follows the shorter side).
+The inference chain itself is :mod:`geofuse.pipeline`; here are the outputs around it: checks
+before any work, the GeoTIFF sinks (mask, probabilities), their tags and colour table, the
+atomic commit, and the products made from the finished mask (polygons, quick-look). The
+stitcher streams full-width row bands to the writers (full-height column bands for a scene
+wider than tall, so memory follows the shorter side).
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,23 +21,21 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.control import GroundControlPoint
-from rasterio.windows import Window
 
 import geofuse
 from geofuse.config import CLASS_NODATA, SegmentConfig
 from geofuse.errors import ConfigError, OutputError
-from geofuse.model.modelfile import LoadedModel, load_model
-from geofuse.model.runtime import RuntimeChoice, choose_runtime, pipelined, tensorflow_function
-from geofuse.model.runtime import make_predictor as runtime_predictor
-from geofuse.model.tta import passes, tta_predictor
+from geofuse.model.modelfile import LoadedModel, load_model, read_info
+from geofuse.model.runtime import RuntimeChoice, tensorflow_function
+from geofuse.model.tta import passes
+from geofuse.pipeline import plan_scene, predict_scene
+from geofuse.products.stac import describe_outputs, stac_destinations
 from geofuse.progress import Progress, announce
-from geofuse.read.aoi import AreaOfInterest
-from geofuse.read.feed import lower_priority, read_ahead
 from geofuse.read.rasterfile import is_georeferenced
-from geofuse.read.reader import Patch, SceneReader
+from geofuse.read.reader import SceneReader
 from geofuse.sources import Source, as_source, source_name
 from geofuse.write.outputs import TAGS, check_destination, check_geotiff_name, remove_stale_temps
-from geofuse.write.stitcher import PROB_SCALE, ColumnStitcher, GeoTiffSink, Stitcher
+from geofuse.write.stitcher import PROB_SCALE, GeoTiffSink
 
 log = logging.getLogger(__name__)
 COLUMNS_WHEN_WIDER = True  # stitch scenes wider than tall by columns (memory ~ their height)
@@ -75,6 +73,7 @@ class SegmentResult:
     notices: tuple[str, ...] = ()
     resampled: bool = False
     georeferenced: bool = True
+    item: Path | None = None  # the outputs' STAC item (config.stac)
 
     @property
     def megapixels(self) -> float:
@@ -113,71 +112,6 @@ def output_tags(loaded: LoadedModel, config: SegmentConfig, scene: Source,
         TAGS.CLASSES: ",".join(c.name for c in loaded.info.classes),
         TAGS.TTA: config.tta,
     } | ({TAGS.AOI: Path(config.aoi).name} if config.aoi else {})
-
-
-def run_pipeline(
-    batches: Iterator[tuple[list[Patch], np.ndarray]],
-    predict: Callable[[np.ndarray], Any],
-    stitcher: Stitcher | ColumnStitcher,
-    total: int | Callable[[], int],
-    progress: Progress | None = None,
-    in_flight: int = 1,
-) -> None:
-    """Predict batches and stitch them, stitching batch k while predicting k + 1.
-
-    Reading, normalising and stacking already run ahead in their own thread (``batches``
-    comes from :func:`~geofuse.read.feed.read_ahead`); here stitching runs in a second thread, so
-    the model is never idle waiting for numpy. Batches are stitched strictly in order.
-    ``total`` (the tiles that need the model) may be a function: tiles found empty while
-    reading lower it as the run goes. ``in_flight`` above 1: ``predict`` is called from that
-    many threads, one batch each (:func:`geofuse.model.runtime.pipelined`; ``batches`` must not
-    reuse an array sooner).
-    """
-    count = total if callable(total) else lambda: total
-
-    def stitch(batch: list[Patch], probs: np.ndarray) -> int:
-        for patch, p in zip(batch, probs, strict=False):
-            stitcher.add(patch.tile.read, patch.tile.core, patch.tile.row, patch.valid, p)
-        return len(batch)
-
-    done = 0
-    pending: Future[int] | None = None
-    predicting: deque[tuple[list[Patch], Future[Any]]] = deque()
-
-    def stitch_next() -> None:
-        nonlocal done, pending
-        batch, probs = predicting.popleft()
-        probs = probs.result()
-        if pending is not None:
-            done += pending.result()
-            if progress is not None:
-                progress(done, count())
-        pending = stitching.submit(stitch, batch, probs)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geofuse-stitch",
-                            initializer=lower_priority) as stitching, \
-            ThreadPoolExecutor(max_workers=in_flight,
-                               thread_name_prefix="geofuse-predict") as models:
-        for batch, inputs in batches:
-            if in_flight > 1:
-                predicting.append((batch, models.submit(predict, inputs)))
-            else:  # in this thread, as a single-threaded runtime may want
-                predicting.append((batch, _done(predict(inputs))))
-            if len(predicting) == in_flight:
-                stitch_next()
-        while predicting:
-            stitch_next()
-        if pending is not None:
-            done += pending.result()
-            if progress is not None:
-                progress(done, count())
-
-
-def _done(value: Any) -> Future[Any]:
-    """A future already holding ``value``."""
-    future: Future[Any] = Future()
-    future.set_result(value)
-    return future
 
 
 def segment_scene(
@@ -228,12 +162,13 @@ def segment_scene(
     start = time.perf_counter()
     config = config or SegmentConfig()
     scene, out = as_source(scene), Path(out)
-    if grid_rows is not None and (config.vector or config.preview):
-        raise ConfigError("Expected no polygons or quick-look for a band of a scene")
+    if grid_rows is not None and (config.vector or config.preview or config.stac):
+        raise ConfigError("Expected no polygons, quick-look or STAC item for a band of a scene")
     prob_path = check_outputs(out, config)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    loaded.info.spec.arch.check_tile(config.tiling.shape)
-    info, tiling = loaded.info, config.tiling
+    # every check that needs only metadata comes before the network loads (TensorFlow)
+    loaded = model if isinstance(model, LoadedModel) else None
+    info, tiling = loaded.info if loaded else read_info(model), config.tiling
+    info.spec.arch.check_tile(config.tiling.shape)  # before any I/O
     env = {"GDAL_CACHEMAX": config.gdal_cache_mb * 1024 * 1024}
 
     with rasterio.Env(**env), SceneReader(
@@ -241,30 +176,10 @@ def segment_scene(
     ) as reader:
         for notice in reader.notices:
             (notify or log.warning)(notice)
-        tiling = config.tiling_for(reader.height, reader.width, info.spec.arch.multiple)
-        config = replace(config, tiling=tiling)
-        grid = tiling.grid(reader.height, reader.width)
-        rows = None if grid_rows is None else grid.band_rows(*grid_rows)
-        if rows is not None and reader.resampled:
-            raise ConfigError(f"{source_name(scene)}: expected a scene read on its own pixel grid "
-                              "for a band. Received: a resampled one")
+        loaded = loaded or load_model(model)  # the scene passed the input contract
+        plan = plan_scene(reader, loaded, config, grid_rows, predictor)
+        config, tiling, rows = plan.config, plan.tiling, plan.rows
         georeferenced = is_georeferenced(reader.dataset)
-        aoi = None if config.aoi is None else AreaOfInterest.load(
-            config.aoi, scene, reader.crs, reader.transform, reader.width, reader.height
-        )
-        tiles = grid.tiles if aoi is None else aoi.select(grid, tiling.blend)
-        if rows is not None:
-            tiles = [t for t in tiles if grid.reaches(t, tiling.blend, rows)]
-        selected = len(tiles)
-        tiles = [t for t in tiles if not reader.known_empty(grid.influence(t, tiling.blend))]
-        known_empty = selected - len(tiles)  # empty by the file's block index: never read
-        wanted = (tiling.batch_size, *tiling.shape)
-        if tuple(getattr(predictor, "shape", wanted)[:3]) != wanted:
-            predictor = None  # built for the nominal tiling; this scene's fitted one differs
-        if predictor is None:
-            predictor = runtime_predictor(loaded, tiling.batch_size, tiling.shape,
-                                          choose_runtime(tiling))
-        choice = getattr(predictor, "choice", None)
         ds = reader.dataset  # outputs are on the scene's own grid, even when it is resampled
         y0, y1 = rows or (0, ds.height)
         common = {
@@ -273,57 +188,34 @@ def segment_scene(
             "crs": reader.crs,
             "transform": ds.transform * Affine.translation(0, y0),
             "gcps": _shift_gcps(reader.gcps, y0),
-            "tags": output_tags(loaded, config, scene, choice)
+            "tags": output_tags(loaded, config, scene, plan.choice)
             | {TAGS.INPUT: reader.plan.describe(reader.bands, config.input)},
         }
         sinks = Sinks(loaded, config, out, prob_path, common, cog=rows is None)
         try:
-            # a wide scene is stitched column by column: memory follows its shorter side (when
-            # its file is tiled: columns of a striped file would decode every strip per column)
-            by_columns = COLUMNS_WHEN_WIDER and rows is None and not reader.resampled \
-                and grid.width > grid.height and ds.block_shapes[0][1] < ds.width
-            if by_columns:
-                tiles = sorted(tiles, key=lambda t: (t.col, t.row))
-                stitcher: Stitcher | ColumnStitcher = ColumnStitcher(
-                    grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
-                    config.probability_dtype)
-            else:
-                stitcher = Stitcher(
-                    grid, info.spec.classes, tiling.blend, sinks.mask, sinks.probabilities,
-                    config.probability_dtype, rows,
-                )
-            if reader.resampled:
-                stitcher.resample_to((ds.height, ds.width), _scene_validity(reader, config))
-            fn, flight = pipelined(predictor, len(tiles), tiling.batch_size)
-            batches = read_ahead(
-                lambda slot: reader.patches(grid, tiles, keep=aoi and aoi.tile_mask,
-                                            skip_empty=tiling.blend, slot=slot),
-                tiling.batch_size, env=env, in_flight=flight,
-            )
-            try:
-                run_pipeline(batches, tta_predictor(fn, config.tta), stitcher,
-                             lambda: len(tiles) - reader.empty_tiles, progress, flight)
-            finally:
-                batches.close()  # stops the reading thread before the scene is closed
-            stitcher.finish()
+            stitcher = predict_scene(reader, plan, info.spec.classes, sinks.mask,
+                                     sinks.probabilities, progress, env)
             sinks.commit(progress if rows is None else None)
             polygons = make_products(config, scene, out, sinks.probabilities_file, progress)
+            item = describe_outputs(config, scene, out, loaded.path)
         finally:
             sinks.abort()
     seconds = time.perf_counter() - start
     counts = {c.name: int(n) for c, n in zip(info.classes, stitcher.class_counts, strict=True)}
-    predicted = len(tiles) - reader.empty_tiles
+    predicted = len(plan.tiles) - reader.empty_tiles
     log.info("%s: %d tiles in %.1f s", source_name(scene), predicted, seconds)
+    choice = plan.choice
     return SegmentResult(
         scene=scene, mask=out, probabilities=prob_path, width=ds.width,
         height=y1 - y0, tiles=predicted, patch_pixels=predicted * math.prod(tiling.shape),
-        empty_tiles=known_empty + reader.empty_tiles,
+        empty_tiles=plan.known_empty + reader.empty_tiles,
         seconds=seconds, class_counts=counts, nodata_pixels=stitcher.nodata_pixels,
-        grid_tiles=len(grid), tta_passes=passes(config.tta), windows_read=reader.reads,
+        grid_tiles=len(plan.grid), tta_passes=passes(config.tta), windows_read=reader.reads,
         vector=Path(config.vector) if config.vector else None, polygons=polygons,
         preview=Path(config.preview) if config.preview else None,
         runtime=choice.label if choice is not None else None,
         georeferenced=georeferenced, notices=tuple(reader.notices), resampled=reader.resampled,
+        item=item,
     )
 
 
@@ -336,7 +228,7 @@ def check_outputs(out: Path, config: SegmentConfig) -> Path | None:
 
     """
     prob_path = Path(config.probabilities) if config.probabilities else None
-    check_geotiff_name(out, f" (masks are GeoTIFFs; for a picture use --preview "
+    check_geotiff_name(out, f" (masks are GeoTIFFs; for a picture use `preview` "
                             f"{Path(out).stem}.png)")
     check_destination(out, config.overwrite)
     if prob_path is not None:
@@ -357,20 +249,6 @@ def _shift_gcps(gcps: tuple[list, Any] | None, row0: int) -> tuple[list, Any] | 
     points, crs = gcps
     return [GroundControlPoint(row=p.row - row0, col=p.col, x=p.x, y=p.y, z=p.z, id=p.id,
                                info=p.info) for p in points], crs
-
-
-def _scene_validity(reader: SceneReader, config: SegmentConfig) -> Callable[[int, int], Any]:
-    """``valid(row0, rows)`` on the scene's own grid: its masks, and the area of interest."""
-    ds = reader.dataset
-    aoi = None if config.aoi is None else AreaOfInterest.load(
-        config.aoi, reader.path, ds.crs, ds.transform, ds.width, ds.height)
-
-    def valid(row0: int, rows: int) -> np.ndarray:
-        window = Window(0, row0, ds.width, rows)
-        mask = reader.native_validity(window)
-        return mask if aoi is None else mask & aoi.window_mask(window)
-
-    return valid
 
 
 class Sinks:
@@ -438,7 +316,7 @@ class Sinks:
 def _check_products(config: SegmentConfig, out: Path, prob_path: Path | None) -> None:
     """Refuse existing or clashing --vector/--preview destinations before any work."""
     taken = {out.resolve(), *([prob_path.resolve()] if prob_path else [])}
-    for extra in (config.vector, config.preview):
+    for extra in (config.vector, config.preview, *stac_destinations(config, out)):
         if extra is None:
             continue
         if Path(extra).resolve() in taken:
@@ -474,6 +352,6 @@ def make_products(
 
         announce(progress, "quick-look")
 
-        render_preview(scene, out, config.preview, bands=config.tiling.bands,
-                       overwrite=config.overwrite)
+        render_preview(scene, out, config.preview, size=config.preview_size,
+                       bands=config.tiling.bands, overwrite=config.overwrite)
     return polygons

@@ -2,10 +2,11 @@
 held-out protocols of the training studies, the synthetic-scene generator, the git commit,
 atomic JSON result files, peak memory and the training progress line.
 
-The scripts run as ``python scripts/NAME.py``, which puts this folder on ``sys.path``; they
-import from here with ``from _common import ...``. geofuse itself is imported only inside the
-functions that need it, so importing this module stays cheap (``--help`` never loads
-TensorFlow).
+The product tools run as ``python scripts/NAME.py``, which puts this folder on ``sys.path``;
+the studies (``scripts/studies/<study>/``) and benchmarks (``scripts/bench/``) put it there
+themselves. They import from here with ``from _common import ...``. geofuse itself is
+imported only inside the functions that need it, so importing this module stays cheap
+(``--help`` never loads TensorFlow).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
-REAL = ROOT.parent / "shared" / "data" / "real"
+# the shared real data beside the checkout; GEOFUSE_REAL_DATA points elsewhere
+REAL = Path(os.environ.get("GEOFUSE_REAL_DATA") or ROOT.parent / "shared" / "data" / "real")
 
 # -- SpaceNet: train on the western columns of one real scene, score the eastern ones ----------
 
@@ -144,7 +146,7 @@ def inria_split(folder: Path, half: bool = False) -> tuple[tuple[Path, Path], tu
     return (images[0], labels[0]), (images[1], labels[1])
 
 
-# -- Massachusetts roads: small data no recipe was chosen on (session 15) ------------------------
+# -- Massachusetts roads: small data no recipe was chosen on (at first) --------------------------
 
 ROADS = REAL / "massachusetts-roads-subset"
 ROADS_TRAIN = ("17278960_15", 700, 800, 700)  # image, row, column, side: the first image's
@@ -302,7 +304,7 @@ def held_out_protocol(dataset: str, work: Path, model: Path) -> HeldOut:
     IoU over the five classes on it. ``inria``: as ``spacenet`` on the Inria Austin crop
     (:data:`INRIA_SPLIT`, label raster); ``inria-half``: the same at half the resolution.
     ``roads``: train on a 700-px window of one Massachusetts roads image, score road IoU on
-    the 15 others (:func:`roads_split`). As ``scripts/train_recipes.py`` runs them.
+    the 15 others (:func:`roads_split`). As ``scripts/studies/training/train_recipes.py`` runs them.
     """
     from geofuse.training.config import EvaluateConfig, LabelOptions, SceneSource
 

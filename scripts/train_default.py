@@ -1,7 +1,7 @@
 """Rebuild the embedded default model, geofuse/model/default.keras, through training.train().
 
-Training data (issue 16; the held-out parts and licences are fixed in scripts/default_protocol.py
-and docs/default-model.md):
+Training data (the held-out parts and licences are fixed by the default model's study,
+scripts/studies/default_model/):
 
   * the Dubai aerial land-cover set (../shared/data/real/dubai-aerial-hitl, CC0, Humans in the
     Loop / MBRSC) but its held-out tile folder: colour-coded masks read through the colours of
@@ -14,13 +14,14 @@ and docs/default-model.md):
     leaves it out: that model scored 0.092 mean IoU on the held-out sample scene_b, against
     0.932 with it; docs/default-model.md).
 
-Inria and the Massachusetts roads state no licence that allows distributing a model trained on
-them: they are scored, never trained on. After training the model is scored on every held-out
-part (``docs/default-model-runs/<--name>.json``), the scores and the card go into the model file.
+Inria and the Massachusetts roads state no licence that allows distributing a model trained on them:
+they are scored, never trained on. After training the model is scored on every held-out part
+(``scripts/studies/default_model/runs/<--name>.json``), the scores and the card go into the model
+file.
 
     nice -n 10 python scripts/train_default.py --budget 45m           # the default model
     nice -n 10 python scripts/train_default.py --budget 45m --resume  # after an interruption
-    nice -n 10 python scripts/train_default.py --quick --out /tmp/q.keras   # plumbing, 1 min
+    nice -n 10 python scripts/train_default.py --quick --out q.keras   # plumbing, 1 min
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import _common
 from _common import REAL, ROOT, dubai_training, epoch_report
-from default_protocol import (
+
+# the held-out protocol of the default model lives with its study
+sys.path.insert(0, str(Path(__file__).resolve().parent / "studies" / "default_model"))
+from default_protocol import (  # noqa: E402
     ZANZIBAR_SPLIT,
     crop,
     one_class_coding,
@@ -137,8 +143,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "geofuse" / "model" / "default.keras")
     parser.add_argument("--name", default="embedded",
-                        help="Score file docs/default-model-runs/NAME.json.")
-    parser.add_argument("--run-dir", type=Path, default=Path("/tmp/geofuse-default.train"))
+                        help="Score file scripts/studies/default_model/runs/NAME.json.")
+    parser.add_argument("--run-dir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "geofuse-default.train")
     parser.add_argument("--holdout", default="Tile 2", help="Dubai tile folder held out")
     parser.add_argument("--budget", default="45m", help="Training time (the data checks included).")
     parser.add_argument("--quick", action="store_true", help="A few steps: checks the plumbing.")

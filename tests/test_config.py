@@ -16,7 +16,7 @@ from geofuse.errors import ConfigError
 from geofuse.model.modelfile import read_info
 from geofuse.model.spec import Architecture, ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource, TrainConfig
-from tests.conftest import make_tiny_model, write_geotiff
+from tests.helpers import make_tiny_model, write_geotiff
 
 
 @pytest.mark.parametrize(
@@ -110,3 +110,43 @@ def test_the_shell_shows_the_library_defaults(command: str, configs: tuple) -> N
             assert param.default == defaults[name], (command, param.name)
             checked += 1
     assert checked >= {"train": 15, "segment": 5, "evaluate": 5}[command]
+
+
+def test_tile_for_a_scene() -> None:
+    default = TilingConfig(overlap=64)
+    # one tile: one per model call (a batch of 4 would compute three padded tiles for nothing)
+    assert default.for_scene(256, 256, 8) == TilingConfig(tile=256, overlap=64, fit=False,
+                                                          align=8, batch_size=1)
+    assert default.for_scene(250, 100, 8).tile == 256
+    assert default.for_scene(512, 512, 8) == dataclasses.replace(default, fit=False, align=8,
+                                                                 batch_size=1)
+    # a big scene: bigger tiles, fewer per call (4 x 512² px, +10 %, at most), fewer pixels
+    # computed in the overlaps: 64 tiles of 1056 px, 1.06 patch pixels per scene pixel at 8192²
+    # (196 tiles of 616 px, three per call, 1.11 before)
+    big = TilingConfig().for_scene(8192, 8192, 8)
+    assert (big.tile, big.batch_size, big.overlap) == (1056, 1, 32)
+    assert big.grid(8192, 8192).patch_pixels / 8192**2 < 1.065
+    assert TilingConfig(batch_size=1).for_scene(8192, 8192, 8).tile <= 640
+    # a 5000 x 100 strip: 11 tiles of 512² px (the last pushed back over its neighbour), each
+    # mostly padding across the strip, computed 5.8 patch pixels per scene pixel; 16 square
+    # tiles of 384 px, 4.7; one tile as narrow as the strip (5000 x 104 px, within one call's
+    # pixels) computes 1.04, with no seam at all
+    fitted = default.for_scene(5000, 100, 8)
+    assert (fitted.shape, fitted.batch_size, fitted.fit) == ((5000, 104), 1, False)
+    assert fitted.grid(5000, 100).patch_pixels == 5000 * 104
+    assert fitted.for_scene(5000, 100, 8) == fitted
+    assert TilingConfig(overlap=64, fit=False).for_scene(5000, 100, 8).shape == (512, 512)
+    # a longer strip: tiles as narrow as it, fitted along it
+    strip = default.for_scene(20000, 100, 8)
+    assert strip.tile_width == 104 and len(strip.grid(20000, 100).col_starts) == 1
+    assert strip.grid(20000, 100).patch_pixels / (20000 * 100) < 1.15
+    # a 768 x 1024 scene: one 768 x 1024 tile (one 1024² tile before: 1.33 patch pixels per
+    # scene pixel); test-time rotations turn tiles, so they keep the square one
+    assert default.for_scene(768, 1024, 8).shape == (768, 1024)
+    assert default.for_scene(768, 1024, 8, square=True).shape == (1024, 1024)
+    assert TilingConfig(tile=1024).for_scene(768, 1024, 8).label == "768x1024"
+    # the overlap becomes a whole number of the model's lattice steps
+    assert TilingConfig(overlap=50).for_scene(5000, 5000, 8).overlap == 56
+    small = TilingConfig(tile=64, overlap=40).for_scene(30, 30, 4)
+    assert small == TilingConfig(tile=32, overlap=16, fit=False, align=4, batch_size=1)
+    assert small.for_scene(30, 30, 4) == small

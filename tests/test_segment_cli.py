@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from PIL import Image
 from rio_cogeo.cogeo import cog_validate
 
 from geofuse.cli import main
-from tests.conftest import write_geotiff
+from tests.helpers import ROOT, write_geotiff
 
 
 def segment(*args: str | Path) -> object:
@@ -318,3 +321,25 @@ def test_a_wide_scene_stitched_by_columns_matches_row_order(
     np.testing.assert_array_equal(by_columns[0], by_rows[0])
     np.testing.assert_allclose(by_columns[1], by_rows[1], rtol=1e-5, atol=1e-6)
     assert by_columns[2:] == by_rows[2:]
+
+
+def rgb(seed: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(1, 255, (3, height, width), dtype=np.uint8)
+
+
+def cli(*args: str | Path) -> object:
+    return CliRunner().invoke(main, [*map(str, args)])
+
+
+def test_png_input_warns_in_one_clean_line(tmp_path: Path, tiny_models) -> None:
+    Image.fromarray(np.moveaxis(rgb(7, 32, 32), 0, -1)).save(tmp_path / "x.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "geofuse.cli", "segment", str(tmp_path / "x.png"),
+         str(tmp_path / "m.tif"), "--model", str(tiny_models()), "-q"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Warning: {tmp_path / 'x.png'} is not georeferenced (no CRS, geotransform or GCPs), "
+        f"so neither is {tmp_path / 'm.tif'}"]

@@ -1,8 +1,12 @@
-"""The ``geofuse`` click group and what every command shares: error handling, defaults.
+"""The ``geofuse`` click group and what every command shares: errors, warnings, defaults.
 
 Any :class:`~geofuse.errors.GeofuseError` becomes a one-line message and exit code 1;
-Ctrl-C, SIGTERM and SIGHUP unwind cleanly. Defaults shown by ``--help`` come from the
-library's configuration dataclasses (:func:`default`), never from the command line.
+Ctrl-C, SIGTERM and SIGHUP unwind cleanly. Everything else the user is told goes through
+``logging`` and one handler (:class:`WarningLines`): a warning from geofuse (loggers
+``geofuse.*``), from a library it uses, or a Python warning (``warnings.warn``, captured) is
+one ``Warning: ...`` line on stderr, never a source line, with the library's parameter names
+turned into options (:func:`as_flags`). Defaults shown by ``--help`` come from the library's
+configuration dataclasses (:func:`default`), never from the command line.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +25,64 @@ from geofuse import __version__
 from geofuse.errors import GeofuseError
 from geofuse.interrupts import exit_code, interruption, signal_name, signals_interrupt
 
+log = logging.getLogger("geofuse.cli")
+
 
 def default(cls: Any, name: str) -> Any:
     """The library's default of field ``name`` of the dataclass ``cls`` (shown by --help)."""
     f = cls.__dataclass_fields__[name]
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+class WarningLines(logging.Handler):
+    """Writes log records to stderr (click's, so tests capture it) as one line each.
+
+    Warnings read ``Warning: text``, errors ``Error: text``; with ``--verbose`` the details
+    read ``logger: text``. Parameters named in backticks become options (:func:`as_flags`).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record's line."""
+        try:
+            click.echo(warning_line(record), err=True)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def warning_line(record: logging.LogRecord) -> str:
+    """The one line a log record becomes (see :class:`WarningLines`)."""
+    text = as_flags(record.getMessage().strip())
+    if record.levelno >= logging.ERROR:
+        return f"Error: {text}"
+    if record.levelno >= logging.WARNING:
+        return f"Warning: {text}"
+    return f"{record.name}: {text}"
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` of the command line: the warning's text, logged, no source."""
+    logging.getLogger("py.warnings").warning("%s", message)
+
+
+def show_warnings(verbose: bool) -> None:
+    """Route every warning and log record of the run to :class:`WarningLines`."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, WarningLines)]:
+        root.removeHandler(handler)  # an earlier invocation in the same process
+    root.addHandler(WarningLines())
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    for developer in ("absl", "tensorflow"):  # tracing advice and the like: with -v only
+        logging.getLogger(developer).setLevel(logging.INFO if verbose else logging.ERROR)
+    warnings.showwarning = _log_warning
+    # rasterio's NotGeoreferencedWarning: geofuse says it in its own words
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    warnings.filterwarnings("ignore", message="The given matrix is equal to Affine.identity")
+
+
+def warn(text: str) -> None:
+    """Show one ``Warning: ...`` line, in command-line words."""
+    log.warning(text)
 
 
 def quiet_tensorflow() -> None:
@@ -33,6 +91,33 @@ def quiet_tensorflow() -> None:
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     import_tensorflow(quiet=not logging.getLogger().isEnabledFor(logging.INFO))
+
+
+FLAG_NAMES = {"ignore_nodata": "--no-nodata", "classes_file": "--classes"}
+"""Library parameters whose option is not ``--`` + the name with dashes."""
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def as_flags(message: str) -> str:
+    """A library message in command-line words: `input_range` -> --input-range.
+
+    Library messages name parameters Keras-style in backticks; on the command line those are
+    options. Names without an option of the running command lose only their backticks.
+    """
+    ctx = click.get_current_context(silent=True)
+    options: dict[str, str] = {}
+    for param in getattr(ctx and ctx.command, "params", ()):
+        longs = [o for o in param.opts if o.startswith("--")]
+        if longs:
+            options[param.name or ""] = longs[0]
+            options.update({o[2:].replace("-", "_"): o for o in longs})
+
+    def flag(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return options.get(name) or FLAG_NAMES.get(name) or name
+
+    return _PARAMETER.sub(flag, message)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -55,7 +140,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt as exc:
             interrupted(exc)
         except GeofuseError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(as_flags(str(exc))) from None
         except MemoryError:
             raise click.ClickException(
                 "out of memory: try a smaller --tile or --batch-size"
@@ -74,10 +159,4 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--verbose", "-v", is_flag=True, help="Log progress details to stderr.")
 def main(verbose: bool) -> None:
     """Segment satellite and aerial GeoTIFFs with a multi-level feature-fusion U-Net."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    # rasterio's NotGeoreferencedWarning (with source lines): geofuse says it in one line
-    warnings.filterwarnings("ignore", message="Dataset has no geotransform")
-    warnings.filterwarnings("ignore", message="The given matrix is equal to Affine.identity")
+    show_warnings(verbose)

@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
-from geofuse.cli.app import default
+from geofuse.cli.app import as_flags, default
 from geofuse.config import (
     BLEND_MODES,
     CALL_SLACK,
     FIT_RANGE,
     OVERLAP_DIVISOR,
     PRECISIONS,
+    PREVIEW_SIZE,
     PROBABILITY_DTYPES,
     RESAMPLE_MODES,
     RUNTIMES,
@@ -23,6 +24,7 @@ from geofuse.config import (
     TTA_MODES,
     InputConfig,
     SegmentConfig,
+    StacConfig,
     TilingConfig,
     VectorizeConfig,
     parse_bands,
@@ -91,7 +93,7 @@ INPUT_ARGS = ("input_range", "stretch", "resample", "nodata", "ignore_nodata")
 def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """How a scene is fitted to the model (``segment``, ``batch``, ``evaluate``).
 
-    The values reach the command as one ``adapt`` argument, an :class:`InputConfig`.
+    The values reach the command as one ``adapt`` argument, an :class:`~geofuse.config.InputConfig`.
     """
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -99,7 +101,7 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             kwargs["adapt"] = InputConfig(**values)
         except GeofuseError as exc:
-            raise click.UsageError(str(exc)) from None
+            raise click.UsageError(as_flags(str(exc))) from None
         return func(*args, **kwargs)
 
     options = [
@@ -165,7 +167,7 @@ def build_segment_config(
     tta: str = "none", aoi: str | None = None, vector: str | None = None,
     vectorize: VectorizeConfig | None = None, preview: str | None = None,
     runtime: str = "auto", precision: str = "auto", adapt: InputConfig | None = None,
-    exact_tile: bool = False,
+    exact_tile: bool = False, stac: bool = False, preview_size: int | None = None,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     return SegmentConfig(
@@ -179,8 +181,16 @@ def build_segment_config(
         vector=Path(vector) if vector else None,
         vectorize=vectorize or VectorizeConfig(),
         preview=Path(preview) if preview else None,
+        preview_size=preview_size,
         input=adapt or InputConfig(),
+        stac=StacConfig() if stac else None,
     )
+
+
+preview_size_option = click.option(
+    "--preview-size", type=click.IntRange(min=16), default=None,
+    help="Longest side of the quick-look's picture in pixels (big scenes shrink, small ones "
+         f"grow). Default: the scene's size, at most {PREVIEW_SIZE}.")
 
 
 def vector_options(func: Callable[..., Any]) -> Callable[..., Any]:

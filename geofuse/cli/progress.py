@@ -1,7 +1,7 @@
 """Progress display of the command line (a helper of :mod:`geofuse.cli`, the other click user).
 
 The library reports through ``progress(done, total)`` and, for the phases after the counted
-work, ``progress.phase(text)`` (see :func:`geofuse.write.outputs.announce`). In a terminal this
+work, ``progress.phase(text)`` (see :func:`geofuse.progress.announce`). In a terminal this
 draws a bar whose right-hand side names the phase, so a bar at 100 % says what is still
 running (``mask: overviews and COG``, ``polygons``). Outside a terminal (a pipe, a log file,
 CI) there is no bar and never a bare label line: nothing for the steps of one scene (the

@@ -14,18 +14,20 @@ from typing import Any
 
 import click
 
-from geofuse.cli.app import handle_errors, main, quiet_tensorflow
+from geofuse.cli.app import handle_errors, main, quiet_tensorflow, warn
 from geofuse.cli.options import (
     announce_runtime,
     build_segment_config,
     build_vectorize_config,
     input_options,
+    preview_size_option,
     tiling_options,
     vector_options,
 )
 from geofuse.cli.progress import ProgressBar
 from geofuse.config import (
     PREVIEW_SIZE,
+    PREVIEW_STYLES,
     VECTOR_FORMATS,
     InputConfig,
     parse_bands,
@@ -48,6 +50,10 @@ from geofuse.model.export import EXPORT_FORMATS
 @vector_options
 @click.option("--preview", type=click.Path(dir_okay=False),
               help="Also write a quick-look PNG: the scene, the mask and a legend.")
+@preview_size_option
+@click.option("--stac", is_flag=True,
+              help="Also describe the outputs as a STAC Item, OUT.json beside OUT (with the "
+                   "model's MLM item, OUT.model.json).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Spread the scene over a local Dask cluster of N worker processes, in "
                    "bands of tile rows (same output; a rerun resumes).")
@@ -61,7 +67,8 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             batch_size: int, bands: str | None, probability_dtype: str, tta: str, overwrite: bool,
             quiet: bool, probabilities: str | None, aoi: str | None, vector: str | None,
             simplify: float, min_area: float, classes: str | None, preview: str | None,
-            workers: int | None, scheduler: str | None,
+            preview_size: int | None, stac: bool, workers: int | None,
+            scheduler: str | None,
             runtime: str, precision: str, adapt: InputConfig) -> None:
     """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255).
 
@@ -75,29 +82,26 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
         tile, overlap, blend, batch_size, bands, probabilities, probability_dtype, overwrite,
         tta=tta, aoi=aoi, vector=vector, preview=preview,
         vectorize=build_vectorize_config(simplify, min_area, classes),
-        runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile,
+        runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile, stac=stac,
+        preview_size=preview_size,
     )
-    if not scattered:  # the workers load TensorFlow, not this process
-        quiet_tensorflow()
     announce_runtime(config.tiling, quiet)
-
-    def notify(text: str) -> None:
-        click.echo(f"Warning: {text}", err=True)
-
+    # TensorFlow is loaded by segment_scene once the scene passed its checks (a refused scene
+    # costs no start-up), and by the workers when scattered
     bar = ProgressBar("bands" if scattered else "tiles", quiet)
     try:
         if scattered:
             result = _segment_scattered(scene, out, model_path, config, workers, scheduler,
-                                        bar, notify)
+                                        bar, warn)
         else:
             from geofuse.segment import segment_scene
 
-            result = segment_scene(scene, out, model_path, config, progress=bar, notify=notify)
+            result = segment_scene(scene, out, model_path, config, progress=bar, notify=warn)
     finally:
         bar.close()
     if not result.georeferenced:
-        click.echo(f"Warning: {scene} is not georeferenced (no CRS, geotransform or GCPs), "
-                   f"so neither is {result.mask}", err=True)
+        warn(f"{scene} is not georeferenced (no CRS, geotransform or GCPs), so neither is "
+             f"{result.mask}")
     if not quiet:
         tiles = plural(result.tiles, "tile")
         left_out = (["area of interest"] if config.aoi else []) + (
@@ -120,6 +124,8 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             click.echo(f"{result.vector}: {result.polygons} polygons", err=True)
         if result.preview is not None:
             click.echo(f"{result.preview}: quick-look", err=True)
+        if result.item is not None:
+            click.echo(f"{result.item}: STAC item", err=True)
 
 
 def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any,
@@ -138,7 +144,7 @@ def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any
 
 
 @main.command()
-@click.argument("in_dir", metavar="IN_DIR|LIST", type=click.Path())
+@click.argument("in_dir", metavar="IN_DIR|LIST|ITEMS.json", type=click.Path())
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @tiling_options
 @click.option("--probabilities", is_flag=True,
@@ -148,6 +154,7 @@ def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any
                    "--classes).")
 @vector_options
 @click.option("--preview", is_flag=True, help="Also write a quick-look NAME.png per scene.")
+@preview_size_option
 @click.option("--pattern", default="*.tif", show_default=True, help="Scene file name pattern.")
 @click.option("--recursive", "-r", is_flag=True,
               help="Search sub-folders too; their structure is mirrored under OUT_DIR.")
@@ -158,6 +165,12 @@ def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Skip scenes whose outputs are complete; --no-resume (or --overwrite) "
                    "redoes and replaces everything.")
+@click.option("--stac", is_flag=True,
+              help="Also write a STAC Item per scene (NAME.json) and a static STAC collection "
+                   "of the scenes done, OUT_DIR/collection.json (a rerun updates it).")
+@click.option("--asset", metavar="KEY", default=None,
+              help="With STAC input (ITEMS.json: an ItemCollection, item, catalogue or "
+                   "collection): segment the asset KEY of each item.")
 @input_options
 @handle_errors
 def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_tile: bool,
@@ -166,11 +179,13 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
           overwrite: bool, quiet: bool, probabilities: bool, pattern: str, recursive: bool,
           workers: int | None, scheduler: str | None, resume: bool, runtime: str,
           precision: str, vector: bool, simplify: float, min_area: float, classes: str | None,
-          preview: bool, adapt: InputConfig) -> None:
+          preview: bool, preview_size: int | None, stac: bool, asset: str | None,
+          adapt: InputConfig) -> None:
     """Segment every scene in IN_DIR (or listed in LIST) into OUT_DIR, one Dask task each.
 
     IN_DIR/a/b.tif becomes OUT_DIR/a/b.tif. LIST has one scene per line: a path (relative to
-    the list's folder) or any name GDAL opens (https://..., /vsizip/..., s3://...).
+    the list's folder) or any name GDAL opens (https://..., /vsizip/..., s3://...). ITEMS.json
+    is STAC: the asset --asset KEY of each of its items becomes OUT_DIR/ITEM_ID.tif.
     OUT_DIR/geofuse-report.json lists every scene (done, skipped or failed, with the reason).
     Exit code 1 if any scene failed.
     """
@@ -189,10 +204,12 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
                                      probability_dtype, overwrite, tta=tta, runtime=runtime,
                                      precision=precision, adapt=adapt, exact_tile=exact_tile,
                                      vectorize=build_vectorize_config(simplify, min_area,
-                                                                      classes)),
+                                                                      classes),
+                                     preview_size=preview_size),
         pattern=pattern, recursive=recursive, probabilities=probabilities, vector=vector,
         preview=preview,
         resume=resume and not overwrite, workers=workers or 1, scheduler=scheduler,
+        stac=stac, asset=asset,
     )
     announce_runtime(config.segment.tiling, quiet)
     bar = ProgressBar("scenes", quiet, lines=True)
@@ -210,13 +227,20 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
 @main.command()
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--stac", "as_stac", is_flag=True,
+              help="Print a model as a STAC Item of the Machine Learning Model extension.")
 @handle_errors
-def info(path: str, as_json: bool) -> None:
+def info(path: str, as_json: bool, as_stac: bool) -> None:
     """Describe a model file (.keras, or 'default' for the embedded one) or a raster scene.
 
     A scene is any file or name GDAL opens (/vsizip/..., https://..., s3://...).
     """
-    quiet_tensorflow()  # a weighted-fusion model is loaded to read its level weights
+    if as_stac:  # from the file's metadata: no TensorFlow
+        from geofuse.model.stac import model_item
+
+        click.echo(json.dumps(model_item(path).to_dict(include_self_link=False), indent=2))
+        return
+    # TensorFlow is imported only for a model whose fusion learns level weights (to read them)
     from geofuse.products.info import describe, format_facts
 
     facts = describe(path)
@@ -240,7 +264,8 @@ def export(model: str, out: str, fmt: str, overwrite: bool) -> None:
     """Export MODEL (.keras, or 'default') into the folder OUT for serving elsewhere.
 
     OUT/geofuse.json beside the network holds what it needs: bands, normalisation, classes
-    and colours, patch size, input/output layout and the source model's SHA-256.
+    and colours, patch size, input/output layout and the source model's SHA-256;
+    OUT/stac-item.json describes it as a STAC Item (Machine Learning Model extension).
     """
     quiet_tensorflow()
     from geofuse.model.export import export_model
@@ -299,14 +324,19 @@ def vectorize(mask: str, out: str, simplify: float, min_area: float, classes: st
               help="Bands shown as RGB (three) or grey (one), e.g. 4,3,2. "
                    "Default: the first three bands, or the first.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Opacity of the class colours.")
+              help="Opacity of the class colours (of the tint inside outlines).")
+@click.option("--style", type=click.Choice(PREVIEW_STYLES), default=PREVIEW_STYLES[0],
+              show_default=True,
+              help="outline: the scene in grey, classes tinted and outlined in their colours "
+                   "(readable whatever the scene's colours); fill: the scene in colour, class "
+                   "colours blended over it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing picture.")
 @handle_errors
 def preview(scene: str, mask: str, out: str, size: int | None, bands: str | None, alpha: float,
-            overwrite: bool) -> None:
+            style: str, overwrite: bool) -> None:
     """Write a quick-look PNG OUT: SCENE with the class MASK overlaid and a legend."""
     from geofuse.products.preview import render_preview
 
     result = render_preview(scene, mask, out, size=size, bands=parse_bands(bands), alpha=alpha,
-                            overwrite=overwrite)
+                            overwrite=overwrite, style=style)
     click.echo(f"{result.path}: {result.width}x{result.height} px", err=True)

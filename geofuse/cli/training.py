@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from geofuse.cli.app import default, handle_errors, main, quiet_tensorflow
+from geofuse.cli.app import as_flags, default, handle_errors, main, quiet_tensorflow, warn
 from geofuse.cli.options import (
     announce_runtime,
     build_tiling,
@@ -358,8 +358,10 @@ def train(**values: Any) -> None:
         click.echo(f"{network}epoch {epoch} ({when})  {shown}", err=True)
 
     def notify(text: str) -> None:
-        if not quiet or text.startswith("warning"):
-            click.echo(text, err=True)
+        if text.startswith("warning: "):
+            warn(text[len("warning: "):])
+        elif not quiet:
+            click.echo(as_flags(text), err=True)
 
     result = run_training(config, report=report, notify=notify)
     if result.model is None:  # a multi-worker run's non-chief worker: the chief writes

@@ -26,9 +26,11 @@ from geofuse.model.runtime import (
     probe_openvino,
     tensorflow_version,
 )
+from geofuse.model.stac import export_item
 
 EXPORT_FORMATS = ("openvino", "onnx", "saved_model")
 EXPORT_INFO = "geofuse.json"
+EXPORT_ITEM = "stac-item.json"  # the export as a STAC Item of the MLM extension
 
 
 
@@ -37,7 +39,9 @@ def export_model(loaded: LoadedModel, out: str | Path, fmt: str = "openvino",
     """Export a model for serving elsewhere, with its metadata as ``geofuse.json`` beside it.
 
     ``out`` becomes a folder holding ``model.xml``/``model.bin`` (openvino), ``model.onnx``
-    (onnx) or a TensorFlow SavedModel (saved_model), plus ``geofuse.json``: bands and their
+    (onnx) or a TensorFlow SavedModel (saved_model), plus ``stac-item.json`` (the export as a
+    STAC Item of the Machine Learning Model extension, :mod:`geofuse.model.stac`, its assets
+    relative to the folder) and ``geofuse.json``: bands and their
     order, normalisation (``(raw * scale + offset - mean) / std``), classes and colours, patch
     size and provenance, the input/output layout and the source model's SHA-256. The input is
     float32 NHWC with any batch and any height/width that are multiples of ``2**depth``; the
@@ -54,7 +58,7 @@ def export_model(loaded: LoadedModel, out: str | Path, fmt: str = "openvino",
         raise ConfigError(f"Expected format one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
+        raise OutputError(f"{out}: already exists (use `overwrite` to replace it)")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is a file, expected an export folder name")
     parent = out.parent if str(out.parent) else Path(".")
@@ -118,6 +122,9 @@ def _export_into(loaded: LoadedModel, folder: Path, fmt: str) -> None:
     }
     (folder / EXPORT_INFO).write_text(json.dumps(meta, indent=2, default=str) + "\n",
                                       encoding="utf-8")
+    item = export_item(folder, loaded.info, loaded.path, fmt, versions)
+    (folder / EXPORT_ITEM).write_text(
+        json.dumps(item.to_dict(include_self_link=False), indent=2) + "\n", encoding="utf-8")
 
 
 def _keras_export(loaded: LoadedModel, path: str, fmt: str) -> None:

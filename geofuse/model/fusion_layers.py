@@ -1,9 +1,10 @@
 """The layers of the fusion modes (the registry that names them is :mod:`geofuse.model.fusion`).
 
 Every fusion layer takes a list of feature maps from different pyramid levels and returns one
-map at the *target* level. Each input is first **aligned** (:class:`Align`): reduced by a 1x1
-conv to a common ``width`` at its own resolution (cheap), then resized to the target resolution
-(bilinear upsampling for coarser maps, max pooling for finer ones). The aligned maps are then
+map at the *target* level. Each input is first **aligned**
+(:class:`~geofuse.model.blocks.Align`): reduced by a 1x1 conv to a common ``width`` at its own
+resolution (cheap), then resized to the target resolution (bilinear upsampling for coarser
+maps, max pooling for finer ones). The aligned maps are then
 fused, and a 3x3 conv-BN-ReLU brings the result to ``filters`` channels. The fusions:
 
 - ``none`` (:class:`SkipFusion`): the plain U-Net skip (no alignment, no convolution);
@@ -306,7 +307,7 @@ class CrossAttentionFusion(MergedFusion):
     training, the patch side over ``2**level``), the maps are cut into windows of that side
     (the last ones zero-padded) and attention runs in each window on its own, so a token covers
     the same pixels on a tile of any size as on a training chip. Without it (models written
-    before session 23) the whole map is pooled to one grid, so one token covers more pixels on
+    before windows existed) the whole map is pooled to one grid, so one token covers more pixels on
     a larger tile: such a model, trained on 64-px chips, found no building on 512-px tiles.
 
     Args:

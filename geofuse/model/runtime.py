@@ -16,7 +16,7 @@ is missing, or cannot convert a model, ``auto`` falls back to TensorFlow with on
 
 TensorFlow and OpenVINO are imported lazily, inside the functions that need them. OpenVINO is
 imported without its usage telemetry (which would otherwise report every import and conversion
-over the network and keep a client id in ``~/intel``): see :func:`import_openvino`.
+over the network and keep a client id in ``~/intel``): see ``import_openvino()``.
 """
 
 from __future__ import annotations
@@ -205,8 +205,8 @@ def choose_runtime(runtime: str | TilingConfig = "auto", precision: str = "auto"
     """Resolve ``auto`` settings against what this machine offers.
 
     Args:
-        runtime: ``auto``, ``tensorflow`` or ``openvino``; or a :class:`TilingConfig`, whose
-            ``runtime`` and ``precision`` are used.
+        runtime: ``auto``, ``tensorflow`` or ``openvino``; or a
+            :class:`~geofuse.config.TilingConfig`, whose ``runtime`` and ``precision`` are used.
         precision: ``auto``, ``f32`` or ``bf16`` (bf16 needs OpenVINO).
 
     Returns:
@@ -252,13 +252,13 @@ def choose_runtime(runtime: str | TilingConfig = "auto", precision: str = "auto"
 
 
 STREAMS = 2
-"""Batches a long run keeps in flight on OpenVINO (:meth:`Predictor.concurrent`), each on its
-own stream with its share of the cores. One stream on every core stalls both cores whenever a
-pipeline thread (reading, stitching) takes one of them, at the stream's next barrier; two
-streams lose only the preempted one's time. On an 8192² scene on an idle 2-core AMD EPYC
-that made segmenting 4 % (f32) and 5 % (bf16) faster end to end, although the model alone is
-0-5 % slower on two streams (README, Inference runtimes); each stream holds its own
-activations (about 500 MB more with 1056² tiles, f32)."""
+"""Batches a long run keeps in flight on OpenVINO (:meth:`Predictor.concurrent`), each on its own
+stream with its share of the cores. One stream on every core stalls both cores whenever a pipeline
+thread (reading, stitching) takes one of them, at the stream's next barrier; two streams lose only
+the preempted one's time. On an 8192² scene on an idle 2-core AMD EPYC that made segmenting 4 %
+(f32) and 5 % (bf16) faster end to end, although the model alone is 0-5 % slower on two streams (the
+performance guide, ``docs/performance.md``); each stream holds its own activations (about 500 MB
+more with 1056² tiles, f32)."""
 
 
 class Predictor:
@@ -303,7 +303,7 @@ class Predictor:
         """``(predict, n)``: a function to call from ``n`` threads at once, one batch each.
 
         Keeping ``n`` batches in flight keeps the cores busy while other threads of the
-        pipeline run (:data:`STREAMS`); a single call of it is slower than one of the
+        pipeline run (``STREAMS``); a single call of it is slower than one of the
         predictor itself. ``(self, 1)`` where the runtime has no such mode.
         """
         if self._streams < 2:
@@ -421,7 +421,7 @@ def openvino_function(loaded: LoadedModel, ov_model: Any, precision: str,
     more than one thread, batches in flight) and threads that come and go reuse the requests
     and their buffers. One stream (the latency hint) gives a call every core; ``streams``
     above 1 (the throughput hint) splits the cores between that many calls running at once
-    (:data:`STREAMS`).
+    (``STREAMS``).
 
     Raises:
         ModelError: When the model cannot be compiled.

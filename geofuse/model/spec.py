@@ -33,7 +33,8 @@ class Architecture:
         base_filters: Filters of the first encoder level; doubled at each level.
         fusion: How each decoder level fuses encoder levels: a mode of :mod:`geofuse.model.fusion`.
             The default, ``none`` (the plain U-Net skip), is what the fusion study supports
-            (docs/fusion.md: no mode beat it on SpaceNet or Dubai, and it is the cheapest).
+            (``scripts/studies/fusion``: no mode beat it on SpaceNet or Dubai, and it is the
+            cheapest).
         fusion_width: Common width of the aligned maps; defaults to ``base_filters``.
         fusion_levels: Encoder levels each decoder level draws on: ``"all"`` or ``"adjacent"``
             (its own level and the ones directly above and below).

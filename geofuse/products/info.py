@@ -21,9 +21,10 @@ from geofuse.model.modelfile import (
 )
 from geofuse.model.network import decoder_sources, member_networks
 from geofuse.model.spec import Architecture, ModelInfo
-from geofuse.read.contract import metres
+from geofuse.read.contract import pixel_size_m
 from geofuse.read.rasterfile import open_raster
 from geofuse.sources import Source, as_source
+from geofuse.units import metres
 
 
 def describe_model(path: Path) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def fusion_weights(path: Path, arch: Architecture) -> dict[str, str]:
     (``"level 2"``); values list each input with its weight: ``decoder3`` is the decoder map
     coming up from level 3, ``enc0`` the encoder map of level 0 (full resolution). With gates,
     these static weights are further scaled by the gates (per pixel, or per image in models
-    written before session 24).
+    written before gates were pooled locally).
     """
     loaded = load_model(path)
     networks = member_networks(loaded.model, loaded.info.spec)
@@ -148,6 +149,7 @@ def describe_scene(path: Source) -> dict[str, Any]:
             "crs": ds.crs.to_string() if ds.crs else "none",
             "transform": list(ds.transform)[:6],
             "pixel_size": f"{ds.res[0]:g} x {ds.res[1]:g}",
+            "ground_pixel_size": _ground_size(ds),
             "bounds": list(ds.bounds),
             "nodata": ds.nodata,
             "mask_flags": ", ".join(
@@ -157,6 +159,12 @@ def describe_scene(path: Source) -> dict[str, Any]:
             "overviews": ds.overviews(1),
             "tags": ds.tags(),
         }
+
+
+def _ground_size(ds: Any) -> str:
+    """The central pixel's ground size, in the one unit of printed lengths."""
+    size = pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
+    return metres(size) if size is not None else "unknown (no CRS or geotransform)"
 
 
 def describe(path: str | Path) -> dict[str, Any]:

@@ -6,16 +6,23 @@ the picture is at most ``PREVIEW_SIZE`` pixels on its longest side and never big
 scene; an explicit ``size`` also enlarges small scenes (by a whole factor, each pixel a crisp
 square), so a 64 px chip can be looked at.
 
-The scene is shown as RGB (its first three bands, or the bands asked for) or grey (one band),
-each band stretched between its 2nd and 98th percentiles. Mask classes are blended over it in
-the colours of the mask's colour table; a legend panel on the right names each class and its
-share of the mask. Classes missing from the colour table get the readable default colours
-(:func:`geofuse.colours.class_colour`). Drawn with Pillow.
+The scene is read as RGB (its first three bands, or the bands asked for) or grey (one band),
+each band stretched between its 2nd and 98th percentiles. Two styles (``PREVIEW_STYLES``):
+
+- ``outline`` (the default): the scene in grey, each class tinted in its colour and outlined in
+  it at full strength. A class colour then always stands out against the picture, also where
+  the scene has that colour itself (red building colour over red roofs).
+- ``fill``: the scene in colour with the class colours blended over it.
+
+Colours come from the mask's colour table; classes missing from it get the readable default
+colours (:func:`geofuse.colours.class_colour`). A legend panel on the right names each class
+and its share of the mask; it grows to fit long names (up to ``LEGEND_MAX_WIDTH``) and wraps
+what is longer still. Drawn with Pillow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import ColorInterp, Resampling
 
 from geofuse.colours import class_colour, hex_rgb
-from geofuse.config import PREVIEW_SIZE
+from geofuse.config import PREVIEW_SIZE, PREVIEW_STYLES
 from geofuse.errors import ConfigError, InputError, OutputError, plural
 from geofuse.products.vectorize import mask_classes
 from geofuse.read.rasterfile import open_raster
@@ -33,8 +40,13 @@ from geofuse.sources import as_source, source_name
 from geofuse.write.outputs import atomic_path, check_destination
 
 LEGEND_WIDTH = 200
-"""Width in pixels of the legend panel to the right of the picture."""
+"""Least width in pixels of the legend panel to the right of the picture."""
+LEGEND_MAX_WIDTH = 420
+"""The legend grows to fit its longest line up to this width, and wraps beyond it."""
+OUTLINE_EVERY = 400
+"""Outlines are one pixel wide, one more per this many pixels of the picture's longest side."""
 ROW = 22
+SWATCH = 22  # the colour square and its gap before the text
 PAD = 10
 FONT_SIZE = 14
 BACKGROUND = (255, 255, 255)
@@ -100,30 +112,105 @@ def _class_colours(ds: rasterio.io.DatasetReader) -> dict[int, tuple[int, int, i
     return {int(k): tuple(int(c) for c in v[:3]) for k, v in table.items()}
 
 
-def _legend(
-    draw: ImageDraw.ImageDraw, x0: int, title: str,
-    entries: list[tuple[tuple[int, int, int], str]],
-) -> None:
-    font = ImageFont.load_default(size=FONT_SIZE)
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=FONT_SIZE)
 
-    def fit(text: str, width: int) -> str:
-        while text and draw.textlength(text, font=font) > width:
-            text = text[:-2] + "…" if len(text) > 1 else ""
-        return text
 
+def _wrap(text: str, width: int, measure: Callable[[str], float]) -> list[str]:
+    """``text`` in lines of at most ``width`` pixels: at spaces, else inside a long word."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if measure(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while len(word) > 1 and measure(word) > width:  # a word longer than a line
+            cut = 1
+            while cut < len(word) and measure(word[:cut + 1]) <= width:
+                cut += 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    return lines + ([line] if line else [])
+
+
+def legend_layout(texts: Sequence[str]) -> tuple[int, list[list[str]]]:
+    """Width of the legend panel and the lines of each entry.
+
+    The panel is ``LEGEND_WIDTH`` wide, wider when a line needs it (up to
+    ``LEGEND_MAX_WIDTH``); entries longer than that wrap. (The title, the scene's name, is
+    shortened with an ellipsis instead.)
+    """
+    font = _font()
+
+    def measure(text: str) -> float:
+        return font.getlength(text)
+
+    needed = max([measure(t) + 3 * PAD + SWATCH for t in texts], default=0.0)
+    width = int(min(LEGEND_MAX_WIDTH, max(LEGEND_WIDTH, np.ceil(needed))))
+    room = width - 3 * PAD - SWATCH
+    return width, [_wrap(t, room, measure) or [""] for t in texts]
+
+
+def legend_height(entries: int, lines: int | None = None) -> int:
+    """Pixels the legend needs for a title and ``entries`` classes over ``lines`` text lines."""
+    return 2 * PAD + ROW + 4 + (entries if lines is None else lines) * ROW
+
+
+def _legend(draw: ImageDraw.ImageDraw, x0: int, width: int, title: str,
+            entries: list[tuple[tuple[int, int, int], list[str]]]) -> None:
+    font = _font()
+    text = title
+    while text and draw.textlength(text, font=font) > width - 2 * PAD:
+        text = "…" + text[2:]  # the end of a path or URL says most
     y = PAD
-    draw.text((x0 + PAD, y), fit(title, LEGEND_WIDTH - 2 * PAD), fill=(0, 0, 0), font=font)
+    draw.text((x0 + PAD, y), text, fill=(0, 0, 0), font=font)
     y += ROW + 4
-    for colour, text in entries:
+    for colour, lines in entries:
         draw.rectangle([x0 + PAD, y + 2, x0 + PAD + 14, y + 16], fill=colour, outline=(0, 0, 0))
-        draw.text((x0 + PAD + 22, y), fit(text, LEGEND_WIDTH - 3 * PAD - 22), fill=(0, 0, 0),
-                  font=font)
-        y += ROW
+        for line in lines:
+            draw.text((x0 + PAD + SWATCH, y), line, fill=(0, 0, 0), font=font)
+            y += ROW
 
 
-def legend_height(entries: int) -> int:
-    """Pixels the legend needs for a title and ``entries`` classes."""
-    return 2 * PAD + ROW + 4 + entries * ROW
+def _edges(classes: np.ndarray, labelled: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within ``width`` of the border of their class region (inside it)."""
+    key = np.where(labelled, classes.astype(np.int32), -1)
+    edge = np.zeros(key.shape, dtype=bool)
+    edge[1:] |= key[1:] != key[:-1]
+    edge[:-1] |= key[:-1] != key[1:]
+    edge[:, 1:] |= key[:, 1:] != key[:, :-1]
+    edge[:, :-1] |= key[:, :-1] != key[:, 1:]
+    for _ in range(width - 1):  # thicken inwards, within the same class
+        grown = edge.copy()
+        grown[1:] |= edge[:-1] & (key[1:] == key[:-1])
+        grown[:-1] |= edge[1:] & (key[:-1] == key[1:])
+        grown[:, 1:] |= edge[:, :-1] & (key[:, 1:] == key[:, :-1])
+        grown[:, :-1] |= edge[:, 1:] & (key[:, :-1] == key[:, 1:])
+        edge = grown
+    return edge & labelled
+
+
+def _outline(classes: np.ndarray, labelled: np.ndarray, factor: int) -> np.ndarray:
+    """The outline pixels of the picture's classes.
+
+    On a picture enlarged by a whole ``factor`` the outline is one scene pixel wide (each
+    scene pixel stays a sharp square); otherwise one pixel wide, plus one per
+    ``OUTLINE_EVERY`` pixels of the picture's longest side.
+    """
+    if factor > 1:
+        small = _edges(classes[::factor, ::factor], labelled[::factor, ::factor], 1)
+        return small.repeat(factor, axis=0).repeat(factor, axis=1)
+    return _edges(classes, labelled, 1 + max(classes.shape) // OUTLINE_EVERY)
+
+
+def _grey(picture: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` float RGB as grey RGB (luma, BT.601)."""
+    luma = picture @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(luma[..., None], 3, axis=-1)
 
 
 def render_preview(
@@ -134,6 +221,7 @@ def render_preview(
     bands: Sequence[int] | None = None,
     alpha: float = 0.5,
     overwrite: bool = False,
+    style: str = PREVIEW_STYLES[0],
 ) -> PreviewResult:
     """Write a PNG of ``scene`` with ``mask`` overlaid in class colours, plus a legend.
 
@@ -146,11 +234,14 @@ def render_preview(
             enlarged.
         bands: 1-based bands shown as RGB (three) or grey (one); default: the first three
             non-alpha bands, or the first band.
-        alpha: Opacity of the class colours (0..1).
+        alpha: Opacity of the class colours (0..1); of the tint inside the outlines in the
+            ``outline`` style.
         overwrite: Replace an existing PNG.
+        style: ``outline`` (grey scene, classes tinted and outlined) or ``fill`` (colour
+            scene, classes blended over it); see the module's description.
 
     Returns:
-        A :class:`PreviewResult`; the PNG is ``(columns + LEGEND_WIDTH) x max(rows, legend)``.
+        A :class:`PreviewResult`; the PNG is ``(columns + legend width) x max(rows, legend)``.
 
     Raises:
         GeofuseError: InputError for unreadable or mismatched inputs, OutputError for the PNG,
@@ -162,6 +253,9 @@ def render_preview(
         raise ConfigError(f"Expected a preview size of at least 16 pixels. Received: {size!r}")
     if not 0 <= alpha <= 1:
         raise ConfigError(f"Expected an overlay alpha between 0 and 1. Received: {alpha!r}")
+    if style not in PREVIEW_STYLES:
+        raise ConfigError(f"Expected a preview style among {', '.join(PREVIEW_STYLES)}. "
+                          f"Received: {style!r}")
     if out.suffix.lower() != ".png":
         raise OutputError(f"Expected a preview file ending in .png. Received: {out}")
     check_destination(out, overwrite)
@@ -190,20 +284,28 @@ def render_preview(
         colours = _class_colours(msk)
 
     picture = _stretch(data, valid).astype(np.float32)
+    if style == "outline":
+        picture = _grey(picture)
+        edges = _outline(classes, labelled, w // src.width if enlarge else 1)
     picture[~valid] = NO_DATA
     ids = sorted(set(names) | set(np.unique(classes[labelled]).tolist()))
-    entries = []
+    swatches, texts = [], []
     total = max(int(labelled.sum()), 1)
     for cid in ids:
         colour = colours.get(cid) or hex_rgb(class_colour(names.get(cid, ""), cid))
         where = labelled & (classes == cid)
         picture[where] = (1 - alpha) * picture[where] + alpha * np.asarray(colour, np.float32)
-        share = 100.0 * where.sum() / total
-        entries.append((colour, f"{names.get(cid, f'class {cid}')}  {share:.1f} %"))
+        if style == "outline":
+            picture[where & edges] = colour
+        swatches.append(colour)
+        texts.append(f"{names.get(cid, f'class {cid}')}  {100.0 * where.sum() / total:.1f} %")
 
-    canvas = Image.new("RGB", (w + LEGEND_WIDTH, max(h, legend_height(len(entries)))), BACKGROUND)
+    title = source_name(scene)
+    width, lines = legend_layout(texts)
+    height = max(h, legend_height(len(texts), sum(map(len, lines))))
+    canvas = Image.new("RGB", (w + width, height), BACKGROUND)
     canvas.paste(Image.fromarray(np.rint(picture).astype(np.uint8), "RGB"), (0, 0))
-    _legend(ImageDraw.Draw(canvas), w, source_name(scene), entries)
+    _legend(ImageDraw.Draw(canvas), w, width, title, list(zip(swatches, lines, strict=True)))
     with atomic_path(out, ".part.png") as tmp:
         try:
             canvas.save(tmp, format="PNG", optimize=True)

@@ -21,10 +21,10 @@ The windows are written as one polygon layer (GeoPackage or GeoJSON) in the firs
 best first, with fields ``rank`` (1 = best), ``score``, ``scene`` (the path as given; a URL's
 file name), ``valid`` (share of valid pixels), ``row``, ``col`` (the window's pixel offsets in
 its scene), ``width`` and ``height`` (pixels; smaller at a scene's last row or column, where
-the polygon is cut at the scene's edge). A scene in another CRS has its windows reprojected (their corners, so they stay
-quadrilaterals: exact on its grid in its own CRS, and ``row``/``col`` still locate them);
-scenes without georeferencing give pixel coordinates, and cannot be mixed with georeferenced
-ones.
+the polygon is cut at the scene's edge). A scene in another CRS has its windows reprojected
+(their corners, so they stay quadrilaterals: exact on its grid in its own CRS, and
+``row``/``col`` still locate them); scenes without georeferencing give pixel coordinates, and
+cannot be mixed with georeferenced ones.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Writing polygon layers through pyogrio (GDAL/OGR), atomically.
 
 GeoPackage output is written in batches (each an append to the layer, one transaction per
-batch), so memory does not grow with the number of polygons. GDAL's GeoJSON driver rewrites the
+batch), so memory does not grow with the number of polygons, and gets a default QGIS style in
+the class colours (:mod:`geofuse.products.qgis_style`). GDAL's GeoJSON driver rewrites the
 whole file on every append, so GeoJSON features are kept (as compact WKB) and written in one
 call at the end. Either way the file is built under a hidden temporary name beside the
 destination and renamed into place only when complete.
@@ -9,6 +10,8 @@ destination and renamed into place only when complete.
 
 from __future__ import annotations
 
+import sqlite3
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from rasterio.crs import CRS
 
 from geofuse.config import VECTOR_FORMATS
 from geofuse.errors import OutputError, first_line
+from geofuse.products.qgis_style import Classes, add_class_style
 from geofuse.write.outputs import publish, reserve_temp
 
 DRIVERS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson")}
@@ -39,7 +43,7 @@ def output_format(out: Path, fmt: str | None) -> str:
     if suffix in (".geojson", ".json"):
         return "geojson"
     raise OutputError(
-        f"Expected an output ending in .gpkg or .geojson (or --format "
+        f"Expected an output ending in .gpkg or .geojson (or `format` "
         f"{'/'.join(VECTOR_FORMATS)}). Received: {out}"
     )
 
@@ -55,11 +59,14 @@ class FeatureWriter:
     """A polygon layer under construction; nothing exists under ``dest`` until :meth:`commit`.
 
     Fields: ``class_id`` (int32), ``class_name``, ``pixels`` (int64), ``area_m2`` (float64) and,
-    ``with_prob``, ``mean_prob`` (float64).
+    ``with_prob``, ``mean_prob`` (float64). ``style``: the classes' names and colours, the
+    GeoPackage layer's default QGIS style.
     """
 
-    def __init__(self, dest: Path, fmt: str, crs: CRS | None, with_prob: bool) -> None:
+    def __init__(self, dest: Path, fmt: str, crs: CRS | None, with_prob: bool,
+                 style: Classes | None = None) -> None:
         self.dest = dest
+        self.style = style
         self.driver, suffix = DRIVERS[fmt]
         self.crs = _crs_text(crs)
         self.names = ["class_id", "class_name", "pixels", "area_m2"]
@@ -84,11 +91,13 @@ class FeatureWriter:
 
     def _write(self, wkb: np.ndarray, columns: dict[str, np.ndarray]) -> None:
         try:
-            write_vector(
-                self.tmp, wkb, [columns[n] for n in self.names], self.names, crs=self.crs,
-                driver=self.driver, geometry_type="Polygon", layer=LAYER,
-                append=self.created, promote_to_multi=False,
-            )
+            with warnings.catch_warnings():  # a mask without a CRS is said once, by vectorize
+                warnings.filterwarnings("ignore", message="'crs' was not provided")
+                write_vector(
+                    self.tmp, wkb, [columns[n] for n in self.names], self.names, crs=self.crs,
+                    driver=self.driver, geometry_type="Polygon", layer=LAYER,
+                    append=self.created, promote_to_multi=False,
+                )
         except (DataSourceError, FeatureError, FieldError, GeometryError, OSError) as exc:
             raise OutputError(f"{self.dest}: cannot write polygons ({first_line(exc)})") from exc
         self.created = True
@@ -103,6 +112,11 @@ class FeatureWriter:
         if not self.created:
             empty = {n: np.array([], dtype=d) for n, d in zip(self.names, self.dtypes, strict=True)}
             self._write(np.array([], dtype=object), empty)
+        if self.style and self.driver == "GPKG":
+            try:
+                add_class_style(self.tmp, LAYER, self.style)
+            except sqlite3.Error as exc:
+                raise OutputError(f"{self.dest}: cannot write its layer style ({exc})") from exc
         try:
             publish(self.tmp, self.dest)
         except OSError as exc:

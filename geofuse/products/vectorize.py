@@ -38,6 +38,7 @@ from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 from shapely.geometry import shape
 
+from geofuse.colours import class_colour, hex_rgb
 from geofuse.config import VectorizeConfig
 from geofuse.errors import InputError, OutputError, plural
 from geofuse.products.vector_io import FeatureWriter, output_format
@@ -354,6 +355,18 @@ def _open_probabilities(path: Path, mask: rasterio.io.DatasetReader) -> Any:
     return prob
 
 
+def class_style(ds: rasterio.io.DatasetReader, names: dict[int, str],
+                selected: set[int] | None) -> dict[int, tuple[str, tuple[int, int, int]]]:
+    """The polygons' classes with their colours (the mask's colour table), for their style."""
+    try:
+        table = ds.colormap(1)
+    except ValueError:  # no colour table: the default colours of the names
+        table = {}
+    ids = sorted(selected if selected is not None else names)
+    return {i: (names[i], tuple(table[i][:3]) if i in table else hex_rgb(class_colour(names[i], i)))
+            for i in ids if i in names}
+
+
 def _check_mask(ds: rasterio.io.DatasetReader, path: Path) -> None:
     if ds.count != 1:
         raise InputError(
@@ -408,7 +421,8 @@ def vectorize_mask(
             log.warning("%s has no CRS: area_m2 is in squared pixel/coordinate units", mask)
         cx, cy = transform * (src.width / 2, src.height / 2)
         prob = _open_probabilities(Path(probabilities), src) if probabilities else None
-        writer = FeatureWriter(out, fmt, crs, with_prob=prob is not None)
+        writer = FeatureWriter(out, fmt, crs, with_prob=prob is not None,
+                               style=class_style(src, names, selected))
         try:
             collect = _Collector(writer, _affine_fn(transform), AreaMeter(crs, (cx, cy)), names,
                                  config, with_prob=prob is not None)

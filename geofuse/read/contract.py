@@ -34,6 +34,7 @@ from rasterio.crs import CRS
 from geofuse.config import InputConfig
 from geofuse.errors import InputError
 from geofuse.model.spec import ModelInfo
+from geofuse.units import metres
 
 RESAMPLE_BEYOND = 1.5
 """Pixel sizes further apart than this factor get a notice (and are resampled with ``auto``)."""
@@ -98,21 +99,33 @@ def choose_bands(ds: Any, info: ModelInfo, bands: Sequence[int] | None, default:
         if len(named) == len(model) and any(s is not None and s != m
                                             for s, m in zip(named, model, strict=True)):
             return tuple(bands), [
-                f"{name}: --bands {','.join(map(str, bands))} feeds bands named "
+                f"{name}: `bands` {','.join(map(str, bands))} feeds bands named "
                 f"{', '.join(s or '?' for s in named)} into the model's "
-                f"{', '.join(model)} (check --bands)"]
+                f"{', '.join(model)} (check `bands`)"]
         return tuple(bands), []
     where: dict[str, list[int]] = {}
     for index, key in enumerate(scene, start=1):
         if key is not None:
             where.setdefault(key, []).append(index)
     if not all(len(where.get(key, ())) == 1 for key in model):
-        return None, []
+        return None, [notice for notice in [_unnamed(ds, default, model, name)] if notice]
     chosen = tuple(where[key][0] for key in model)
     if chosen == tuple(default):
         return chosen, []
     return chosen, [f"{name}: bands {','.join(map(str, chosen))} matched to the model's "
                     f"{', '.join(model)} by their names"]
+
+
+def _unnamed(ds: Any, default: Sequence[int], model: list[str | None],
+             name: str) -> str | None:
+    """A notice when the bands taken in order for a model of named bands carry no names."""
+    if len(default) != len(model) or any(band_key(ds.descriptions[b - 1]) or
+                                         band_key(ds.colorinterp[b - 1].name) for b in default):
+        return None
+    colours = ", ".join(ds.colorinterp[b - 1].name for b in default)
+    return (f"{name}: bands {','.join(map(str, default))} carry no colour or band names "
+            f"({colours}); they are read in this order as the model's "
+            f"{', '.join(map(str, model))} (choose others with `bands`)")
 
 
 def check_dtype(dtype: str, info: ModelInfo, adapt: InputConfig, name: str) -> None:
@@ -129,7 +142,7 @@ def check_dtype(dtype: str, info: ModelInfo, adapt: InputConfig, name: str) -> N
     if np.dtype(dtype).kind == "f" and np.dtype(info.input_dtype).kind == "f":
         return
     raise InputError(f"Expected {info.input_dtype} input. Received: {dtype} in {name}; give "
-                     "--input-range LOW,HIGH or --stretch percentile")
+                     "`input_range` LOW,HIGH or `stretch` percentile")
 
 
 def model_range(info: ModelInfo) -> tuple[float, float]:
@@ -204,7 +217,7 @@ def range_notice(info: ModelInfo, samples: np.ndarray, name: str) -> str | None:
     share, band, lo, hi, (slo, shi) = worst
     return (f"{name}: {share:.0%} of the values of input band {band + 1} "
             f"({info.band_names[band]}: {slo:g}..{shi:g}) lie outside the model's training "
-            f"range {lo:g}..{hi:g}; the mask may be wrong (--input-range or --stretch "
+            f"range {lo:g}..{hi:g}; the mask may be wrong (`input_range` or `stretch` "
             "percentile map them)")
 
 
@@ -234,11 +247,6 @@ def pixel_size_m(crs: CRS | None, transform: Affine, width: int, height: int) ->
     return size if math.isfinite(size) and size > 0 else None
 
 
-def metres(value: float) -> str:
-    """``0.5`` -> ``0.5 m``, ``0.0775`` -> ``7.75 cm``, ``300.04`` -> ``300 m``."""
-    return f"{value * 100:.3g} cm" if value < 0.1 else f"{value:.3g} m"
-
-
 def resample_factor(scene_size: float | None, info: ModelInfo, adapt: InputConfig,
                     name: str) -> tuple[float, list[str]]:
     """Scene pixels per model pixel along each axis to read at (1: as it is), and notices."""
@@ -251,12 +259,12 @@ def resample_factor(scene_size: float | None, info: ModelInfo, adapt: InputConfi
     sizes = f"pixel size {metres(scene_size)}, the model's {metres(info.pixel_size)}"
     if adapt.resample == "off":
         return 1.0, [f"{name}: {sizes}; segmenting at the scene's own pixel size "
-                     "(--resample off)"]
+                     "(`resample` off)"]
     if apart > RESAMPLE_LIMIT:
         return 1.0, [f"{name}: {sizes}: more than {RESAMPLE_LIMIT:g}x apart, too far to "
                      "resample; segmenting at the scene's own pixel size, the mask may be wrong"]
     return ratio, [f"{name}: {sizes}; reading it at {metres(info.pixel_size)} "
-                   "(--resample off to keep its own)"]
+                   "(`resample` off to keep its own)"]
 
 
 @dataclass

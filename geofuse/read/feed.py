@@ -26,11 +26,11 @@ T = TypeVar("T")
 _DONE = object()
 
 PIPELINE_NICE = 10
-"""Niceness added to the threads that read and stitch around the model (Linux; 0: none).
+"""Niceness added to the threads that read and stitch around the model (Linux only; 0 for none).
 
 The model's threads use every core; a pipeline thread that preempts one of them stalls the
-other at its next barrier. Lowered, the pipeline runs in the gaps (README, Development:
-``scripts/bench.py``)."""
+other at its next barrier. Lowered, the pipeline runs in the gaps (``docs/performance.md``,
+``scripts/bench/bench.py``)."""
 
 
 def lower_priority(nice: int | None = None) -> None:
@@ -205,7 +205,7 @@ def read_ahead(make_patches: Callable[[Slot], Iterator[Patch]], size: int,
                in_flight: int = 1) -> Iterator[tuple[list[Patch], np.ndarray]]:
     """:func:`stacked` batches of ``make_patches(slot)``, made ahead in a background thread.
 
-    :data:`READ_AHEAD` batches are read, normalised and stacked while the model runs on up
+    ``READ_AHEAD`` batches are read, normalised and stacked while the model runs on up
     to ``in_flight`` batches it was handed (their arrays are not reused until then).
     """
     ring = READ_AHEAD + 1 + in_flight

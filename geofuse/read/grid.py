@@ -7,9 +7,9 @@ shifted inward so that it ends on the scene edge (no ragged tiles, no missed pix
 ``align`` (the model's ``2**depth``), every tile starts on a multiple of it, so that each tile's
 pooling lattice is the whole scene's: a U-Net is only shift-equivariant by multiples of
 ``2**depth``, and a tile shifted by 4 px changes 1-5 % of a real scene's classes where an aligned
-one changes almost none (``docs/seams.md``). The last tile then ends up to ``align - 1`` pixels
-past the edge. A scene side shorter than a tile gets a single tile at offset 0 that reaches past
-the edge; the reader pads it and the stitcher crops the padding off again.
+one changes almost none (``scripts/studies/seams``). The last tile then ends up to ``align - 1``
+pixels past the edge. A scene side shorter than a tile gets a single tile at offset 0 that reaches
+past the edge; the reader pads it and the stitcher crops the padding off again.
 
 Each tile also owns a *core* window: the cores split every overlap at its middle, so they
 partition the scene exactly once. The ``center`` blend keeps only cores.
@@ -233,7 +233,7 @@ class TileGrid:
         """Scene rows ``[lo, hi)`` owned by the cores of grid rows ``first .. stop - 1``.
 
         Raises:
-            ConfigError: Unless ``0 <= first < stop <= `` the number of grid rows.
+            ConfigError: Unless ``0 <= first < stop <= n``, ``n`` the number of grid rows.
         """
         if not 0 <= first < stop <= len(self.row_starts):
             raise ConfigError(f"Expected grid rows 0 <= first < stop <= {len(self.row_starts)}. "

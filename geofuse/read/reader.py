@@ -33,6 +33,7 @@ from geofuse.read.contract import InputPlan
 from geofuse.read.grid import Tile, TileGrid
 from geofuse.read.rasterfile import gdal_reason, open_raster
 from geofuse.read.sparse import MissingBlocks
+from geofuse.read.validity import area_taps, majority_valid, nodata_colour_notice
 from geofuse.sources import Source, as_source
 
 Slot = Callable[[tuple[int, ...]], np.ndarray]
@@ -40,6 +41,7 @@ Slot = Callable[[tuple[int, ...]], np.ndarray]
 
 SAMPLE_WINDOW = 128  # side of the windows SceneReader.sample reads from a big scene
 SAMPLE_WINDOWS = 64  # and their least number
+SAMPLE_PIXELS = 1 << 20  # pixels SceneReader.sample reads
 SUPPORTED_DTYPES = (
     "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"
 )
@@ -138,7 +140,7 @@ class SceneReader:
             raise InputError(
                 f"Expected {plural(expected_bands, 'band')}. "
                 f"Received: {plural(len(self.bands), 'band')} in {name}"
-                + (" (choose bands with --bands)" if len(self.bands) > expected_bands else "")
+                + (" (choose bands with `bands`)" if len(self.bands) > expected_bands else "")
             )
         dtypes = {ds.dtypes[b - 1] for b in self.bands}
         unsupported = sorted(dtypes - set(SUPPORTED_DTYPES))
@@ -196,6 +198,7 @@ class SceneReader:
         size = contract.pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
         plan.factor, notices = contract.resample_factor(size, model, adapt, name)
         plan.notices += notices
+        plan.notices += filter(None, [self._nodata_notice(name)])
         if plan.factor != 1.0:
             self._grid = (max(1, round(ds.height * plan.factor)),
                           max(1, round(ds.width * plan.factor)))
@@ -293,8 +296,11 @@ class SceneReader:
         """GDAL's validity of the selected bands (nodata, alpha, mask files), ANDed.
 
         On exact reads the bands whose validity is their nodata value are left to
-        :meth:`_data`, which compares the values it reads.
+        :meth:`_data`, which compares the values it reads. A window of the model's pixel grid
+        (a resampled scene) is valid where most of its footprint is (:meth:`_majority`).
         """
+        if shape is None and not native and self.resampled:
+            return self._majority(window)
         bands = self._gdal_masks if self._exact(native, shape) else self._mask_bands
         try:
             if bands:
@@ -331,6 +337,47 @@ class SceneReader:
             valid &= np.all(data != self.adapt.nodata, axis=0)
         return data
 
+    def _majority(self, window: Window) -> np.ndarray:
+        """Validity of a window of the model's grid: at least half of each pixel valid.
+
+        The scene's own validity under the window (its masks, nodata values, NaN, a
+        ``--nodata`` value) is area-averaged onto the window's pixels
+        (:mod:`geofuse.read.validity`), so scattered invalid scene pixels do not void the
+        model pixels they fall in, and a model pixel mostly outside the data is invalid.
+        """
+        shape = int(window.height), int(window.width)
+        if not self._mask_bands and not self._needs_data:
+            return np.ones(shape, dtype=bool)
+        ds = self.dataset
+        source = self._io(window, 1, Resampling.nearest)["window"]
+        r0, c0 = math.floor(source.row_off), math.floor(source.col_off)
+        r1 = min(ds.height, math.ceil(source.row_off + source.height))
+        c1 = min(ds.width, math.ceil(source.col_off + source.width))
+        valid = self.native_validity(Window(c0, r0, c1 - c0, r1 - r0))
+        if valid.all():
+            return np.ones(shape, dtype=bool)
+        return majority_valid(
+            valid, area_taps(source.row_off, source.height, shape[0], r0, r1 - r0),
+            area_taps(source.col_off, source.width, shape[1], c0, c1 - c0))
+
+    def _nodata_notice(self, name: str) -> str | None:
+        """A notice when the scene's nodata value looks like a real colour (or None).
+
+        Looks at the validity that the nodata value alone gives, over the whole scene when
+        it is small and over the windows :meth:`sample` reads otherwise (GDAL's block cache
+        holds them): about a megapixel of masks, whatever the scene's size.
+        """
+        ds = self.dataset
+        if self.adapt.ignore_nodata or self.adapt.nodata is not None:
+            return None
+        whole = ds.width * ds.height <= 4 * SAMPLE_PIXELS
+        windows = ([Window(0, 0, ds.width, ds.height)] if whole
+                   else self._sample_windows(SAMPLE_PIXELS))
+        try:
+            return nodata_colour_notice(ds, self.bands, windows, name)
+        except RasterioError as exc:
+            raise InputError(f"{self.path}: cannot read pixels ({gdal_reason(exc)})") from exc
+
     def native_validity(self, window: Window) -> np.ndarray:
         """Validity of a window of the scene's own grid (whatever grid is read)."""
         valid = self._masks(window, native=True)
@@ -338,7 +385,7 @@ class SceneReader:
             self._data(window, valid, native=True)
         return valid
 
-    def sample(self, pixels: int = 1 << 20) -> np.ndarray:
+    def sample(self, pixels: int = SAMPLE_PIXELS) -> np.ndarray:
         """About ``pixels`` valid values of each selected band: ``(bands, n)``, the file's type.
 
         A scene with overviews, or small enough, is read decimated (GDAL reads the overviews).
@@ -355,22 +402,29 @@ class SceneReader:
             whole = Window(0, 0, ds.width, ds.height)
             valid = self._masks(whole, True, shape)
             return _valid_values(self._data(whole, valid, True, shape), valid)
-        # at least SAMPLE_WINDOWS windows (smaller ones for a small sample)
+        parts = []
+        for window in self._sample_windows(pixels):
+            valid = self._masks(window, True)
+            parts.append(_valid_values(self._data(window, valid, True), valid))
+        return np.concatenate(parts, axis=1)
+
+    def _sample_windows(self, pixels: int) -> list[Window]:
+        """Square windows spread evenly over the scene, about ``pixels`` in all.
+
+        At least ``SAMPLE_WINDOWS`` of them (smaller ones for a small sample), at most
+        ``SAMPLE_WINDOW`` px on a side.
+        """
+        ds = self.dataset
         side = min(SAMPLE_WINDOW, max(16, math.isqrt(pixels // SAMPLE_WINDOWS)), ds.width,
                    ds.height)
         count = max(1, pixels // side**2)
         rows = max(1, min(round(math.sqrt(count * ds.height / ds.width)), ds.height // side))
         cols = max(1, min(math.ceil(count / rows), ds.width // side))
-        parts = []
-        for i in range(rows):
-            for j in range(cols):
-                window = Window((ds.width - side) * j // max(1, cols - 1) if cols > 1 else
-                                (ds.width - side) // 2,
-                                (ds.height - side) * i // max(1, rows - 1) if rows > 1 else
-                                (ds.height - side) // 2, side, side)
-                valid = self._masks(window, True)
-                parts.append(_valid_values(self._data(window, valid, True), valid))
-        return np.concatenate(parts, axis=1)
+        return [Window((ds.width - side) * j // max(1, cols - 1) if cols > 1 else
+                       (ds.width - side) // 2,
+                       (ds.height - side) * i // max(1, rows - 1) if rows > 1 else
+                       (ds.height - side) // 2, side, side)
+                for i in range(rows) for j in range(cols)]
 
     def known_empty(self, window: Window) -> bool:
         """True when GDAL's block index alone says ``window`` holds no valid pixel.
@@ -494,8 +548,8 @@ class SceneReader:
             tiles: The tiles to read (default: all).
             keep: Optional validity ANDed into every patch (see :meth:`read_patch`).
             skip_empty: A blend mode: leave out the tiles without a valid pixel where that
-                blend gives them weight (:meth:`TileGrid.influence`); they are counted in
-                ``empty_tiles``. None yields every tile.
+                blend gives them weight (:meth:`~geofuse.read.grid.TileGrid.influence`); they
+                are counted in ``empty_tiles``. None yields every tile.
             slot: Optional ``slot(shape)`` giving the array each patch's data is written
                 into (:meth:`BatchRing.slot <geofuse.read.feed.BatchRing.slot>`); None: a new
                 array per patch.

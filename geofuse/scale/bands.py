@@ -43,6 +43,7 @@ from geofuse.config import ClusterConfig, SegmentConfig
 from geofuse.errors import ConfigError, GeofuseError, OutputError, first_line
 from geofuse.model.modelfile import file_digest, read_info, resolve_model_path
 from geofuse.model.tta import passes
+from geofuse.products.stac import describe_outputs
 from geofuse.progress import Progress, announce
 from geofuse.read.aoi import AreaOfInterest
 from geofuse.read.grid import TileGrid
@@ -267,8 +268,8 @@ def _check_scene(scene: Source, info: Any, config: SegmentConfig,
             (notify or log.warning)(notice)
         if reader.resampled:
             raise ConfigError(f"{scene}: expected a scene on the model's pixel size for "
-                              "--workers/--scheduler. Received: one to be resampled; run it "
-                              "without them, or with --resample off")
+                              "`workers`/`scheduler`. Received: one to be resampled; run it "
+                              "without them, or with `resample` off")
         tiling = config.tiling_for(reader.height, reader.width, info.spec.arch.multiple)
         if config.aoi is not None:  # an area missing the scene fails here, not in a task
             AreaOfInterest.load(config.aoi, scene, reader.crs, reader.transform, reader.width,
@@ -324,7 +325,7 @@ def segment_scattered(
     rows = len(grid.row_starts)
     need_probs = prob_path is not None or config.vector is not None  # polygons: mean_prob
     band_config = dataclasses.replace(
-        config, overwrite=True, probabilities=None, vector=None, preview=None,
+        config, overwrite=True, probabilities=None, vector=None, preview=None, stac=None,
         probability_dtype=config.probability_dtype if prob_path is not None else "uint8",
         aoi=config.aoi and Path(config.aoi).absolute())
     key = run_key(scene, digest, band_config, grid,
@@ -360,6 +361,7 @@ def segment_scattered(
                 probs_file = join_parts(folder, markers, "probabilities", grid, prob_path,
                                         "average")
             polygons = make_products(config, scene, out, probs_file, progress)
+            item = describe_outputs(config, scene, out, model_path)
             shutil.rmtree(folder)
     finally:
         with contextlib.suppress(OSError):
@@ -376,7 +378,7 @@ def segment_scattered(
         vector=config.vector and Path(config.vector), polygons=polygons,
         preview=config.preview and Path(config.preview), runtime=markers[-1]["runtime"],
         notices=tuple(notices), georeferenced=georeferenced, bands=len(markers),
-        reused=reused, cluster=description,
+        reused=reused, cluster=description, item=item,
     )
 
 

@@ -36,6 +36,7 @@ from geofuse.config import BatchConfig, SegmentConfig
 from geofuse.errors import OutputError
 from geofuse.model.modelfile import file_digest, read_info, resolve_model_path
 from geofuse.progress import Progress, announce
+from geofuse.scale.catalog import scene_stac, write_catalogue, write_model_item
 from geofuse.scale.cluster import (  # noqa: F401  (available_cpus: re-exported)
     ClusterConfig,
     available_cpus,
@@ -93,6 +94,7 @@ class BatchReport:
     complete: bool = False
     stale_removed: int = 0
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    catalogue: Path | None = None  # the STAC collection of the scenes done (config.stac)
 
     def count(self, status: str) -> int:
         """Return the number of scenes with ``status``."""
@@ -129,6 +131,7 @@ class BatchReport:
             "model_sha256": self.digest,
             "cluster": self.cluster,
             "stale_temp_files_removed": self.stale_removed,
+            "stac_collection": self.catalogue and str(self.catalogue),
             "totals": self.totals(),
             "workers": self.workers,
             "scenes": [dataclasses.asdict(r) for r in self.scenes],
@@ -146,6 +149,8 @@ class BatchReport:
             f"failed in {self.seconds:.1f} s ({t['scenes_per_minute']:.1f} scenes/min); "
             f"report: {self.path}"
         ]
+        if self.catalogue is not None:
+            lines.append(f"STAC collection: {self.catalogue}")
         lines += [f"failed: {r.error}" for r in self.failed[:10]]
         if len(self.failed) > 10:
             lines.append(f"... and {len(self.failed) - 10} more failures (see the report)")
@@ -212,6 +217,7 @@ def segment_directory(
     seg = dataclasses.replace(config.segment, overwrite=True, probabilities=None, vector=None,
                               preview=None)
     configs: dict[int, SegmentConfig] = {}  # per scene: the tiling segment_scene will use
+    sizes: dict[int, float] = {}  # per scene: megapixels
     report = BatchReport(
         path=out_dir / REPORT_NAME, in_dir=in_dir, out_dir=out_dir, model=model_path.resolve(),
         digest=digest, cluster="none",
@@ -228,6 +234,7 @@ def segment_directory(
             record, t0 = report.scenes[i], time.perf_counter()
             try:
                 megapixels, tiling = check_scene(job, seg, info)
+                sizes[i] = megapixels
             except Exception as exc:  # noqa: BLE001 - recorded; the other scenes go on
                 record.status, record.error = "failed", describe_failure(job.scene, exc)
             else:
@@ -246,14 +253,35 @@ def segment_directory(
             progress(finished, len(jobs))
         try:
             report.write()  # replaces any earlier run's report from the start
+            if config.stac:  # before the scenes: their items link to it
+                write_model_item(out_dir, model_path)
             if pending:
                 finished = _run_pending(report, jobs, pending, config, configs, digest,
                                         progress, finished)
+            if config.stac:
+                report.catalogue = write_catalogue(out_dir, [
+                    job for job, r in zip(jobs, report.scenes, strict=True)
+                    if r.status in ("done", "skipped")], seg, model_path)
             report.complete = True
         finally:
+            if not report.complete:  # interrupted: what finished is on disk, reported or not
+                _count_finished(report, jobs, configs, sizes, digest, info.spec.classes)
             report.seconds = time.perf_counter() - start
             report.write()
     return report
+
+
+def _count_finished(report: BatchReport, jobs: list[SceneJob], configs: dict[int, SegmentConfig],
+                    sizes: dict[int, float], digest: str, classes: int) -> None:
+    """Mark the scenes still pending whose outputs are complete on disk as done.
+
+    A worker publishes a scene's outputs before the client hears of it; a run stopped in
+    between has finished scenes the report would otherwise call pending (a rerun skips them).
+    """
+    for i, record in enumerate(report.scenes):
+        if record.status == "pending" and i in configs and outputs_complete(
+                jobs[i], configs[i], digest, classes):
+            record.status, record.megapixels = "done", sizes[i]
 
 
 def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
@@ -277,7 +305,8 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
             config_i = dataclasses.replace(
                 configs[i], probabilities=job.probabilities and job.probabilities.absolute(),
                 vector=job.vector and job.vector.absolute(),
-                preview=job.preview and job.preview.absolute())
+                preview=job.preview and job.preview.absolute(),
+                stac=scene_stac(job, report.out_dir) if config.stac else None)
             task = SceneTask(absolute_source(job.scene), str(job.mask.absolute()), config_i,
                              str(report.model), digest, threads)
             futures[client.submit(run_scene, task, pure=False, key=f"geofuse-{i}-"

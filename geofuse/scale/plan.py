@@ -1,9 +1,11 @@
 """Planning a batch: which scenes, which outputs, what is already done, and the folder lock.
 
-Scenes come from a folder (``IN_DIR``, matched with a pattern, optionally recursive) or from a
+Scenes come from a folder (``IN_DIR``, matched with a pattern, optionally recursive), from a
 list file: one scene per line, a local path (relative to the list's folder) or any name GDAL
 opens (``https://...``, ``/vsizip/...``, ``s3://...``), kept exactly as written; blank lines
-and lines starting with ``#`` are skipped.
+and lines starting with ``#`` are skipped; or from a STAC file (``.json``: an ItemCollection,
+item, catalogue or collection), one asset of each item (:mod:`geofuse.read.stac`), the
+outputs named by the item ids.
 
 Outputs mirror the input folders: ``IN_DIR/a/b.tif`` becomes ``OUT_DIR/a/b.tif`` (the suffix
 is always ``.tif``), probabilities ``OUT_DIR/a/b.probs.tif``, polygons ``OUT_DIR/a/b.gpkg``
@@ -25,10 +27,11 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from geofuse.config import BatchConfig, SegmentConfig, TilingConfig
+from geofuse.config import BatchConfig, SegmentConfig, StacConfig, TilingConfig
 from geofuse.errors import InputError, OutputError
 from geofuse.model.spec import ModelInfo
 from geofuse.read.reader import SceneReader
+from geofuse.read.stac import is_stac_file, output_name, read_stac_scenes
 from geofuse.sources import Source, as_source, source_name
 from geofuse.write.outputs import TAGS, remove_stale_temps
 
@@ -48,6 +51,8 @@ class SceneJob:
         probabilities: The probabilities, when asked for.
         vector: The polygons, when asked for.
         preview: The quick-look PNG, when asked for.
+        stac: How its STAC item is made: its id, and the scene's STAC item when it came
+            from one (:class:`~geofuse.config.StacConfig`).
 
     """
 
@@ -57,6 +62,7 @@ class SceneJob:
     probabilities: Path | None
     vector: Path | None = None
     preview: Path | None = None
+    stac: StacConfig | None = None
 
     @property
     def outputs(self) -> list[Path]:
@@ -120,7 +126,19 @@ def plan_jobs(in_dir: Path, out_dir: Path, config: BatchConfig) -> list[SceneJob
 
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if in_dir.is_file():
+    stac: dict[str, StacConfig] = {}  # by entry: the item ids and source items of STAC input
+    if in_dir.is_file() and is_stac_file(in_dir):
+        entries = []
+        for found in read_stac_scenes(in_dir, config.asset):
+            stac[found.item_id] = StacConfig(found.item_id, source_item=found.item_href,
+                                             source_time=found.time)
+            entries.append((found.item_id, found.scene,
+                            Path(output_name(found.item_id) + ".tif")))
+    elif config.asset is not None:
+        kind = "list of scenes" if in_dir.is_file() else "folder"
+        raise InputError(f"{in_dir}: expected a STAC file (.json) to take asset "
+                         f"{config.asset!r} from. Received: a {kind}")
+    elif in_dir.is_file():
         entries = [(entry, source, Path(source_name(source)))
                    for entry, source in read_scene_list(in_dir)]
     else:
@@ -143,8 +161,9 @@ def plan_jobs(in_dir: Path, out_dir: Path, config: BatchConfig) -> list[SceneJob
             out_dir / rel.with_name(rel.stem + ".probs.tif") if config.probabilities else None,
             out_dir / rel.with_suffix(vector_suffix) if config.vector else None,
             out_dir / rel.with_suffix(".png") if config.preview else None,
+            stac.get(name) or StacConfig(rel.with_suffix("").as_posix().replace("/", "-")),
         )
-        for out in job.outputs:
+        for out in job.outputs + ([f"STAC item {job.stac.item_id}"] if config.stac else []):
             if out in owner:
                 raise OutputError(f"{out}: expected one scene per output. Received: "
                                   f"{owner[out]} and {name} (rename one)")
@@ -204,7 +223,7 @@ def _product_complete(path: Path, mask_mtime: float) -> bool:
                 return f.read(8) == PNG_SIGNATURE
         from pyogrio import read_info
 
-        read_info(path)
+        read_info(path, layer=0)  # the polygons (a GeoPackage also holds their style)
     except Exception:  # noqa: BLE001 - missing, truncated, unreadable: redo it
         return False
     return True

@@ -115,7 +115,7 @@ def describe_failure(scene: str | os.PathLike[str], exc: Exception) -> str:
     if isinstance(exc, GeofuseError):
         return first_line(exc)
     if isinstance(exc, MemoryError):
-        return f"{scene}: out of memory (try a smaller --tile or --batch-size)"
+        return f"{scene}: out of memory (try a smaller `tile` or `batch_size`)"
     return f"{scene}: {type(exc).__name__}: {first_line(exc)}"
 
 

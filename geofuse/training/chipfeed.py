@@ -6,9 +6,9 @@ tf.data pipeline only dequeues. The chips and their order are those of the table
 the number of threads.
 
 Why not ``tf.numpy_function`` inside ``Dataset.map``: Python run in tf.data's own threads slowed
-every training step of the same process by about half on a 2-core CPU, and the slowdown stayed
-after the pipeline stopped (``docs/training.md``, session 14: 470-650 ms a step against 230-260
-with the same batches made by a Python thread).
+every training step of the same process by about half on a 2-core CPU, and the slowdown stayed after
+the pipeline stopped (the training study, ``scripts/studies/training``: 470-650 ms a step against
+230-260 with the same batches made by a Python thread).
 
 TensorFlow is imported when an instance is made: import this module lazily or not, it is light.
 """

@@ -4,14 +4,15 @@ Half of the training chips are centred on a pixel of a class drawn uniformly (ba
 sampling), the pixel drawn by area, so a chip centred on the rarest class lies in one of its
 objects, and the chip side sets how much of the chip that object fills: the share of the class
 the network is trained on, and with it the balance of precision and recall it learns
-(``docs/training.md``, sessions 22, 25 and 26: 48-px chips won on SpaceNet, whose buildings
-are about 31 px a side, and on the Inria crop at half its resolution, 27 px, and lost on Inria
-at full resolution, whose buildings, drawn by area, are about 52 px). ``auto`` sets the side to
-:data:`SIDE_FACTOR` times the *area-weighted side* of the rarest class's objects: the square
-root of each connected component's area, averaged with the areas as weights (the size of the
-object a pixel drawn by area lies in), within :data:`SIDE_BOUNDS`. Larger chips are not
-chosen: 80 px won on Inria but lost on roads and forest (large regions, which ask for more),
-128 px lost on forest and Dubai. So ``auto`` gives 48 px to small objects (below about 37 px)
+(the training study, ``scripts/studies/training``: 48-px chips won on SpaceNet, whose
+buildings are about 31 px a side, and on the Inria crop at half its resolution, 27 px, and lost
+on Inria at full resolution, whose buildings, drawn by area, are about 52 px). ``auto`` sets
+the side to :data:`~geofuse.training.config.SIDE_FACTOR` times the *area-weighted side* of the
+rarest class's objects: the square root of each connected component's area, averaged with the
+areas as weights (the size of the object a pixel drawn by area lies in), within
+:data:`~geofuse.training.config.SIDE_BOUNDS`. Larger chips are not chosen: 80 px won on
+Inria but lost on roads and forest (large regions, which ask for more), 128 px lost on forest
+and Dubai. So ``auto`` gives 48 px to small objects (below about 37 px)
 and the reference 64 px to everything else. The batch keeps the pixels of a step of the
 reference chips (:data:`STEP_PIXELS`).
 
@@ -35,9 +36,10 @@ from geofuse.training.datasets import LabelledRaster
 SIDE_STEP = 16
 """``auto`` sides are multiples of this (and so of ``2**depth`` up to depth 4)."""
 STEP_PIXELS = DEFAULT_BATCH * DEFAULT_PATCH**2
-"""Pixels of a training step: :data:`DEFAULT_BATCH` chips of :data:`DEFAULT_PATCH` px."""
+"""The pixels of a training step, :data:`~geofuse.training.config.DEFAULT_BATCH` chips of
+:data:`~geofuse.training.config.DEFAULT_PATCH` px."""
 SAMPLE_WINDOWS = 16
-"""Windows of at most :data:`SAMPLE_SIDE` px over which objects are measured."""
+"""Windows of at most ``SAMPLE_SIDE`` px over which objects are measured."""
 SAMPLE_SIDE = 1024
 
 
@@ -83,7 +85,7 @@ def area_weighted_side(labels: np.ndarray, class_id: int) -> tuple[float, float]
 def sample_windows(rasters: Sequence[LabelledRaster]) -> list[tuple[int, Window]]:
     """Where objects are measured: up to :data:`SAMPLE_WINDOWS` windows over the rasters.
 
-    Each is a raster's top-left :data:`SAMPLE_SIDE` px square (whole tiles where smaller); the
+    Each is a raster's top-left ``SAMPLE_SIDE`` px square (whole tiles where smaller); the
     rasters picked are spread evenly over the list.
     """
     picks = np.unique(np.linspace(0, len(rasters) - 1, min(len(rasters), SAMPLE_WINDOWS))

@@ -26,8 +26,8 @@ AUTO_PATCH = "auto"
 """The ``patch`` value that chooses the chip side from the labels (:mod:`.chipsize`): the
 default."""
 DEFAULT_PATCH = 64
-"""Reference chip side in pixels: with :data:`DEFAULT_BATCH`, the pixels of a training step;
-the side ``auto`` takes when the labels hold no object to measure."""
+"""Reference chip side in pixels (with :data:`DEFAULT_BATCH`, the pixels of a training step),
+and the side ``auto`` takes when the labels hold no object to measure."""
 DEFAULT_BATCH = 16
 """Training chips per step of :data:`DEFAULT_PATCH` px (the batch of a side given)."""
 SIDE_FACTOR = 1.5
@@ -36,7 +36,7 @@ SIDE_BOUNDS = (48, 64)
 """``auto``: smallest and largest chip side. Chips shrink for small objects but grow no
 larger than :data:`DEFAULT_PATCH`: 80 px gained on Inria's buildings of 52 px but lost on
 Massachusetts roads and forest, whose regions also ask for more, and 128 px lost on forest and
-Dubai (``docs/training.md``, sessions 25 and 26)."""
+Dubai (the training study, ``scripts/studies/training``)."""
 LOSSES = ("ce+dice", "focal+dice", "ce+lovasz", "ce", "focal", "dice", "lovasz")
 STRATEGIES = ("none", "mirrored", "multi-worker")
 CACHES = ("auto", "memory", "disk")
@@ -176,18 +176,18 @@ training pixels, maximum)``.
 Counted in steps, not seconds, so a slower CPU trains longer rather than less: the same
 defaults give the same converged model on every machine. A time budget (``--time-limit``)
 stops at these steps too, without the maximum, if it gets there first: on small data more
-steps overfit, while large data (the Dubai set's 87 Mpx: 113,000 steps) keeps its time. The
-figures were chosen on the SpaceNet runs of ``docs/training.md`` (half a megapixel of labels:
-about 1,200 steps scored better than 2,000-3,850 on every seed, and better than 450-1,000);
-session 15 there has the checks on other sets. Large sets reach the maximum.
+steps overfit, while large data (the Dubai set's 87 Mpx: 113,000 steps) keeps its time. The figures
+were chosen on the SpaceNet runs of the training study, ``scripts/studies/training`` (half a
+megapixel of labels: about 1,200 steps scored better than 2,000-3,850 on every seed, and better than
+450-1,000); its entry "Step bound" has the checks on other sets. Large sets reach the maximum.
 """
 
 
 AUTO_MEMBERS = 3
-"""Networks a time-limited run trains at most by default (:attr:`TrainConfig.members`).
+"""Networks a time-limited run trains at most by default (``TrainConfig.members``).
 
 Averaging two networks trained apart scored 0.01 to 0.04 IoU above the mean of the two on
-three small sets (``docs/training.md``, session 17). On SpaceNet (session 21, three runs of
+three small sets (the training study, ``scripts/studies/training``). On SpaceNet (three runs of
 four networks each, scored as the average of their first 1, 2, 3 and 4) the mean building IoU
 was 0.400, 0.410, 0.435 and 0.415: a third network added +0.056, +0.009, +0.009 over two, a
 fourth lost on every run. Inference costs as many times a network, so the default stops at
@@ -197,8 +197,8 @@ three; a run gets them only when each one's time is left over (small data, a gen
 MEMBER_TIME_SHARE = 1.0
 """A further network is trained by default only if the time left is at least this share of
 the time the first one took, so that it reaches the same steps. Second networks cut short by
-the clock (1,000-1,050 steps against 1,200 on SpaceNet) added +0.008 IoU on average to the
-first over five runs (-0.036 to +0.059; sessions 17 and 20 of ``docs/training.md``, 0.8 and
+the clock (1,000-1,050 steps against 1,200 on SpaceNet) added +0.008 IoU on average to the first
+over five runs (-0.036 to +0.059; the training study, ``scripts/studies/training``, with 0.8 and
 0.75 here), while every later prediction costs twice as much; two networks of full steps
 added +0.030."""
 
@@ -206,8 +206,8 @@ added +0.030."""
 def default_steps(labelled_pixels: int, steps_per_epoch: int, maximum: bool = True) -> int:
     """Optimiser steps of training for this much labelled training data.
 
-    Grows with the data from :data:`DEFAULT_STEPS`'s minimum, rounded up to whole epochs.
-    ``maximum``: at most :data:`DEFAULT_STEPS`'s maximum (the length of a run given no
+    Grows with the data from ``DEFAULT_STEPS``'s minimum, rounded up to whole epochs.
+    ``maximum``: at most ``DEFAULT_STEPS``'s maximum (the length of a run given no
     budget); without, the most steps this data should get under a time limit, which large
     data never reaches.
     """
@@ -310,11 +310,11 @@ class TrainConfig:
         max_val_chips: Cap on validation chips per epoch.
         patience: Epochs without improvement of the smoothed validation score before stopping
             (0, the default: never stop early, the run ends with its annealed schedule, which
-            measured better in ``docs/training.md``); never acts before ``min_fraction``.
+            measured better in ``scripts/studies/training``); never acts before ``min_fraction``.
         keep: Which weights the model file gets: ``last`` (the end of the annealed schedule,
-            the default: on small validation sets the pick by validation measured worse on
-            held-out data, ``docs/training.md``) or ``best`` (by the smoothed validation score,
-            among the epochs after ``min_fraction``).
+            the default: on small validation sets the pick by validation measured worse on held-out
+            data, ``scripts/studies/training``) or ``best`` (by the smoothed validation score, among
+            the epochs after ``min_fraction``).
         min_fraction: Share of the run (time or steps) before the best weights are picked and
             early stopping may act.
         smoothing: Weight of the previous smoothed score in the exponential moving average of
@@ -332,7 +332,7 @@ class TrainConfig:
         overwrite: Replace an existing model file.
         strategy: ``none``, ``mirrored`` (all local devices) or ``multi-worker`` (TF_CONFIG).
         cache: ``auto`` (hold the data in memory when it takes at most
-            :data:`CACHE_AUTO_BYTES`, else only non-GeoTIFF images: chips are then sliced from
+            ``CACHE_AUTO_BYTES``, else only non-GeoTIFF images: chips are then sliced from
             arrays instead of read and decoded by GDAL), ``memory`` or ``disk``.
         workers: Python threads reading and augmenting batches of chips (:mod:`.chipfeed`).
     """

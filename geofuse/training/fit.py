@@ -241,8 +241,8 @@ class RunState(keras.callbacks.Callback):
     """Best-weights checkpoint, early stopping and the resumable ``last.npz`` in one place.
 
     The best weights are picked by the smoothed validation score among the epochs that end
-    after ``min_fraction`` of the run (the annealing part of the schedule): on small validation
-    sets a lucky early epoch otherwise wins (``docs/training.md``). Early stopping counts from
+    after ``min_fraction`` of the run (the annealing part of the schedule): on small validation sets
+    a lucky early epoch otherwise wins (``scripts/studies/training``). Early stopping counts from
     there too.
     """
 

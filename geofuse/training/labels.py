@@ -1,11 +1,11 @@
 """Labels: class tables and mask decoding (ids, RGB colours, palettes).
 
 Every label source ends up as a ``uint8`` array of class ids on the image grid, where
-:data:`IGNORE` (255, the class-mask nodata) marks pixels that count neither in the loss nor in
-the metrics, and :data:`UNKNOWN` (254) marks mask values that no class claims (an error when a
+``IGNORE`` (255, the class-mask nodata) marks pixels that count neither in the loss nor in
+the metrics, and ``UNKNOWN`` (254) marks mask values that no class claims (an error when a
 data set is checked, ignored afterwards). A label may also say "one of these classes" (a class
 *set*: a building-only data set's "not building" is land, road, water or vegetation, without
-saying which): set ``k`` is coded :data:`SET_BASE` + ``k``. The loss only asks the model to
+saying which): set ``k`` is coded ``SET_BASE`` + ``k``. The loss only asks the model to
 put such a pixel in one of the set's classes; the metrics leave it out.
 
 * Class tables come from a ``classes.json``: ``{"classes": [{"id", "name", "color", "value"},

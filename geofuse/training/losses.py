@@ -29,7 +29,7 @@ class SegmentationLoss(keras.losses.Loss):
 
     Args:
         classes: Number of classes.
-        mode: One of :data:`LOSSES`.
+        mode: One of ``LOSSES``.
         class_weights: Per-class weights of the cross-entropy/focal term (None: all 1); a set
             pixel weighs the mean of its classes' weights.
         gamma: Focal exponent.

@@ -3,9 +3,10 @@
 ``--members N`` trains N networks from seeds ``seed``, ``seed + 1``, ... on the same split,
 and the model file averages them (:func:`geofuse.model.network.build_unet` with ``members``). A
 time-limited run on small data may reach the steps that data should get (more overfit) long
-before its time is up; while the time left is at least :data:`MEMBER_TIME_SHARE` of what the
-first network took, it trains another one by default, up to :data:`AUTO_MEMBERS` (whose
-docstring has the evidence). TensorFlow is imported by :mod:`.fit`.
+before its time is up; while the time left is at least
+:data:`~geofuse.training.config.MEMBER_TIME_SHARE` of what the first network took, it trains
+another one by default, up to :data:`~geofuse.training.config.AUTO_MEMBERS` (whose docstring
+has the evidence). TensorFlow is imported by :mod:`.fit`.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def fit_members(
     split, and the run folder's ``member<k>`` subfolder for ``k > 0``. With a time limit,
     ``seconds`` is shared: an explicit count splits what is left evenly between the networks
     still to train; by default the first network gets it all, and when it stopped at its
-    steps another follows while at least :data:`MEMBER_TIME_SHARE` times its time is left
-    (the same steps for each), up to :data:`AUTO_MEMBERS`. A network's clock counts its
-    set-up; the time each takes after its clock stops (final validation, export), measured on
-    the first, is kept back from the shares of the others.
+    steps another follows while at least :data:`~geofuse.training.config.MEMBER_TIME_SHARE`
+    times its time is left (the same steps for each), up to
+    :data:`~geofuse.training.config.AUTO_MEMBERS`. A network's clock counts its set-up; the
+    time each takes after its clock stops (final validation, export), measured on the first,
+    is kept back from the shares of the others.
     """
     import keras
 

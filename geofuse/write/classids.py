@@ -7,7 +7,7 @@ operations (about 7.5 ns a pixel): the bit pattern of a non-negative float32, re
 as an int32, orders like the float, so the class index (inverted, so that ties go to the lower
 class as with ``np.argmax``) is written into the lowest mantissa bits and one elementwise
 maximum per class does the rest. The passes run over a few tens of thousands of pixels at a
-time (:data:`CHUNK_PIXELS`), so a chunk's scores stay in the core's cache from one class to
+time (``CHUNK_PIXELS``), so a chunk's scores stay in the core's cache from one class to
 the next: on a tile's ``(rows, cols, 5)`` probabilities that measured 4.5 against 13 ms per
 Mpx for whole-array passes, each of which reads the whole array from memory again.
 """
@@ -49,7 +49,7 @@ def class_ids(scores: np.ndarray) -> np.ndarray:
 
 
 def _fill(scores: np.ndarray, out: np.ndarray, classes: int) -> None:
-    """:func:`class_ids` of ``scores`` into ``out``, about :data:`CHUNK_PIXELS` at a time."""
+    """:func:`class_ids` of ``scores`` into ``out``, about ``CHUNK_PIXELS`` at a time."""
     per_index = math.prod(scores.shape[1:-1])  # pixels of one index along the first axis
     if per_index > CHUNK_PIXELS:
         for i in range(scores.shape[0]):

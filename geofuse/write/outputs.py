@@ -66,7 +66,7 @@ def check_destination(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise OutputError(f"{path}: is a directory, expected an output file name")
     if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+        raise OutputError(f"{path}: already exists (use `overwrite` to replace it)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         try:

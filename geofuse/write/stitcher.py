@@ -464,9 +464,10 @@ class ColumnSink:
 class ColumnStitcher:
     """Stitches a wide scene column by column: memory grows with its height, not its width.
 
-    Wraps a :class:`Stitcher` of the transposed grid (:meth:`TileGrid.transposed`) whose sinks
-    are :class:`ColumnSink`s: tiles arrive column-major with the scene's windows, and are
-    transposed on the way in. Each pixel is blended from the same tiles with the same weights
+    Wraps a :class:`Stitcher` of the transposed grid
+    (:meth:`~geofuse.read.grid.TileGrid.transposed`) whose sinks are :class:`ColumnSink`
+    objects: tiles arrive column-major with the scene's windows, and are transposed on the way
+    in. Each pixel is blended from the same tiles with the same weights
     as in row order; only the order of the additions differs (where three or four tiles
     overlap, float rounding may differ in the last bit).
     """

@@ -46,7 +46,7 @@ def candidates(labels: Path, size: int) -> list[tuple[int, int]]:
     found = []
     for row in range(0, ids.shape[0], size):
         for col in range(0, ids.shape[1], size):
-            if (ids[row:row + size, col:col + size] != IGNORE).sum() >= MIN_VALID * size**2:
+            if (ids[row : row + size, col : col + size] != IGNORE).sum() >= MIN_VALID * size**2:
                 found.append((row, col))
     return found
 
@@ -64,15 +64,28 @@ def exclusion(image: Path, windows: list[list[int]], size: int, path: Path) -> P
     for row, col in windows:
         (x0, y0), (x1, y1) = transform * (col, row), transform * (col + size, row + size)
         shapes.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-    write_vector(path, np.array(to_wkb(shapes), dtype=object), [np.arange(len(shapes))],
-                 ["id"], crs=crs.to_string() if crs else None, driver="GPKG",
-                 geometry_type="Polygon")
+    write_vector(
+        path,
+        np.array(to_wkb(shapes), dtype=object),
+        [np.arange(len(shapes))],
+        ["id"],
+        crs=crs.to_string() if crs else None,
+        driver="GPKG",
+        geometry_type="Polygon",
+    )
     return path
 
 
-def choose_windows(spec: dict[str, Any], round_: int, before: list[list[int]], model: str,
-                   image: Path, labels: Path, scratch: Path) -> list[list[int]]:
-    """The new windows of this round."""
+def choose_windows(
+    spec: dict[str, Any],
+    round_: int,
+    before: list[list[int]],
+    model: str,
+    image: Path,
+    labels: Path,
+    scratch: Path,
+) -> list[list[int]]:
+    """The windows a round adds."""
     if spec["arm"] == "random":
         taken = {tuple(w) for w in before}
         free = [w for w in candidates(labels, spec["size"]) if w not in taken]
@@ -81,8 +94,13 @@ def choose_windows(spec: dict[str, Any], round_: int, before: list[list[int]], m
     from geofuse.products.suggest import SuggestConfig, suggest
 
     exclude = exclusion(image, before, spec["size"], scratch / "labelled.gpkg")
-    config = SuggestConfig(count=spec["windows"], size=spec["size"], exclude=exclude,
-                           min_valid=MIN_VALID, overwrite=True)
+    config = SuggestConfig(
+        count=spec["windows"],
+        size=spec["size"],
+        exclude=exclude,
+        min_valid=MIN_VALID,
+        overwrite=True,
+    )
     result = suggest([image], scratch / "suggested.gpkg", model, config)
     return [[w["row"], w["col"]] for w in result.windows]
 
@@ -96,8 +114,14 @@ def cut(windows: list[list[int]], image: Path, labels: Path, size: int, folder: 
             like = {"crs": src.crs, "transform": src.window_transform(window)} if src.crs else {}
             data = src.read(window=window)
             alpha = data[3] if data.shape[0] == 4 else None
-            paths.append(write(folder / "images" / f"w{k:02d}.tif", data[:3] if alpha is not None
-                               else data, like, alpha=alpha))
+            paths.append(
+                write(
+                    folder / "images" / f"w{k:02d}.tif",
+                    data[:3] if alpha is not None else data,
+                    like,
+                    alpha=alpha,
+                )
+            )
             write(folder / "masks" / f"w{k:02d}.tif", lab.read(1, window=window), like)
     return paths
 
@@ -124,12 +148,19 @@ def loop_round(spec: dict[str, Any], work: Path, runs: Path) -> None:
     windows = before + new
     tiles = cut(windows, image, labels, spec["size"], scratch / "tiles")
     out = scratch / "model.keras"
-    record = dict(spec) | {"name": name, "new": new, "windows": windows,
-                           "chosen_with": model if spec["arm"] == "suggest" else "random"}
+    record = dict(spec) | {
+        "name": name,
+        "new": new,
+        "windows": windows,
+        "chosen_with": model if spec["arm"] == "suggest" else "random",
+    }
     record["train"] = train_model(spec | {"init": "default"}, folder, manifest, out, tiles)
     record |= score(out, folder, manifest, scratch)
-    record |= {"commit": code_commit(), "wall_seconds": round(time.time() - started, 1),
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record |= {
+        "commit": code_commit(),
+        "wall_seconds": round(time.time() - started, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     write_json_atomic(runs / f"{name}.json", record)
 
 
@@ -140,15 +171,29 @@ def loop_queue(args: Any, runs: Path, work: Path) -> None:
     for seed in args.seeds:
         for name in args.sets or LOOP_SETS:
             for arm in ARMS:
-                spec = {"set": name, "arm": arm, "seed": seed, "budget": args.budget,
-                        "windows": WINDOWS, "size": SIZE}
+                spec = {
+                    "set": name,
+                    "arm": arm,
+                    "seed": seed,
+                    "budget": args.budget,
+                    "windows": WINDOWS,
+                    "size": SIZE,
+                }
                 for round_ in range(1, ROUNDS + 1):
                     if (runs / f"{name_of(spec, round_)}.json").exists():
                         continue
                     print(f"{time.strftime('%H:%M:%S')} {name_of(spec, round_)}", flush=True)
-                    done = subprocess.run([sys.executable, str(Path(__file__).with_name(
-                        "run.py")), "round", json.dumps(spec | {"round": round_}), "--work",
-                        str(work)], check=False)
+                    done = subprocess.run(
+                        [
+                            sys.executable,
+                            str(Path(__file__).with_name("run.py")),
+                            "round",
+                            json.dumps(spec | {"round": round_}),
+                            "--work",
+                            str(work),
+                        ],
+                        check=False,
+                    )
                     if done.returncode:
                         print(f"  failed with exit code {done.returncode}", flush=True)
                         break

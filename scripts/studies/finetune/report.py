@@ -14,8 +14,24 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 14: 2.145, 17: 2.110, 20: 2.086, 23: 2.069}
+T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    14: 2.145,
+    17: 2.110,
+    20: 2.086,
+    23: 2.069,
+}
 
 
 def interval(values: list[float]) -> str:
@@ -41,39 +57,58 @@ def choose_table(records: list[dict[str, Any]]) -> list[str]:
     for r in records:
         if r["name"].startswith("choose-"):
             rows[(r["set"], r["arm"])][r["seed"]] = r["iou"]
-    lines = ["| set | setting | IoU by seed | mean | minus `init` (paired) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| set | setting | IoU by seed | mean | minus `init` (paired) |",
+        "|---|---|---|---|---|",
+    ]
     for (name, arm), seeds in sorted(rows.items()):
         base = rows.get((name, "init"), {})
         diffs = [seeds[s] - base[s] for s in seeds if s in base]
         shown = ", ".join(f"{seeds[s]:.3f}" for s in sorted(seeds))
-        lines.append(f"| {name} | {arm} | {shown} | {sum(seeds.values()) / len(seeds):.3f} | "
-                     f"{interval(diffs) if arm != 'init' else ''} |")
+        lines.append(
+            f"| {name} | {arm} | {shown} | {sum(seeds.values()) / len(seeds):.3f} | "
+            f"{interval(diffs) if arm != 'init' else ''} |"
+        )
     return lines
 
 
 def curve_tables(records: list[dict[str, Any]]) -> list[str]:
-    runs = {(r["set"], r["arm"], r["k"], r["budget"], r["seed"]): r["iou"]
-            for r in records if r["name"].startswith("curves-")}
+    runs = {
+        (r["set"], r["arm"], r["k"], r["budget"], r["seed"]): r["iou"]
+        for r in records
+        if r["name"].startswith("curves-")
+    }
     pairs: dict[tuple, list[float]] = defaultdict(list)
-    lines = ["| set | budget s | chips | fine-tuned | from scratch | difference [95 % CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| set | budget s | chips | fine-tuned | from scratch | difference [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     keys = sorted({(s, k, b) for s, _, k, b, _ in runs})
     for name, k, budget in keys:
-        init = {seed: v for (s, a, kk, b, seed), v in runs.items()
-                if (s, a, kk, b) == (name, "init", k, budget)}
-        scratch = {seed: v for (s, a, kk, b, seed), v in runs.items()
-                   if (s, a, kk, b) == (name, "scratch", k, budget)}
+        init = {
+            seed: v
+            for (s, a, kk, b, seed), v in runs.items()
+            if (s, a, kk, b) == (name, "init", k, budget)
+        }
+        scratch = {
+            seed: v
+            for (s, a, kk, b, seed), v in runs.items()
+            if (s, a, kk, b) == (name, "scratch", k, budget)
+        }
         diffs = [init[s] - scratch[s] for s in init if s in scratch]
         pairs[(k, budget)] += diffs
 
         def mean(d: dict) -> str:
             return f"{sum(d.values()) / len(d):.3f} ({len(d)})" if d else "-"
 
-        lines.append(f"| {name} | {budget:g} | {k} | {mean(init)} | {mean(scratch)} | "
-                     f"{interval(diffs)} |")
-    lines += ["", "| chips | budget s | fine-tuned minus scratch, all sets and seeds |",
-              "|---|---|---|"]
+        lines.append(
+            f"| {name} | {budget:g} | {k} | {mean(init)} | {mean(scratch)} | {interval(diffs)} |"
+        )
+    lines += [
+        "",
+        "| chips | budget s | fine-tuned minus scratch, all sets and seeds |",
+        "|---|---|---|",
+    ]
     for (k, budget), diffs in sorted(pairs.items()):
         lines.append(f"| {k} | {budget:g} | {interval(diffs)} |")
     for most in (2, 5):
@@ -84,24 +119,38 @@ def curve_tables(records: list[dict[str, Any]]) -> list[str]:
 
 
 def loop_table(records: list[dict[str, Any]]) -> list[str]:
-    runs = {(r["set"], r["arm"], r["seed"], r["round"]): r["iou"]
-            for r in records if r["name"].startswith("loop-")}
-    lines = ["| set | round | windows | suggest | random | suggest minus random [95 % CI] |",
-             "|---|---|---|---|---|---|"]
+    runs = {
+        (r["set"], r["arm"], r["seed"], r["round"]): r["iou"]
+        for r in records
+        if r["name"].startswith("loop-")
+    }
+    lines = [
+        "| set | round | windows | suggest | random | suggest minus random [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     pooled: dict[int, list[float]] = defaultdict(list)
     for name in sorted({s for s, *_ in runs}):
         for round_ in sorted({r for *_, r in runs}):
-            got = {arm: {seed: v for (s, a, seed, r), v in runs.items()
-                         if (s, a, r) == (name, arm, round_)} for arm in ("suggest", "random")}
-            diffs = [got["suggest"][s] - got["random"][s] for s in got["suggest"]
-                     if s in got["random"]]
+            got = {
+                arm: {
+                    seed: v
+                    for (s, a, seed, r), v in runs.items()
+                    if (s, a, r) == (name, arm, round_)
+                }
+                for arm in ("suggest", "random")
+            }
+            diffs = [
+                got["suggest"][s] - got["random"][s] for s in got["suggest"] if s in got["random"]
+            ]
             pooled[round_] += diffs
 
             def mean(d: dict) -> str:
                 return f"{sum(d.values()) / len(d):.3f} ({len(d)})" if d else "-"
 
-            lines.append(f"| {name} | {round_} | {4 * round_} | {mean(got['suggest'])} | "
-                         f"{mean(got['random'])} | {interval(diffs)} |")
+            lines.append(
+                f"| {name} | {round_} | {4 * round_} | {mean(got['suggest'])} | "
+                f"{mean(got['random'])} | {interval(diffs)} |"
+            )
     for round_, diffs in sorted(pooled.items()):
         lines.append(f"| all | {round_} | {4 * round_} | | | {interval(diffs)} |")
     return lines
@@ -117,8 +166,11 @@ def zero_table(records: list[dict[str, Any]]) -> list[str]:
 
 def report(runs: Path) -> None:
     records = load(runs)
-    for title, table in (("Settings (choosing sets, 2 chips)", choose_table),
-                         ("Learning curves (reporting sets)", curve_tables),
-                         ("Labelling loop", loop_table), ("Zero-shot", zero_table)):
+    for title, table in (
+        ("Settings (choosing sets, 2 chips)", choose_table),
+        ("Learning curves (reporting sets)", curve_tables),
+        ("Labelling loop", loop_table),
+        ("Zero-shot", zero_table),
+    ):
         print(f"\n### {title}\n")
         print("\n".join(table(records)))

@@ -81,8 +81,9 @@ def classes_of(manifest: Manifest) -> tuple:
     return tuple(ClassInfo(i, n, default_colour(i, n)) for i, n in enumerate(manifest.classes))
 
 
-def train_model(spec: dict[str, Any], folder: Path, manifest: Manifest, out: Path,
-                images: list[Path]) -> dict[str, Any]:
+def train_model(
+    spec: dict[str, Any], folder: Path, manifest: Manifest, out: Path, images: list[Path]
+) -> dict[str, Any]:
     """Train on ``images`` (tiles with ``masks/`` beside ``images/``) as ``spec`` says."""
     import geofuse.training.init as init
     from geofuse.training.config import LabelOptions, TilesSource, TrainConfig
@@ -93,18 +94,30 @@ def train_model(spec: dict[str, Any], folder: Path, manifest: Manifest, out: Pat
     listing = out.with_suffix(".txt")
     listing.write_text("".join(f"{Path(p).resolve()}\n" for p in images))
     config = TrainConfig(
-        sources=(TilesSource(listing),), out=out, seed=spec["seed"],
+        sources=(TilesSource(listing),),
+        out=out,
+        seed=spec["seed"],
         labels=LabelOptions(classes=classes_of(manifest), ignore_values=(IGNORE,)),
-        time_limit=spec["budget"], val_fraction=0.0, init=spec.get("init"),
-        learning_rate=spec.get("lr"), freeze=spec.get("freeze", "none"), overwrite=True,
+        time_limit=spec["budget"],
+        val_fraction=0.0,
+        init=spec.get("init"),
+        learning_rate=spec.get("lr"),
+        freeze=spec.get("freeze", "none"),
+        overwrite=True,
     )
     said: list[str] = []
     result = train(config, notify=said.append)
     metrics = result.metrics
-    return {"seconds": round(result.seconds, 1), "epochs": result.epochs,
-            "members": metrics["members"], "patch": metrics["patch"],
-            "batch_size": metrics["batch_size"], "budget_steps": metrics["budget_steps"],
-            "learning_rate": config.learning_rate, "said": said}
+    return {
+        "seconds": round(result.seconds, 1),
+        "epochs": result.epochs,
+        "members": metrics["members"],
+        "patch": metrics["patch"],
+        "batch_size": metrics["batch_size"],
+        "budget_steps": metrics["budget_steps"],
+        "learning_rate": config.learning_rate,
+        "said": said,
+    }
 
 
 def score(model: str | Path, folder: Path, manifest: Manifest, scratch: Path) -> dict[str, Any]:
@@ -131,8 +144,10 @@ def score(model: str | Path, folder: Path, manifest: Manifest, scratch: Path) ->
             a, b = (pred == k) & valid, (truth == i) & valid
             inter[i] += np.sum(a & b)
             union[i] += np.sum(a | b)
-    iou = {n: (float(x / u) if u else None) for n, x, u in zip(manifest.classes, inter, union,
-                                                                strict=True)}
+    iou = {
+        n: (float(x / u) if u else None)
+        for n, x, u in zip(manifest.classes, inter, union, strict=True)
+    }
     present = [v for v in iou.values() if v is not None]
     value = iou[manifest.target] if manifest.target else float(np.mean(present))
     return {"iou": value, "classes": iou}
@@ -152,13 +167,15 @@ def one(spec: dict[str, Any], work: Path) -> None:
         chips = spec.get("chips") or chips_for(manifest, spec["k"], spec["seed"])
         record["chips"] = chips
         model = scratch / "model.keras"
-        record["train"] = train_model(spec, folder, manifest, model,
-                                      [folder / c for c in chips])
+        record["train"] = train_model(spec, folder, manifest, model, [folder / c for c in chips])
         record |= score(model, folder, manifest, scratch)
-    record |= {"commit": code_commit(), "load_before": [round(v, 2) for v in load],
-               "load_after": [round(v, 2) for v in os.getloadavg()],
-               "wall_seconds": round(time.time() - started, 1),
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record |= {
+        "commit": code_commit(),
+        "load_before": [round(v, 2) for v in load],
+        "load_after": [round(v, 2) for v in os.getloadavg()],
+        "wall_seconds": round(time.time() - started, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     write_json_atomic(RUNS / f"{spec['name']}.json", record)
 
 
@@ -171,8 +188,9 @@ def run_queue(specs: list[dict[str, Any]], work: Path) -> None:
         if (RUNS / f"{spec['name']}.json").exists():
             continue
         print(f"{time.strftime('%H:%M:%S')} {spec['name']}", flush=True)
-        done = subprocess.run([sys.executable, __file__, "one", json.dumps(spec),
-                               "--work", str(work)], check=False)
+        done = subprocess.run(
+            [sys.executable, __file__, "one", json.dumps(spec), "--work", str(work)], check=False
+        )
         if done.returncode:
             print(f"  failed with exit code {done.returncode}", flush=True)
 
@@ -182,9 +200,17 @@ def choose_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     for seed in args.seeds:
         for name in args.sets or CHOOSE_SETS:
             for variant, options in VARIANTS.items():
-                specs.append({"name": f"choose-{name}-{variant}-k2-b{args.budget:g}-s{seed}",
-                              "set": name, "arm": variant, "k": 2, "seed": seed,
-                              "budget": args.budget, **options})
+                specs.append(
+                    {
+                        "name": f"choose-{name}-{variant}-k2-b{args.budget:g}-s{seed}",
+                        "set": name,
+                        "arm": variant,
+                        "k": 2,
+                        "seed": seed,
+                        "budget": args.budget,
+                        **options,
+                    }
+                )
     return specs
 
 
@@ -195,21 +221,34 @@ def curve_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
             for name in args.sets or REPORT_SETS:
                 for k in args.counts:
                     for arm in ("init", "scratch"):
-                        specs.append({"name": f"curves-{name}-{arm}-k{k}-b{budget:g}-s{seed}",
-                                      "set": name, "arm": arm, "k": k, "seed": seed,
-                                      "budget": budget, **ARMS[arm]})
+                        specs.append(
+                            {
+                                "name": f"curves-{name}-{arm}-k{k}-b{budget:g}-s{seed}",
+                                "set": name,
+                                "arm": arm,
+                                "k": k,
+                                "seed": seed,
+                                "budget": budget,
+                                **ARMS[arm],
+                            }
+                        )
     return specs
 
 
 def zero_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [{"name": f"zero-{name}", "set": name, "arm": "zero", "seed": 0}
-            for name in args.sets or (*REPORT_SETS, *CHOOSE_SETS) if name != "spacenet"]
+    return [
+        {"name": f"zero-{name}", "set": name, "arm": "zero", "seed": 0}
+        for name in args.sets or (*REPORT_SETS, *CHOOSE_SETS)
+        if name != "spacenet"
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("queue", choices=("choose", "curves", "zero", "loop", "all", "report",
-                                          "one", "round", "prepare"))
+    parser.add_argument(
+        "queue",
+        choices=("choose", "curves", "zero", "loop", "all", "report", "one", "round", "prepare"),
+    )
     parser.add_argument("spec", nargs="?", help="one, round: the run's spec (JSON)")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--sets", nargs="*", default=None)

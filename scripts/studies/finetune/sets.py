@@ -76,22 +76,37 @@ SETS = {
 }
 
 
-def write(path: Path, data: np.ndarray, like: dict | None = None, alpha: np.ndarray | None = None,
-          **profile: object) -> Path:
+def write(
+    path: Path,
+    data: np.ndarray,
+    like: dict | None = None,
+    alpha: np.ndarray | None = None,
+    **profile: object,
+) -> Path:
     """A tiled GeoTIFF of ``(bands, h, w)`` ``data``; ``alpha``: an alpha band of validity."""
     if data.ndim == 2:
         data = data[None]
     bands = data if alpha is None else np.concatenate([data, alpha[None].astype(data.dtype)])
-    options = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
-               "count": bands.shape[0], "dtype": data.dtype.name, "compress": "deflate"}
+    options = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": bands.shape[0],
+        "dtype": data.dtype.name,
+        "compress": "deflate",
+    }
     options |= {k: v for k, v in (like or {}).items() if k in ("crs", "transform")} | profile
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.tif")
     with rasterio.open(tmp, "w", **options) as dst:
         dst.write(bands)
         if alpha is not None and data.shape[0] == 3:
-            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
-                               ColorInterp.alpha]
+            dst.colorinterp = [
+                ColorInterp.red,
+                ColorInterp.green,
+                ColorInterp.blue,
+                ColorInterp.alpha,
+            ]
     os.replace(tmp, path)
     return path
 
@@ -111,28 +126,36 @@ def _keep(labels: np.ndarray, target: int | None) -> bool:
     return target is None or (labels == target).mean() >= MIN_TARGET
 
 
-def _scene_split(name: str, image: Path, labels: Path, folder: Path, manifest: Manifest,
-                 rows: int = 2 * BLOCK) -> None:
+def _scene_split(
+    name: str, image: Path, labels: Path, folder: Path, manifest: Manifest, rows: int = 2 * BLOCK
+) -> None:
     """Chips from the top ``rows`` rows, test on the rest; pool = the top rows (Inria, SpaceNet)."""
     with rasterio.open(image) as src, rasterio.open(labels) as lab:
         data, profile = src.read(), src.profile
         ids = (lab.read(1) > 0).astype(np.uint8)
         window_transform = src.window_transform
     for k, (r, c) in enumerate(_blocks(*ids.shape, rows)):
-        chip = ids[r:r + BLOCK, c:c + BLOCK]
+        chip = ids[r : r + BLOCK, c : c + BLOCK]
         if not _keep(chip, 1):
             continue
         like = {"crs": profile["crs"], "transform": window_transform(Window(c, r, BLOCK, BLOCK))}
-        write(folder / "chips/images" / f"c{k:02d}.tif", data[:, r:r + BLOCK, c:c + BLOCK], like)
+        write(
+            folder / "chips/images" / f"c{k:02d}.tif", data[:, r : r + BLOCK, c : c + BLOCK], like
+        )
         write(folder / "chips/masks" / f"c{k:02d}.tif", chip, like)
         manifest.chips.append(f"chips/images/c{k:02d}.tif")
     height = ids.shape[0]
     for part, (r0, r1) in (("pool", (0, rows)), ("test", (rows, height))):
-        like = {"crs": profile["crs"], "transform": window_transform(Window(0, r0, ids.shape[1],
-                                                                           r1 - r0))}
-        img = write(folder / part / f"{name}.tif", data[:, r0:r1], like,
-                    **({"nodata": profile["nodata"]} if profile.get("nodata") is not None
-                       else {}))
+        like = {
+            "crs": profile["crs"],
+            "transform": window_transform(Window(0, r0, ids.shape[1], r1 - r0)),
+        }
+        img = write(
+            folder / part / f"{name}.tif",
+            data[:, r0:r1],
+            like,
+            **({"nodata": profile["nodata"]} if profile.get("nodata") is not None else {}),
+        )
         lab_path = write(folder / part / f"{name}_labels.tif", ids[r0:r1], like)
         pair = [str(img.relative_to(folder)), str(lab_path.relative_to(folder))]
         (manifest.tests if part == "test" else manifest.pool).append(pair)
@@ -154,12 +177,15 @@ def _roads(folder: Path, manifest: Manifest) -> None:
         alpha = np.where(white, 0, 255).astype(np.uint8)
         if index < 8:
             for k, (r, c) in enumerate(_blocks(*ids.shape, ids.shape[0])):
-                chip = ids[r:r + BLOCK, c:c + BLOCK]
+                chip = ids[r : r + BLOCK, c : c + BLOCK]
                 if not _keep(chip, 1):
                     continue
                 stem = f"c{index}_{k:02d}"
-                write(folder / "chips/images" / f"{stem}.tif", rgb[:, r:r + BLOCK, c:c + BLOCK],
-                      alpha=alpha[r:r + BLOCK, c:c + BLOCK])
+                write(
+                    folder / "chips/images" / f"{stem}.tif",
+                    rgb[:, r : r + BLOCK, c : c + BLOCK],
+                    alpha=alpha[r : r + BLOCK, c : c + BLOCK],
+                )
                 write(folder / "chips/masks" / f"{stem}.tif", chip)
                 manifest.chips.append(f"chips/images/{stem}.tif")
         if index < 2:
@@ -170,10 +196,14 @@ def _roads(folder: Path, manifest: Manifest) -> None:
             manifest.tests.append([str(img.relative_to(folder)), str(lab.relative_to(folder))])
         if index == 1:  # one pool scene: windows of two scenes without a CRS would share
             # their coordinates, so areas to exclude could not tell them apart
-            img = write(folder / "pool/massachusetts.tif", np.concatenate([p[0] for p in pool], 2),
-                        alpha=np.concatenate([p[1] for p in pool], 1))
-            lab = write(folder / "pool/massachusetts_labels.tif",
-                        np.concatenate([p[2] for p in pool], 1))
+            img = write(
+                folder / "pool/massachusetts.tif",
+                np.concatenate([p[0] for p in pool], 2),
+                alpha=np.concatenate([p[1] for p in pool], 1),
+            )
+            lab = write(
+                folder / "pool/massachusetts_labels.tif", np.concatenate([p[2] for p in pool], 1)
+            )
             manifest.pool.append([str(img.relative_to(folder)), str(lab.relative_to(folder))])
 
 
@@ -197,13 +227,14 @@ def _dubai(folder: Path, manifest: Manifest) -> None:
         ids = _dubai_ids(tile / "masks" / (image.stem + ".png"))
         if index < 6:
             h, w = ids.shape
-            for k, (r, c) in enumerate(((0, 0), (0, w - BLOCK), (h - BLOCK, 0),
-                                        (h - BLOCK, w - BLOCK))):
-                chip = ids[r:r + BLOCK, c:c + BLOCK]
+            for k, (r, c) in enumerate(
+                ((0, 0), (0, w - BLOCK), (h - BLOCK, 0), (h - BLOCK, w - BLOCK))
+            ):
+                chip = ids[r : r + BLOCK, c : c + BLOCK]
                 if not _keep(chip, None):
                     continue
                 stem = f"c{index}_{k}"
-                write(folder / "chips/images" / f"{stem}.tif", rgb[:, r:r + BLOCK, c:c + BLOCK])
+                write(folder / "chips/images" / f"{stem}.tif", rgb[:, r : r + BLOCK, c : c + BLOCK])
                 write(folder / "chips/masks" / f"{stem}.tif", chip)
                 manifest.chips.append(f"chips/images/{stem}.tif")
         else:
@@ -247,10 +278,11 @@ def _forest(folder: Path, manifest: Manifest, pool: int = 64, tests: int = 36) -
     for k, image in enumerate(test):
         r, c = (k // per_row) * (side + gutter), (k % per_row) * (side + gutter)
         with rasterio.open(image) as src:
-            rgb[:, r:r + side, c:c + side] = src.read()
-        ids[r:r + side, c:c + side] = _forest_ids(FOREST / "test_labels" / (image.stem
-                                                                             + ".png"))[0]
-        alpha[r:r + side, c:c + side] = 255
+            rgb[:, r : r + side, c : c + side] = src.read()
+        ids[r : r + side, c : c + side] = _forest_ids(
+            FOREST / "test_labels" / (image.stem + ".png")
+        )[0]
+        alpha[r : r + side, c : c + side] = 255
     like = {"crs": "EPSG:32633", "transform": from_origin(500000, 5200000, 10, 10)}
     img = write(folder / "test/forest_mosaic.tif", rgb, like, alpha=alpha)
     lab = write(folder / "test/forest_mosaic_labels.tif", ids, like)
@@ -265,11 +297,21 @@ def prepare(name: str, work: Path) -> tuple[Path, Manifest]:
     classes, target = SETS[name]
     manifest = Manifest(name=name, classes=classes, target=target)
     if name == "inria":
-        _scene_split("inria", INRIA / "aerial_sample_image.tif",
-                     INRIA / "aerial_sample_labels.tif", folder, manifest)
+        _scene_split(
+            "inria",
+            INRIA / "aerial_sample_image.tif",
+            INRIA / "aerial_sample_labels.tif",
+            folder,
+            manifest,
+        )
     elif name == "spacenet":
-        _scene_split("spacenet", SPACENET / "sample_geotiff.tif",
-                     SPACENET / "sample_geotiff_buildings_mask.tif", folder, manifest)
+        _scene_split(
+            "spacenet",
+            SPACENET / "sample_geotiff.tif",
+            SPACENET / "sample_geotiff_buildings_mask.tif",
+            folder,
+            manifest,
+        )
     elif name == "massachusetts":
         _roads(folder, manifest)
     elif name == "dubai":
