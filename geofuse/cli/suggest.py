@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from geofuse.cli.app import default, handle_errors, main, quiet_tensorflow
+from geofuse.cli.app import default, handle_errors, main, quiet_tensorflow, warn
 from geofuse.cli.options import (
     announce_runtime,
     build_segment_config,
@@ -139,12 +139,9 @@ def suggest(
     announce_runtime(config.segment.tiling, quiet)
     from geofuse.products.suggest import suggest as run_suggest
 
-    def notify(text: str) -> None:
-        click.echo(f"Warning: {text}", err=True)
-
     bar = ProgressBar("tiles", quiet)
     try:
-        result = run_suggest(scenes, out, model_path, config, progress=bar, notify=notify)
+        result = run_suggest(scenes, out, model_path, config, progress=bar, notify=warn)
     finally:
         bar.close()
     if quiet:

@@ -361,7 +361,7 @@ def suggest(
         )
     elif config.spacing and _crowded(candidates, picked, config.spacing, config.size):
         notices.append(
-            f"fewer than {config.count} windows keep {config.spacing:g} window "
+            f"fewer than {config.count} windows keep `spacing` {config.spacing:g} window "
             "sides apart: the next most uncertain fill the count"
         )
     rows, polygons = [], []

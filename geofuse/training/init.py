@@ -188,7 +188,8 @@ def adopt_architecture(config: Any, start: Start, say: Callable[[str], None]) ->
     arch = start.info.spec.arch
     if config.arch not in (arch, Architecture()):
         say(
-            f"warning: the architecture options are set aside: {start.name} has fusion "
+            f"warning: the architecture options (`fusion`, `depth`, `filters`) are set "
+            f"aside: {start.name} has fusion "
             f"{arch.fusion}, depth {arch.depth}, {arch.base_filters} filters"
         )
     return dataclasses.replace(config, arch=arch)
