@@ -27,6 +27,7 @@ from geofuse.training.config import (
     CACHES,
     CLASS_WEIGHTINGS,
     DEFAULT_BATCH,
+    DEFAULT_LEARNING_RATE,
     DEFAULT_PATCH,
     DEFAULT_STEPS,
     KEEP,
@@ -44,6 +45,7 @@ from geofuse.training.config import (
     format_duration,
     parse_duration,
 )
+from geofuse.training.init import FINETUNE_LEARNING_RATE, FREEZE_PARTS
 from geofuse.training.labels import MASK_MODES
 
 
@@ -222,8 +224,10 @@ def _train_default(name: str) -> Any:
                    "trains longer, not less, and small data is not overfitted.")
 @click.option("--steps", "steps_per_epoch", default=_train_default("steps_per_epoch"),
               show_default=True, help="Steps per epoch.")
-@click.option("--lr", "learning_rate", default=_train_default("learning_rate"),
-              show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--lr", "learning_rate", type=click.FloatRange(min=0.0, min_open=True),
+              default=None,
+              help=f"Adam peak learning rate (cosine decay). Default: {DEFAULT_LEARNING_RATE:g}, "
+                   f"or {FINETUNE_LEARNING_RATE:g} with --init.")
 @click.option("--weight-decay", default=_train_default("weight_decay"), show_default=True,
               type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="Decoupled weight decay of the convolution kernels (0: none).")
@@ -282,6 +286,14 @@ def _train_default(name: str) -> Any:
               help="Weights written: the last (end of the annealed schedule) or the best by "
                    "the smoothed validation score in the second half of the run.")
 @click.option("--seed", default=_train_default("seed"), show_default=True, help="Random seed.")
+@click.option("--init", default=None, metavar="MODEL|default",
+              help="Start from this model's weights (fine-tuning; 'default': the embedded "
+                   "model). Its architecture is used; classes of the same name keep their "
+                   "head rows (--class-names names yours); other band counts adapt the first "
+                   "convolution. Default: random weights.")
+@click.option("--freeze", type=click.Choice(FREEZE_PARTS), default=_train_default("freeze"),
+              show_default=True,
+              help="With --init: keep the encoder (and bottleneck) as the model had them.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=_train_default("strategy"),
               show_default=True,
@@ -371,6 +383,7 @@ def trained_line(result: Any, keep: str) -> str:
     from geofuse.training.metrics import score_line
 
     validation = result.metrics.get("validation") or {}
+    started = result.metrics.get("start_validation") or {}  # a fine-tuning run's start
     members = result.metrics.get("members", 1)
     return (
         f"{result.model}: "
@@ -378,6 +391,7 @@ def trained_line(result: Any, keep: str) -> str:
            if members > 1 else
            f"weights of epoch {result.kept_epoch} of {result.epochs} ({keep}), ")
         + (f"validation {score_line(validation)}, " if validation else "no validation data, ")
+        + (f"{score_line(started)} before training, " if started else "")
         + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})"
     )
 

@@ -19,6 +19,7 @@ from geofuse.config import TTA_MODES, InputConfig, TilingConfig
 from geofuse.errors import ConfigError
 from geofuse.model.spec import Architecture, ClassInfo
 from geofuse.sources import as_source
+from geofuse.training.init import FINETUNE_LEARNING_RATE, FREEZE_PARTS
 from geofuse.training.labels import MASK_MODES, LabelCoding
 
 AUTO_PATCH = "auto"
@@ -44,6 +45,8 @@ SAMPLING = ("random", "balanced", "grid")
 # named class weightings -> exponent of the inverse class frequency (0: all classes weigh 1)
 CLASS_WEIGHTINGS = {"auto": 0.5, "inverse": 1.0, "none": 0.0}
 KEEP = ("last", "best")
+DEFAULT_LEARNING_RATE = 3e-3
+"""Peak learning rate of a run from random weights."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,9 @@ class TrainConfig:
             ``time_limit``, the run is counted in steps, not seconds (reproducible).
         steps_per_epoch: Steps per epoch (validation and checkpoints run after each epoch).
         warmup: Share of the run over which the learning rate rises linearly to its peak.
-        learning_rate: Adam learning rate (cosine decay to 5 % over the run).
+        learning_rate: Adam peak learning rate (cosine decay to 5 % over the run). None:
+            :data:`DEFAULT_LEARNING_RATE`, or
+            :data:`~geofuse.training.init.FINETUNE_LEARNING_RATE` for a run with ``init``.
         weight_decay: Decoupled weight decay of the convolution kernels (each step shrinks
             them by ``weight_decay * learning rate``; 0: none).
         ema: Momentum of an exponential moving average of the weights, which the model file
@@ -318,6 +323,11 @@ class TrainConfig:
         val_tiles: Names (file names, stems or glob patterns) of the tiles to validate on,
             instead of a random ``val_fraction`` of them.
         seed: Seed of everything random.
+        init: A model file to start from (``"default"``: the embedded model), whose
+            architecture, weights and, where the bands pair, normalisation the run takes
+            (:mod:`geofuse.training.init`); None: random weights.
+        freeze: With ``init``: ``encoder`` keeps the encoder and bottleneck as the model had
+            them; ``none`` trains every layer.
         deterministic: Enable TensorFlow op determinism.
         resume: Continue from the run folder's last checkpoint.
         overwrite: Replace an existing model file.
@@ -341,7 +351,7 @@ class TrainConfig:
     epochs: int | None = None
     steps_per_epoch: int = 50
     warmup: float = 0.05
-    learning_rate: float = 3e-3
+    learning_rate: float | None = None
     weight_decay: float = 0.0
     ema: float = 0.0
     deep_supervision: float = 0.0
@@ -364,6 +374,8 @@ class TrainConfig:
     smoothing: float = 0.5
     val_tiles: tuple[str, ...] = ()
     seed: int = 0
+    init: str | Path | None = None
+    freeze: str = "none"
     deterministic: bool = True
     resume: bool = False
     overwrite: bool = False
@@ -432,6 +444,12 @@ class TrainConfig:
             self.arch.check_tile(self.patch)
         require(0.0 <= self.val_fraction < 1.0,
                f"Expected 0 <= val_fraction < 1. Received: {self.val_fraction}")
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE if self.init is None
+                               else FINETUNE_LEARNING_RATE)
+        choice("freeze", self.freeze, FREEZE_PARTS)
+        require(self.init is not None or self.freeze == "none",
+                f"Expected a model to start from with freeze={self.freeze!r}. Received: none")
         require(self.learning_rate > 0,
                f"Expected a positive learning rate. Received: {self.learning_rate}")
         require(isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < 1,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import itertools
 import json
 import logging
@@ -41,6 +42,7 @@ from geofuse.training.chipfeed import ChipFeed
 from geofuse.training.chips import Augmentation, ChipLoader, Sampling, memory_dataset
 from geofuse.training.config import TrainConfig
 from geofuse.training.distributed import Agreement, run_loop, worker_role
+from geofuse.training.init import apply_start
 from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
 from geofuse.training.metrics import confusion_matrix, set_false_positives, summarize
 from geofuse.training.schedule import Budget, Schedule
@@ -64,6 +66,7 @@ class FitOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     val_data: tuple[np.ndarray, np.ndarray] | None = None
     seconds: float = 0.0
+    start_validation: dict[str, Any] = field(default_factory=dict)
 
 
 def make_strategy(name: str) -> Any:
@@ -186,7 +189,8 @@ def _resume_settings(config: TrainConfig, info: ModelInfo) -> dict[str, Any]:
             "architecture": json.loads(json.dumps(asdict(spec.arch), default=str)),
             "ema": config.ema, "weight_decay": config.weight_decay} | (
                 {"deep_supervision": config.deep_supervision} if config.deep_supervision
-                else {})  # checkpoints from before the option resume as they did
+                else {}) | (  # checkpoints from before an option resume as they did
+                {"init": str(config.init), "freeze": config.freeze} if config.init else {})
 
 
 def _check_resume(path: Path, saved: Mapping[str, Any] | None,
@@ -323,6 +327,9 @@ def fit_model(job: FitJob, run_dir: Path, listeners: Listeners | None = None,
     if agree is not None and seconds is not None:
         budget.agree = agree
     network, model, optimizer = _compile(job, strategy, budget, saved)
+    started = {}  # fine-tuning: the starting weights' scores, before any step
+    if config.init is not None and saved is None and val_data is not None:
+        started = validate(network, val_data, config.batch_size, job.names, job.class_sets)
     fitting = Fitting(network, model, optimizer, budget, epochs, resumed.epoch,
                       RunState(folder, selection, budget, epochs, listeners, resumed, settings))
     stopped = config.patience and resumed.wait >= config.patience
@@ -330,7 +337,8 @@ def fit_model(job: FitJob, run_dir: Path, listeners: Listeners | None = None,
             int(optimizer.iterations.numpy())):
         _run_epochs(job, fitting, loader, val_data, run_dir / "history.csv",
                     (strategy, agree) if multi else None)
-    return _finish(job, fitting, val_data, run_dir if chief else None, replicas)
+    outcome = _finish(job, fitting, val_data, run_dir if chief else None, replicas)
+    return dataclasses.replace(outcome, start_validation=started)
 
 
 def chip_loader(job: FitJob, worker: int = 0) -> ChipLoader:
@@ -385,6 +393,8 @@ def _compile(job: FitJob, strategy: Any, budget: Budget,
     config, spec = job.config, job.info.spec
     with strategy.scope():
         network = build_unet(spec, patch=job.info.patch_size)  # the one to write
+        if config.init is not None:  # fine-tuning: the start's weights, the frozen part
+            apply_start(network, job.info, config, load=saved is None)
         model = deeply_supervised(network, spec, config.deep_supervision)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
                                           weight_decay=config.weight_decay or None,

@@ -59,6 +59,7 @@ from geofuse.training.datasets import (
 )
 from geofuse.training.distributed import worker_role
 from geofuse.training.facts import input_facts
+from geofuse.training.init import Start, begin
 from geofuse.training.labels import LabelCoding
 from geofuse.training.members import ensemble_outcome, fit_members
 from geofuse.training.state import FitJob, Listeners
@@ -297,10 +298,17 @@ def train(
     start = time.perf_counter()
     chief = config.strategy != "multi-worker" or worker_role()[0]
     run_dir = _check_outputs(config, chief)
+    if config.init is not None:  # a starting model that cannot be used fails before the data
+        Start.read(config.init)
     say = _sayer(notify)
     data = load_data(config)
     for warning in validation_warnings(data.units, data.classes):
         say(f"warning: {warning}")
+    started: dict[str, Any] = {}  # fine-tuning: the start's architecture and statistics
+    if config.init is not None:
+        config, norm, started = begin(config, data.normalization, _band_names(data.rasters[0]),
+                                      data.classes, data.rasters[0].dtype, say)
+        data = dataclasses.replace(data, normalization=norm)
     config, steps = plan_run(config, data, say)
     weights = _class_weights(config, data.train_counts, data.classes)
     job = FitJob(config, describe_model(config, data), data.rasters, data.units, weights,
@@ -313,8 +321,9 @@ def train(
     outcomes = fit_members(job, run_dir, Listeners(progress, report), seconds, say)
     job, outcome = _combined(job, outcomes)
     metrics = _metrics(job, data, outcomes, outcome, (seconds, steps)) | {
-        "seconds": round(time.perf_counter() - start, 1)}
-    final = _final_info(job, data, outcome)
+        "seconds": round(time.perf_counter() - start, 1)} | (
+        {"start_validation": outcomes[0].start_validation} if started else {})
+    final = _final_info(job, data, outcome, started)
     if chief:
         write_json(run_dir / "metrics.json", metrics)
         from geofuse.model.calibration import training_chips
@@ -372,8 +381,12 @@ def _metrics(job: FitJob, data: TrainingData, outcomes: list[FitOutcome], outcom
     }
 
 
-def _final_info(job: FitJob, data: TrainingData, outcome: FitOutcome) -> ModelInfo:
-    """The model file's description with its provenance (no absolute paths of this machine)."""
+def _final_info(job: FitJob, data: TrainingData, outcome: FitOutcome,
+                started: dict[str, Any]) -> ModelInfo:
+    """The model file's description with its provenance (no absolute paths of this machine).
+
+    ``started``: the model a fine-tuning run started from (name, SHA-256), if any.
+    """
     config, spec = job.config, job.info.spec
     provenance = portable({
         "geofuse_version": geofuse.__version__,
@@ -385,6 +398,7 @@ def _final_info(job: FitJob, data: TrainingData, outcome: FitOutcome) -> ModelIn
         "members": spec.members,
         "metrics": _short_metrics(outcome.validation),
         "training_config": config.to_dict(),
+        **({"init": started} if started else {}),
     })
     return ModelInfo(**{**job.info.__dict__, "provenance": provenance})
 
