@@ -369,7 +369,8 @@ def test_export_openvino_runs_any_tile_size_and_carries_the_metadata(
 
     loaded = load_model(tiny_models(bands=4, classes=3))
     out = export_model(loaded, tmp_path / "served", "openvino")
-    assert sorted(p.name for p in out.iterdir()) == ["geofuse.json", "model.bin", "model.xml"]
+    assert sorted(p.name for p in out.iterdir()) == ["geofuse.json", "model.bin", "model.xml",
+                                                     "stac-item.json"]
     meta = json.loads((out / "geofuse.json").read_text())
     assert meta["source_model_sha256"] == loaded.digest
     assert meta["input"]["bands"] == ["b1", "b2", "b3", "b4"]
