@@ -144,6 +144,7 @@ def test_binary_masks_name_their_class_after_the_labels(tmp_path: Path) -> None:
     [
         ({"scene": "buildings.tif"}, "buildings"),
         ({"scene": "footprint_mask.tif"}, "footprint"),
+        ({"scene": "scene_labels.tif"}, "foreground"),
         ({"tiles": "area1", "masks": "roof_masks"}, "roof"),
         ({"tiles": "area1", "masks": "masks"}, "area1"),
         ({"tiles": "train", "masks": "labels"}, "foreground"),

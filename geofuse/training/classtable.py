@@ -39,6 +39,8 @@ GENERIC_NAMES = frozenset(
         "targets",
         "target",
         "images",
+        "scene",
+        "scenes",
         "image",
         "tiles",
         "chips",

@@ -133,7 +133,7 @@ class Schedule(keras.callbacks.Callback):
         self.budget = budget
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        """Start the clock (unless :func:`fit_model` started it with the set-up)."""
+        """Start the clock (unless ``fit_model`` started it with the set-up)."""
         if not self.budget.started:
             self.budget.start()
 
