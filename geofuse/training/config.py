@@ -275,7 +275,7 @@ class TrainConfig:
         steps_per_epoch: Steps per epoch (validation and checkpoints run after each epoch).
         warmup: Share of the run over which the learning rate rises linearly to its peak.
         learning_rate: Adam peak learning rate (cosine decay to 5 % over the run). None:
-            :data:`DEFAULT_LEARNING_RATE`, or
+            ``DEFAULT_LEARNING_RATE`` (3e-3), or
             :data:`~geofuse.training.init.FINETUNE_LEARNING_RATE` for a run with ``init``.
         weight_decay: Decoupled weight decay of the convolution kernels (each step shrinks
             them by ``weight_decay * learning rate``; 0: none).

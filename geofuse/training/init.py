@@ -52,7 +52,7 @@ FREEZE_PARTS = ("none", "encoder")
 
 FINETUNE_LEARNING_RATE = 1e-3
 """Peak learning rate of a run that starts from a model (from scratch:
-:data:`~geofuse.training.config.DEFAULT_LEARNING_RATE`). See
+``geofuse.training.config.DEFAULT_LEARNING_RATE``). See
 ``scripts/studies/finetune/REPORT.md`` for the runs that chose it."""
 
 KEEP_NORMALIZATION = False
