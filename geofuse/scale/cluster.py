@@ -54,8 +54,9 @@ def dask_client(config: ClusterConfig, tasks: int) -> Iterator[tuple[Any, str, i
     threads = max(1, available_cpus() // workers)
     env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    # a dashboard on a free port: the default 8787 may be taken by another cluster (a warning)
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
         silence_logs=logging.ERROR, env=env,
     ) as cluster, Client(cluster) as client:
         yield client, (f"local, {plural(workers, 'worker')} x "
