@@ -34,7 +34,13 @@ from geofuse.progress import Progress, announce
 from geofuse.read.rasterfile import is_georeferenced
 from geofuse.read.reader import SceneReader
 from geofuse.sources import Source, as_source, source_name
-from geofuse.write.outputs import TAGS, check_destination, check_geotiff_name, remove_stale_temps
+from geofuse.write.outputs import (
+    TAGS,
+    check_destination,
+    check_geotiff_name,
+    locked_outputs,
+    remove_stale_temps,
+)
 from geofuse.write.stitcher import PROB_SCALE, GeoTiffSink
 
 log = logging.getLogger(__name__)
@@ -126,6 +132,10 @@ def segment_scene(
 ) -> SegmentResult:
     """Segment one scene into a class-mask COG (and optional probabilities).
 
+    Each output is locked while the run writes it (``.<name>.lock`` beside it,
+    :func:`~geofuse.write.outputs.locked_outputs`): a second run on any of them is refused
+    until the first ends, so an output always holds one run's whole result.
+
     The scene is first checked against the model's input contract (:mod:`geofuse.read.contract`):
     bands matched by name, data type and value range, pixel size; ``config.input`` says how to
     adapt it. A scene read at the model's pixel size still gets its output on its own grid.
@@ -155,10 +165,36 @@ def segment_scene(
 
     Raises:
         GeofuseError: InputError for a bad scene, OutputError for an unwritable or existing
-            output, ModelError for a bad model, ConfigError for bad settings. Nothing is left
-            under the output names on failure.
+            output (or one another run is writing), ModelError for a bad model, ConfigError
+            for bad settings. Nothing partial is left under the output names on failure.
 
     """
+    args = (scene, out, model, config, progress, predictor, notify, grid_rows)
+    if grid_rows is not None:  # a part of a distributed run: its client holds the locks
+        return _segment_scene(*args)
+    check_outputs(Path(out), config or SegmentConfig())  # bad names fail before any lock
+    with locked_outputs(run_outputs(out, config or SegmentConfig())):
+        return _segment_scene(*args)
+
+
+def run_outputs(out: str | Path, config: SegmentConfig) -> list[Path]:
+    """Every file a run writes: the mask, its probabilities, polygons, quick-look, STAC items."""
+    extras = (config.probabilities, config.vector, config.preview)
+    return [Path(out), *(Path(p) for p in extras if p is not None),
+            *stac_destinations(config, Path(out))]
+
+
+def _segment_scene(
+    scene: str | Path,
+    out: str | Path,
+    model: LoadedModel | str | Path | None,
+    config: SegmentConfig | None,
+    progress: Progress | None,
+    predictor: Callable[[np.ndarray], Any] | None,
+    notify: Callable[[str], None] | None,
+    grid_rows: tuple[int, int] | None,
+) -> SegmentResult:
+    """:func:`segment_scene`, its outputs locked by the caller."""
     start = time.perf_counter()
     config = config or SegmentConfig()
     scene, out = as_source(scene), Path(out)
@@ -304,7 +340,7 @@ class Sinks:
                 announce(progress, "probabilities: overviews and COG")
                 self.probabilities.commit()
             else:
-                self.probabilities.dataset.close()
+                self.probabilities.close()  # checked whole: the polygons read it
 
     def abort(self) -> None:
         """Remove every temporary file (a committed output is never touched)."""

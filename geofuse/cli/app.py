@@ -97,7 +97,10 @@ def quiet_tensorflow() -> None:
     set_quiet(not logging.getLogger().isEnabledFor(logging.INFO))
 
 
-FLAG_NAMES = {"ignore_nodata": "--no-nodata", "classes_file": "--classes"}
+FLAG_NAMES = {"ignore_nodata": "--no-nodata", "classes_file": "--classes",
+              "ignore_values": "--ignore-value", "masks": "--masks-dir",
+              "images": "--images-dir", "sources": "--tiles or --scene with --labels",
+              "source": "--tiles or --scene with --labels"}
 """Library parameters whose option is not ``--`` + the name with dashes."""
 
 _PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")

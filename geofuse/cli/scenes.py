@@ -100,6 +100,9 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             result = segment_scene(scene, out, model_path, config, progress=bar, notify=warn)
     finally:
         bar.close()
+    if getattr(result, "lost_workers", 0):
+        warn(f"{plural(result.lost_workers, 'Dask worker')} lost mid-run and "
+             f"{plural(result.redone, 'band')} run again, so {result.mask} is whole")
     if not result.georeferenced:
         warn(f"{scene} is not georeferenced (no CRS, geotransform or GCPs), so neither is "
              f"{result.mask}")
@@ -129,6 +132,19 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             click.echo(f"{result.item}: STAC item", err=True)
 
 
+def _quiet_dask() -> None:
+    """Dask's logging only with --verbose: its errors reach the user as one-line messages.
+
+    ``distributed`` sets some of its loggers' levels itself (``distributed.client``), so each
+    is set, not only the parent.
+    """
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        return
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]
+    for name in ["distributed", *names]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any,
                        workers: int | None, scheduler: str | None, bar: ProgressBar,
                        notify: Callable[[str], None]) -> Any:
@@ -138,8 +154,7 @@ def _segment_scattered(scene: str, out: str, model_path: str | None, config: Any
     from geofuse.config import ClusterConfig
     from geofuse.scale.bands import segment_scattered
 
-    if not logging.getLogger().isEnabledFor(logging.INFO):  # Dask's chatter only with -v
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+    _quiet_dask()
     return segment_scattered(scene, Path(out), model_path, config,
                              ClusterConfig(workers or 1, scheduler), progress=bar, notify=notify)
 
@@ -197,8 +212,7 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
     from geofuse.config import BatchConfig
     from geofuse.scale.batch import segment_directory
 
-    if not logging.getLogger().isEnabledFor(logging.INFO):  # Dask's chatter only with -v
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+    _quiet_dask()
 
     config = BatchConfig(
         segment=build_segment_config(tile, overlap, blend, batch_size, bands, None,

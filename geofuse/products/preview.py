@@ -37,6 +37,7 @@ from geofuse.errors import ConfigError, InputError, OutputError, plural
 from geofuse.products.vectorize import mask_classes
 from geofuse.read.rasterfile import open_raster
 from geofuse.sources import as_source, source_name
+from geofuse.write.failures import write_failure
 from geofuse.write.outputs import atomic_path, check_destination
 
 LEGEND_WIDTH = 200
@@ -310,5 +311,5 @@ def render_preview(
         try:
             canvas.save(tmp, format="PNG", optimize=True)
         except OSError as exc:
-            raise OutputError(f"{out}: cannot write the preview ({exc})") from exc
+            raise write_failure(out, exc, tmp, "cannot write the preview") from exc
     return PreviewResult(path=out, width=canvas.width, height=canvas.height)

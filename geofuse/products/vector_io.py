@@ -20,8 +20,9 @@ from pyogrio.raw import write as write_vector
 from rasterio.crs import CRS
 
 from geofuse.config import VECTOR_FORMATS
-from geofuse.errors import OutputError, first_line
+from geofuse.errors import OutputError
 from geofuse.products.qgis_style import Classes, add_class_style
+from geofuse.write.failures import write_failure
 from geofuse.write.outputs import publish, reserve_temp
 
 DRIVERS = {"gpkg": ("GPKG", ".gpkg"), "geojson": ("GeoJSON", ".geojson")}
@@ -99,7 +100,7 @@ class FeatureWriter:
                     append=self.created, promote_to_multi=False,
                 )
         except (DataSourceError, FeatureError, FieldError, GeometryError, OSError) as exc:
-            raise OutputError(f"{self.dest}: cannot write polygons ({first_line(exc)})") from exc
+            raise write_failure(self.dest, exc, self.tmp, "cannot write polygons") from exc
         self.created = True
 
     def commit(self) -> Path:

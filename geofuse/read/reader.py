@@ -460,21 +460,22 @@ class SceneReader:
         x = np.empty((h, w, bands), dtype=np.float32) if out is None else out
         # band by band: each band's rows are contiguous in ``data`` (a transposing multiply
         # over all bands at once measured 2.5 times slower)
-        if self._values is None:  # one multiply-add: (v * scale + shift) / std
-            for i in range(bands):
-                np.multiply(data[i], self._gain[i], out=x[..., i], dtype=np.float32)
-            _add_per_band(x, self._offset)
-        else:
-            for i in range(bands):
-                x[..., i] = data[i]
-            gain, bias, clip = self._values
-            x *= gain
-            x += bias
-            if clip is not None:
-                np.clip(x, *clip, out=x)
-            x *= self._scale
-            x += self._shift
-            x *= self._inv_std
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: +-inf
+            if self._values is None:  # one multiply-add: (v * scale + shift) / std
+                for i in range(bands):
+                    np.multiply(data[i], self._gain[i], out=x[..., i], dtype=np.float32)
+                _add_per_band(x, self._offset)
+            else:
+                for i in range(bands):
+                    x[..., i] = data[i]
+                gain, bias, clip = self._values
+                x *= gain
+                x += bias
+                if clip is not None:
+                    np.clip(x, *clip, out=x)
+                x *= self._scale
+                x += self._shift
+                x *= self._inv_std
         if not valid.all():
             _zero_invalid(x, valid, finite=not self.is_float)
         return x

@@ -28,7 +28,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from rasterio.errors import RasterioError
 
 import geofuse
 from geofuse.config import ClusterConfig, SegmentConfig
-from geofuse.errors import ConfigError, GeofuseError, OutputError, first_line
+from geofuse.errors import ConfigError, GeofuseError, OutputError
 from geofuse.model.modelfile import file_digest, read_info, resolve_model_path
 from geofuse.model.tta import passes
 from geofuse.products.stac import describe_outputs
@@ -49,12 +49,13 @@ from geofuse.read.aoi import AreaOfInterest
 from geofuse.read.grid import TileGrid
 from geofuse.read.rasterfile import is_georeferenced
 from geofuse.read.reader import SceneReader
-from geofuse.scale.cluster import dask_client, worker_slots
+from geofuse.scale.cluster import dask_client, lost_workers, scheduler_lost, worker_slots
 from geofuse.scale.plan import exclusive
 from geofuse.scale.worker import SceneTask, describe_failure, worker_model
-from geofuse.segment import SegmentResult, check_outputs, make_products
+from geofuse.segment import SegmentResult, check_outputs, make_products, run_outputs
 from geofuse.sources import Source, absolute_source, as_source
-from geofuse.write.outputs import atomic_path, write_json
+from geofuse.write.failures import check_geotiff_complete, write_failure
+from geofuse.write.outputs import atomic_path, locked_outputs, write_json
 from geofuse.write.stitcher import write_cog
 
 BANDS_PER_WORKER = 2  # every worker busy; each band boundary costs 2 tile rows predicted twice
@@ -159,12 +160,15 @@ class ScatterResult(SegmentResult):
 
     ``tiles`` counts model inputs over all bands computed now (tile rows next to a band
     boundary twice); ``bands`` is every band of the output, ``reused`` those a previous run
-    finished.
+    finished. ``lost_workers`` died (or left) while holding bands of this run; ``redone``
+    bands were run again because of them.
     """
 
     bands: int = 0
     reused: int = 0
     cluster: str = ""
+    lost_workers: int = 0
+    redone: int = 0
 
 
 def run_key(scene: Source, digest: str, config: SegmentConfig, grid: TileGrid,
@@ -253,9 +257,10 @@ def join_parts(folder: Path, markers: list[dict[str, Any]], kind: str, grid: Til
             return vrt
         with atomic_path(dest, ".cog.tif") as tmp:
             write_cog(vrt, tmp, overview_resampling)
+            check_geotiff_complete(tmp, dest)  # a full disk never leaves a cut COG
     except (RasterioError, OSError, ElementTree.ParseError) as exc:
-        raise OutputError(f"{dest or vrt}: cannot join the parts in {folder} "
-                          f"({first_line(exc)})") from exc
+        raise write_failure(dest or vrt, exc, None,
+                            f"cannot join the parts in {folder}") from exc
     return dest
 
 
@@ -330,42 +335,35 @@ def segment_scattered(
         aoi=config.aoi and Path(config.aoi).absolute())
     key = run_key(scene, digest, band_config, grid,
                   band_config.probability_dtype if need_probs else None)
-    folder = parts_folder(out)
-    try:
-        folder.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot create {folder} ({exc.strerror})") from exc
-    try:
-        with exclusive(folder, "geofuse segment of this output"):
-            markers = finished_bands(folder, key, rows)
-            computed: list[dict[str, Any]] = []
-            reused, description = len(markers), "none: every band was finished"
-            if plan_bands(rows, [tuple(m["band"]) for m in markers], 1):
-                with dask_client(cluster, rows) as (client, description, threads):
-                    bands = plan_bands(rows, [tuple(m["band"]) for m in markers],
-                                       BANDS_PER_WORKER * worker_slots(client))
-                    tasks = [BandTask(
-                        absolute_source(scene), str(folder.absolute()), band,
-                        dataclasses.replace(band_config, probabilities=(
-                            folder.absolute() / f"{band_name(band)}.probs.tif"
-                            if need_probs else None)),
-                        str(model_path), digest, threads, key) for band in bands]
-                    computed = _run_bands(client, tasks, scene, grid, reused, progress)
-            markers = sorted(markers + computed, key=lambda m: m["band"])
-            announce(progress, "mask: overviews and COG")
-            join_parts(folder, markers, "mask", grid, out, "nearest")
-            probs_file = None
-            if need_probs:
-                if prob_path is not None:
-                    announce(progress, "probabilities: overviews and COG")
-                probs_file = join_parts(folder, markers, "probabilities", grid, prob_path,
-                                        "average")
-            polygons = make_products(config, scene, out, probs_file, progress)
-            item = describe_outputs(config, scene, out, model_path)
-            shutil.rmtree(folder)
-    finally:
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # a run that made no part leaves nothing behind
+    with _claim_parts(out, config) as folder:
+        markers = finished_bands(folder, key, rows)
+        computed: list[dict[str, Any]] = []
+        lost: dict[str, list[str]] = {}
+        reused, description = len(markers), "none: every band was finished"
+        if plan_bands(rows, [tuple(m["band"]) for m in markers], 1):
+            with dask_client(cluster, rows) as (client, description, threads):
+                bands = plan_bands(rows, [tuple(m["band"]) for m in markers],
+                                   BANDS_PER_WORKER * worker_slots(client))
+                tasks = [BandTask(
+                    absolute_source(scene), str(folder.absolute()), band,
+                    dataclasses.replace(band_config, probabilities=(
+                        folder.absolute() / f"{band_name(band)}.probs.tif"
+                        if need_probs else None)),
+                    str(model_path), digest, threads, key) for band in bands]
+                computed, lost = _run_bands(client, tasks, scene, grid, reused, progress,
+                                            cluster.scheduler or description)
+        markers = sorted(markers + computed, key=lambda m: m["band"])
+        announce(progress, "mask: overviews and COG")
+        join_parts(folder, markers, "mask", grid, out, "nearest")
+        probs_file = None
+        if need_probs:
+            if prob_path is not None:
+                announce(progress, "probabilities: overviews and COG")
+            probs_file = join_parts(folder, markers, "probabilities", grid, prob_path,
+                                    "average")
+        polygons = make_products(config, scene, out, probs_file, progress)
+        item = describe_outputs(config, scene, out, model_path)
+        shutil.rmtree(folder)
     tiles = sum(m["tiles"] for m in computed)
     counts = [sum(m["class_counts"][i] for m in markers) for i in range(len(info.classes))]
     return ScatterResult(
@@ -378,38 +376,79 @@ def segment_scattered(
         vector=config.vector and Path(config.vector), polygons=polygons,
         preview=config.preview and Path(config.preview), runtime=markers[-1]["runtime"],
         notices=tuple(notices), georeferenced=georeferenced, bands=len(markers),
-        reused=reused, cluster=description, item=item,
+        reused=reused, cluster=description, item=item, lost_workers=len(lost),
+        redone=len({k for keys in lost.values() for k in keys}),
     )
 
 
+@contextlib.contextmanager
+def _claim_parts(out: Path, config: SegmentConfig) -> Iterator[Path]:
+    """Lock the run's outputs and OUT's parts folder; yield the folder (removed if empty).
+
+    The outputs' locks come first, so a second run on the same output is refused before it
+    touches the parts folder of the first.
+    """
+    with locked_outputs(run_outputs(out, config)):
+        folder = parts_folder(out)
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot create {folder} ({exc.strerror})") from exc
+        try:
+            with exclusive(folder, "geofuse segment of this output"):
+                yield folder
+        finally:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # a run that made no part leaves nothing behind
+
+
 def _run_bands(client: Any, tasks: list[BandTask], scene: Source, grid: TileGrid, done: int,
-               progress: Progress | None) -> list[dict[str, Any]]:
-    """Run the band tasks; return their markers. The first failure cancels the rest."""
+               progress: Progress | None, cluster: str,
+               ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Run the band tasks; the first failure cancels the rest.
+
+    A band whose worker dies is run again by the scheduler (on another worker, or the one
+    restarted); each result is released once read, so a later death never redoes a band.
+
+    Returns:
+        The markers, and the lost workers with the keys of the bands they held
+        (:func:`~geofuse.scale.cluster.lost_workers`).
+
+    """
     from dask.distributed import as_completed
 
     total = done + len(tasks)
     futures = {client.submit(run_band, task, pure=False,
                              key=f"geofuse-band-{band_name(task.band)}-{os.urandom(4).hex()}"):
                task for task in tasks}
+    keys = {str(future.key) for future in futures}
     markers = []
     if progress is not None:
         progress(done, total)
     try:
         for future in as_completed(futures):
-            task = futures[future]
+            task = futures.pop(future)
             y0, y1 = grid.band_rows(*task.band)
             where = (f"band {tasks.index(task) + 1} of {len(tasks)} (tile rows "
                      f"{task.band[0]}-{task.band[1] - 1}, scene rows {y0}-{y1 - 1})")
             try:
                 marker = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection, ...
+                if scheduler_lost(exc, client):  # the bands marked done on disk are kept
+                    kept = len(list(Path(task.folder).glob(f"*{MARKER_SUFFIX}")))
+                    raise GeofuseError(
+                        f"{cluster}: lost the Dask scheduler mid-run; {kept} of {total} bands "
+                        f"of {scene} are finished and kept (run the same command again to "
+                        "resume)") from exc
                 raise GeofuseError(f"{scene}: the worker died or was lost while processing "
                                    f"{where} ({type(exc).__name__})") from exc
+            future.release()
             if marker.get("error"):
                 raise GeofuseError(f"{marker['error']} ({where})")
             markers.append(marker)
             if progress is not None:
                 progress(done + len(markers), total)
+        lost = lost_workers(client, keys)
     finally:
         client.cancel(list(futures))
-    return markers
+    return markers, lost

@@ -33,7 +33,7 @@ from typing import Any
 
 import geofuse
 from geofuse.config import BatchConfig, SegmentConfig
-from geofuse.errors import OutputError
+from geofuse.errors import GeofuseError, OutputError, plural
 from geofuse.model.modelfile import file_digest, read_info, resolve_model_path
 from geofuse.progress import Progress, announce
 from geofuse.scale.catalog import scene_stac, write_catalogue, write_model_item
@@ -41,6 +41,8 @@ from geofuse.scale.cluster import (  # noqa: F401  (available_cpus: re-exported)
     ClusterConfig,
     available_cpus,
     dask_client,
+    lost_workers,
+    scheduler_lost,
 )
 from geofuse.scale.plan import (  # noqa: F401  (re-exported: the batch API in one place)
     LOCK_NAME,
@@ -94,6 +96,7 @@ class BatchReport:
     complete: bool = False
     stale_removed: int = 0
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lost_workers: dict[str, list[str]] = field(default_factory=dict)  # address: scenes redone
     catalogue: Path | None = None  # the STAC collection of the scenes done (config.stac)
 
     def count(self, status: str) -> int:
@@ -134,6 +137,7 @@ class BatchReport:
             "stac_collection": self.catalogue and str(self.catalogue),
             "totals": self.totals(),
             "workers": self.workers,
+            "lost_workers": self.lost_workers,
             "scenes": [dataclasses.asdict(r) for r in self.scenes],
         }
 
@@ -149,6 +153,11 @@ class BatchReport:
             f"failed in {self.seconds:.1f} s ({t['scenes_per_minute']:.1f} scenes/min); "
             f"report: {self.path}"
         ]
+        if self.lost_workers:
+            redone = {s for scenes in self.lost_workers.values() for s in scenes}
+            lines.append(f"{plural(len(self.lost_workers), 'Dask worker')} lost mid-run and "
+                         f"{plural(len(redone), 'scene')} run again: "
+                         + ", ".join(sorted(redone)[:10]) + (" ..." if len(redone) > 10 else ""))
         if self.catalogue is not None:
             lines.append(f"STAC collection: {self.catalogue}")
         lines += [f"failed: {r.error}" for r in self.failed[:10]]
@@ -312,12 +321,18 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
             futures[client.submit(run_scene, task, pure=False, key=f"geofuse-{i}-"
                                   f"{os.urandom(4).hex()}")] = i
         last_write = time.monotonic()
+        keys = {str(future.key): jobs[i].name for future, i in futures.items()}
         for future in as_completed(futures):
             i = futures.pop(future)
             record = report.scenes[i]
             try:
                 outcome = future.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection, ...
+                if scheduler_lost(exc, client):
+                    raise GeofuseError(
+                        f"{config.cluster.scheduler or description}: lost the Dask scheduler "
+                        f"mid-run; the finished scenes are kept (run the same command again "
+                        f"to resume; see {report.path})") from exc
                 outcome = {"status": "failed", "seconds": 0.0, "megapixels": 0.0,
                            "worker": None, "error": f"{jobs[i].scene}: the worker died or was "
                            f"lost while processing this scene ({type(exc).__name__})"}
@@ -334,4 +349,6 @@ def _run_pending(report: BatchReport, jobs: list[SceneJob], pending: list[int],
             if time.monotonic() - last_write > 2.0:
                 report.write()
                 last_write = time.monotonic()
+        report.lost_workers = {worker: [keys[k] for k in held] for worker, held in
+                               lost_workers(client, set(keys)).items()}
     return finished

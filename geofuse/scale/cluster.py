@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from geofuse.config import ClusterConfig
@@ -60,6 +60,41 @@ def dask_client(config: ClusterConfig, tasks: int) -> Iterator[tuple[Any, str, i
     ) as cluster, Client(cluster) as client:
         yield client, (f"local, {plural(workers, 'worker')} x "
                        f"{plural(threads, 'TensorFlow thread')}"), threads
+
+
+def lost_workers(client: Any, keys: Collection[str]) -> dict[str, list[str]]:
+    """Workers that left the cluster unexpectedly (killed, out of memory, node gone).
+
+    Read from the scheduler's event log: each unexpected ``remove-worker`` lists the tasks
+    the worker was running and the finished results it held, which the scheduler then runs
+    again elsewhere (up to ``distributed.scheduler.allowed-failures`` times per task).
+
+    Args:
+        client: A connected client.
+        keys: The task keys of this run (other clients' tasks are left out).
+
+    Returns:
+        ``{worker address: [keys of this run it was running or holding]}``, for the workers
+        that held any.
+
+    """
+    lost: dict[str, list[str]] = {}
+    for _, event in client.get_events("all"):
+        if not isinstance(event, dict) or event.get("action") != "remove-worker" \
+                or event.get("expected"):
+            continue
+        held = {*event.get("processing-tasks", ()), *event.get("lost-computed-tasks", ())}
+        mine = sorted(str(k) for k in held if str(k) in keys)
+        if mine:
+            lost.setdefault(str(event.get("worker")), []).extend(mine)
+    return lost
+
+
+def scheduler_lost(exc: BaseException, client: Any) -> bool:
+    """Whether a task's error says the client lost its scheduler (not that a task failed)."""
+    reason = getattr(exc, "reason", None)
+    return reason == "scheduler-connection-lost" or client.status in ("connecting", "closing",
+                                                                      "closed")
 
 
 def worker_slots(client: Any) -> int:

@@ -17,7 +17,6 @@ complete (:func:`outputs_complete`).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from geofuse.model.spec import ModelInfo
 from geofuse.read.reader import SceneReader
 from geofuse.read.stac import is_stac_file, output_name, read_stac_scenes
 from geofuse.sources import Source, as_source, source_name
-from geofuse.write.outputs import TAGS, remove_stale_temps
+from geofuse.write.outputs import TAGS, hold_lock, remove_stale_temps
 
 LOCK_NAME = ".geofuse-batch.lock"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -253,26 +252,9 @@ def outputs_complete(job: SceneJob, config: SegmentConfig, digest: str, classes:
 def exclusive(out_dir: Path, what: str = "geofuse batch") -> Iterator[None]:
     """Hold a lock on ``out_dir`` so two batches never write (and clean) the same folder.
 
-    The lock file (``OUT_DIR/.geofuse-batch.lock``) is removed when the batch ends. ``what``
-    names the other run in the error (``segment --workers`` locks its parts folder too).
+    The lock file (``OUT_DIR/.geofuse-batch.lock``, :func:`~geofuse.write.outputs.hold_lock`)
+    is removed when the batch ends. ``what`` names the other run in the error
+    (``segment --workers`` locks its parts folder too).
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock
+    with hold_lock(out_dir / LOCK_NAME, f"{out_dir}: another {what} is writing here"):
         yield
-        return
-    lock = out_dir / LOCK_NAME
-    with open(lock, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # A batch that just finished may have removed the file we opened: then the lock
-            # is on a deleted file, and a third batch could take a new one. Hold the live one.
-            if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:
-                raise OSError("lock file replaced")
-        except OSError as exc:
-            raise OutputError(f"{out_dir}: another {what} is writing here") from exc
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-            fcntl.flock(handle, fcntl.LOCK_UN)

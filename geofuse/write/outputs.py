@@ -8,6 +8,8 @@
   plus a suffix: :func:`remove_stale_temps` deletes those a killed process left (never those of
   a live one) before the next run for the same output.
 - Names: :func:`check_geotiff_name` (rasters are GeoTIFFs, so their names say so).
+- Locks: :func:`hold_lock` (an advisory lock file, removed after), :func:`locked_outputs` (one
+  ``.<final name>.lock`` beside each output, so two runs never write the same output at once).
 - Output tags: the names of the GeoTIFF metadata tags every product carries (:data:`TAGS`).
 """
 
@@ -20,12 +22,13 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from geofuse.errors import OutputError
+from geofuse.write.failures import DISK_ERRORS, write_failure
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
@@ -67,18 +70,24 @@ def check_destination(path: Path, overwrite: bool) -> None:
         raise OutputError(f"{path}: is a directory, expected an output file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: already exists (use `overwrite` to replace it)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot create folder {parent} ({exc.strerror})") from exc
+    parent = _make_folder(path)
     try:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as exc:
         raise OutputError(f"{path}: folder {parent} is not writable ({exc.strerror})") from exc
     remove_stale_temps(path)
+
+
+def _make_folder(path: Path) -> Path:
+    """Create the folder of the output ``path`` (with its parents) if missing; return it."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create folder {parent} ({exc.strerror})") from exc
+    return parent
 
 
 def _umask() -> int:
@@ -114,6 +123,10 @@ def publish(tmp: Path, dest: Path) -> Path:
 def atomic_path(dest: str | Path, suffix: str = ".part") -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``dest``, on error it vanishes.
 
+    A full disk or a file-size limit met while writing becomes a one-line
+    :class:`~geofuse.errors.OutputError` naming ``dest``
+    (:func:`~geofuse.write.failures.write_failure`).
+
     Example:
         >>> with atomic_path("report.json", ".json") as tmp:  # doctest: +SKIP
         ...     tmp.write_text("{}")
@@ -123,6 +136,10 @@ def atomic_path(dest: str | Path, suffix: str = ".part") -> Iterator[Path]:
     try:
         yield tmp
         publish(tmp, dest)
+    except OSError as exc:
+        if exc.errno in DISK_ERRORS:  # disk full, over quota or over the file-size limit
+            raise write_failure(dest, exc, tmp) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -206,3 +223,71 @@ def remove_stale_temps(dest: str | Path, any_owner: bool = False) -> int:
         except OSError:
             continue
     return removed
+
+
+@contextmanager
+def hold_lock(lock: Path, refusal: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on the file ``lock``; remove it after.
+
+    Never waits: a lock another process holds raises at once, so a second run is refused
+    rather than queued behind a first that may run for hours.
+
+    Args:
+        lock: The lock file (created; removed when the block ends).
+        refusal: The error message when another process holds the lock.
+
+    Raises:
+        OutputError: ``refusal``, or that the lock's folder takes no files.
+
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    try:
+        handle = open(lock, "a")  # closed below, after the unlock
+    except OSError as exc:
+        raise OutputError(f"{lock.parent}: cannot make the lock file {lock.name} "
+                          f"({exc.strerror})") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A run that just finished may have removed the file we opened: then the lock
+            # is on a deleted file, and a third run could take a new one. Hold the live one.
+            if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:
+                raise OSError("lock file replaced")
+        except OSError as exc:
+            raise OutputError(refusal) from exc
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_path(dest: str | Path) -> Path:
+    """The lock file of an output: ``.<name>.lock`` beside it."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.lock")
+
+
+@contextmanager
+def locked_outputs(outputs: Iterable[str | Path]) -> Iterator[None]:
+    """Hold the lock of each output (:func:`lock_path`) while the block runs.
+
+    A second run on any of the same outputs is refused in one line while the first runs, so
+    two runs never write one output at once (each output ends as one run's whole result).
+    Missing folders are created, as :func:`check_destination` would.
+
+    Raises:
+        OutputError: Another geofuse run holds the lock of one of ``outputs``.
+
+    """
+    with ExitStack() as stack:
+        for out in sorted({Path(o).absolute() for o in outputs}):
+            _make_folder(out)
+            stack.enter_context(hold_lock(lock_path(out), (
+                f"{out}: another geofuse run is writing this output (wait for it to end, or "
+                "write elsewhere)")))
+        yield

@@ -35,9 +35,9 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geofuse.config import CLASS_NODATA
-from geofuse.errors import OutputError, first_line
 from geofuse.read.grid import TileGrid, blend_weights, core_weights
 from geofuse.write.classids import class_ids
+from geofuse.write.failures import check_geotiff_complete, write_failure
 from geofuse.write.outputs import publish, reserve_temp
 from geofuse.write.resample import BackResampler
 
@@ -172,7 +172,7 @@ class GeoTiffSink:
                 self.dataset.gcps = gcps
         except (RasterioError, OSError) as exc:
             self.abort()
-            raise OutputError(f"{self.path}: cannot create output ({first_line(exc)})") from exc
+            raise write_failure(self.path, exc, self.tmp, "cannot create output") from exc
 
     def _reserve(self, suffix: str) -> Path:
         tmp = reserve_temp(self.path, suffix)
@@ -188,19 +188,39 @@ class GeoTiffSink:
         try:
             self.dataset.write(array, window=window)
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"{self.path}: write failed ({first_line(exc)})") from exc
+            raise write_failure(self.path, exc, self.tmp, "write failed") from exc
+
+    def close(self) -> Path:
+        """Close the temporary GeoTIFF and check it was written whole; return its path.
+
+        Raises:
+            OutputError: Naming the output and the reason (e.g. the disk is full).
+
+        """
+        try:
+            self.dataset.close()
+        except (RasterioError, OSError) as exc:
+            raise write_failure(self.path, exc, self.tmp, "cannot finish output") from exc
+        check_geotiff_complete(self.tmp, self.path)
+        return self.tmp
 
     def commit(self) -> Path:
-        """Convert to a COG with overviews (unless ``cog`` is False) and rename it into place."""
-        self.dataset.close()
+        """Convert to a COG with overviews (unless ``cog`` is False) and rename it into place.
+
+        Each file is checked to be whole first
+        (:func:`~geofuse.write.failures.check_geotiff_complete`): a disk that fills up never
+        leaves a cut file under ``path``.
+        """
+        final_tmp = self.tmp
         try:
-            final_tmp = self.tmp
+            self.close()
             if self.cog:
                 final_tmp = self._reserve(".cog.tif")
                 write_cog(self.tmp, final_tmp, self.overview_resampling)
+                check_geotiff_complete(final_tmp, self.path)
             publish(final_tmp, self.path)
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"{self.path}: cannot finish output ({first_line(exc)})") from exc
+            raise write_failure(self.path, exc, final_tmp, "cannot finish output") from exc
         finally:
             self.abort()
         return self.path
