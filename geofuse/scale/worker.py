@@ -71,7 +71,8 @@ def _configure_tensorflow(threads: int | None) -> tuple[int, int]:
         if threads:
             os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = \
                 str(threads)
-        return (threads or 0, threads or 0)
+        return (int(os.environ.get("TF_NUM_INTRAOP_THREADS", 0)),
+                int(os.environ.get("TF_NUM_INTEROP_THREADS", 0)))
     tf = _import_tensorflow()
 
     if threads:
@@ -81,8 +82,11 @@ def _configure_tensorflow(threads: int | None) -> tuple[int, int]:
         except RuntimeError:
             log.warning("TensorFlow already running in worker %s; thread settings unchanged",
                         _worker_name())
-    return (tf.config.threading.get_intra_op_parallelism_threads(),
-            tf.config.threading.get_inter_op_parallelism_threads())
+    # set through the environment before the import (TensorFlow's own getters then say 0)
+    return (tf.config.threading.get_intra_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTRAOP_THREADS", 0)),
+            tf.config.threading.get_inter_op_parallelism_threads()
+            or int(os.environ.get("TF_NUM_INTEROP_THREADS", 0)))
 
 
 def worker_model(task: SceneTask) -> tuple[LoadedModel, Callable[..., Any], float]:
