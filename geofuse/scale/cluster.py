@@ -54,9 +54,12 @@ def dask_client(config: ClusterConfig, tasks: int) -> Iterator[tuple[Any, str, i
     threads = max(1, available_cpus() // workers)
     env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    # No dashboard; the scheduler's plain HTTP server on a free port (its default, 8787, may
+    # be another cluster's, and taking another port is announced in a three-line warning).
+    no_dashboard = {"dashboard": False, "dashboard_address": ":0"}
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-        silence_logs=logging.ERROR, env=env,
+        scheduler_kwargs=no_dashboard, silence_logs=logging.ERROR, env=env,
     ) as cluster, Client(cluster) as client:
         yield client, (f"local, {plural(workers, 'worker')} x "
                        f"{plural(threads, 'TensorFlow thread')}"), threads
