@@ -94,10 +94,16 @@ def lost_workers(client: Any, keys: Collection[str]) -> dict[str, list[str]]:
 
 
 def scheduler_lost(exc: BaseException, client: Any) -> bool:
-    """Whether a task's error says the client lost its scheduler (not that a task failed)."""
+    """Whether the error of a task's result says the client lost its scheduler.
+
+    geofuse's tasks return their errors instead of raising them, and a dead worker comes back
+    as ``KilledWorker``; so a connection error (``CommClosedError`` is an ``OSError``), a
+    future cancelled because the connection was lost, or a client no longer running means
+    the scheduler went away (or the network to it).
+    """
     reason = getattr(exc, "reason", None)
-    return reason == "scheduler-connection-lost" or client.status in ("connecting", "closing",
-                                                                      "closed")
+    return isinstance(exc, OSError) or reason == "scheduler-connection-lost" \
+        or client.status in ("connecting", "closing", "closed")
 
 
 def worker_slots(client: Any) -> int:
