@@ -289,7 +289,9 @@ def test_a_lost_scheduler_is_one_line_and_a_rerun_resumes(tmp_path: Path, tiny_m
         f"Error: {out / 'p.tif'}: cannot write (file too large: the file-size limit (ulimit -f) "
         "is 2000000 bytes)"
     ]
-    assert set(kept) < {p.name for p in parts.glob("*.done.json")}
+    # (the worker left without a scheduler may have finished the other band before it was
+    # killed: then nothing was missing)
+    assert set(kept) <= {p.name for p in parts.glob("*.done.json")}
     assert not (out / "p.tif").exists()
     assert [p for p in hidden(out) if not p.startswith(".m.tif.parts")] == []
 
