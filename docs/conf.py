@@ -49,7 +49,7 @@ napoleon_use_ivar = True  # dataclass fields once, in the class, not again as at
 nitpick_ignore_regex = [
     (r"py:class", r"(pathlib\.)?Path|numpy\.ndarray|np\.ndarray|collections\.abc\..*|typing\..*"),
     (r"py:(class|exc)", r"(keras|rasterio|distributed|concurrent|affine|shapely|click)\..*"),
-    (r"py:(class|exc)", r"(datetime|pystac|sqlite3|json|os)\..*"),
+    (r"py:(class|exc)", r"(datetime|pystac|sqlite3|json|os|logging)\..*"),
     (r"py:func", r"dataclasses\..*"),
     # a TypeVar, and private helpers that appear in signatures
     (r"py:class", r"geofuse\.read\.feed\.T|.*\._[A-Za-z]\w*"),

@@ -34,8 +34,10 @@ TTA_TRANSFORMS: dict[str, tuple[tuple[int, bool], ...]] = {
 (:mod:`geofuse.model.tta` applies them)."""
 TTA_MODES = tuple(TTA_TRANSFORMS)
 RUNTIMES = ("auto", "tensorflow", "openvino")  # inference runtimes (geofuse.model.runtime)
-PRECISIONS = ("auto", "f32", "bf16")
+PRECISIONS = ("auto", "f32", "bf16", "int8")
 VECTOR_FORMATS = ("gpkg", "geojson")
+EXPORT_FORMATS = ("openvino", "onnx", "saved_model")  # geofuse export (geofuse.model.export)
+EXPORT_PRECISIONS = ("f32", "int8")  # int8: OpenVINO only
 FUSION_LEVELS = ("all", "adjacent")
 CLASS_NODATA = 255
 RESAMPLE_MODES = ("auto", "off")  # reading a scene at the model's pixel size (InputConfig)
@@ -62,8 +64,11 @@ class TilingConfig:
         bands: 1-based band indexes to read, or None for every non-alpha band.
         runtime: Inference runtime, one of ``RUNTIMES``: ``auto`` is OpenVINO where it is
             installed, else TensorFlow (see :mod:`geofuse.model.runtime`).
-        precision: One of ``PRECISIONS``: ``auto`` is bf16 on OpenVINO where the CPU has
-            native BF16, else f32; bf16 needs OpenVINO.
+        precision: One of ``PRECISIONS``: ``auto`` is int8 on OpenVINO for a model whose file
+            shows int8 costs it nothing worth noting, else bf16 where the CPU has native BF16,
+            else f32; bf16 and int8 need OpenVINO (see :mod:`geofuse.model.runtime`).
+        calibration: A folder of images to calibrate the int8 network on, instead of the
+            chips the model file carries (:mod:`geofuse.model.calibration`).
         fit: Let :meth:`for_scene` change a big scene's tile by up to ``FIT_RANGE`` so that
             its grid computes the fewest patch pixels; False keeps ``tile`` exactly.
         align: Tiles start on multiples of this: :meth:`for_scene` sets the model's
@@ -80,6 +85,7 @@ class TilingConfig:
     bands: tuple[int, ...] | None = None
     runtime: str = "auto"
     precision: str = "auto"
+    calibration: str | None = None
     fit: bool = True
     align: int = 1
     tile_width: int | None = None

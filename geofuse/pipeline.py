@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -29,12 +29,14 @@ from geofuse.model.runtime import RuntimeChoice, choose_runtime, pipelined
 from geofuse.model.runtime import make_predictor as runtime_predictor
 from geofuse.model.tta import tta_predictor
 from geofuse.progress import Progress
-from geofuse.read.aoi import AreaOfInterest
 from geofuse.read.feed import lower_priority, read_ahead
 from geofuse.read.grid import Tile, TileGrid
 from geofuse.read.reader import Patch, SceneReader
 from geofuse.sources import source_name
 from geofuse.write.stitcher import ColumnStitcher, Stitcher
+
+if TYPE_CHECKING:
+    from geofuse.read.aoi import AreaOfInterest
 
 COLUMNS_WHEN_WIDER = True  # stitch scenes wider than tall by columns (memory ~ their height)
 
@@ -108,9 +110,7 @@ def plan_scene(
     if rows is not None and reader.resampled:
         raise ConfigError(f"{source_name(reader.path)}: expected a scene read on its own pixel "
                           "grid for a band. Received: a resampled one")
-    aoi = None if config.aoi is None else AreaOfInterest.load(
-        config.aoi, reader.path, reader.crs, reader.transform, reader.width, reader.height
-    )
+    aoi = load_aoi(config, reader.crs, reader.transform, reader.width, reader.height, reader)
     tiles = grid.tiles if aoi is None else aoi.select(grid, tiling.blend)
     if rows is not None:
         tiles = [t for t in tiles if grid.reaches(t, tiling.blend, rows)]
@@ -173,11 +173,24 @@ def predict_scene(
     return stitcher
 
 
+def load_aoi(config: SegmentConfig, crs: Any, transform: Any, width: int, height: int,
+             reader: SceneReader) -> AreaOfInterest | None:
+    """The run's area of interest on the given grid of ``reader``'s scene, or None.
+
+    Its module (shapely, pyogrio: half a second of start-up) is imported only for a run that
+    has one.
+    """
+    if config.aoi is None:
+        return None
+    from geofuse.read.aoi import AreaOfInterest
+
+    return AreaOfInterest.load(config.aoi, reader.path, crs, transform, width, height)
+
+
 def scene_validity(reader: SceneReader, config: SegmentConfig) -> Callable[[int, int], Any]:
     """``valid(row0, rows)`` on the scene's own grid: its masks, and the area of interest."""
     ds = reader.dataset
-    aoi = None if config.aoi is None else AreaOfInterest.load(
-        config.aoi, reader.path, ds.crs, ds.transform, ds.width, ds.height)
+    aoi = load_aoi(config, ds.crs, ds.transform, ds.width, ds.height, reader)
 
     def valid(row0: int, rows: int) -> np.ndarray:
         window = Window(0, row0, ds.width, rows)

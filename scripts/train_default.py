@@ -205,7 +205,11 @@ def main() -> None:
         for part, r in scores.items()
     }
     words = card(scores, loaded.info.pixel_size, args.synthetic)
-    save_model(loaded.model, display_info(loaded.info, provenance, words), args.out)
+    from geofuse.model.calibration import model_calibration
+
+    chips = model_calibration(args.out)  # the training chips train() wrote: kept
+    save_model(loaded.model, display_info(loaded.info, provenance, words), args.out,
+               calibration=None if chips is None else chips.chips)
     if not args.quick:  # the score file names the model file as written, card included
         record(args.out, args.name, scores)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")

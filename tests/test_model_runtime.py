@@ -18,7 +18,7 @@ import pytest
 import rasterio
 
 from geofuse.errors import ConfigError, ModelError, OutputError
-from geofuse.model import runtime
+from geofuse.model import ovcache, ovimport, runtime
 from geofuse.model.export import export_model
 from geofuse.model.runtime import OpenVinoProbe
 from tests.helpers import write_geotiff
@@ -32,14 +32,14 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _use_shared_cache(shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(runtime.CACHE_ENV, str(shared_cache))
+    monkeypatch.setenv(ovcache.CACHE_ENV, str(shared_cache))
 
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty conversion cache of this test's own."""
     folder = tmp_path / "cache"
-    monkeypatch.setenv(runtime.CACHE_ENV, str(folder))
+    monkeypatch.setenv(ovcache.CACHE_ENV, str(folder))
     return folder
 
 
@@ -47,13 +47,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def conversions(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """Record every OpenVINO conversion (the expensive step the cache saves)."""
     calls: list[tuple] = []
-    convert = runtime.convert_to_openvino
+    convert = ovcache.convert_to_openvino
 
     def counting(model: object, shape: tuple) -> object:
         calls.append(shape)
         return convert(model, shape)
 
-    monkeypatch.setattr(runtime, "convert_to_openvino", counting)
+    monkeypatch.setattr(ovcache, "convert_to_openvino", counting)
     return calls
 
 
@@ -107,7 +107,8 @@ def test_auto_falls_back_to_tensorflow_with_one_notice_without_openvino(
 @pytest.mark.parametrize(("runtime_name", "precision", "message"), [
     ("onnxruntime", "auto", "Expected runtime to be one of auto, tensorflow, openvino. "
                             "Received: 'onnxruntime'"),
-    ("auto", "fp16", "Expected precision to be one of auto, f32, bf16. Received: 'fp16'"),
+    ("auto", "fp16", "Expected precision to be one of auto, f32, bf16, int8. "
+                      "Received: 'fp16'"),
     ("tensorflow", "bf16", "Expected precision 'f32' or 'auto' with runtime 'tensorflow'. "
                            "Received: 'bf16'"),
 ])
@@ -220,7 +221,7 @@ def test_a_failed_conversion_leaves_the_logging_level_as_it_was(tiny_models) -> 
     root.setLevel(logging.WARNING)
     try:
         with pytest.raises(ModelError, match="Expected a network OpenVINO can convert"):
-            runtime.convert_to_openvino(loaded.model, (1, 32, 32, 3))
+            ovcache.convert_to_openvino(loaded.model, (1, 32, 32, 3))
         assert root.level == logging.WARNING
     finally:
         root.setLevel(before)
@@ -270,7 +271,7 @@ def test_the_cache_keeps_the_most_recently_used_conversions(
     """Each tile shape has its conversion; scenes of many shapes must not fill the disk."""
     from geofuse.model.modelfile import load_model
 
-    monkeypatch.setattr(runtime, "CACHE_ENTRIES", 2)
+    monkeypatch.setattr(ovcache, "CACHE_ENTRIES", 2)
     loaded = load_model(tiny_models(bands=3, classes=3))
     choice = runtime.choose_runtime("openvino", "f32")
     version = runtime.probe_openvino().version
@@ -280,14 +281,14 @@ def test_the_cache_keeps_the_most_recently_used_conversions(
 
     runtime.make_predictor(loaded, 1, (16, 32), choice)
     runtime.make_predictor(loaded, 1, (32, 16), choice)
-    first = runtime.cache_key(loaded.digest, (1, 16, 32, 3), version)
-    second = runtime.cache_key(loaded.digest, (1, 32, 16, 3), version)
+    first = ovcache.cache_key(loaded.digest, (1, 16, 32, 3), version)
+    second = ovcache.cache_key(loaded.digest, (1, 32, 16, 3), version)
     assert entries() == {first, second}
     os.utime(cache / "openvino" / first, (1, 1))  # long unused, then used again:
     runtime.make_predictor(loaded, 1, (16, 32), choice)  # read from the cache, marked as used
     assert len(conversions) == 2
     runtime.make_predictor(loaded, 1, (32, 32), choice)  # a third shape: the least recent goes
-    assert entries() == {first, runtime.cache_key(loaded.digest, (1, 32, 32, 3), version)}
+    assert entries() == {first, ovcache.cache_key(loaded.digest, (1, 32, 32, 3), version)}
     predict = runtime.make_predictor(loaded, 1, (32, 16), choice)  # converted again
     assert len(conversions) == 4 and len(entries()) == 2
     assert predict(_batch((1, 32, 16, 3))).shape == (1, 32, 16, 3)
@@ -304,10 +305,10 @@ def test_a_corrupted_cache_entry_is_rebuilt_not_trusted(
     loaded = load_model(tiny_models(bands=3, classes=3))
     choice = runtime.choose_runtime("openvino", "f32")
     x = _batch((2, 32, 32, 3))
-    monkeypatch.setenv(runtime.CACHE_ENV, str(shared_cache))  # a good entry, shared
+    monkeypatch.setenv(ovcache.CACHE_ENV, str(shared_cache))  # a good entry, shared
     expected = runtime.make_predictor(loaded, 2, 32, choice)(x)
-    monkeypatch.setenv(runtime.CACHE_ENV, str(cache))
-    key = runtime.cache_key(loaded.digest, (2, 32, 32, 3), runtime.probe_openvino().version)
+    monkeypatch.setenv(ovcache.CACHE_ENV, str(cache))
+    key = ovcache.cache_key(loaded.digest, (2, 32, 32, 3), runtime.probe_openvino().version)
     entry = cache / "openvino" / key
     shutil.copytree(shared_cache / "openvino" / key, entry)
     conversions.clear()
@@ -318,6 +319,7 @@ def test_a_corrupted_cache_entry_is_rebuilt_not_trusted(
     elif damage == "garbage xml with matching digests":
         (entry / "model.xml").write_text("<net>")
         manifest["files"]["model.xml"] = hashlib.sha256(b"<net>").hexdigest()
+        manifest["sizes"]["model.xml"] = len(b"<net>")
         (entry / "entry.json").write_text(json.dumps(manifest))
     elif damage == "no manifest":
         (entry / "entry.json").unlink()
@@ -340,7 +342,7 @@ def test_an_unwritable_cache_converts_in_memory(tiny_models, tmp_path: Path,
 
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
-    monkeypatch.setenv(runtime.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setenv(ovcache.CACHE_ENV, str(blocker / "cache"))
     loaded = load_model(tiny_models(bands=3, classes=3))
     predict = runtime.make_predictor(loaded, 1, 32, runtime.choose_runtime("openvino", "f32"))
     assert predict(_batch((1, 32, 32, 3))).shape == (1, 32, 32, 3)
@@ -348,11 +350,11 @@ def test_an_unwritable_cache_converts_in_memory(tiny_models, tmp_path: Path,
 
 def test_cache_folder_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
-    monkeypatch.delenv(runtime.CACHE_ENV)
+    monkeypatch.delenv(ovcache.CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert runtime.cache_dir() == tmp_path / "xdg" / "geofuse"
+    assert ovcache.cache_dir() == tmp_path / "xdg" / "geofuse"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert runtime.cache_dir() == Path.home() / ".cache" / "geofuse"
+    assert ovcache.cache_dir() == Path.home() / ".cache" / "geofuse"
 
 
 # --------------------------------------------------------------------------- export
@@ -363,11 +365,12 @@ def test_export_openvino_runs_any_tile_size_and_carries_the_metadata(
 ) -> None:
     from geofuse.model.modelfile import load_model
 
-    ov = runtime.import_openvino()
+    ov = ovimport.import_openvino()
 
     loaded = load_model(tiny_models(bands=4, classes=3))
     out = export_model(loaded, tmp_path / "served", "openvino")
-    assert sorted(p.name for p in out.iterdir()) == ["geofuse.json", "model.bin", "model.xml"]
+    assert sorted(p.name for p in out.iterdir()) == ["geofuse.json", "model.bin", "model.xml",
+                                                     "stac-item.json"]
     meta = json.loads((out / "geofuse.json").read_text())
     assert meta["source_model_sha256"] == loaded.digest
     assert meta["input"]["bands"] == ["b1", "b2", "b3", "b4"]
@@ -410,7 +413,7 @@ def test_export_onnx_or_a_clear_error_without_the_converter(tiny_models, tmp_pat
             export_model(loaded, tmp_path / "onnx", "onnx")
         assert not (tmp_path / "onnx").exists()
         return
-    ov = runtime.import_openvino()
+    ov = ovimport.import_openvino()
     out = export_model(loaded, tmp_path / "onnx", "onnx")
     x = _batch((1, 32, 32, 3))
     compiled = ov.Core().compile_model(str(out / "model.onnx"), "CPU")

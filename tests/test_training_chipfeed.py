@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 @pytest.fixture()
 def loader(tmp_path: Path):  # noqa: ANN201 - a ChipLoader (TensorFlow-free import)
     from geofuse.model.spec import ClassInfo, Normalization
-    from geofuse.training.chips import ChipLoader
+    from geofuse.training.chips import Augmentation, ChipLoader, Sampling
     from geofuse.training.datasets import LabelledRaster, band_scale, make_units, scan
     from geofuse.training.labels import LabelCoding
 
@@ -32,7 +32,7 @@ def loader(tmp_path: Path):  # noqa: ANN201 - a ChipLoader (TensorFlow-free impo
     units = make_units([raster], ["scene"], 48)
     scan([raster], units, 3, band_scale("uint8"))
     norm = Normalization((127.0,) * 3, (64.0,) * 3, scale=1.0)
-    yield ChipLoader([raster], units, 16, norm, augment=True, seed=3)
+    yield ChipLoader([raster], units, 16, norm, Augmentation(augment=True), Sampling(seed=3))
     raster.close()
 
 

@@ -56,7 +56,7 @@ def test_the_chip_side_follows_the_size_of_the_buildings_by_default(
     assert result.exit_code == 0, result.output
     # 1.5 times the side, in multiples of 16, 48 to 64; as many pixels as 16 x 64^2
     assert (f"training on chips of {patch} px, batches of {batch} (--patch auto: "
-            f"scene_labels, the rarest class, in objects of {side} px a side") in result.output
+            f"foreground, the rarest class, in objects of {side} px a side") in result.output
     from geofuse.model.modelfile import read_info
 
     info = read_info(out)

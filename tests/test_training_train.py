@@ -730,9 +730,10 @@ def test_masks_beside_images_lists_exclusions_and_binary_class_names(tmp_path: P
     from geofuse.model.modelfile import read_info
 
     classes = read_info(out).classes
-    assert [c.name for c in classes] == ["background", "foreground"]  # 0/255 masks: binary
+    # 0/255 masks: binary, the class named after the tiles folder (no masks folder names it)
+    assert [c.name for c in classes] == ["background", "roofs"]
     assert all(c.color not in ("#000000", "#ffffff") for c in classes)
-    assert metrics["class_pixels_train"]["foreground"] > 0
+    assert metrics["class_pixels_train"]["roofs"] > 0
 
     listing = tmp_path / "list.txt"
     listing.write_text("# two of them\nroofs/a.tif\nroofs/b.tif\n")
@@ -836,7 +837,7 @@ def test_balanced_sampling_centres_chips_on_a_rare_class(tmp_path: Path) -> None
     from rasterio.windows import Window
 
     from geofuse.model.spec import ClassInfo, Normalization
-    from geofuse.training.chips import ChipLoader
+    from geofuse.training.chips import ChipLoader, Sampling
     from geofuse.training.datasets import LabelledRaster, make_units, scan
     from geofuse.training.labels import LabelCoding
 
@@ -854,7 +855,7 @@ def test_balanced_sampling_centres_chips_on_a_rare_class(tmp_path: Path) -> None
     norm = Normalization(mean=(0.5,) * 3, std=(0.2,) * 3, scale=1 / 255)
     shares = {}
     for sampling in ("random", "balanced"):
-        loader = ChipLoader([raster], units, 32, norm, sampling=sampling)
+        loader = ChipLoader([raster], units, 32, norm, sampling=Sampling(sampling))
         rows = loader.epoch_rows(0, 400)
         hits = 0
         for unit, row, col, _, _ in rows.tolist():
@@ -865,7 +866,7 @@ def test_balanced_sampling_centres_chips_on_a_rare_class(tmp_path: Path) -> None
         shares[sampling] = hits / len(rows)
     assert shares["random"] < 0.05
     assert shares["balanced"] > 0.2  # about half the chips are centred, half of those on it
-    assert np.array_equal(ChipLoader([raster], units, 32, norm, sampling="balanced")
+    assert np.array_equal(ChipLoader([raster], units, 32, norm, sampling=Sampling("balanced"))
                           .epoch_rows(4, 50), loader.epoch_rows(4, 50))  # seeded: resumable
 
 
@@ -889,12 +890,13 @@ def test_best_weights_and_early_stopping_act_only_in_the_second_half(tmp_path: P
     import keras
 
     from geofuse.training.fit import Budget, RunState
+    from geofuse.training.state import Selection
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     model.optimizer.build(model.trainable_variables)
-    state = RunState(tmp_path, "val_mean_iou", patience=2, epochs=10, progress=None,
-                     report=None, budget=Budget(3e-3, 0.05, steps=10), min_fraction=0.5)
+    state = RunState(tmp_path, Selection("val_mean_iou", patience=2, min_fraction=0.5),
+                     Budget(3e-3, 0.05, steps=10), epochs=10)
     state.set_model(model)
     scores = [0.9, 0.5, 0.5, 0.6, 0.7, 0.6, 0.5, 0.8, 0.8, 0.8]  # one step per epoch
     stopped = None
@@ -1096,7 +1098,7 @@ def building_scene(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> tup
 def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> None:
     """``zoom``: chips cover windows of other sizes, resampled to the patch, still aligned."""
     from geofuse.model.spec import Normalization
-    from geofuse.training.chips import ChipLoader, sample_chip
+    from geofuse.training.chips import Augmentation, ChipLoader, sample_chip
 
     ramp = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 8, 1), np.float32)
     same = sample_chip(ramp, np.zeros((8, 8), np.uint8), np.ones((8, 8), bool), 8)
@@ -1112,7 +1114,7 @@ def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> No
     norm = Normalization(mean=(0.0,), std=(1.0,), scale=1 / 255)
     areas = set()
     for zoom in (0.0, 0.5):
-        loader = ChipLoader([raster], units, 48, norm, zoom=zoom, jitter=0.0)
+        loader = ChipLoader([raster], units, 48, norm, Augmentation(zoom=zoom, jitter=0.0))
         rows = np.array([[0, 40, 40, 0, seed] for seed in range(12)], np.int64)
         xs, ys = loader.load(rows)
         assert xs.shape == (12, 48, 48, 1) and ys.shape == (12, 48, 48)
@@ -1126,7 +1128,7 @@ def test_zoom_resamples_image_labels_and_validity_together(tmp_path: Path) -> No
             areas.add(int(counts[0]))
     assert areas == {32 * 32}
     # zoomed-out chips at the top are moved onto the nodata row, which stays 0 (invalid)
-    loader = ChipLoader([raster], units, 48, norm, zoom=1.0, jitter=0.0)
+    loader = ChipLoader([raster], units, 48, norm, Augmentation(zoom=1.0, jitter=0.0))
     xs, _ = loader.load(np.array([[0, 0, 40, 0, seed] for seed in range(12)], np.int64))
     top = xs[:, 0, :, 0]
     nodata = (top == 0).all(axis=1)
@@ -1150,7 +1152,7 @@ def test_zoom_option_trains_and_is_recorded(tmp_path: Path) -> None:
 def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None:
     """``rotate``: chips turned by any angle; labels follow the image; outside corners invalid."""
     from geofuse.model.spec import Normalization
-    from geofuse.training.chips import ChipLoader, sample_chip
+    from geofuse.training.chips import Augmentation, ChipLoader, sample_chip
     from geofuse.training.labels import IGNORE
 
     x = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
@@ -1169,7 +1171,7 @@ def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None
     image = np.where(labels == 1, 200, 20).astype(np.uint8)[None]
     raster, units = building_scene(tmp_path, image, labels)
     norm = Normalization(mean=(0.0,), std=(1.0,), scale=1 / 255)
-    loader = ChipLoader([raster], units, 48, norm, rotate=45.0, jitter=0.0)
+    loader = ChipLoader([raster], units, 48, norm, Augmentation(rotate=45.0, jitter=0.0))
     xs, ys = loader.load(np.array([[0, 56, 56, 0, seed] for seed in range(16)], np.int64))
     bright = xs[..., 0] > (20 + 200) / 2 / 255
     assert ((ys == 1) == bright).mean() > 0.97  # labels follow the turned image
@@ -1185,7 +1187,7 @@ def test_rotate_turns_image_labels_and_validity_together(tmp_path: Path) -> None
 
 def test_shadow_darkens_a_soft_ellipse_of_some_chips_and_leaves_labels(tmp_path: Path) -> None:
     from geofuse.model.spec import Normalization
-    from geofuse.training.chips import ChipLoader
+    from geofuse.training.chips import Augmentation, ChipLoader
 
     labels = np.zeros((96, 96), np.uint8)
     labels[32:64, 32:64] = 1
@@ -1194,8 +1196,10 @@ def test_shadow_darkens_a_soft_ellipse_of_some_chips_and_leaves_labels(tmp_path:
     raster, units = building_scene(tmp_path, image, labels)
     norm = Normalization(mean=(0.5, 0.25), std=(0.2, 0.1), scale=1 / 255)
     rows = np.array([[0, 0, 16, 0, seed] for seed in range(40)], np.int64)
-    plain, labels_plain = ChipLoader([raster], units, 64, norm, jitter=0.0).load(rows)
-    xs, ys = ChipLoader([raster], units, 64, norm, jitter=0.0, shadow=0.5).load(rows)
+    plain, labels_plain = ChipLoader([raster], units, 64, norm,
+                                     Augmentation(jitter=0.0)).load(rows)
+    xs, ys = ChipLoader([raster], units, 64, norm,
+                        Augmentation(jitter=0.0, shadow=0.5)).load(rows)
     assert np.array_equal(ys, labels_plain)  # labels unchanged
     raw = xs * np.array(norm.std, np.float32) + np.array(norm.mean, np.float32)  # w = x*std+mean
     gain = raw / (200 / 255)

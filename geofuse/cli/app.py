@@ -86,14 +86,21 @@ def warn(text: str) -> None:
 
 
 def quiet_tensorflow() -> None:
-    """Import TensorFlow with its start-up banner hidden, unless --verbose."""
-    from geofuse.model.tfimport import import_tensorflow
+    """Hide TensorFlow's start-up banner, unless --verbose, for when it is imported.
+
+    TensorFlow is imported only where a command needs it (converting a model, the TensorFlow
+    runtime, training): serving from the OpenVINO cache never imports it.
+    """
+    from geofuse.model.tfimport import set_quiet
 
     logging.getLogger("absl").setLevel(logging.ERROR)
-    import_tensorflow(quiet=not logging.getLogger().isEnabledFor(logging.INFO))
+    set_quiet(not logging.getLogger().isEnabledFor(logging.INFO))
 
 
-FLAG_NAMES = {"ignore_nodata": "--no-nodata", "classes_file": "--classes"}
+FLAG_NAMES = {"ignore_nodata": "--no-nodata", "classes_file": "--classes",
+              "ignore_values": "--ignore-value", "masks": "--masks-dir",
+              "images": "--images-dir", "sources": "--tiles or --scene with --labels",
+              "source": "--tiles or --scene with --labels"}
 """Library parameters whose option is not ``--`` + the name with dashes."""
 
 _PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")

@@ -60,7 +60,13 @@ def grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "TensorFlow."),
         click.option("--precision", type=click.Choice(PRECISIONS),
                      default=default(TilingConfig, "precision"), show_default=True,
-                     help="auto is bf16 on OpenVINO where the CPU has BF16, else f32."),
+                     help="auto is int8 on OpenVINO for a model whose file shows int8 costs "
+                          "it nothing worth noting (the embedded model's does), else bf16 "
+                          "where the CPU has BF16, else f32. int8: the network quantized with "
+                          "the calibration chips the model file carries (docs/precision.md)."),
+        click.option("--calibration", type=click.Path(file_okay=False), default=None,
+                     help="With --precision int8: calibrate on the images in this folder "
+                          "(the model's bands and data type) instead of the model's chips."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -69,11 +75,12 @@ def grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_tiling(tile: int, overlap: int | None, blend: str, batch_size: int,
                  bands: str | None, runtime: str = "auto",
-                 precision: str = "auto", exact_tile: bool = False) -> TilingConfig:
+                 precision: str = "auto", exact_tile: bool = False,
+                 calibration: str | None = None) -> TilingConfig:
     """TilingConfig from the :func:`grid_options` values."""
     return TilingConfig(tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
                         bands=parse_bands(bands), runtime=runtime, precision=precision,
-                        fit=not exact_tile)
+                        fit=not exact_tile, calibration=calibration)
 
 
 def _input_range(ctx: click.Context, param: click.Parameter,
@@ -127,11 +134,16 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def announce_runtime(tiling: TilingConfig, quiet: bool) -> None:
-    """Resolve --runtime/--precision now (refusing impossible ones) and print the choice."""
+def announce_runtime(tiling: TilingConfig, quiet: bool, model: str | Path | None = None) -> None:
+    """Resolve --runtime/--precision now (refusing impossible ones) and print the choice.
+
+    ``model`` (a file, 'default' or None: the embedded model) decides an automatic int8.
+    """
+    from geofuse.model.modelfile import resolve_model_path
     from geofuse.model.runtime import choose_runtime
 
-    choice = choose_runtime(tiling)
+    path = resolve_model_path(model)
+    choice = choose_runtime(tiling, model=path if path.is_file() else None)
     if not quiet:
         click.echo(choice.describe(), err=True)
 
@@ -168,11 +180,12 @@ def build_segment_config(
     vectorize: VectorizeConfig | None = None, preview: str | None = None,
     runtime: str = "auto", precision: str = "auto", adapt: InputConfig | None = None,
     exact_tile: bool = False, stac: bool = False, preview_size: int | None = None,
+    calibration: str | None = None,
 ) -> SegmentConfig:
     """SegmentConfig from command-line values."""
     return SegmentConfig(
         tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision,
-                            exact_tile),
+                            exact_tile, calibration),
         probabilities=Path(probabilities) if probabilities else None,
         probability_dtype=probability_dtype,
         overwrite=overwrite,

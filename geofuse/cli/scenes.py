@@ -26,6 +26,8 @@ from geofuse.cli.options import (
 )
 from geofuse.cli.progress import ProgressBar
 from geofuse.config import (
+    EXPORT_FORMATS,
+    EXPORT_PRECISIONS,
     PREVIEW_SIZE,
     PREVIEW_STYLES,
     VECTOR_FORMATS,
@@ -33,7 +35,6 @@ from geofuse.config import (
     parse_bands,
 )
 from geofuse.errors import plural
-from geofuse.model.export import EXPORT_FORMATS
 
 
 @main.command()
@@ -69,7 +70,7 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
             simplify: float, min_area: float, classes: str | None, preview: str | None,
             preview_size: int | None, stac: bool, workers: int | None,
             scheduler: str | None,
-            runtime: str, precision: str, adapt: InputConfig) -> None:
+            runtime: str, precision: str, calibration: str | None, adapt: InputConfig) -> None:
     """Segment SCENE into a class mask OUT (same CRS, transform and size; nodata 255).
 
     With --workers or --scheduler the scene is cut into bands of tile rows, one Dask task
@@ -83,11 +84,11 @@ def segment(scene: str, out: str, model_path: str | None, tile: int, exact_tile:
         tta=tta, aoi=aoi, vector=vector, preview=preview,
         vectorize=build_vectorize_config(simplify, min_area, classes),
         runtime=runtime, precision=precision, adapt=adapt, exact_tile=exact_tile, stac=stac,
-        preview_size=preview_size,
+        preview_size=preview_size, calibration=calibration,
     )
-    announce_runtime(config.tiling, quiet)
-    # TensorFlow is loaded by segment_scene once the scene passed its checks (a refused scene
-    # costs no start-up), and by the workers when scattered
+    announce_runtime(config.tiling, quiet, model_path)
+    # TensorFlow is loaded only to convert the model (a first run, a cold cache), by
+    # segment_scene once the scene passed its checks, and by the workers when scattered
     bar = ProgressBar("bands" if scattered else "tiles", quiet)
     try:
         if scattered:
@@ -193,9 +194,9 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
           blend: str, batch_size: int, bands: str | None, probability_dtype: str, tta: str,
           overwrite: bool, quiet: bool, probabilities: bool, pattern: str, recursive: bool,
           workers: int | None, scheduler: str | None, resume: bool, runtime: str,
-          precision: str, vector: bool, simplify: float, min_area: float, classes: str | None,
-          preview: bool, preview_size: int | None, stac: bool, asset: str | None,
-          adapt: InputConfig) -> None:
+          precision: str, calibration: str | None, vector: bool, simplify: float,
+          min_area: float, classes: str | None, preview: bool, preview_size: int | None,
+          stac: bool, asset: str | None, adapt: InputConfig) -> None:
     """Segment every scene in IN_DIR (or listed in LIST) into OUT_DIR, one Dask task each.
 
     IN_DIR/a/b.tif becomes OUT_DIR/a/b.tif. LIST has one scene per line: a path (relative to
@@ -217,6 +218,7 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
         segment=build_segment_config(tile, overlap, blend, batch_size, bands, None,
                                      probability_dtype, overwrite, tta=tta, runtime=runtime,
                                      precision=precision, adapt=adapt, exact_tile=exact_tile,
+                                     calibration=calibration,
                                      vectorize=build_vectorize_config(simplify, min_area,
                                                                       classes),
                                      preview_size=preview_size),
@@ -225,7 +227,7 @@ def batch(in_dir: str, out_dir: str, model_path: str | None, tile: int, exact_ti
         resume=resume and not overwrite, workers=workers or 1, scheduler=scheduler,
         stac=stac, asset=asset,
     )
-    announce_runtime(config.segment.tiling, quiet)
+    announce_runtime(config.segment.tiling, quiet, model_path)
     bar = ProgressBar("scenes", quiet, lines=True)
     try:
         report = segment_directory(in_dir, out_dir, model_path, config, progress=bar)
@@ -272,22 +274,32 @@ def info(path: str, as_json: bool, as_stac: bool) -> None:
               default=EXPORT_FORMATS[0], show_default=True,
               help="openvino: model.xml/.bin; onnx: model.onnx (needs geofuse[onnx]); "
                    "saved_model: a TensorFlow SavedModel.")
+@click.option("--precision", type=click.Choice(EXPORT_PRECISIONS), default=EXPORT_PRECISIONS[0],
+              show_default=True,
+              help="int8 (openvino only): the network quantized with the calibration chips the "
+                   "model file carries, as segment --precision int8 runs it.")
+@click.option("--calibration", type=click.Path(file_okay=False), default=None,
+              help="With --precision int8: calibrate on the images in this folder instead.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT folder.")
 @handle_errors
-def export(model: str, out: str, fmt: str, overwrite: bool) -> None:
+def export(model: str, out: str, fmt: str, precision: str, calibration: str | None,
+           overwrite: bool) -> None:
     """Export MODEL (.keras, or 'default') into the folder OUT for serving elsewhere.
 
     OUT/geofuse.json beside the network holds what it needs: bands, normalisation, classes
-    and colours, patch size, input/output layout and the source model's SHA-256;
-    OUT/stac-item.json describes it as a STAC Item (Machine Learning Model extension).
+    and colours, patch size, input/output layout and the source model's SHA-256 (and, for
+    int8, the calibration data's); OUT/stac-item.json describes it as a STAC Item (Machine
+    Learning Model extension).
     """
     quiet_tensorflow()
     from geofuse.model.export import export_model
     from geofuse.model.modelfile import load_model
 
     loaded = load_model(model)
-    folder = export_model(loaded, out, fmt, overwrite=overwrite)
-    click.echo(f"{folder}: {fmt} export of {loaded.path.name}", err=True)
+    folder = export_model(loaded, out, fmt, overwrite=overwrite, precision=precision,
+                          calibration=calibration)
+    label = f"{fmt} {precision}" if precision != "f32" else fmt
+    click.echo(f"{folder}: {label} export of {loaded.path.name}", err=True)
 
 
 @main.command()

@@ -27,6 +27,7 @@ from geofuse.training.config import (
     CACHES,
     CLASS_WEIGHTINGS,
     DEFAULT_BATCH,
+    DEFAULT_LEARNING_RATE,
     DEFAULT_PATCH,
     DEFAULT_STEPS,
     KEEP,
@@ -44,6 +45,7 @@ from geofuse.training.config import (
     format_duration,
     parse_duration,
 )
+from geofuse.training.init import FINETUNE_LEARNING_RATE, FREEZE_PARTS
 from geofuse.training.labels import MASK_MODES
 
 
@@ -222,8 +224,10 @@ def _train_default(name: str) -> Any:
                    "trains longer, not less, and small data is not overfitted.")
 @click.option("--steps", "steps_per_epoch", default=_train_default("steps_per_epoch"),
               show_default=True, help="Steps per epoch.")
-@click.option("--lr", "learning_rate", default=_train_default("learning_rate"),
-              show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--lr", "learning_rate", type=click.FloatRange(min=0.0, min_open=True),
+              default=None,
+              help=f"Adam peak learning rate (cosine decay). Default: {DEFAULT_LEARNING_RATE:g}, "
+                   f"or {FINETUNE_LEARNING_RATE:g} with --init.")
 @click.option("--weight-decay", default=_train_default("weight_decay"), show_default=True,
               type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="Decoupled weight decay of the convolution kernels (0: none).")
@@ -282,6 +286,14 @@ def _train_default(name: str) -> Any:
               help="Weights written: the last (end of the annealed schedule) or the best by "
                    "the smoothed validation score in the second half of the run.")
 @click.option("--seed", default=_train_default("seed"), show_default=True, help="Random seed.")
+@click.option("--init", default=None, metavar="MODEL|default",
+              help="Start from this model's weights (fine-tuning; 'default': the embedded "
+                   "model). Its architecture is used; classes of the same name keep their "
+                   "head rows (--class-names names yours); other band counts adapt the first "
+                   "convolution. Default: random weights.")
+@click.option("--freeze", type=click.Choice(FREEZE_PARTS), default=_train_default("freeze"),
+              show_default=True,
+              help="With --init: keep the encoder (and bottleneck) as the model had them.")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=_train_default("strategy"),
               show_default=True,
@@ -293,7 +305,9 @@ def _train_default(name: str) -> Any:
               help=f"Hold the data in memory (auto: when it takes at most "
                    f"{CACHE_AUTO_BYTES >> 30} GiB, else non-GeoTIFF images only).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model file.")
-@click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No per-epoch output: only warnings and the final line (the model file "
+                   "and its validation scores).")
 @handle_errors
 def train(**values: Any) -> None:
     """Train a model on labelled tiles or a scene with labels; write one .keras file.
@@ -356,19 +370,30 @@ def train(**values: Any) -> None:
         if not quiet:
             click.echo(f"worker done after {result.epochs} epochs; the chief writes "
                        f"{config.out}", err=True)
-    elif not quiet:
-        validation = result.metrics.get("validation") or {}
-        score = validation.get("mean_iou")
-        members = result.metrics.get("members", 1)
-        click.echo(
-            f"{result.model}: "
-            + (f"the average of {members} networks ({result.epochs} epochs in all), "
-               if members > 1 else
-               f"weights of epoch {result.kept_epoch} of {result.epochs} ({config.keep}), ")
-            + (f"validation mean IoU {score:.4f}, " if score is not None else "")
-            + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})",
-            err=True,
-        )
+    else:
+        click.echo(trained_line(result, config.keep), err=True)
+
+
+def trained_line(result: Any, keep: str) -> str:
+    """The last line of ``train``: the model file, its weights and its validation scores.
+
+    The scores are those of the classes the validation labels hold
+    (:func:`~geofuse.training.metrics.score_line`).
+    """
+    from geofuse.training.metrics import score_line
+
+    validation = result.metrics.get("validation") or {}
+    started = result.metrics.get("start_validation") or {}  # a fine-tuning run's start
+    members = result.metrics.get("members", 1)
+    return (
+        f"{result.model}: "
+        + (f"the average of {members} networks ({result.epochs} epochs in all), "
+           if members > 1 else
+           f"weights of epoch {result.kept_epoch} of {result.epochs} ({keep}), ")
+        + (f"validation {score_line(validation)}, " if validation else "no validation data, ")
+        + (f"{score_line(started)} before training, " if started else "")
+        + f"{result.seconds:.0f} s (history, curves, metrics in {result.run_dir})"
+    )
 
 
 @main.command()
@@ -383,44 +408,87 @@ def train(**values: Any) -> None:
 @tta_option
 @click.option("--seam-width", default=default(EvaluateConfig, "seam_width"), show_default=True,
               help="Half-width in pixels of the band around tile seams (scene only).")
+@click.option("--label-class", default=None,
+              help="The model class that one-class masks (0 and 1, or 0 and 255) label: "
+                   "scored as that class against the rest.")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @input_options
 @handle_errors
 def evaluate(model_path: str | None, report: str | None, plot: str | None, tile: int,
              exact_tile: bool, overlap: int | None, blend: str, batch_size: int, bands: str | None,
-             runtime: str, precision: str, tta: str, seam_width: int, overwrite: bool,
-             quiet: bool, adapt: InputConfig, **data: Any) -> None:
-    """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall."""
+             runtime: str, precision: str, calibration: str | None, tta: str, seam_width: int,
+             label_class: str | None, overwrite: bool, quiet: bool, adapt: InputConfig,
+             **data: Any) -> None:
+    """Score a model on labelled tiles or a labelled scene: IoU, F1, precision, recall.
+
+    Only the classes the labels hold are scored. One-class masks (a building footprint mask
+    of 0 and 1, say) are scored as their class against the rest with --label-class.
+    """
     sources, labels = build_data(**data)
     if len(sources) > 1:
         raise click.UsageError("evaluate takes one --tiles folder")
     config = EvaluateConfig(
         source=sources[0], model=Path(model_path) if model_path else None, labels=labels,
         tiling=build_tiling(tile, overlap, blend, batch_size, bands, runtime, precision,
-                            exact_tile),
+                            exact_tile, calibration),
         seam_width=seam_width, report=Path(report) if report else None,
         plot=Path(plot) if plot else None, overwrite=overwrite, input=adapt, tta=tta,
+        label_class=label_class,
     )
     quiet_tensorflow()
-    announce_runtime(config.tiling, quiet)
+    announce_runtime(config.tiling, quiet, model_path)
     from geofuse.training.evaluate import evaluate as run_evaluation
 
     bar = ProgressBar("images", quiet)
     try:
-        result = run_evaluation(config, progress=bar)
+        result = run_evaluation(config, progress=bar, notify=warn)
     finally:
         bar.close()
-    r = result.report
-    click.echo(f"{'class':<16}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}{'pixels':>12}")
-    for name, c in r["classes"].items():
+    for line in evaluation_lines(result.report):
+        click.echo(line)
+
+
+def evaluation_lines(r: dict[str, Any], most_images: int = 20) -> list[str]:
+    """What ``evaluate`` prints for its report ``r``.
+
+    The classes the labels cover, a table of every class (``-`` where a class has no labelled
+    pixels), the mean over the labelled classes, the class sets' false positives, per image
+    (up to ``most_images``) and the seam metric.
+    """
+    names = list(r["classes"])
+    predicted = [sum(column) for column in zip(*r["confusion_matrix"], strict=True)]
+    for entry in r.get("class_sets", []):
+        predicted = [p + entry["predicted"][n] for p, n in zip(predicted, names, strict=True)]
+    labelled = r.get("labelled_classes", [])
+    lines = [f"labels cover: {', '.join(labelled) if labelled else 'no class'}"
+             + "".join(f"; {s['name']}: any of {', '.join(s['classes'])}"
+                       for s in r.get("class_sets", []))]
+    lines.append(f"{'class':<16}{'IoU':>8}{'F1':>8}{'prec':>8}{'recall':>8}"
+                 f"{'labelled':>12}{'predicted':>12}")
+    for (name, c), guessed in zip(r["classes"].items(), predicted, strict=True):
         cells = [c[k] for k in ("iou", "f1", "precision", "recall")]
         text = "".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in cells)
-        click.echo(f"{name:<16}{text}{c['support']:>12}")
-    mean = r["mean_iou"]
-    click.echo(f"mean IoU {mean:.4f}  accuracy {r['accuracy']:.4f}  pixels {r['pixels']}"
-               if mean is not None else "no labelled pixels to score")
+        lines.append(f"{name:<16}{text}{c['support']:>12}{guessed:>12}")
+    if r["mean_iou"] is None:
+        lines.append("no labelled pixels to score")
+    else:
+        what = labelled[0] if len(labelled) == 1 else f"the {len(labelled)} labelled classes"
+        lines.append(f"mean IoU {r['mean_iou']:.4f} over {what}  pixels {r['pixels']}"
+                     + (f"  pixel accuracy {r['accuracy']:.4f}" if r["accuracy"] is not None
+                        else ""))
+    for entry in r.get("class_sets", []):
+        wrong = ", ".join(f"{n} {v}" for n, v in entry["false_positives"].items()) or "none"
+        lines.append(f"{entry['name']}: {entry['pixels']} px, predicted outside the set "
+                     f"(false positives): {wrong}")
+    items = r.get("items", [])
+    if 1 < len(items) <= most_images:
+        for item in items:
+            ious = ", ".join(f"{n} {v:.4f}" for n, v in item["iou"].items()
+                             if n in labelled and v is not None)
+            lines.append(f"  {Path(item['image']).name}: " + (ious or "no labelled pixels"))
     seams = r.get("seams")
     if seams and seams["seam"]["mean_iou"] is not None:
-        click.echo(f"seam band ({seams['width']} px) mean IoU {seams['seam']['mean_iou']:.4f}"
-                   f"  interior {seams['interior']['mean_iou']:.4f}")
+        lines.append(f"seam band ({seams['width']} px) mean IoU {seams['seam']['mean_iou']:.4f}"
+                     f"  interior {seams['interior']['mean_iou']:.4f}")
+    return lines

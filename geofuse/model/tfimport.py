@@ -11,10 +11,28 @@ import os
 import sys
 from typing import Any
 
+_quiet = [True]  # the default of import_tensorflow(quiet=None): set_quiet
 
-def import_tensorflow(quiet: bool = True) -> Any:
-    """Import and return the ``tensorflow`` module; with ``quiet``, silence its banner."""
+
+def set_quiet(quiet: bool) -> None:
+    """Whether TensorFlow's banner is hidden when it is imported later (default: hidden).
+
+    Commands import TensorFlow only where they need it (converting a model, the TensorFlow
+    runtime, training); this says, before that, whether its banner may show.
+    """
+    _quiet[0] = quiet
+
+
+def import_tensorflow(quiet: bool | None = None) -> Any:
+    """Import and return the ``tensorflow`` module; with ``quiet``, silence its banner.
+
+    Args:
+        quiet: Hide the banner; None: as :func:`set_quiet` said (hidden by default).
+
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if quiet is None:
+        quiet = _quiet[0]
     if quiet and "tensorflow" not in sys.modules:
         try:
             saved = os.dup(2)

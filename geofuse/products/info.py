@@ -85,10 +85,18 @@ def model_card(info: ModelInfo) -> dict[str, Any]:
         "training_data": "; ".join(map(str, data)) or "not recorded",
         "pixel_size": metres(info.pixel_size) if info.pixel_size else "not recorded",
         "classes": ", ".join(c.name for c in info.classes),
+        **({"started_from": started_from(provenance["init"])} if provenance.get("init") else {}),
         "mean_iou": ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if v is not None)
         or "not recorded",
         **{k: v for k, v in info.card.items() if k != "summary"},
     }
+
+
+def started_from(init: dict[str, Any]) -> str:
+    """The model a fine-tuned model started from, as the card says it."""
+    carried = init.get("classes_carried")
+    return (f"{init.get('model')} (sha256 {init.get('sha256')})"
+            + (f"; classes carried over: {', '.join(carried)}" if carried else ""))
 
 
 def architecture(arch: Architecture) -> dict[str, Any]:

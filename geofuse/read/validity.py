@@ -1,7 +1,8 @@
 """Validity of a scene read at another pixel size, and nodata values that look like colours.
 
-**Majority validity.** A scene read on the model's pixel grid (:class:`~geofuse.read.reader.
-SceneReader`) gets one validity value per model pixel. GDAL's own answer depends on the
+**Majority validity.** A scene read on the model's pixel grid
+(:class:`~geofuse.read.reader.SceneReader`) gets one validity value per model pixel. GDAL's own
+answer depends on the
 resampling: ``nearest`` takes whichever scene pixel lies under the model pixel's centre (one
 scattered nodata pixel can void a model pixel), and ``average`` on a nodata mask calls a model
 pixel valid when a single scene pixel under it is. Here a model pixel is valid when at least

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -61,7 +62,16 @@ def _import_tensorflow() -> Any:
 
 
 def _configure_tensorflow(threads: int | None) -> tuple[int, int]:
-    """Set TensorFlow's thread pools (only possible before TF runs anything in the process)."""
+    """Set TensorFlow's thread pools (only possible before TF runs anything in the process).
+
+    Before TensorFlow is imported they are set through its environment, so that a worker
+    served from the OpenVINO cache never imports it.
+    """
+    if "tensorflow" not in sys.modules:
+        if threads:
+            os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = \
+                str(threads)
+        return (threads or 0, threads or 0)
     tf = _import_tensorflow()
 
     if threads:

@@ -14,6 +14,7 @@ Batches are read and augmented by Python threads and handed to tf.data by
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,58 @@ from geofuse.training.labels import IGNORE
 BALANCED_SHARE = 0.5  # share of chips centred on a class drawn uniformly ("balanced")
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """How training chips are augmented (the fields of :class:`.config.TrainConfig` by name).
+
+    Attributes:
+        augment: Apply the 8 flips/rotations and brightness/contrast jitter (and the options
+            below); False reads chips as they are.
+        jitter: Brightness shift and contrast change range (normalised units).
+        zoom: Random zoom range: a chip covers a window ``f`` times the patch side, ``f``
+            log-uniform in ``[1 / (1 + zoom), 1 + zoom]``, resampled to the patch (image
+            bilinear, labels and validity nearest); 0 keeps the pixel size.
+        rotate: Random rotation range in degrees: a chip is turned by an angle uniform in
+            ``[-rotate, rotate]`` about its centre before the 8 flips/rotations (45 then gives
+            every angle); image bilinear, labels and validity nearest; 0: off.
+        shadow: Share of chips darkened inside a soft-edged ellipse (semi-axes 1/8 to 1/2 of
+            the patch, any angle) to 0.3–0.7 of their values (before normalisation); labels
+            unchanged; 0: off.
+        cutmix: Share of chips a rectangle of another chip of the batch is pasted into
+            (CutMix: image, labels and validity; the rectangle covers about 1/4 to 1/2 of the
+            chip, a side at least 1/4 of the patch); 0: off.
+    """
+
+    augment: bool = True
+    jitter: float = 0.2
+    zoom: float = 0.0
+    rotate: float = 0.0
+    shadow: float = 0.0
+    cutmix: float = 0.0
+
+    @classmethod
+    def of(cls, settings: Any) -> Augmentation:
+        """The augmentation fields of ``settings`` (a :class:`.config.TrainConfig`)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Where training chips are drawn.
+
+    Attributes:
+        mode: ``random``, ``balanced`` (as random, but half of the chips are centred on a
+            pixel of a class drawn uniformly, so rare classes are seen as often as common
+            ones) or ``grid``.
+        seed: Base seed of the epoch tables.
+        source_weights: Share of random chips per source (``raster.source``); None: by area.
+    """
+
+    mode: str = "random"
+    seed: int = 0
+    source_weights: tuple[float, ...] | None = None
+
+
 class ChipLoader:
     """Reads normalised, augmented chips from labelled rasters.
 
@@ -35,25 +88,8 @@ class ChipLoader:
         units: Their units (training units have ``validation=False``).
         patch: Chip side in pixels.
         normalization: Scaling and per-band statistics.
-        augment: Apply the 8 flips/rotations and brightness/contrast jitter.
-        jitter: Brightness shift and contrast change range (normalised units).
-        zoom: Random zoom range of ``augment``: a chip covers a window ``f`` times the patch
-            side, ``f`` log-uniform in ``[1 / (1 + zoom), 1 + zoom]``, resampled to the patch
-            (image bilinear, labels and validity nearest); 0 keeps the pixel size.
-        rotate: Random rotation range of ``augment`` in degrees: a chip is turned by an angle
-            uniform in ``[-rotate, rotate]`` about its centre before the 8 flips/rotations
-            (45 then gives every angle); image bilinear, labels and validity nearest; 0: off.
-        shadow: Share of chips ``augment`` casts a shadow on: a soft-edged ellipse (semi-axes
-            1/8 to 1/2 of the patch, any angle) in which every band is darkened to 0.3–0.7
-            of its value (before normalisation); labels unchanged; 0: off.
-        cutmix: Share of chips ``augment`` pastes a rectangle of another chip of the batch
-            into (CutMix: image, labels and validity; the rectangle covers about 1/4 to 1/2 of the
-            chip, a side at least 1/4 of the patch); 0: off.
-        seed: Base seed.
-        sampling: ``random``, ``balanced`` (as random, but half of the chips are centred on a
-            pixel of a class drawn uniformly, so rare classes are seen as often as common
-            ones) or ``grid``.
-        source_weights: Share of random chips per source (``raster.source``); None: by area.
+        augmentation: How chips are augmented.
+        sampling: Where chips are drawn.
     """
 
     def __init__(
@@ -62,27 +98,21 @@ class ChipLoader:
         units: Sequence[Unit],
         patch: int,
         normalization: Normalization,
-        augment: bool = True,
-        jitter: float = 0.2,
-        seed: int = 0,
-        sampling: str = "random",
-        source_weights: Sequence[float] | None = None,
-        zoom: float = 0.0,
-        rotate: float = 0.0,
-        shadow: float = 0.0,
-        cutmix: float = 0.0,
+        augmentation: Augmentation = Augmentation(),
+        sampling: Sampling = Sampling(),
     ) -> None:
         self.rasters = list(rasters)
         self.units = list(units)
         self.patch = patch
-        self.augment = augment
-        self.jitter = jitter
-        self.zoom = zoom
-        self.rotate = rotate
-        self.shadow = shadow
-        self.cutmix = cutmix
-        self.seed = seed
-        self.sampling = sampling
+        self.augmentation = augmentation
+        self.augment = augmentation.augment
+        self.jitter = augmentation.jitter
+        self.zoom = augmentation.zoom
+        self.rotate = augmentation.rotate
+        self.shadow = augmentation.shadow
+        self.cutmix = augmentation.cutmix
+        self.seed = sampling.seed
+        self.sampling = sampling.mode
         self.bands = len(self.rasters[0].bands)
         norm = normalization
         self._scale = np.float32(norm.scale)
@@ -98,14 +128,7 @@ class ChipLoader:
                 [i for i, u in enumerate(self.units) if not u.validation], dtype=np.int64
             )
         self._grid = self._grid_positions(self.train_ids)
-        areas = np.array([self.units[int(i)].area for i in self.train_ids], np.float64)
-        if source_weights is not None:
-            src = np.array([getattr(self.rasters[self.units[int(i)].raster], "source", 0)
-                            for i in self.train_ids])
-            share = np.asarray(source_weights, np.float64)[src]
-            totals = {s: areas[src == s].sum() for s in set(src.tolist())}
-            areas = areas / np.array([totals[s] for s in src.tolist()]) * share
-        self._p = areas / areas.sum()
+        self._p = self._unit_shares(sampling.source_weights)
         # class -> (training units holding it, their share of its pixels): balanced sampling
         self._by_class: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for c in sorted({c for i in self.train_ids for c in self.units[int(i)].points}):
@@ -113,6 +136,17 @@ class ChipLoader:
             counts = np.array([self.units[int(i)].counts[c] for i in ids], np.float64)
             self._by_class[c] = (ids, counts / counts.sum())
         self._classes = np.array(sorted(self._by_class), np.int64)
+
+    def _unit_shares(self, source_weights: Sequence[float] | None) -> np.ndarray:
+        """Each training unit's chance to hold a random chip: by area, per source if weighted."""
+        areas = np.array([self.units[int(i)].area for i in self.train_ids], np.float64)
+        if source_weights is not None:
+            src = np.array([getattr(self.rasters[self.units[int(i)].raster], "source", 0)
+                            for i in self.train_ids])
+            share = np.asarray(source_weights, np.float64)[src]
+            totals = {s: areas[src == s].sum() for s in set(src.tolist())}
+            areas = areas / np.array([totals[s] for s in src.tolist()]) * share
+        return areas / areas.sum()
 
     # -- sampling tables ----------------------------------------------------------------------
     def _grid_positions(self, ids: np.ndarray, partition: bool = False) -> np.ndarray:

@@ -62,9 +62,9 @@ class ChipSize:
     def describe(self, names: Sequence[str]) -> str:
         """One line for the user."""
         if self.object_side is None:
-            return (f"chips of {self.patch} px, batches of {self.batch_size} (--patch auto: "
+            return (f"chips of {self.patch} px, batches of {self.batch_size} (`patch` auto: "
                     f"no {names[self.class_id]} objects to measure)")
-        return (f"chips of {self.patch} px, batches of {self.batch_size} (--patch auto: "
+        return (f"chips of {self.patch} px, batches of {self.batch_size} (`patch` auto: "
                 f"{names[self.class_id]}, the rarest class, in objects of "
                 f"{self.object_side:.0f} px a side, weighted by area)")
 

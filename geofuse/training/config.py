@@ -19,6 +19,7 @@ from geofuse.config import TTA_MODES, InputConfig, TilingConfig
 from geofuse.errors import ConfigError
 from geofuse.model.spec import Architecture, ClassInfo
 from geofuse.sources import as_source
+from geofuse.training.init import FINETUNE_LEARNING_RATE, FREEZE_PARTS
 from geofuse.training.labels import MASK_MODES, LabelCoding
 
 AUTO_PATCH = "auto"
@@ -44,6 +45,8 @@ SAMPLING = ("random", "balanced", "grid")
 # named class weightings -> exponent of the inverse class frequency (0: all classes weigh 1)
 CLASS_WEIGHTINGS = {"auto": 0.5, "inverse": 1.0, "none": 0.0}
 KEEP = ("last", "best")
+DEFAULT_LEARNING_RATE = 3e-3
+"""Peak learning rate of a run from random weights."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class LabelOptions:
             ignore_colors=tuple(dict.fromkeys(base.ignore_colors + self.ignore_colors)),
             mode=self.mask_mode if self.mask_mode != "auto" else base.mode,
             sets=base.sets, set_values=base.set_values, set_colors=base.set_colors,
+            set_names=base.set_names,
         )
 
 
@@ -270,7 +274,9 @@ class TrainConfig:
             ``time_limit``, the run is counted in steps, not seconds (reproducible).
         steps_per_epoch: Steps per epoch (validation and checkpoints run after each epoch).
         warmup: Share of the run over which the learning rate rises linearly to its peak.
-        learning_rate: Adam learning rate (cosine decay to 5 % over the run).
+        learning_rate: Adam peak learning rate (cosine decay to 5 % over the run). None:
+            ``DEFAULT_LEARNING_RATE`` (3e-3), or
+            :data:`~geofuse.training.init.FINETUNE_LEARNING_RATE` for a run with ``init``.
         weight_decay: Decoupled weight decay of the convolution kernels (each step shrinks
             them by ``weight_decay * learning rate``; 0: none).
         ema: Momentum of an exponential moving average of the weights, which the model file
@@ -317,6 +323,11 @@ class TrainConfig:
         val_tiles: Names (file names, stems or glob patterns) of the tiles to validate on,
             instead of a random ``val_fraction`` of them.
         seed: Seed of everything random.
+        init: A model file to start from (``"default"``: the embedded model), whose
+            architecture, weights and, where the bands pair, normalisation the run takes
+            (:mod:`geofuse.training.init`); None: random weights.
+        freeze: With ``init``: ``encoder`` keeps the encoder and bottleneck as the model had
+            them; ``none`` trains every layer.
         deterministic: Enable TensorFlow op determinism.
         resume: Continue from the run folder's last checkpoint.
         overwrite: Replace an existing model file.
@@ -340,7 +351,7 @@ class TrainConfig:
     epochs: int | None = None
     steps_per_epoch: int = 50
     warmup: float = 0.05
-    learning_rate: float = 3e-3
+    learning_rate: float | None = None
     weight_decay: float = 0.0
     ema: float = 0.0
     deep_supervision: float = 0.0
@@ -363,6 +374,8 @@ class TrainConfig:
     smoothing: float = 0.5
     val_tiles: tuple[str, ...] = ()
     seed: int = 0
+    init: str | Path | None = None
+    freeze: str = "none"
     deterministic: bool = True
     resume: bool = False
     overwrite: bool = False
@@ -388,7 +401,13 @@ class TrainConfig:
             object.__setattr__(self, "class_weights",
                                tuple(float(w) for w in self.class_weights))
         require(len(self.sources) > 0,
-               "Expected --tiles or --scene with --labels. Received: no training data")
+               "Expected tiles folders or scenes with labels in `sources`. "
+               "Received: no training data")
+        self._check_run()
+        self._check_ranges()
+
+    def _check_run(self) -> None:
+        """The named choices, the run's length and the validation tiles."""
         choice("loss", self.loss, LOSSES)
         choice("strategy", self.strategy, STRATEGIES)
         choice("cache", self.cache, CACHES)
@@ -407,6 +426,9 @@ class TrainConfig:
             require(isinstance(self.time_limit, int | float) and self.time_limit > 0,
                     f"Expected a positive time limit. Received: {self.time_limit!r}")
         object.__setattr__(self, "val_tiles", tuple(self.val_tiles))
+
+    def _check_ranges(self) -> None:
+        """Every number in its range; the chip side a multiple of the network's."""
         for name in ("warmup", "min_fraction", "smoothing"):
             value = getattr(self, name)
             require(isinstance(value, int | float) and 0 <= value < 1,
@@ -422,6 +444,12 @@ class TrainConfig:
             self.arch.check_tile(self.patch)
         require(0.0 <= self.val_fraction < 1.0,
                f"Expected 0 <= val_fraction < 1. Received: {self.val_fraction}")
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE if self.init is None
+                               else FINETUNE_LEARNING_RATE)
+        choice("freeze", self.freeze, FREEZE_PARTS)
+        require(self.init is not None or self.freeze == "none",
+                f"Expected a model to start from with freeze={self.freeze!r}. Received: none")
         require(self.learning_rate > 0,
                f"Expected a positive learning rate. Received: {self.learning_rate}")
         require(isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < 1,
@@ -469,8 +497,12 @@ class EvaluateConfig:
     Attributes:
         source: A tiles folder, or a scene with its labels (a label raster or vector file).
         model: Model file (None: the embedded default).
-        labels: How masks encode the model's classes (a ``classes_file`` says; default: ids
-            0..N-1, or the model's class colours for colour-coded masks) and what to ignore.
+        labels: How masks encode the model's classes (a ``classes_file`` says, or a tiles
+            folder's ``classes.json`` of as many classes as the model; default: ids 0..N-1, or
+            the model's class colours for colour-coded masks) and what to ignore.
+        label_class: The model class that one-class masks label (values 0 and 1, or 0 and
+            255): its pixels are that class, the others "any other class" (a class set), so
+            the class is scored against the rest. None: the masks hold class ids.
         tiling: Tile grid for inference (``bands`` selects input bands).
         seam_width: Half-width in pixels of the seam band (0: no seam metric).
         report: JSON report path.
@@ -491,11 +523,19 @@ class EvaluateConfig:
     overwrite: bool = False
     input: InputConfig = field(default_factory=InputConfig)
     tta: str = "none"
+    label_class: str | None = None
 
     def __post_init__(self) -> None:
         choice("tta", self.tta, TTA_MODES)
+        require(self.label_class is None or (isinstance(self.label_class, str)
+                                             and self.label_class.strip() != ""),
+                f"Expected a class name as `label_class`. Received: {self.label_class!r}")
+        require(self.label_class is None or (self.labels.classes_file is None
+                                             and self.labels.coding is None),
+                "Expected `label_class` or a classes file (`classes_file`), not both. "
+                f"Received: {self.label_class!r} and {self.labels.classes_file}")
         require(isinstance(self.source, TilesSource | SceneSource),
-                "Expected --tiles or --scene with --labels. Received: "
+                "Expected a `source`: a TilesSource or a SceneSource. Received: "
                 f"{type(self.source).__name__}")
         require(isinstance(self.seam_width, int) and self.seam_width >= 0,
                 f"Expected seam width >= 0. Received: {self.seam_width!r}")

@@ -33,7 +33,7 @@ from geofuse.model.spec import ClassInfo
 from geofuse.read.reader import SceneReader
 from geofuse.sources import as_source, source_name
 from geofuse.training.config import MASK_SUFFIXES, TilesSource
-from geofuse.training.labels import IGNORE, UNKNOWN, LabelCoding, MaskDecoder
+from geofuse.training.labels import IGNORE, SET_BASE, UNKNOWN, LabelCoding, MaskDecoder
 from geofuse.training.vector_labels import VectorLabels
 
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -81,8 +81,8 @@ def find_pairs(source: TilesSource) -> list[tuple[Path, Path]]:
         if mask is None:
             looked = ", ".join(str(p / (stem + (source.mask_ext or ".*")))
                                for p in places[:2] for stem in stems[:3])
-            raise InputError(f"{image}: no mask found (looked for {looked}; set --masks-dir or "
-                             "--mask-suffix)")
+            raise InputError(f"{image}: no mask found (looked for {looked}; set `masks` or "
+                             "`mask_suffix`)")
         pairs.append((image, mask))
     if not pairs:
         raise InputError(
@@ -291,6 +291,7 @@ class Unit:
     squares: np.ndarray = field(default_factory=lambda: np.zeros(0))
     valid_pixels: int = 0
     validation: bool = False
+    set_pixels: int = 0  # pixels labelled with a class set ("one of these classes")
     # per class id: up to POINTS (row, col) raster positions of its pixels (for sampling)
     points: dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -324,9 +325,9 @@ def scan(
 ) -> None:
     """Read every unit once: check labels, count classes, sum bands (in the scaled range).
 
-    Fills ``counts``, ``sums``, ``squares`` and ``points`` (a seeded sample of each class's
-    pixel positions) of each unit. Raises InputError for mask values outside the classes
-    (naming the mask file and the values).
+    Fills ``counts``, ``set_pixels``, ``sums``, ``squares`` and ``points`` (a seeded sample of
+    each class's pixel positions) of each unit. Raises InputError for mask values outside the
+    classes (naming the mask file and the values).
     """
     for n, unit in enumerate(units):
         rng = np.random.default_rng(n)
@@ -338,12 +339,14 @@ def scan(
         unit.sums = np.zeros(bands)
         unit.squares = np.zeros(bands)
         unit.valid_pixels = 0
+        unit.set_pixels = 0
         step = max(1, (1 << 22) // max(1, int(win.width)))
         for r in range(0, int(win.height), step):
             h = min(step, int(win.height) - r)
             data, valid, labels = raster.read(Window(win.col_off, win.row_off + r, win.width, h))
             strip = np.bincount(labels[labels < classes].ravel(), minlength=classes)[:classes]
             unit.counts += strip
+            unit.set_pixels += int(((labels >= SET_BASE) & (labels < UNKNOWN)).sum())
             for c in np.flatnonzero(strip):
                 rows, cols = np.nonzero(labels == c)
                 pick = rng.choice(len(rows), size=min(POINTS, len(rows)), replace=False)

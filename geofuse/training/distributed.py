@@ -2,7 +2,7 @@
 
 Keras 3's ``fit()`` cannot consume the per-replica batches of MultiWorkerMirroredStrategy
 (keras-team/keras#20585), so the multi-worker run drives the same callbacks as ``fit()``
-(:class:`.fit.Schedule`, ``CSVLogger``, :class:`.fit.RunState`) from its own loop: each worker
+(:class:`.schedule.Schedule`, ``CSVLogger``, :class:`.fit.RunState`) from its own loop: each worker
 reads its own chips (the loader is seeded per worker), gradients are summed across workers by
 the optimizer, and everything that decides the course of the run is agreed between workers
 (the share of a timed budget spent, hence the learning rate and the end; the validation score
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from geofuse.training.metrics import confusion_matrix, summarize
+from geofuse.training.metrics import confusion_matrix, training_mean_iou
 
 
 def worker_role(tf_config: str | None = None) -> tuple[bool, int, int]:
@@ -141,7 +141,7 @@ def run_loop(
             for i in range(0, len(xv), batch):
                 probs = np.asarray(forward(xv[i:i + batch]))[..., :len(names)]  # not aux heads
                 cm += confusion_matrix(yv[i:i + batch], probs.argmax(-1), len(names))
-            logs["val_mean_iou"] = agree(summarize(cm, list(names))["mean_iou"])
+            logs["val_mean_iou"] = agree(training_mean_iou(cm))
         hooks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

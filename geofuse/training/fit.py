@@ -6,8 +6,13 @@ score, early-stopping counter, training seconds spent; rewritten atomically afte
 and ``best.npz`` (the best weights by the smoothed validation score; the model gets them with
 ``keep="best"``, else the last weights). ``history.csv`` gets one
 row per epoch (with the learning rate and the seconds spent) and ``curves.png`` is drawn at the
-end. :class:`Budget` and :class:`Schedule` lay the learning-rate schedule over the run, counted
-in seconds (a time budget) or in steps (``epochs``).
+end. :class:`~.schedule.Budget` and :class:`~.schedule.Schedule` lay the learning-rate schedule
+over the run, counted in seconds (a time budget) or in steps (``epochs``).
+
+Its phases: seed and strategy, the chip loader and validation chips (:func:`chip_loader`), the
+state to resume from (``_resume``, a :class:`~geofuse.training.state.ResumeState`), the budget
+(``_budget``), the compiled network (``_compile``), the epochs (``_run_epochs``) and the
+weights kept, exported and validated (``_finish``).
 
 Imports TensorFlow: import this module lazily.
 """
@@ -16,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +39,14 @@ from geofuse.errors import ConfigError
 from geofuse.model.network import build_unet, deeply_supervised, supervision_weights
 from geofuse.model.spec import ModelInfo
 from geofuse.training.chipfeed import ChipFeed
-from geofuse.training.chips import ChipLoader, memory_dataset
+from geofuse.training.chips import Augmentation, ChipLoader, Sampling, memory_dataset
 from geofuse.training.config import TrainConfig
-from geofuse.training.datasets import LabelledRaster, Unit
 from geofuse.training.distributed import Agreement, run_loop, worker_role
+from geofuse.training.init import apply_start
 from geofuse.training.losses import ConfusionMetrics, SegmentationLoss
-from geofuse.training.metrics import confusion_matrix, summarize
+from geofuse.training.metrics import confusion_matrix, set_false_positives, summarize
+from geofuse.training.schedule import Budget, Schedule
+from geofuse.training.state import FitJob, Listeners, ResumeState, Selection
 from geofuse.write.outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,7 @@ class FitOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     val_data: tuple[np.ndarray, np.ndarray] | None = None
     seconds: float = 0.0
+    start_validation: dict[str, Any] = field(default_factory=dict)
 
 
 def make_strategy(name: str) -> Any:
@@ -91,192 +100,48 @@ def _unpack(data: Any, prefix: str) -> list[np.ndarray]:
     return [data[k] for k in keys]
 
 
-class Budget:
-    """The run's length (seconds of a time budget, optimiser steps, or both) and schedule.
-
-    The learning rate rises linearly over the first ``warmup`` share of the run, then follows
-    a cosine down to 5 % of the peak at the very end of the run; in seconds, the share is the
-    time spent so far (carried over a resume), so the run ends with its schedule.
-
-    With both a time and a step limit the run ends at whichever it reaches first. The schedule
-    follows the steps alone while the steps are on course to come first (:meth:`observe`
-    projects the finish from the step rate measured since the first step, 20 steps in and
-    again after every epoch), so a run whose time is generous is the same run on any machine
-    and for any load: one seed, one model. While the projection says the time will end the
-    run, the schedule follows whichever of the two is further along, so the run still ends
-    annealed. The time is a hard limit either way.
-    """
-
-    FLOOR = 0.05
-    DECIDE_AFTER = 20
-    """Steps after the first (the one that traces the model) that the first projection uses."""
-    SLACK = 1.15
-    """Projected training time x this must fit the time left (epoch validation, checkpoints)."""
-
-    def __init__(self, peak: float, warmup: float, seconds: float | None = None,
-                 steps: int | None = None, spent: float = 0.0,
-                 led_by: str | None = None) -> None:
-        if seconds is None and steps is None:
-            raise ConfigError("Expected a budget in seconds or in steps. Received: neither")
-        self.peak, self.warmup = peak, warmup
-        self.seconds, self.steps = seconds, steps
-        self.spent = spent
-        self._since: float | None = None
-        # Multi-worker runs: maps this worker's share of a timed run to the share all agree
-        # on, so every worker sets the same learning rate and stops at the same step.
-        self.agree: Callable[[float], float] | None = None
-        # "steps": the schedule follows the steps; "time": the further of the two; None: not
-        # projected yet (the steps meanwhile). Only a budget of both is ever projected.
-        self.led_by = led_by if seconds and steps else None
-        self._first: tuple[int, float] | None = None  # (step, elapsed) after the first step
-
-    def start(self, since: float | None = None) -> None:
-        """Start (or restart, after a resume) the clock, at ``since`` (a perf_counter reading)."""
-        self._since = time.perf_counter() if since is None else since
-
-    @property
-    def started(self) -> bool:
-        """Whether the clock runs."""
-        return self._since is not None
-
-    def elapsed(self) -> float:
-        """Training seconds spent, including those before a resume."""
-        return self.spent + (time.perf_counter() - self._since if self._since else 0.0)
-
-    def _time_share(self, elapsed: float | None) -> float:
-        done = (self.elapsed() if elapsed is None else elapsed) / self.seconds
-        return self.agree(done) if self.agree is not None else done
-
-    def fraction(self, step: int, elapsed: float | None = None) -> float:
-        """How much of the schedule is done, 0..1 (``elapsed``: a reading of :meth:`elapsed`)."""
-        done = 0.0
-        if self.seconds and (not self.steps or self.agree is not None
-                             or self.led_by == "time"):
-            done = self._time_share(elapsed)
-        if self.steps:  # the same step on every worker: no agreement needed
-            done = max(done, step / self.steps)
-        return float(min(1.0, max(0.0, done)))
-
-    def done(self, step: int, elapsed: float | None = None) -> bool:
-        """Whether the run is over: its steps made, or its time spent."""
-        if self.steps and step >= self.steps:
-            return True
-        return bool(self.seconds) and self._time_share(elapsed) >= 1.0
-
-    def observe(self, step: int, elapsed: float, epoch_end: bool = False) -> None:
-        """Project, from the step rate so far, whether the steps will end the run first.
-
-        Called after every step (``epoch_end``: and after each epoch's validation). The first
-        projection comes :data:`DECIDE_AFTER` steps after the first one, the next ones at each
-        epoch's end (a machine busy at the start is not held against the whole run).
-        """
-        if not (self.seconds and self.steps) or self.agree is not None:
-            return
-        if self._first is None:
-            self._first = (step, elapsed)
-            return
-        made = step - self._first[0]
-        if made < self.DECIDE_AFTER or (self.led_by is not None and not epoch_end):
-            return
-        rate = (elapsed - self._first[1]) / made
-        projected = elapsed + self.SLACK * rate * max(0, self.steps - step)
-        self.led_by = "steps" if projected <= self.seconds else "time"
-
-    def learning_rate(self, fraction: float) -> float:
-        """The scheduled learning rate at ``fraction`` of the run."""
-        if self.warmup > 0 and fraction < self.warmup:
-            return self.peak * (0.1 + 0.9 * fraction / self.warmup)
-        rest = (fraction - self.warmup) / max(1e-9, 1.0 - self.warmup)
-        cosine = 0.5 * (1.0 + np.cos(np.pi * min(1.0, rest)))
-        return float(self.peak * (self.FLOOR + (1.0 - self.FLOOR) * cosine))
-
-
-class Schedule(keras.callbacks.Callback):
-    """Sets the learning rate before every step and ends a timed run when its time is up."""
-
-    def __init__(self, budget: Budget) -> None:
-        super().__init__()
-        self.budget = budget
-
-    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        """Start the clock (unless :func:`fit_model` started it with the set-up)."""
-        if not self.budget.started:
-            self.budget.start()
-
-    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Set the scheduled learning rate."""
-        self.model.optimizer.learning_rate = self.budget.learning_rate(
-            self.budget.fraction(self._step()))
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Add the learning rate and the time spent to the epoch's logs (history.csv).
-
-        A budget that ran out during the epoch's last batches or its validation ends the run
-        here, on the reading the logs get: no epoch starts after the budget.
-        """
-        elapsed = self.budget.elapsed()
-        step = self._step()
-        self.budget.observe(step, elapsed, epoch_end=True)
-        if logs is not None:
-            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
-            logs["elapsed"] = elapsed
-        if self.budget.seconds is not None and self.budget.done(step, elapsed):
-            self.model.stop_training = True
-
-    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        """Stop once the time budget is spent (the epoch's validation still runs)."""
-        if self.budget.seconds is None:
-            return
-        step, elapsed = self._step(), self.budget.elapsed()
-        self.budget.observe(step, elapsed)
-        if self.budget.done(step, elapsed):
-            self.model.stop_training = True
-
-    def _step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
-
-
 class RunState(keras.callbacks.Callback):
     """Best-weights checkpoint, early stopping and the resumable ``last.npz`` in one place.
 
     The best weights are picked by the smoothed validation score among the epochs that end
-    after ``min_fraction`` of the run (the annealing part of the schedule): on small validation sets
-    a lucky early epoch otherwise wins (``scripts/studies/training``). Early stopping counts from
-    there too.
+    after ``selection.min_fraction`` of the run (the annealing part of the schedule): on small
+    validation sets a lucky early epoch otherwise wins (``scripts/studies/training``). Early
+    stopping counts from there too.
+
+    Args:
+        folder: The checkpoints folder (``best.npz``, ``last.npz``).
+        selection: The score monitored, patience, ``min_fraction`` and smoothing.
+        budget: The run's budget (the share of the run done, the seconds spent).
+        epochs: Epochs of the run (for ``progress``).
+        listeners: Told after every epoch (None: nobody).
+        resumed: Where an interrupted run stood (None: a fresh run).
+        settings: What the checkpoint may only be resumed with (the network's and the
+            optimizer's settings).
     """
 
     def __init__(
         self,
         folder: Path,
-        monitor: str,
-        patience: int,
-        epochs: int,
-        progress: Callable[[int, int], None] | None,
-        report: Callable[[int, Mapping[str, float]], None] | None,
+        selection: Selection,
         budget: Budget,
-        min_fraction: float = 0.0,
-        smoothing: float = 0.0,
-        best: float = -np.inf,
-        best_epoch: int = 0,
-        wait: int = 0,
-        smoothed: float | None = None,
+        epochs: int,
+        listeners: Listeners | None = None,
+        resumed: ResumeState | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.settings = dict(settings or {})
         self.folder = folder
-        self.monitor = monitor
-        self.patience = patience
-        self.epochs = epochs
-        self.progress = progress
-        self.report = report
+        self.selection = selection
+        self.monitor = selection.monitor
         self.budget = budget
-        self.min_fraction = min_fraction
-        self.smoothing = smoothing
-        self.best = best
-        self.best_epoch = best_epoch
-        self.wait = wait
-        self.smoothed = smoothed
+        self.epochs = epochs
+        self.listeners = listeners or Listeners()
+        resumed = resumed or ResumeState()
+        self.best = resumed.best
+        self.best_epoch = resumed.best_epoch
+        self.wait = resumed.wait
+        self.smoothed = resumed.smoothed
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         """Update the smoothed score, best weights and early stopping; checkpoint; report."""
@@ -284,33 +149,34 @@ class RunState(keras.callbacks.Callback):
         value = logs.get(self.monitor, -np.inf)
         if not np.isfinite(value):
             value = -np.inf
+        smoothing = self.selection.smoothing
         self.smoothed = value if self.smoothed is None or not np.isfinite(self.smoothed) \
-            else self.smoothing * self.smoothed + (1.0 - self.smoothing) * value
+            else smoothing * self.smoothed + (1.0 - smoothing) * value
         weights = self.model.get_weights()
         step = int(self.model.optimizer.iterations.numpy())
         fraction = self.budget.fraction(step)
-        if fraction < self.min_fraction:
+        if fraction < self.selection.min_fraction:
             pass  # too early to pick: a small validation set favours lucky early epochs
         elif self.smoothed >= self.best - 1e-9 or not np.isfinite(self.best):
             self.best, self.best_epoch, self.wait = self.smoothed, epoch + 1, 0
             _save_npz(self.folder / "best.npz", _pack("w", weights))
         else:
             self.wait += 1
-        meta = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                "wait": self.wait, "monitor": self.monitor, "smoothed": self.smoothed,
-                "spent": self.budget.elapsed(), "led_by": self.budget.led_by,
-                "settings": self.settings}
+        state = ResumeState(epoch=epoch + 1, best=self.best, best_epoch=self.best_epoch,
+                            wait=self.wait, smoothed=self.smoothed, spent=self.budget.elapsed(),
+                            led_by=self.budget.led_by)
         logs |= {"smoothed_score": self.smoothed, "elapsed": self.budget.elapsed(),
                  "budget": self.budget.seconds or 0.0, "fraction": fraction,
                  "budget_steps": self.budget.steps or 0, "step": step}
         optimizer = [np.asarray(v) for v in self.model.optimizer.variables]
         _save_npz(self.folder / "last.npz", _pack("w", weights) | _pack("o", optimizer)
-                  | {"meta": np.array(json.dumps(meta))})
-        if self.report is not None:
-            self.report(epoch + 1, logs)
-        if self.progress is not None:
-            self.progress(epoch + 1, self.epochs)
-        if self.patience and self.wait >= self.patience:
+                  | {"meta": np.array(state.to_json(self.monitor, self.settings))})
+        if self.listeners.report is not None:
+            self.listeners.report(epoch + 1, logs)
+        if self.listeners.progress is not None:
+            self.listeners.progress(epoch + 1, self.epochs)
+        patience = self.selection.patience
+        if patience and self.wait >= patience:
             log.info("early stop after epoch %d (best %s %.4f at epoch %d)",
                      epoch + 1, self.monitor, self.best, self.best_epoch)
             self.model.stop_training = True
@@ -323,7 +189,8 @@ def _resume_settings(config: TrainConfig, info: ModelInfo) -> dict[str, Any]:
             "architecture": json.loads(json.dumps(asdict(spec.arch), default=str)),
             "ema": config.ema, "weight_decay": config.weight_decay} | (
                 {"deep_supervision": config.deep_supervision} if config.deep_supervision
-                else {})  # checkpoints from before the option resume as they did
+                else {}) | (  # checkpoints from before an option resume as they did
+                {"init": str(config.init), "freeze": config.freeze} if config.init else {})
 
 
 def _check_resume(path: Path, saved: Mapping[str, Any] | None,
@@ -339,8 +206,8 @@ def _check_resume(path: Path, saved: Mapping[str, Any] | None,
     if changed:
         raise ConfigError(
             f"Expected the settings of the interrupted run to resume {path}. The checkpoint "
-            f"was written with {'; '.join(changed)}. Resume with the same options, or start "
-            "afresh without --resume.")
+            f"was written with {'; '.join(changed)}. Resume with the same settings, or start "
+            "afresh without `resume`.")
 
 
 def _trim_history(path: Path, epochs: int) -> None:
@@ -397,28 +264,40 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def fit_model(
-    config: TrainConfig,
-    info: ModelInfo,
-    rasters: Sequence[LabelledRaster],
-    units: Sequence[Unit],
-    weights: np.ndarray,
-    run_dir: Path,
-    progress: Callable[[int, int], None] | None = None,
-    report: Callable[[int, Mapping[str, float]], None] | None = None,
-    seconds: float | None = None,
-    class_sets: Sequence[Sequence[int]] = (),
-    steps: int | None = None,
-) -> FitOutcome:
-    """Fit a fusion U-Net on chips from ``units``; see the module docstring for the state.
+@dataclass
+class Fitting:
+    """A network being fitted: what :func:`fit_model`'s phases build and hand on.
 
-    Without ``seconds`` the run lasts ``steps`` optimiser steps (rounded up to whole epochs)
-    or, when that is None, ``config.epochs`` epochs of ``config.steps_per_epoch`` steps. With
-    ``seconds`` the run is timed, and those steps (or epochs), if given, are an upper bound:
-    the schedule then follows whichever limit is nearer.
-    ``class_sets``: the class ids of each class set the labels use (:mod:`.labels`).
+    Attributes:
+        network: The network the model file gets.
+        model: What is trained (``network``, with deep-supervision heads if any).
+        optimizer: Its optimizer.
+        budget: The run's length and learning-rate schedule.
+        epochs: Epochs of the run.
+        initial: Epochs already finished (a resumed run).
+        state: The checkpointing, selection and early-stopping callback.
+    """
+
+    network: Any
+    model: Any
+    optimizer: Any
+    budget: Budget
+    epochs: int
+    initial: int
+    state: RunState
+
+
+def fit_model(job: FitJob, run_dir: Path, listeners: Listeners | None = None,
+              seconds: float | None = None) -> FitOutcome:
+    """Fit a fusion U-Net on chips from ``job.units``; see the module docstring for the state.
+
+    Without ``seconds`` the run lasts ``job.steps`` optimiser steps (rounded up to whole
+    epochs) or, when that is None, ``config.epochs`` epochs of ``config.steps_per_epoch``
+    steps. With ``seconds`` the run is timed, and those steps (or epochs), if given, are an
+    upper bound: the schedule then follows whichever limit is nearer.
     """
     entered = time.perf_counter()  # a timed run's clock counts the set-up too
+    config = job.config
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -429,58 +308,94 @@ def fit_model(
             f"Expected a batch size that is a multiple of the {replicas} replicas. "
             f"Received: {config.batch_size}"
         )
-    names = [c.name for c in info.classes]
     multi = config.strategy == "multi-worker"
     chief, worker, _ = worker_role() if multi else (True, 0, 1)
     if not chief:  # the chief keeps the run folder; a worker's state is its own
         run_dir = _worker_folder(run_dir, config.resume)
-    loader = ChipLoader(rasters, units, config.patch, info.normalization, config.augment,
-                        config.jitter, config.seed + 7919 * worker, config.sampling,
-                        config.source_weights, config.zoom, config.rotate, config.shadow,
-                        config.cutmix)
+    loader = chip_loader(job, worker)
     val_rows = loader.validation_rows(config.max_val_chips)
-    if len(val_rows):
-        xv, yv = loader.load(val_rows, augment=False)
-    monitor = "val_mean_iou" if len(val_rows) else "mean_iou"
-
+    val_data = loader.load(val_rows, augment=False) if len(val_rows) else None
+    selection = Selection.of(config, "val_mean_iou" if val_data is not None else "mean_iou")
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    history_path = run_dir / "history.csv"
-    state: dict[str, Any] = {"epoch": 0, "best": -np.inf, "best_epoch": 0, "wait": 0,
-                             "smoothed": None, "spent": 0.0, "led_by": None}
-    saved_weights = saved_optimizer = None
-    last = folder / "last.npz"
-    settings = _resume_settings(config, info)
-    if config.resume and last.exists():
-        with np.load(last) as data:
-            state |= json.loads(str(data["meta"]))
-            saved_weights, saved_optimizer = _unpack(data, "w"), _unpack(data, "o")
-        _check_resume(last, state.pop("settings", None), settings)
-        log.info("resuming after epoch %d", state["epoch"])
-    else:
-        for stale in (last, folder / "best.npz", history_path):
-            stale.unlink(missing_ok=True)
-    initial = int(state["epoch"])
-
-    if seconds is None:
-        epochs = -(-steps // config.steps_per_epoch) if steps else config.epochs or 1
-        budget = Budget(config.learning_rate, config.warmup,
-                        steps=epochs * config.steps_per_epoch, spent=float(state["spent"]))
-    else:
-        cap = steps or (config.epochs or 0) * config.steps_per_epoch
-        epochs = -(-cap // config.steps_per_epoch) if cap else 1_000_000
-        budget = Budget(config.learning_rate, config.warmup, seconds=seconds,
-                        steps=epochs * config.steps_per_epoch if cap else None,
-                        spent=float(state["spent"]), led_by=state["led_by"])
+    settings = _resume_settings(config, job.info)
+    resumed, saved = _resume(config, folder, run_dir / "history.csv", settings)
+    epochs, budget = _budget(config, seconds, job.steps, resumed)
     if seconds is not None:
         budget.start(entered)
-    if multi:
-        agree = Agreement(strategy)
-        if seconds is not None:
-            budget.agree = agree
+    agree = Agreement(strategy) if multi else None
+    if agree is not None and seconds is not None:
+        budget.agree = agree
+    network, model, optimizer = _compile(job, strategy, budget, saved)
+    started = {}  # fine-tuning: the starting weights' scores, before any step
+    if config.init is not None and saved is None and val_data is not None:
+        started = validate(network, val_data, config.batch_size, job.names, job.class_sets)
+    fitting = Fitting(network, model, optimizer, budget, epochs, resumed.epoch,
+                      RunState(folder, selection, budget, epochs, listeners, resumed, settings))
+    stopped = config.patience and resumed.wait >= config.patience
+    if fitting.initial < epochs and not stopped and not budget.done(
+            int(optimizer.iterations.numpy())):
+        _run_epochs(job, fitting, loader, val_data, run_dir / "history.csv",
+                    (strategy, agree) if multi else None)
+    outcome = _finish(job, fitting, val_data, run_dir if chief else None, replicas)
+    return dataclasses.replace(outcome, start_validation=started)
+
+
+def chip_loader(job: FitJob, worker: int = 0) -> ChipLoader:
+    """The chip loader of ``job``'s settings (worker ``k`` of a multi-worker run: its seed)."""
+    config = job.config
+    return ChipLoader(job.rasters, job.units, config.patch, job.info.normalization,
+                      Augmentation.of(config),
+                      Sampling(config.sampling, config.seed + 7919 * worker,
+                               config.source_weights))
+
+
+def _resume(config: TrainConfig, folder: Path, history: Path, settings: Mapping[str, Any],
+            ) -> tuple[ResumeState, tuple[list[np.ndarray], list[np.ndarray]] | None]:
+    """The state to start from and the saved ``(weights, optimizer variables)``, if resumed.
+
+    A fresh run removes what an earlier one left: checkpoints and history.
+    """
+    last = folder / "last.npz"
+    if config.resume and last.exists():
+        with np.load(last) as data:
+            state, stored = ResumeState.from_json(str(data["meta"]))
+            saved = _unpack(data, "w"), _unpack(data, "o")
+        _check_resume(last, stored, settings)
+        log.info("resuming after epoch %d", state.epoch)
+        return state, saved
+    for stale in (last, folder / "best.npz", history):
+        stale.unlink(missing_ok=True)
+    return ResumeState(), None
+
+
+def _budget(config: TrainConfig, seconds: float | None, steps: int | None,
+            resumed: ResumeState) -> tuple[int, Budget]:
+    """The run's epochs and its :class:`Budget` (in steps, or timed with a cap in steps)."""
+    per_epoch = config.steps_per_epoch
+    if seconds is None:
+        epochs = -(-steps // per_epoch) if steps else config.epochs or 1
+        return epochs, Budget(config.learning_rate, config.warmup, steps=epochs * per_epoch,
+                              spent=float(resumed.spent))
+    cap = steps or (config.epochs or 0) * per_epoch
+    epochs = -(-cap // per_epoch) if cap else 1_000_000
+    return epochs, Budget(config.learning_rate, config.warmup, seconds=seconds,
+                          steps=epochs * per_epoch if cap else None,
+                          spent=float(resumed.spent), led_by=resumed.led_by)
+
+
+def _compile(job: FitJob, strategy: Any, budget: Budget,
+             saved: tuple[list[np.ndarray], list[np.ndarray]] | None) -> tuple[Any, Any, Any]:
+    """``(network, model, optimizer)`` built and compiled in the strategy's scope.
+
+    ``saved``: the weights and optimizer variables of a resumed run, put back.
+    """
+    config, spec = job.config, job.info.spec
     with strategy.scope():
-        network = build_unet(info.spec, patch=info.patch_size)  # the one to write
-        model = deeply_supervised(network, info.spec, config.deep_supervision)
+        network = build_unet(spec, patch=job.info.patch_size)  # the one to write
+        if config.init is not None:  # fine-tuning: the start's weights, the frozen part
+            apply_start(network, job.info, config, load=saved is None)
+        model = deeply_supervised(network, spec, config.deep_supervision)
         optimizer = keras.optimizers.Adam(budget.learning_rate(0.0),
                                           weight_decay=config.weight_decay or None,
                                           use_ema=config.ema > 0,
@@ -489,82 +404,106 @@ def fit_model(
             optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
         model.compile(
             optimizer=optimizer,
-            loss=SegmentationLoss(info.spec.classes, config.loss, list(weights),
-                                  class_sets=class_sets,
-                                  heads=supervision_weights(info.spec.arch.depth,
+            loss=SegmentationLoss(spec.classes, config.loss, list(job.class_weights),
+                                  class_sets=job.class_sets,
+                                  heads=supervision_weights(spec.arch.depth,
                                                             config.deep_supervision)),
-            metrics=[ConfusionMetrics(names)],
+            metrics=[ConfusionMetrics(job.names)],
         )
-        if saved_weights is not None:
-            model.set_weights(saved_weights)
+        if saved is not None:
+            model.set_weights(saved[0])
             optimizer.build(model.trainable_variables)
-            for variable, value in zip(optimizer.variables, saved_optimizer, strict=True):
+            for variable, value in zip(optimizer.variables, saved[1], strict=True):
                 variable.assign(value)
+    return network, model, optimizer
 
-    callback = RunState(folder, monitor, config.patience, epochs, progress, report, budget,
-                        config.min_fraction, config.smoothing, state["best"],
-                        state["best_epoch"], state["wait"], state["smoothed"], settings)
-    stopped = config.patience and state["wait"] >= config.patience
-    done = budget.done(int(optimizer.iterations.numpy()))
-    if initial < epochs and not stopped and not done:
-        _trim_history(history_path, initial)
-        callbacks = [Schedule(budget),
-                     keras.callbacks.CSVLogger(str(history_path), append=initial > 0),
-                     callback]
-        chips = config.steps_per_epoch * config.batch_size
-        with contextlib.ExitStack() as feeds:  # leaving it stops the chip threads
 
-            def feed(batch: int) -> Any:
-                tables = (loader.epoch_rows(e, chips) for e in itertools.count(initial))
-                return feeds.enter_context(
-                    ChipFeed(loader, tables, batch, config.workers)).dataset()
+def _run_epochs(job: FitJob, fitting: Fitting, loader: ChipLoader,
+                val_data: tuple[np.ndarray, np.ndarray] | None, history: Path,
+                multi: tuple[Any, Agreement | None] | None) -> None:
+    """Train the epochs left, with ``fit()`` or :func:`.distributed.run_loop`.
 
-            if multi:
-                run_loop(model, strategy, model.loss,
-                         lambda context: feed(context.get_per_replica_batch_size(
-                             config.batch_size)),
-                         (xv, yv) if len(val_rows) else None, names, config.batch_size,
-                         epochs, initial, config.steps_per_epoch, callbacks, agree)
-            else:
-                val_ds = memory_dataset(xv, yv, config.batch_size) if len(val_rows) else None
-                model.fit(
-                    feed(config.batch_size), epochs=epochs, initial_epoch=initial,
-                    steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
-                    verbose=0, shuffle=False, callbacks=callbacks,
-                )
-    if config.ema:  # the averaged weights (fit() already put them in; a resumed, finished run
-        optimizer.finalize_variable_values(model.trainable_variables)  # or a custom loop not)
-    history = read_history(history_path)
+    ``multi``: ``(strategy, agreement)`` of a multi-worker run. Chips are made by
+    :class:`.chipfeed.ChipFeed`.
+    """
+    config, initial = job.config, fitting.initial
+    _trim_history(history, initial)
+    callbacks = [Schedule(fitting.budget),
+                 keras.callbacks.CSVLogger(str(history), append=initial > 0),
+                 fitting.state]
+    chips = config.steps_per_epoch * config.batch_size
+    with contextlib.ExitStack() as feeds:  # leaving it stops the chip threads
+
+        def feed(batch: int) -> Any:
+            tables = (loader.epoch_rows(e, chips) for e in itertools.count(initial))
+            return feeds.enter_context(
+                ChipFeed(loader, tables, batch, config.workers)).dataset()
+
+        if multi is not None:
+            strategy, agree = multi
+            run_loop(fitting.model, strategy, fitting.model.loss,
+                     lambda context: feed(context.get_per_replica_batch_size(
+                         config.batch_size)),
+                     val_data, job.names, config.batch_size,
+                     fitting.epochs, initial, config.steps_per_epoch, callbacks, agree)
+        else:
+            val_ds = None if val_data is None else memory_dataset(*val_data, config.batch_size)
+            fitting.model.fit(
+                feed(config.batch_size), epochs=fitting.epochs, initial_epoch=initial,
+                steps_per_epoch=config.steps_per_epoch, validation_data=val_ds,
+                verbose=0, shuffle=False, callbacks=callbacks,
+            )
+
+
+def _finish(job: FitJob, fitting: Fitting, val_data: tuple[np.ndarray, np.ndarray] | None,
+            run_dir: Path | None, replicas: int) -> FitOutcome:
+    """The weights kept, exported and validated; ``curves.png`` in ``run_dir`` (the chief's).
+
+    ``run_dir`` None: a worker that is not the chief (no curves; its history is its own).
+    """
+    config, model, state = job.config, fitting.model, fitting.state
+    if config.ema:  # the averaged weights (fit() put them in already; a resumed run that had
+        # finished, or the multi-worker loop, did not)
+        fitting.optimizer.finalize_variable_values(model.trainable_variables)
+    folder = state.folder
+    history = read_history(folder.parent / "history.csv")
     best = folder / "best.npz"
     kept = len(history)
     if config.keep == "best" and best.exists():
         with np.load(best) as data:
             model.set_weights(_unpack(data, "w"))
-        kept = callback.best_epoch
-    export = build_unet(info.spec, patch=info.patch_size)
-    export.set_weights(network.get_weights())
-    val_data = (xv, yv) if len(val_rows) else None
-    validation = validate(export, val_data, config.batch_size, names)
-    if chief:
+        kept = state.best_epoch
+    export = build_unet(job.info.spec, patch=job.info.patch_size)
+    export.set_weights(fitting.network.get_weights())
+    validation = validate(export, val_data, config.batch_size, job.names, job.class_sets)
+    if run_dir is not None:
         plot_curves(history, run_dir / "curves.png")
     return FitOutcome(
-        export_model=export, validation=validation, best_epoch=callback.best_epoch, kept_epoch=kept,
-        epochs=len(history), monitor=monitor, replicas=replicas, history=history,
-        val_data=val_data, seconds=budget.elapsed(),
+        export_model=export, validation=validation, best_epoch=state.best_epoch,
+        kept_epoch=kept, epochs=len(history), monitor=state.monitor, replicas=replicas,
+        history=history, val_data=val_data, seconds=fitting.budget.elapsed(),
     )
 
 
 def validate(model: Any, val_data: tuple[np.ndarray, np.ndarray] | None, batch_size: int,
-             names: Sequence[str]) -> dict[str, Any]:
-    """Metrics of ``model`` on the validation chips ``(images, labels)`` (empty: none)."""
+             names: Sequence[str], class_sets: Sequence[Sequence[int]] = ()) -> dict[str, Any]:
+    """Metrics of ``model`` on the validation chips ``(images, labels)`` (empty: none).
+
+    Pixels of a class set (``class_sets``) predicted as a class the set excludes count as
+    false positives of that class (:func:`.metrics.set_false_positives`).
+    """
     if val_data is None:
         return {}
     xv, yv = val_data
     cm = np.zeros((len(names), len(names)), np.int64)
+    set_fp = np.zeros(len(names), np.int64) if class_sets else None
     for i in range(0, len(xv), batch_size):  # predict_on_batch: no tf.data here
-        probs = np.asarray(model.predict_on_batch(xv[i:i + batch_size]))
-        cm += confusion_matrix(yv[i:i + batch_size], probs.argmax(-1), len(names))
-    return summarize(cm, names)
+        predicted = np.asarray(model.predict_on_batch(xv[i:i + batch_size])).argmax(-1)
+        cm += confusion_matrix(yv[i:i + batch_size], predicted, len(names))
+        if set_fp is not None:
+            set_fp += set_false_positives(yv[i:i + batch_size], predicted, class_sets,
+                                          len(names))[0]
+    return summarize(cm, names, set_fp)
 
 
 def _worker_folder(run_dir: Path, resume: bool) -> Path:

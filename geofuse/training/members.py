@@ -1,6 +1,6 @@
 """Several networks in one model file: trained one after another, their probabilities averaged.
 
-``--members N`` trains N networks from seeds ``seed``, ``seed + 1``, ... on the same split,
+``members=N`` trains N networks from seeds ``seed``, ``seed + 1``, ... on the same split,
 and the model file averages them (:func:`geofuse.model.network.build_unet` with ``members``). A
 time-limited run on small data may reach the steps that data should get (more overfit) long
 before its time is up; while the time left is at least
@@ -17,34 +17,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from geofuse.model.spec import ModelInfo, ModelSpec
-from geofuse.progress import Progress, Report
-from geofuse.training.config import (
-    AUTO_MEMBERS,
-    MEMBER_TIME_SHARE,
-    TrainConfig,
-    format_duration,
-)
+from geofuse.training.config import AUTO_MEMBERS, MEMBER_TIME_SHARE, format_duration
+from geofuse.training.state import FitJob, Listeners
 
 if TYPE_CHECKING:
-    from geofuse.training.datasets import LabelledRaster
     from geofuse.training.fit import FitOutcome
 
 
 def fit_members(
-    config: TrainConfig,
-    info: ModelInfo,
-    rasters: list[LabelledRaster],
-    units: list[Any],
-    weights: np.ndarray,
+    job: FitJob,
     run_dir: Path,
-    progress: Progress | None,
-    report: Report | None,
+    listeners: Listeners,
     seconds: float | None,
-    class_sets: tuple[tuple[int, ...], ...],
-    steps: int | None,
     say: Callable[[str], None],
 ) -> list[FitOutcome]:
     """Fit ``config.members`` networks, or as many as the time allows by default.
@@ -63,6 +47,7 @@ def fit_members(
 
     from geofuse.training.fit import fit_model
 
+    config = job.config
     wanted = config.members or (AUTO_MEMBERS if seconds is not None
                                 and config.strategy != "multi-worker" else 1)
     start = time.perf_counter()
@@ -79,35 +64,45 @@ def fit_members(
                 break
             say(f"network 1 stopped at its steps after {format_duration(took)}; training "
                 f"network {k + 1} in the {format_duration(left)} left, to average with "
-                f"{'it' if k == 1 else 'them'} (--members 1: one network, the fastest to use)")
+                f"{'it' if k == 1 else 'them'} (`members` 1: one network, the fastest to use)")
         share = None if left is None else max(1.0, left / (
             wanted - k if config.members else 1))
         if k:  # frees the last network's graphs: the next one traces as fast as the first
             keras.backend.clear_session()
-        member = config if k == 0 else dataclasses.replace(config, seed=config.seed + k)
+        member = job if k == 0 else dataclasses.replace(
+            job, config=dataclasses.replace(config, seed=config.seed + k))
         folder = run_dir if k == 0 else run_dir / f"member{k}"
-
-        def tagged(epoch: int, logs: Mapping[str, Any], k: int = k) -> None:
-            report(epoch, {**logs, "member": k + 1})
-
-        outcomes.append(fit_model(member, info, rasters, units, weights, folder, progress,
-                                  None if report is None else tagged, share,
-                                  class_sets=class_sets, steps=steps))
+        outcomes.append(fit_model(member, folder, _tagged(listeners, k), share))
         if not took:
             took = max(time.perf_counter() - start, outcomes[0].seconds)
             tail = max(0.0, time.perf_counter() - start - outcomes[0].seconds)
     return outcomes
 
 
-def ensemble_outcome(outcomes: list[FitOutcome], spec: ModelSpec, batch_size: int,
-                     names: list[str], patch: int) -> FitOutcome:
-    """One outcome for the average of the networks of ``outcomes`` (validated anew)."""
+def _tagged(listeners: Listeners, k: int) -> Listeners:
+    """``listeners`` whose reports say which network (``member``, from 1) they are about."""
+    report = listeners.report
+    if report is None:
+        return listeners
+
+    def tagged(epoch: int, logs: Mapping[str, Any]) -> None:
+        report(epoch, {**logs, "member": k + 1})
+
+    return dataclasses.replace(listeners, report=tagged)
+
+
+def ensemble_outcome(outcomes: list[FitOutcome], job: FitJob) -> FitOutcome:
+    """One outcome for the average of the networks of ``outcomes`` (validated anew).
+
+    ``job.info.spec`` is the averaged model's (``members`` set).
+    """
     from geofuse.model.network import averaged
     from geofuse.training.fit import validate
 
-    model = averaged([o.export_model for o in outcomes], spec, patch)
+    model = averaged([o.export_model for o in outcomes], job.info.spec, job.info.patch_size)
     first = outcomes[0]
     return dataclasses.replace(
         first, export_model=model,
-        validation=validate(model, first.val_data, batch_size, names),
+        validation=validate(model, first.val_data, job.config.batch_size, job.names,
+                            job.class_sets),
         epochs=sum(o.epochs for o in outcomes), seconds=sum(o.seconds for o in outcomes))

@@ -1,14 +1,14 @@
 """``train()``: labelled tiles or scenes -> a fitted fusion U-Net in the one-file model format.
 
-Steps: find and open the data (:mod:`.datasets`), check it and count classes in one pass,
-hold out whole tiles or scene blocks for validation, compute per-band normalisation and class
-weights on the training part, then fit on chips sampled on the fly (:mod:`.chips`) with
-CE + Dice (:mod:`.losses`), keeping the best weights, stopping early, and checkpointing
-every epoch so ``resume=True`` continues after a kill. The run folder receives ``history.csv``,
-``curves.png``, ``metrics.json`` and ``checkpoints/``; the model file is written atomically at the
-end with its provenance.
+Phases: find, open and check the data, count classes and hold out whole tiles or scene blocks
+for validation, with per-band normalisation of the training part (``load_data``; the class
+table: :mod:`.classtable`); choose the chip side and the run's length (``plan_run``); fit
+one network or several on chips sampled on the fly (:mod:`.members`, :mod:`.fit`, :mod:`.chips`)
+with CE + Dice (:mod:`.losses`), checkpointing every epoch so ``resume=True`` continues after a
+kill; write the run folder's ``history.csv``, ``curves.png``, ``metrics.json`` and
+``checkpoints/``, and the model file, atomically, with its provenance.
 
-TensorFlow is imported inside :func:`train`.
+TensorFlow is imported by :mod:`.fit`, when the networks are fitted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from geofuse.model.spec import ClassInfo, ModelInfo, ModelSpec, Normalization
 from geofuse.progress import Progress, Report
 from geofuse.sources import portable
 from geofuse.training.chipsize import choose_chip
+from geofuse.training.classtable import class_sets, class_table
 from geofuse.training.config import (
     AUTO_PATCH,
     CACHE_AUTO_BYTES,
@@ -44,8 +45,8 @@ from geofuse.training.config import (
     format_duration,
 )
 from geofuse.training.datasets import (
-    VECTOR_EXTS,
     LabelledRaster,
+    Unit,
     band_scale,
     choose_validation,
     class_weights,
@@ -58,14 +59,14 @@ from geofuse.training.datasets import (
 )
 from geofuse.training.distributed import worker_role
 from geofuse.training.facts import input_facts
-from geofuse.training.labels import (
-    LabelCoding,
-    binary_coding,
-    default_colour,
-    load_classes,
-    mask_values,
-)
+from geofuse.training.init import Start, begin
+from geofuse.training.labels import LabelCoding
+from geofuse.training.members import ensemble_outcome, fit_members
+from geofuse.training.state import FitJob, Listeners
 from geofuse.write.outputs import write_json
+
+if TYPE_CHECKING:
+    from geofuse.training.fit import FitOutcome
 
 log = logging.getLogger(__name__)
 
@@ -86,110 +87,43 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-# -- data assembly ------------------------------------------------------------------------------
+# -- the data -----------------------------------------------------------------------------------
 
 
-def _resolve_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCoding | None]:
-    """The class table: explicit, from a classes file, from a tiles folder's classes.json."""
-    labels = config.labels
-    if labels.classes is not None:
-        return tuple(labels.classes), labels.coding
-    if labels.classes_file is not None:
-        return load_classes(labels.classes_file)
-    for source in config.sources:
-        if isinstance(source, TilesSource) and (Path(source.root) / "classes.json").is_file():
-            return load_classes(Path(source.root) / "classes.json")
-    return (), None
+@dataclass
+class TrainingData:
+    """The run's data, checked, scanned and split (see :func:`load_data`).
 
-
-def _rename(classes: tuple[ClassInfo, ...], names: tuple[str, ...]) -> tuple[ClassInfo, ...]:
-    """The classes under the user's names (``--class-names``), if any."""
-    if not names:
-        return classes
-    if len(names) != len(classes):
-        raise ConfigError(f"Expected {len(classes)} class names "
-                          f"({', '.join(c.name for c in classes)}). Received: {len(names)}")
-    return tuple(ClassInfo(c.id, n, c.color) for c, n in zip(classes, names, strict=True))
-
-
-def _foreground_name(source: TilesSource | SceneSource) -> str:
-    """The name of the one labelled class of binary labels: the label file's or folder's."""
-    if isinstance(source, SceneSource):
-        return Path(source.labels).stem
-    generic = {"masks", "mask", "labels", "label", "gt", "annotations", "y"}
-    return source.masks if source.masks.lower() not in generic else "foreground"
-
-
-def _infer_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCoding | None]:
-    """Class table when none is given: vector class names, or ids seen in id-coded masks.
-
-    Binary labels (a vector without a class field, masks of 0 and 1, or 0 and 255) give
-    ``background`` and the label file's (or mask folder's) name.
+    Attributes:
+        classes: The class table.
+        coding: How the masks encode it.
+        class_sets: The class ids of each class set the labels use.
+        rasters: The labelled rasters, one per tile or scene.
+        kinds: ``tile`` or ``scene``, per raster.
+        files: Every image and mask file (for the data digest).
+        units: The rasters' units (tiles, scene blocks), validation marked.
+        normalization: Per-band scale, mean and std of the training part.
     """
-    from geofuse.training.vector_labels import vector_class_names
 
-    for source in config.sources:
-        if isinstance(source, SceneSource) and Path(source.labels).suffix.lower() in VECTOR_EXTS:
-            if source.class_field is None:
-                names = ["background", Path(source.labels).stem]
-            else:
-                found = vector_class_names(source.labels, source.class_field)
-                if all(n.lstrip("-").isdigit() for n in found):
-                    top = max(1, max(int(n) for n in found))
-                    names = [f"class{i}" for i in range(top + 1)]
-                else:
-                    names = ["background", *found]
-            return tuple(ClassInfo(i, n, default_colour(i, n)) for i, n in enumerate(names)), None
-    top = 1
-    seen: set[int] = set()
-    ignore = set(config.labels.ignore_values)
-    masks = [m for s in config.sources for m in _mask_paths(s)]
-    for path in masks:
-        values = mask_values(path, ignore)
-        if values is None:
-            raise InputError(
-                f"{path}: expected a classes file (--classes) with colours for "
-                "colour-coded masks. Received: none"
-            )
-        if values and min(values) < 0:
-            raise InputError(
-                f"{path}: expected class ids >= 0. Received: {min(values)} "
-                "(use --ignore-value)"
-            )
-        top = max([top, *values])
-        seen.update(values)
-    foreground = _foreground_name(config.sources[0])
-    binary = [ClassInfo(0, "background", default_colour(0, "background")),
-              ClassInfo(1, foreground, default_colour(1, foreground))]
-    if coding := binary_coding(seen):
-        return tuple(binary), coding
-    if top == 1:
-        return tuple(binary), None
-    return tuple(ClassInfo(i, f"class{i}", default_colour(i)) for i in range(top + 1)), None
+    classes: tuple[ClassInfo, ...]
+    coding: LabelCoding
+    class_sets: tuple[tuple[int, ...], ...]
+    rasters: list[LabelledRaster]
+    kinds: list[str]
+    files: list[Path]
+    units: list[Unit]
+    normalization: Normalization
 
+    @property
+    def train_counts(self) -> np.ndarray:
+        """Labelled pixels of each class in the training part."""
+        return sum(u.counts for u in self.units if not u.validation)
 
-def _class_sets(config: TrainConfig, coding: LabelCoding) -> tuple[tuple[int, ...], ...]:
-    """The class sets of the run: those of every coding that gives any (they must agree).
-
-    A source with partial labels (its own coding, with sets) may train beside fully labelled
-    ones (no sets).
-
-    Raises:
-        ConfigError: When two codings give different class sets.
-    """
-    codings = [coding, *(getattr(s, "coding", None) for s in config.sources)]
-    given = [c.sets for c in codings if c is not None and c.sets]
-    for sets in given[1:]:
-        if sets != given[0]:
-            raise ConfigError(f"Expected the same class sets in every labels coding. "
-                              f"Received: {list(given[0])} and {list(sets)}")
-    return given[0] if given else ()
-
-
-def _mask_paths(source: TilesSource | SceneSource) -> list[Path]:
-    if isinstance(source, TilesSource):
-        return [m for _, m in find_pairs(source)]
-    return [Path(source.labels)]
+    @property
+    def labelled_pixels(self) -> int:
+        """Labelled pixels of the training part: a class's, or a class set's."""
+        return int(self.train_counts.sum()) + sum(u.set_pixels for u in self.units
+                                                  if not u.validation)
 
 
 def open_data(
@@ -228,6 +162,84 @@ def open_data(
     return rasters, kinds, files
 
 
+def load_data(config: TrainConfig) -> TrainingData:
+    """The class table, the rasters (cached as ``config.cache`` says), units, split, statistics.
+
+    Every mask is read once here (:func:`.datasets.scan`): nothing is written before the data
+    has been checked.
+    """
+    classes, coding = class_table(config)
+    sets = class_sets(config, coding)
+    rasters, kinds, files = open_data(config, classes, coding)
+    if config.cache == "memory":
+        for raster in rasters:
+            raster.load()
+    elif config.cache == "auto":
+        small = sum(r.memory_bytes for r in rasters) <= CACHE_AUTO_BYTES
+        for raster in rasters:
+            if small or raster.driver not in ("GTiff", "COG", "VRT"):
+                raster.load()
+    scale = band_scale(rasters[0].dtype)
+    side = DEFAULT_PATCH if config.patch == AUTO_PATCH else config.patch
+    units = make_units(rasters, kinds, config.val_block or max(4 * side, 256))
+    scan(rasters, units, len(classes), scale)
+    if sum(int(u.counts.sum()) for u in units) == 0:
+        raise InputError(f"{rasters[0].labels}: no labelled pixels in the training data")
+    if config.val_tiles:
+        choose_validation(units, [rasters[u.raster].image for u in units], config.val_tiles)
+    else:
+        split_units(units, config.val_fraction, config.seed)
+    mean, std = normalisation_stats(units)
+    return TrainingData(classes, coding, sets, rasters, kinds, files, units,
+                        Normalization(mean=mean, std=std, scale=scale))
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+
+def plan_run(config: TrainConfig, data: TrainingData,
+             say: Callable[[str], None]) -> tuple[TrainConfig, int | None]:
+    """The chip side and batch resolved, and the steps of a run not counted in epochs.
+
+    Says what was chosen: the chip side of ``patch="auto"``, the run's length.
+    """
+    if config.patch == AUTO_PATCH:
+        chip = choose_chip(data.rasters, data.train_counts, config.arch.depth)
+        say(f"training on {chip.describe([c.name for c in data.classes])}")
+        config = dataclasses.replace(config, patch=chip.patch,
+                                     batch_size=config.batch_size or chip.batch_size)
+    elif config.batch_size is None:
+        config = dataclasses.replace(config, batch_size=DEFAULT_BATCH)
+    seconds, steps = config.time_limit, None
+    if config.epochs is None:
+        steps = default_steps(data.labelled_pixels, config.steps_per_epoch,
+                              maximum=seconds is None)
+        pixels = f"{data.labelled_pixels / 1e6:.2f} Mpx of labelled training pixels"
+        if seconds is None:
+            say(f"training for {steps:,} steps (the default for {pixels}; the time it takes "
+                "depends on this machine and is estimated after the first epoch; set "
+                "`time_limit` or `epochs` to choose)")
+        else:
+            say(f"training for {format_duration(seconds)} or {steps:,} steps, whichever comes "
+                f"first (the most for {pixels}: more steps overfit small data; `epochs` sets "
+                "another bound)")
+    elif seconds is not None:
+        say(f"training for {format_duration(seconds)} or {config.epochs} epochs, whichever "
+            "comes first")
+    return config, steps
+
+
+def describe_model(config: TrainConfig, data: TrainingData) -> ModelInfo:
+    """What the model file will say of itself: network, classes, normalisation, contract."""
+    spec = ModelSpec(bands=len(data.rasters[0].bands), classes=len(data.classes),
+                     arch=config.arch)
+    return ModelInfo(
+        spec=spec, band_names=_band_names(data.rasters[0]), normalization=data.normalization,
+        classes=data.classes, patch_size=config.patch, input_dtype=data.rasters[0].dtype,
+        **input_facts(data.rasters),  # colours, value range, pixel size: the input contract
+    )
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -238,13 +250,25 @@ def _check_outputs(config: TrainConfig, chief: bool = True) -> Path:
     if out.suffix != ".keras":
         raise OutputError(f"{out}: expected a model path ending in .keras")
     if out.exists() and not (config.overwrite or config.resume):
-        raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
+        raise OutputError(f"{out}: already exists (`overwrite` replaces it)")
     if out.is_dir():
         raise OutputError(f"{out}: is a directory")
     parent = out.parent if str(out.parent) else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK):
         raise OutputError(f"{out}: folder is not writable")
     return config.run_dir or out.with_suffix(".train")
+
+
+def _sayer(notify: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Where the run's one-line messages go: ``notify``, else warnings to the log."""
+
+    def say(text: str) -> None:
+        if notify is not None:
+            notify(text)
+        elif text.startswith("warning: "):
+            log.warning("%s", text[len("warning: "):])
+
+    return say
 
 
 def train(
@@ -274,89 +298,62 @@ def train(
     start = time.perf_counter()
     chief = config.strategy != "multi-worker" or worker_role()[0]
     run_dir = _check_outputs(config, chief)
-    classes, coding = _resolve_classes(config)
-    if not classes:
-        classes, coding = _infer_classes(config)
-    classes = _rename(classes, config.labels.class_names)
-    coding = config.labels.merge(coding, classes)
-    class_sets = _class_sets(config, coding)
-    rasters, kinds, files = open_data(config, classes, coding)
-    if config.cache == "memory":
-        for raster in rasters:
-            raster.load()
-    elif config.cache == "auto":
-        small = sum(r.memory_bytes for r in rasters) <= CACHE_AUTO_BYTES
-        for raster in rasters:
-            if small or raster.driver not in ("GTiff", "COG", "VRT"):
-                raster.load()
-    scale = band_scale(rasters[0].dtype)
-    auto = config.patch == AUTO_PATCH
-    block = config.val_block or max(4 * (DEFAULT_PATCH if auto else config.patch), 256)
-    units = make_units(rasters, kinds, block)
-    scan(rasters, units, len(classes), scale)
-    if sum(int(u.counts.sum()) for u in units) == 0:
-        raise InputError(f"{rasters[0].labels}: no labelled pixels in the training data")
-    if config.val_tiles:
-        choose_validation(units, [rasters[u.raster].image for u in units], config.val_tiles)
-    else:
-        split_units(units, config.val_fraction, config.seed)
-    mean, std = normalisation_stats(units)
-    norm = Normalization(mean=mean, std=std, scale=scale)
-    train_counts = sum(u.counts for u in units if not u.validation)
-    def say(text: str) -> None:
-        if notify is not None:
-            notify(text)
-        elif text.startswith("warning: "):
-            log.warning("%s", text[len("warning: "):])
-
-    for warning in validation_warnings(units, classes):
+    if config.init is not None:  # a starting model that cannot be used fails before the data
+        Start.read(config.init)
+    say = _sayer(notify)
+    data = load_data(config)
+    for warning in validation_warnings(data.units, data.classes):
         say(f"warning: {warning}")
-    if auto:
-        chip = choose_chip(rasters, train_counts, config.arch.depth)
-        say(f"training on {chip.describe([c.name for c in classes])}")
-        config = dataclasses.replace(config, patch=chip.patch,
-                                     batch_size=config.batch_size or chip.batch_size)
-    elif config.batch_size is None:
-        config = dataclasses.replace(config, batch_size=DEFAULT_BATCH)
-    seconds, steps = config.time_limit, None
-    if config.epochs is None:
-        steps = default_steps(int(train_counts.sum()), config.steps_per_epoch,
-                              maximum=seconds is None)
-        data = f"{train_counts.sum() / 1e6:.2f} Mpx of labelled training pixels"
-        if seconds is None:
-            say(f"training for {steps:,} steps (the default for {data}; the time it takes "
-                "depends on this machine and is estimated after the first epoch; set "
-                "--time-limit or --epochs to choose)")
-        else:
-            say(f"training for {format_duration(seconds)} or {steps:,} steps, whichever comes "
-                f"first (the most for {data}: more steps overfit small data; --epochs sets "
-                "another bound)")
-    elif seconds is not None:
-        say(f"training for {format_duration(seconds)} or {config.epochs} epochs, whichever "
-            "comes first")
-    weights = _class_weights(config, train_counts, classes)
-    spec = ModelSpec(bands=len(rasters[0].bands), classes=len(classes), arch=config.arch)
-    info = ModelInfo(
-        spec=spec, band_names=_band_names(rasters[0]), normalization=norm, classes=classes,
-        patch_size=config.patch, input_dtype=rasters[0].dtype,
-        **input_facts(rasters),  # colours, value range, pixel size: the input contract
-    )
+    started: dict[str, Any] = {}  # fine-tuning: the start's architecture and statistics
+    if config.init is not None:
+        config, norm, started = begin(config, data.normalization, _band_names(data.rasters[0]),
+                                      data.classes, data.rasters[0].dtype, say)
+        data = dataclasses.replace(data, normalization=norm)
+    config, steps = plan_run(config, data, say)
+    weights = _class_weights(config, data.train_counts, data.classes)
+    job = FitJob(config, describe_model(config, data), data.rasters, data.units, weights,
+                 data.class_sets, steps)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
+    seconds = config.time_limit
     if seconds is not None:  # the budget covers the whole run: data checks included
         seconds = max(1.0, seconds - (time.perf_counter() - start))
-    from geofuse.training.members import ensemble_outcome, fit_members
+    outcomes = fit_members(job, run_dir, Listeners(progress, report), seconds, say)
+    job, outcome = _combined(job, outcomes)
+    metrics = _metrics(job, data, outcomes, outcome, (seconds, steps)) | {
+        "seconds": round(time.perf_counter() - start, 1)} | (
+        {"start_validation": outcomes[0].start_validation} if started else {})
+    final = _final_info(job, data, outcome, started)
+    if chief:
+        write_json(run_dir / "metrics.json", metrics)
+        from geofuse.model.calibration import training_chips
+        from geofuse.model.modelfile import save_model
 
-    outcomes = fit_members(config, info, rasters, units, weights, run_dir, progress, report,
-                           seconds, class_sets, steps, say)
-    outcome = outcomes[0]
-    if len(outcomes) > 1:
-        spec = dataclasses.replace(spec, members=len(outcomes))
-        info = dataclasses.replace(info, spec=spec)
-        outcome = ensemble_outcome(outcomes, spec, config.batch_size,
-                                   [c.name for c in classes], info.patch_size)
-    digest = data_digest(files)
-    metrics = {
+        save_model(outcome.export_model, final, config.out,
+                   calibration=training_chips(data.rasters, data.units, final.spec.arch.multiple))
+    return TrainResult(
+        model=Path(config.out) if chief else None, run_dir=run_dir, metrics=metrics,
+        epochs=outcome.epochs, best_epoch=outcome.best_epoch, kept_epoch=outcome.kept_epoch,
+        seconds=time.perf_counter() - start,
+        history=outcome.history,
+    )
+
+
+def _combined(job: FitJob, outcomes: list[FitOutcome]) -> tuple[FitJob, FitOutcome]:
+    """The job and outcome of the model file: the one network, or the average of several."""
+    if len(outcomes) == 1:
+        return job, outcomes[0]
+    spec = dataclasses.replace(job.info.spec, members=len(outcomes))
+    job = dataclasses.replace(job, info=dataclasses.replace(job.info, spec=spec))
+    return job, ensemble_outcome(outcomes, job)
+
+
+def _metrics(job: FitJob, data: TrainingData, outcomes: list[FitOutcome], outcome: FitOutcome,
+             budget: tuple[float | None, int | None]) -> dict[str, Any]:
+    """``metrics.json``: validation, epochs, the split, the budget (``(seconds, steps)``)."""
+    config, units = job.config, data.units
+    train_counts = data.train_counts
+    return {
         "members": len(outcomes),
         **({"member_validation": [o.validation for o in outcomes]} if len(outcomes) > 1
            else {}),
@@ -366,44 +363,44 @@ def train(
         "keep": config.keep,
         "epochs_run": outcome.epochs,
         "monitor": outcome.monitor,
-        "class_weights": [round(float(w), 4) for w in weights],
-        "class_pixels_train": {c.name: int(n) for c, n in zip(classes, train_counts, strict=True)},
+        "class_weights": [round(float(w), 4) for w in job.class_weights],
+        "class_pixels_train": {c.name: int(n)
+                               for c, n in zip(data.classes, train_counts, strict=True)},
+        "labelled_pixels_train": data.labelled_pixels,
         "units": {"train": sum(not u.validation for u in units),
                   "validation": sum(u.validation for u in units)},
-        "held_out": [_unit_name(rasters[u.raster], u, kinds[u.raster])
+        "held_out": [_unit_name(data.rasters[u.raster], u, data.kinds[u.raster])
                      for u in units if u.validation],
         "replicas": outcome.replicas,
-        "patch": config.patch,  # resolved: the side --patch auto chose, or the one given
+        "patch": config.patch,  # resolved: the side patch="auto" chose, or the one given
         "batch_size": config.batch_size,
-        "seconds": round(time.perf_counter() - start, 1),
         "time_limit": config.time_limit,
-        "budget_seconds": seconds,
-        "budget_steps": steps,
-        "warnings": validation_warnings(units, classes),
+        "budget_seconds": budget[0],
+        "budget_steps": budget[1],
+        "warnings": validation_warnings(units, data.classes),
     }
-    provenance = portable({  # no absolute paths of this machine in the model file
+
+
+def _final_info(job: FitJob, data: TrainingData, outcome: FitOutcome,
+                started: dict[str, Any]) -> ModelInfo:
+    """The model file's description with its provenance (no absolute paths of this machine).
+
+    ``started``: the model a fine-tuning run started from (name, SHA-256), if any.
+    """
+    config, spec = job.config, job.info.spec
+    provenance = portable({
         "geofuse_version": geofuse.__version__,
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "data_digest": digest,
+        "data_digest": data_digest(data.files),
         "data": [_describe_source(s) for s in config.sources],
-        "classes": [c.name for c in classes],
+        "classes": [c.name for c in data.classes],
         "fusion": spec.arch.fusion,
         "members": spec.members,
         "metrics": _short_metrics(outcome.validation),
         "training_config": config.to_dict(),
+        **({"init": started} if started else {}),
     })
-    final = ModelInfo(**{**info.__dict__, "provenance": provenance})
-    if chief:
-        write_json(run_dir / "metrics.json", metrics)
-        from geofuse.model.modelfile import save_model
-
-        save_model(outcome.export_model, final, config.out)
-    return TrainResult(
-        model=Path(config.out) if chief else None, run_dir=run_dir, metrics=metrics,
-        epochs=outcome.epochs, best_epoch=outcome.best_epoch, kept_epoch=outcome.kept_epoch,
-        seconds=time.perf_counter() - start,
-        history=outcome.history,
-    )
+    return ModelInfo(**{**job.info.__dict__, "provenance": provenance})
 
 
 def validation_warnings(units: list[Any], classes: tuple[ClassInfo, ...],
@@ -415,11 +412,12 @@ def validation_warnings(units: list[Any], classes: tuple[ClassInfo, ...],
     """
     validation = [u for u in units if u.validation]
     if not validation:
-        return ["no validation data: the last weights are kept (more tiles, or --val-fraction)"]
+        return ["no validation data: the last weights are kept (more tiles, or "
+                "`val_fraction`)"]
     problems = []
     if len(validation) == 1:
         problems.append("validation is one tile or block: scores are noisy "
-                        "(add tiles, or raise --val-fraction)")
+                        "(add tiles, or raise `val_fraction`)")
     val = sum(u.counts for u in validation)
     train = sum(u.counts for u in units if not u.validation)
     few = [f"{c.name} {int(v)}" for c, v, t in zip(classes, val, train, strict=True)

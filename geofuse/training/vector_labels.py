@@ -177,7 +177,7 @@ def read_vector_labels(
         if linear:
             if not line_width or line_width <= 0:
                 raise InputError(
-                    f"{path}: expected --line-width (metres) to rasterise {geom.geom_type} "
+                    f"{path}: expected `line_width` (metres) to rasterise {geom.geom_type} "
                     "labels. Received: none"
                 )
             geom = _buffer_metres(geom, line_width / 2, src_crs)

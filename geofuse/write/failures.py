@@ -76,7 +76,7 @@ def write_failure(
     written: Path | None = None,
     what: str = "cannot write",
 ) -> OutputError:
-    """The one-line :class:`OutputError` of a failed write of ``dest``, with the reason.
+    """The one-line :class:`~geofuse.errors.OutputError` of a failed write of ``dest``.
 
     Args:
         dest: The output's final name (the one the user gave).

@@ -55,7 +55,7 @@ def main() -> None:
     from geofuse.model.network import build_unet
     from geofuse.model.spec import Architecture, ClassInfo, ModelSpec, Normalization
     from geofuse.training.chipfeed import ChipFeed
-    from geofuse.training.chips import ChipLoader
+    from geofuse.training.chips import Augmentation, ChipLoader
     from geofuse.training.config import CACHE_AUTO_BYTES
     from geofuse.training.datasets import (
         LabelledRaster,
@@ -76,7 +76,7 @@ def main() -> None:
         scan([raster], units, 5, band_scale("uint8"))
         mean, std = normalisation_stats(units)
         norm = Normalization(mean, std, scale=1 / 255)
-        loader = ChipLoader([raster], units, args.patch, norm, augment=True, seed=0)
+        loader = ChipLoader([raster], units, args.patch, norm, Augmentation(augment=True))
         n = (args.steps + 5) * args.batch_size
         rows = loader.epoch_rows(0, n)
 
@@ -122,7 +122,7 @@ def main() -> None:
         # rasters held as arrays, chips sliced, augmented and batched by the same pipeline
         held = LabelledRaster(scene, labels, LabelCoding(classes=5), classes)
         held.load()
-        held_loader = ChipLoader([held], units, args.patch, norm, augment=True, seed=0)
+        held_loader = ChipLoader([held], units, args.patch, norm, Augmentation(augment=True))
 
         def timed(ds: object) -> float:
             stamps: list[float] = []

@@ -1,0 +1,176 @@
+"""Tables of the fine-tuning study from ``runs/*.json`` (Markdown, for REPORT.md).
+
+Paired differences (fine-tuned minus from scratch, the same chips and seed; suggest minus
+random, the same set, seed and round) are summarised by their mean and a 95 % Student-t
+interval over the pairs; with three seeds the intervals are wide, and pairs of one seed at
+several chip counts share chips (nested draws), so they are not independent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    14: 2.145,
+    17: 2.110,
+    20: 2.086,
+    23: 2.069,
+}
+
+
+def interval(values: list[float]) -> str:
+    """``mean [low, high]`` (95 % t interval; one value: the value alone)."""
+    n = len(values)
+    if not n:
+        return "-"
+    mean = sum(values) / n
+    if n == 1:
+        return f"{mean:+.3f} (n=1)"
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = T95.get(n - 1) or T95[max(k for k in T95 if k <= n - 1)]
+    half = t * sd / math.sqrt(n)
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] (n={n})"
+
+
+def load(runs: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+
+
+def choose_table(records: list[dict[str, Any]]) -> list[str]:
+    rows = defaultdict(dict)
+    for r in records:
+        if r["name"].startswith("choose-"):
+            rows[(r["set"], r["arm"])][r["seed"]] = r["iou"]
+    lines = [
+        "| set | setting | IoU by seed | mean | minus `init` (paired) |",
+        "|---|---|---|---|---|",
+    ]
+    for (name, arm), seeds in sorted(rows.items()):
+        base = rows.get((name, "init"), {})
+        diffs = [seeds[s] - base[s] for s in seeds if s in base]
+        shown = ", ".join(f"{seeds[s]:.3f}" for s in sorted(seeds))
+        lines.append(
+            f"| {name} | {arm} | {shown} | {sum(seeds.values()) / len(seeds):.3f} | "
+            f"{interval(diffs) if arm != 'init' else ''} |"
+        )
+    return lines
+
+
+def curve_tables(records: list[dict[str, Any]]) -> list[str]:
+    runs = {
+        (r["set"], r["arm"], r["k"], r["budget"], r["seed"]): r["iou"]
+        for r in records
+        if r["name"].startswith("curves-")
+    }
+    pairs: dict[tuple, list[float]] = defaultdict(list)
+    lines = [
+        "| set | budget s | chips | fine-tuned | from scratch | difference [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(s, k, b) for s, _, k, b, _ in runs})
+    for name, k, budget in keys:
+        init = {
+            seed: v
+            for (s, a, kk, b, seed), v in runs.items()
+            if (s, a, kk, b) == (name, "init", k, budget)
+        }
+        scratch = {
+            seed: v
+            for (s, a, kk, b, seed), v in runs.items()
+            if (s, a, kk, b) == (name, "scratch", k, budget)
+        }
+        diffs = [init[s] - scratch[s] for s in init if s in scratch]
+        pairs[(k, budget)] += diffs
+
+        def mean(d: dict) -> str:
+            return f"{sum(d.values()) / len(d):.3f} ({len(d)})" if d else "-"
+
+        lines.append(
+            f"| {name} | {budget:g} | {k} | {mean(init)} | {mean(scratch)} | {interval(diffs)} |"
+        )
+    lines += [
+        "",
+        "| chips | budget s | fine-tuned minus scratch, all sets and seeds |",
+        "|---|---|---|",
+    ]
+    for (k, budget), diffs in sorted(pairs.items()):
+        lines.append(f"| {k} | {budget:g} | {interval(diffs)} |")
+    for most in (2, 5):
+        for budget in sorted({b for _, b in pairs}):
+            pooled = [d for (k, b), ds in pairs.items() if k <= most and b == budget for d in ds]
+            lines.append(f"| <= {most} | {budget:g} | {interval(pooled)} |")
+    return lines
+
+
+def loop_table(records: list[dict[str, Any]]) -> list[str]:
+    runs = {
+        (r["set"], r["arm"], r["seed"], r["round"]): r["iou"]
+        for r in records
+        if r["name"].startswith("loop-")
+    }
+    lines = [
+        "| set | round | windows | suggest | random | suggest minus random [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    pooled: dict[int, list[float]] = defaultdict(list)
+    for name in sorted({s for s, *_ in runs}):
+        for round_ in sorted({r for *_, r in runs}):
+            got = {
+                arm: {
+                    seed: v
+                    for (s, a, seed, r), v in runs.items()
+                    if (s, a, r) == (name, arm, round_)
+                }
+                for arm in ("suggest", "random")
+            }
+            diffs = [
+                got["suggest"][s] - got["random"][s] for s in got["suggest"] if s in got["random"]
+            ]
+            pooled[round_] += diffs
+
+            def mean(d: dict) -> str:
+                return f"{sum(d.values()) / len(d):.3f} ({len(d)})" if d else "-"
+
+            lines.append(
+                f"| {name} | {round_} | {4 * round_} | {mean(got['suggest'])} | "
+                f"{mean(got['random'])} | {interval(diffs)} |"
+            )
+    for round_, diffs in sorted(pooled.items()):
+        lines.append(f"| all | {round_} | {4 * round_} | | | {interval(diffs)} |")
+    return lines
+
+
+def zero_table(records: list[dict[str, Any]]) -> list[str]:
+    lines = ["| set | embedded model as it is |", "|---|---|"]
+    for r in records:
+        if r["name"].startswith("zero-"):
+            lines.append(f"| {r['set']} | {r['iou']:.3f} |")
+    return lines
+
+
+def report(runs: Path) -> None:
+    records = load(runs)
+    for title, table in (
+        ("Settings (choosing sets, 2 chips)", choose_table),
+        ("Learning curves (reporting sets)", curve_tables),
+        ("Labelling loop", loop_table),
+        ("Zero-shot", zero_table),
+    ):
+        print(f"\n### {title}\n")
+        print("\n".join(table(records)))
