@@ -54,10 +54,12 @@ def dask_client(config: ClusterConfig, tasks: int) -> Iterator[tuple[Any, str, i
     threads = max(1, available_cpus() // workers)
     env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    # a dashboard on a free port: the default 8787 may be taken by another cluster (a warning)
+    # No dashboard; the scheduler's plain HTTP server on a free port (its default, 8787, may
+    # be another cluster's, and taking another port is announced in a three-line warning).
+    no_dashboard = {"dashboard": False, "dashboard_address": ":0"}
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=logging.ERROR, env=env,
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        scheduler_kwargs=no_dashboard, silence_logs=logging.ERROR, env=env,
     ) as cluster, Client(cluster) as client:
         yield client, (f"local, {plural(workers, 'worker')} x "
                        f"{plural(threads, 'TensorFlow thread')}"), threads
@@ -92,10 +94,16 @@ def lost_workers(client: Any, keys: Collection[str]) -> dict[str, list[str]]:
 
 
 def scheduler_lost(exc: BaseException, client: Any) -> bool:
-    """Whether a task's error says the client lost its scheduler (not that a task failed)."""
+    """Whether the error of a task's result says the client lost its scheduler.
+
+    geofuse's tasks return their errors instead of raising them, and a dead worker comes back
+    as ``KilledWorker``; so a connection error (``CommClosedError`` is an ``OSError``), a
+    future cancelled because the connection was lost, or a client no longer running means
+    the scheduler went away (or the network to it).
+    """
     reason = getattr(exc, "reason", None)
-    return reason == "scheduler-connection-lost" or client.status in ("connecting", "closing",
-                                                                      "closed")
+    return isinstance(exc, OSError) or reason == "scheduler-connection-lost" \
+        or client.status in ("connecting", "closing", "closed")
 
 
 def worker_slots(client: Any) -> int:
