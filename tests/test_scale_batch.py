@@ -430,15 +430,35 @@ def test_existing_scheduler_and_worker_processes(tmp_path: Path, tiny_models,
         np.testing.assert_array_equal(read(out / "t0.tif")[0], read(tmp_path / "ref-tta.tif")[0])
 
 
+DIE_ON_EVERY_SCENE = """
+import os
+import signal
+
+from distributed import WorkerPlugin
+
+
+class DieOnScene(WorkerPlugin):
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and str(key).startswith("geofuse-"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def dask_setup(worker):
+    await worker.plugin_add(DieOnScene(), name="die-on-scene")
+"""
+
+
 @pytest.mark.slow
 def test_a_dying_worker_fails_its_scenes_not_the_batch(tmp_path: Path, tiny_models) -> None:
-    # The nanny restarts any worker that exceeds its memory limit; 350 MB is less than
-    # TensorFlow needs, so the worker dies on every scene (and the scheduler retries none).
+    # The worker process kills itself (SIGKILL) as it starts any scene; the nanny restarts it,
+    # and the scheduler, allowed no failures, gives the scene up as KilledWorker.
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     for i in range(2):
         write_geotiff(src / f"k{i}.tif", rgb(30 + i, 40, 40))
-    with dask_cluster(tmp_path, ("--memory-limit", "350MB"),
+    preload = tmp_path / "die_on_scene.py"
+    preload.write_text(DIE_ON_EVERY_SCENE)
+    with dask_cluster(tmp_path, ("--preload", str(preload)),
                       {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}) as (address, _):
         result = CliRunner().invoke(main, ["batch", str(src), str(out), "--model",
                                            str(tiny_models()), *TILING, "--scheduler", address])

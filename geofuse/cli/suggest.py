@@ -99,6 +99,7 @@ def suggest(
     bands: str | None,
     runtime: str,
     precision: str,
+    calibration: str | None,
     tta: str,
     overwrite: bool,
     quiet: bool,
@@ -133,6 +134,7 @@ def suggest(
             precision=precision,
             adapt=adapt,
             exact_tile=exact_tile,
+            calibration=calibration,
         ),
     )
     quiet_tensorflow()

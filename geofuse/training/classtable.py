@@ -14,7 +14,7 @@ from pathlib import Path
 
 from geofuse.errors import ConfigError, InputError
 from geofuse.model.spec import ClassInfo
-from geofuse.sources import source_name
+from geofuse.sources import Source, as_source, source_name
 from geofuse.training.config import SceneSource, TilesSource, TrainConfig
 from geofuse.training.datasets import VECTOR_EXTS, find_pairs
 from geofuse.training.labels import (
@@ -116,11 +116,11 @@ def foreground_name(source: TilesSource | SceneSource) -> str:
     return FOREGROUND
 
 
-def mask_paths(source: TilesSource | SceneSource) -> list[Path]:
+def mask_paths(source: TilesSource | SceneSource) -> list[Source]:
     """The mask files of a source (a scene's labels, even a vector file)."""
     if isinstance(source, TilesSource):
         return [m for _, m in find_pairs(source)]
-    return [Path(source.labels)]
+    return [as_source(source.labels)]
 
 
 def _given_classes(config: TrainConfig) -> tuple[tuple[ClassInfo, ...], LabelCoding | None]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from geofuse.errors import ConfigError, InputError
 from geofuse.model.spec import ClassInfo
+from geofuse.sources import Source
 from geofuse.training.config import EvaluateConfig, LabelOptions, TilesSource
 from geofuse.training.labels import LabelCoding, binary_coding, load_classes, mask_values
 
@@ -23,7 +24,7 @@ ONE_CLASS_VALUES = ({0, 1}, {0, 255})
 
 
 def evaluation_coding(
-    config: EvaluateConfig, classes: tuple[ClassInfo, ...], masks: Sequence[Path]
+    config: EvaluateConfig, classes: tuple[ClassInfo, ...], masks: Sequence[Source]
 ) -> tuple[LabelCoding, list[str]]:
     """How the masks encode the model's ``classes``, and notices about it.
 
@@ -62,7 +63,7 @@ def evaluation_coding(
 
 
 def one_class_coding(
-    name: str, classes: tuple[ClassInfo, ...], masks: Sequence[Path], options: LabelOptions
+    name: str, classes: tuple[ClassInfo, ...], masks: Sequence[Source], options: LabelOptions
 ) -> LabelCoding:
     """The coding of one-class masks of the model's class ``name`` (see the module docstring).
 
@@ -134,7 +135,7 @@ def _folder_coding(
     return coding, None
 
 
-def _values(masks: Sequence[Path], ignore: Sequence[int]) -> set[int] | None:
+def _values(masks: Sequence[Source], ignore: Sequence[int]) -> set[int] | None:
     """The values of every one-band mask (None when one is colour-coded)."""
     seen: set[int] = set()
     for mask in masks:
@@ -145,7 +146,7 @@ def _values(masks: Sequence[Path], ignore: Sequence[int]) -> set[int] | None:
     return seen
 
 
-def _one_class_notice(seen: set[int], classes: tuple[ClassInfo, ...], mask: Path) -> str:
+def _one_class_notice(seen: set[int], classes: tuple[ClassInfo, ...], mask: Source) -> str:
     """The notice (or, for 0/255, the error) about two-value masks and a larger model."""
     names = ", ".join(c.name for c in classes)
     if 255 in seen:

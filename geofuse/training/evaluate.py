@@ -37,6 +37,7 @@ from geofuse.config import SegmentConfig
 from geofuse.model.spec import ClassInfo
 from geofuse.progress import Progress
 from geofuse.read.grid import TileGrid
+from geofuse.sources import as_source
 from geofuse.training.config import EvaluateConfig, SceneSource
 from geofuse.training.coverage import evaluation_coding
 from geofuse.training.datasets import VECTOR_EXTS, LabelledRaster, find_pairs
@@ -129,7 +130,7 @@ def open_labels(config: EvaluateConfig, classes: tuple[ClassInfo, ...],
     if scene:
         vector = Path(source.labels).suffix.lower() in VECTOR_EXTS
         pairs = [(source.scene, source.labels)]
-        masks = [] if vector else [Path(source.labels)]
+        masks = [] if vector else [as_source(source.labels)]
         extra = (source.class_field, source.line_width)
     else:
         pairs = find_pairs(source)
