@@ -68,6 +68,12 @@ two-minute budget (``scripts/studies/finetune/REPORT.md``): on the Sentinel-2 fo
 +0.176 and +0.003 IoU above the model's; on Dubai (the embedded model's own imagery) -0.008
 and +0.005. Small evidence; the reason above decides where it is silent."""
 
+REST_ROW = True
+"""Whether a single new class (``background`` beside ``building``, say) starts as the start's
+classes that no class took, instead of from fresh weights: the start's model then scores the
+new classes from its first step as it scored its own (``building`` against everything else).
+``scripts/studies/finetune/REPORT.md`` has the runs that compared both."""
+
 FIRST_CONV = "enc0_a"
 """The layer that reads the input bands (:func:`geofuse.model.network.build_unet`)."""
 HEAD = "logits"
@@ -310,12 +316,22 @@ def start_weights(source: Any, network: Any, transfer: Transfer) -> None:
 def _head(
     old: list[np.ndarray], fresh: list[np.ndarray], classes: tuple[int | None, ...]
 ) -> list[np.ndarray]:
-    """The head's kernel and bias: carried rows from ``old``, the rest from ``fresh``."""
+    """The head's kernel and bias: carried rows from ``old``, the rest from ``fresh``.
+
+    With :data:`REST_ROW`, a single new class takes the start's classes that no class took:
+    the mean of their rows, its bias raised by the log of their number (their log-sum-exp,
+    were their scores equal).
+    """
     kernel, bias = (np.array(v) for v in fresh)
     for new, k in enumerate(classes):
         if k is not None:
             kernel[..., new] = old[0][..., k]
             bias[new] = old[1][k]
+    unused = [k for k in range(old[1].shape[0]) if k not in classes]
+    added = [i for i, k in enumerate(classes) if k is None]
+    if REST_ROW and len(added) == 1 and unused:
+        kernel[..., added[0]] = old[0][..., unused].mean(axis=-1)
+        bias[added[0]] = old[1][unused].mean() + np.log(len(unused))
     return [kernel, bias]
 
 
