@@ -42,7 +42,7 @@ from sets import IGNORE, Manifest, prepare  # noqa: E402
 
 RUNS = HERE / "runs"
 WORK = HERE / "work"
-CHOOSE_SETS = ("dubai", "forest")
+CHOOSE_SETS = ("dubai", "forest")  # and dubai-building, for the new class's row only
 REPORT_SETS = ("inria", "massachusetts", "spacenet")
 LOOP_SETS = ("inria", "massachusetts")
 COUNTS = (1, 2, 4, 8)
