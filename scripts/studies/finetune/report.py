@@ -58,11 +58,11 @@ def choose_table(records: list[dict[str, Any]]) -> list[str]:
         if r["name"].startswith("choose-"):
             rows[(r["set"], r["arm"])][r["seed"]] = r["iou"]
     lines = [
-        "| set | setting | IoU by seed | mean | minus `init` (paired) |",
+        "| set | setting | IoU by seed | mean | minus `init` (`restrow`: `init-ownnorm`), paired |",
         "|---|---|---|---|---|",
     ]
     for (name, arm), seeds in sorted(rows.items()):
-        base = rows.get((name, "init"), {})
+        base = rows.get((name, "init-ownnorm" if arm.endswith("restrow") else "init"), {})
         diffs = [seeds[s] - base[s] for s in seeds if s in base]
         shown = ", ".join(f"{seeds[s]:.3f}" for s in sorted(seeds))
         lines.append(
