@@ -44,6 +44,9 @@ _LAZY = {
     # products
     "vectorize_mask": "geofuse.products.vectorize",
     "render_preview": "geofuse.products.preview",
+    "suggest": "geofuse.products.suggest",
+    "SuggestConfig": "geofuse.products.suggest",
+    "SuggestResult": "geofuse.products.suggest",
     # training and evaluation
     "train": "geofuse.training.train",
     "TrainConfig": "geofuse.training.config",

@@ -58,11 +58,11 @@ def choose_table(records: list[dict[str, Any]]) -> list[str]:
         if r["name"].startswith("choose-"):
             rows[(r["set"], r["arm"])][r["seed"]] = r["iou"]
     lines = [
-        "| set | setting | IoU by seed | mean | minus `init` (paired) |",
+        "| set | setting | IoU by seed | mean | minus `init` (`restrow`: `init-ownnorm`), paired |",
         "|---|---|---|---|---|",
     ]
     for (name, arm), seeds in sorted(rows.items()):
-        base = rows.get((name, "init"), {})
+        base = rows.get((name, "init-ownnorm" if arm.endswith("restrow") else "init"), {})
         diffs = [seeds[s] - base[s] for s in seeds if s in base]
         shown = ", ".join(f"{seeds[s]:.3f}" for s in sorted(seeds))
         lines.append(
@@ -164,6 +164,38 @@ def zero_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def coverage(records: list[dict[str, Any]]) -> list[str]:
+    """Which runs of the full grid have a result file, per queue and budget."""
+    names = {r["name"] for r in records}
+    lines = ["| queue | grid | done | missing |", "|---|---|---|---|"]
+    for budget in (60, 120, 180):
+        grid = [
+            f"curves-{s}-{a}-k{k}-b{budget}-s{seed}"
+            for seed in (0, 1, 2)
+            for s in ("inria", "massachusetts", "spacenet")
+            for k in (1, 2, 4, 8)
+            for a in ("init", "scratch")
+        ]
+        done = [n for n in grid if n in names]
+        lines.append(
+            f"| curves, {budget} s | 3 sets x 4 counts x 2 arms x 3 seeds | "
+            f"{len(done)} of {len(grid)} | {len(grid) - len(done)} |"
+        )
+    grid = [
+        f"loop-{s}-{a}-s{seed}-r{r}"
+        for seed in (0, 1, 2)
+        for s in ("inria", "massachusetts")
+        for a in ("suggest", "random")
+        for r in (1, 2, 3)
+    ]
+    done = [n for n in grid if n in names]
+    lines.append(
+        f"| loop, 120 s | 2 sets x 2 arms x 3 seeds x 3 rounds | {len(done)} of {len(grid)} | "
+        f"{len(grid) - len(done)} |"
+    )
+    return lines
+
+
 def report(runs: Path) -> None:
     records = load(runs)
     for title, table in (
@@ -171,6 +203,7 @@ def report(runs: Path) -> None:
         ("Learning curves (reporting sets)", curve_tables),
         ("Labelling loop", loop_table),
         ("Zero-shot", zero_table),
+        ("Coverage", coverage),
     ):
         print(f"\n### {title}\n")
         print("\n".join(table(records)))

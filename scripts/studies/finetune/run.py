@@ -42,7 +42,7 @@ from sets import IGNORE, Manifest, prepare  # noqa: E402
 
 RUNS = HERE / "runs"
 WORK = HERE / "work"
-CHOOSE_SETS = ("dubai", "forest")
+CHOOSE_SETS = ("dubai", "forest")  # and dubai-building, for the new class's row only
 REPORT_SETS = ("inria", "massachusetts", "spacenet")
 LOOP_SETS = ("inria", "massachusetts")
 COUNTS = (1, 2, 4, 8)
@@ -50,11 +50,18 @@ SEEDS = (0, 1, 2)
 BUDGET = 120.0
 VARIANTS = {  # the settings compared on the choosing sets, with two chips, one at a time
     "scratch": {},
-    "init": {"init": "default", "lr": 1e-3, "keep_norm": True},
-    "init-lr3e-4": {"init": "default", "lr": 3e-4, "keep_norm": True},
-    "init-lr3e-3": {"init": "default", "lr": 3e-3, "keep_norm": True},
-    "init-ownnorm": {"init": "default", "lr": 1e-3, "keep_norm": False},
-    "init-freeze": {"init": "default", "lr": 1e-3, "keep_norm": True, "freeze": "encoder"},
+    "init": {"init": "default", "lr": 1e-3, "keep_norm": True, "rest_row": False},
+    "init-lr3e-4": {"init": "default", "lr": 3e-4, "keep_norm": True, "rest_row": False},
+    "init-lr3e-3": {"init": "default", "lr": 3e-3, "keep_norm": True, "rest_row": False},
+    "init-ownnorm": {"init": "default", "lr": 1e-3, "keep_norm": False, "rest_row": False},
+    "init-freeze": {
+        "init": "default",
+        "lr": 1e-3,
+        "keep_norm": True,
+        "rest_row": False,
+        "freeze": "encoder",
+    },
+    "init-ownnorm-restrow": {"init": "default", "lr": 1e-3, "keep_norm": False, "rest_row": True},
 }
 ARMS = {"scratch": {}, "init": {"init": "default"}}  # the curves: the library's defaults
 
@@ -89,8 +96,10 @@ def train_model(
     from geofuse.training.config import LabelOptions, TilesSource, TrainConfig
     from geofuse.training.train import train
 
-    if "keep_norm" in spec:  # the choosing runs pin it; otherwise the library's default
+    if "keep_norm" in spec:  # the choosing runs pin these; otherwise the library's defaults
         init.KEEP_NORMALIZATION = spec["keep_norm"]
+    if "rest_row" in spec:
+        init.REST_ROW = spec["rest_row"]
     listing = out.with_suffix(".txt")
     listing.write_text("".join(f"{Path(p).resolve()}\n" for p in images))
     config = TrainConfig(
@@ -200,6 +209,8 @@ def choose_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     for seed in args.seeds:
         for name in args.sets or CHOOSE_SETS:
             for variant, options in VARIANTS.items():
+                if args.variants and variant not in args.variants:
+                    continue
                 specs.append(
                     {
                         "name": f"choose-{name}-{variant}-k2-b{args.budget:g}-s{seed}",
@@ -255,6 +266,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
     parser.add_argument("--counts", nargs="*", type=int, default=list(COUNTS))
     parser.add_argument("--budget", type=float, default=BUDGET)
+    parser.add_argument("--variants", nargs="*", default=None, help="choose: only these")
     parser.add_argument("--budgets", nargs="*", type=float, default=[BUDGET])
     args = parser.parse_args()
     if args.queue == "one":

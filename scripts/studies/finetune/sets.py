@@ -72,6 +72,7 @@ SETS = {
     "spacenet": (["background", "building"], "building"),
     "massachusetts": (["background", "road"], "road"),
     "dubai": (["land", "building", "road", "water", "vegetation"], None),
+    "dubai-building": (["background", "building"], "building"),
     "forest": (["background", "vegetation"], "vegetation"),
 }
 
@@ -218,13 +219,18 @@ def _dubai_ids(mask: Path) -> np.ndarray:
     return ids
 
 
-def _dubai(folder: Path, manifest: Manifest) -> None:
-    """Tile 2: chips from parts 1-6 (four corner blocks each), test on parts 7-9."""
+def _dubai(folder: Path, manifest: Manifest, binary: bool = False) -> None:
+    """Tile 2: chips from parts 1-6 (four corner blocks each), test on parts 7-9.
+
+    ``binary``: building (1) against every other class (0).
+    """
     tile = DUBAI / "Tile 2"
     for index, image in enumerate(sorted((tile / "images").glob("*.jpg"))):
         with rasterio.open(image) as src:
             rgb = src.read()
         ids = _dubai_ids(tile / "masks" / (image.stem + ".png"))
+        if binary:
+            ids = np.where(ids == IGNORE, IGNORE, ids == 1).astype(np.uint8)
         if index < 6:
             h, w = ids.shape
             for k, (r, c) in enumerate(
@@ -314,8 +320,8 @@ def prepare(name: str, work: Path) -> tuple[Path, Manifest]:
         )
     elif name == "massachusetts":
         _roads(folder, manifest)
-    elif name == "dubai":
-        _dubai(folder, manifest)
+    elif name in ("dubai", "dubai-building"):
+        _dubai(folder, manifest, binary=name == "dubai-building")
     elif name == "forest":
         _forest(folder, manifest)
     else:
