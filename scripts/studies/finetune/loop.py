@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +166,17 @@ def loop_round(spec: dict[str, Any], work: Path, runs: Path) -> None:
 
 
 def loop_queue(args: Any, runs: Path, work: Path) -> None:
-    """Every trial's missing rounds, in order, one subprocess each."""
+    """Every trial's missing rounds, in order, one subprocess each.
+
+    With ``args.jobs`` 2 the two arms of a (set, seed) run side by side, round by round, so
+    both see the same load.
+    """
     from run import LOOP_SETS
 
     for seed in args.seeds:
         for name in args.sets or LOOP_SETS:
-            for arm in ARMS:
-                spec = {
+            trials = [
+                {
                     "set": name,
                     "arm": arm,
                     "seed": seed,
@@ -179,21 +184,33 @@ def loop_queue(args: Any, runs: Path, work: Path) -> None:
                     "windows": WINDOWS,
                     "size": SIZE,
                 }
-                for round_ in range(1, ROUNDS + 1):
-                    if (runs / f"{name_of(spec, round_)}.json").exists():
-                        continue
-                    print(f"{time.strftime('%H:%M:%S')} {name_of(spec, round_)}", flush=True)
-                    done = subprocess.run(
-                        [
-                            sys.executable,
-                            str(Path(__file__).with_name("run.py")),
-                            "round",
-                            json.dumps(spec | {"round": round_}),
-                            "--work",
-                            str(work),
-                        ],
-                        check=False,
-                    )
-                    if done.returncode:
-                        print(f"  failed with exit code {done.returncode}", flush=True)
-                        break
+                for arm in ARMS
+            ]
+            if getattr(args, "jobs", 1) > 1:
+                with ThreadPoolExecutor(len(trials)) as pool:
+                    list(pool.map(lambda spec: run_trial(spec, runs, work), trials))
+            else:
+                for spec in trials:
+                    run_trial(spec, runs, work)
+
+
+def run_trial(spec: dict[str, Any], runs: Path, work: Path) -> None:
+    """The trial's missing rounds, in order; a failed round ends the trial."""
+    for round_ in range(1, ROUNDS + 1):
+        if (runs / f"{name_of(spec, round_)}.json").exists():
+            continue
+        print(f"{time.strftime('%H:%M:%S')} {name_of(spec, round_)}", flush=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("run.py")),
+                "round",
+                json.dumps(spec | {"round": round_}),
+                "--work",
+                str(work),
+            ],
+            check=False,
+        )
+        if done.returncode:
+            print(f"  failed with exit code {done.returncode}", flush=True)
+            break

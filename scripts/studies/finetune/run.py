@@ -191,17 +191,26 @@ def one(spec: dict[str, Any], work: Path) -> None:
 # -- queues --------------------------------------------------------------------------------------
 
 
-def run_queue(specs: list[dict[str, Any]], work: Path) -> None:
-    """Run every spec whose result file is missing, one subprocess at a time."""
-    for spec in specs:
-        if (RUNS / f"{spec['name']}.json").exists():
-            continue
-        print(f"{time.strftime('%H:%M:%S')} {spec['name']}", flush=True)
-        done = subprocess.run(
-            [sys.executable, __file__, "one", json.dumps(spec), "--work", str(work)], check=False
-        )
-        if done.returncode:
-            print(f"  failed with exit code {done.returncode}", flush=True)
+def run_queue(specs: list[dict[str, Any]], work: Path, jobs: int = 1) -> None:
+    """Run every spec whose result file is missing, ``jobs`` subprocesses at a time.
+
+    With ``jobs`` 2 the two arms of a pair (adjacent in every queue) run side by side, so both
+    see the same load; the next pair starts when both have finished.
+    """
+    todo = [spec for spec in specs if not (RUNS / f"{spec['name']}.json").exists()]
+    for first in range(0, len(todo), jobs):
+        group = todo[first : first + jobs]
+        procs = []
+        for spec in group:
+            print(f"{time.strftime('%H:%M:%S')} {spec['name']}", flush=True)
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "one", json.dumps(spec), "--work", str(work)]
+                )
+            )
+        for spec, proc in zip(group, procs, strict=True):
+            if proc.wait():
+                print(f"  {spec['name']} failed with exit code {proc.returncode}", flush=True)
 
 
 def choose_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -268,6 +277,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=BUDGET)
     parser.add_argument("--variants", nargs="*", default=None, help="choose: only these")
     parser.add_argument("--budgets", nargs="*", type=float, default=[BUDGET])
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time (2: the arms of a pair side by side)"
+    )
     args = parser.parse_args()
     if args.queue == "one":
         one(json.loads(args.spec), args.work)
@@ -286,10 +298,10 @@ def main() -> None:
     elif args.queue == "all":  # zero-shot, then per seed the curves and the loop
         from loop import loop_queue
 
-        run_queue(zero_specs(args), args.work)
+        run_queue(zero_specs(args), args.work, args.jobs)
         for seed in args.seeds:
             one_seed = argparse.Namespace(**{**vars(args), "seeds": [seed]})
-            run_queue(curve_specs(one_seed), args.work)
+            run_queue(curve_specs(one_seed), args.work, args.jobs)
             loop_queue(one_seed, RUNS, args.work)
     elif args.queue == "loop":
         from loop import loop_queue
@@ -297,7 +309,7 @@ def main() -> None:
         loop_queue(args, RUNS, args.work)
     else:
         specs = {"choose": choose_specs, "curves": curve_specs, "zero": zero_specs}[args.queue]
-        run_queue(specs(args), args.work)
+        run_queue(specs(args), args.work, args.jobs)
 
 
 if __name__ == "__main__":
