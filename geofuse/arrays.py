@@ -40,7 +40,8 @@ from geofuse.errors import InputError
 from geofuse.model.modelfile import LoadedModel, load_model
 from geofuse.pipeline import plan_scene, predict_scene
 from geofuse.progress import Progress
-from geofuse.read.reader import SUPPORTED_DTYPES, SceneReader
+from geofuse.read.contract import SUPPORTED_DTYPES
+from geofuse.read.reader import SceneReader
 
 log = logging.getLogger(__name__)
 

@@ -240,7 +240,7 @@ def test_batches_in_flight_keep_their_inputs_and_stitch_in_order(tmp_path: Path,
             calls["now"] += 1
             calls["most"] = max(calls["most"], calls["now"])
         seen = x.copy()
-        time.sleep(0.02)  # the reader runs ahead meanwhile
+        time.sleep(0.1)  # the reader runs ahead meanwhile (and other calls start)
         np.testing.assert_array_equal(x, seen)  # nobody wrote into this batch's array
         with lock:
             calls["now"] -= 1

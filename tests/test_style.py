@@ -18,6 +18,7 @@ FORMATTED = (
     "geofuse/errors.py",
     "geofuse/model/tfimport.py",
     "geofuse/model/tta.py",
+    "geofuse/read/pixels.py",
     "geofuse/products/suggest.py",
     "geofuse/progress.py",
     "geofuse/read/rasterfile.py",

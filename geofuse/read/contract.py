@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 
 from geofuse.config import InputConfig
-from geofuse.errors import InputError
+from geofuse.errors import InputError, plural
 from geofuse.model.spec import ModelInfo
 from geofuse.units import metres
 
@@ -73,6 +74,51 @@ def model_band_keys(info: ModelInfo) -> list[str | None]:
     """The spectral name of every model band: its name, else its recorded colour."""
     colours = info.color_interp or (None,) * info.spec.bands
     return [band_key(n) or band_key(c) for n, c in zip(info.band_names, colours, strict=True)]
+
+
+SUPPORTED_DTYPES = (
+    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"
+)
+"""Band data types the reader reads (and :func:`geofuse.arrays.predict_array` accepts)."""
+
+
+def scene_bands(ds: Any, bands: Sequence[int] | None, expected_bands: int | None,
+                model: ModelInfo | None, name: str) -> tuple[tuple[int, ...], set[str], list[str]]:
+    """The bands of scene ``ds`` that feed the model, their data types, and notices.
+
+    Every band but an alpha band by default; with a model, bands are matched by name where
+    both sides name them (:func:`choose_bands`).
+
+    Raises:
+        InputError: A band number outside the scene, another band count than
+            ``expected_bands``, or a data type outside :data:`SUPPORTED_DTYPES`.
+    """
+    alpha = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha]
+    default = [i for i in range(1, ds.count + 1) if i not in alpha]
+    notices: list[str] = []
+    if model is not None:
+        bands, notices = choose_bands(ds, model, bands, default, name)
+    chosen = tuple(default if bands is None else bands)
+    bad = [b for b in chosen if not 1 <= b <= ds.count]
+    if bad:
+        raise InputError(
+            f"Expected band numbers between 1 and {ds.count}. "
+            f"Received: {','.join(map(str, bad))} for {name}"
+        )
+    if expected_bands is not None and len(chosen) != expected_bands:
+        raise InputError(
+            f"Expected {plural(expected_bands, 'band')}. "
+            f"Received: {plural(len(chosen), 'band')} in {name}"
+            + (" (choose bands with `bands`)" if len(chosen) > expected_bands else "")
+        )
+    dtypes = {ds.dtypes[b - 1] for b in chosen}
+    unsupported = sorted(dtypes - set(SUPPORTED_DTYPES))
+    if unsupported:
+        raise InputError(
+            f"Expected band data types among {', '.join(SUPPORTED_DTYPES)}. "
+            f"Received: {', '.join(unsupported)} in {name}"
+        )
+    return chosen, dtypes, notices
 
 
 def choose_bands(ds: Any, info: ModelInfo, bands: Sequence[int] | None, default: Sequence[int],

@@ -21,7 +21,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -31,6 +31,14 @@ from geofuse.model.spec import ModelInfo, Normalization
 from geofuse.read import contract
 from geofuse.read.contract import InputPlan
 from geofuse.read.grid import Tile, TileGrid
+from geofuse.read.pixels import (
+    Scaling,
+    any_inside,
+    exact_integer,
+    reflect,
+    sample_windows,
+    valid_values,
+)
 from geofuse.read.rasterfile import gdal_reason, open_raster
 from geofuse.read.sparse import MissingBlocks
 from geofuse.read.validity import area_taps, majority_valid, nodata_colour_notice
@@ -39,12 +47,7 @@ from geofuse.sources import Source, as_source
 Slot = Callable[[tuple[int, ...]], np.ndarray]
 """``slot(shape)``: the array of that shape the next patch's data is to be written into."""
 
-SAMPLE_WINDOW = 128  # side of the windows SceneReader.sample reads from a big scene
-SAMPLE_WINDOWS = 64  # and their least number
 SAMPLE_PIXELS = 1 << 20  # pixels SceneReader.sample reads
-SUPPORTED_DTYPES = (
-    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"
-)
 
 
 @dataclass(frozen=True)
@@ -120,47 +123,15 @@ class SceneReader:
     ) -> None:
         ds = self.dataset
         name = str(self.path)
-        alpha = [
-            i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha
-        ]
-        default = [i for i in range(1, ds.count + 1) if i not in alpha]
-        if model is not None:
-            bands, notices = contract.choose_bands(ds, model, bands, default, name)
-            self.plan.notices += notices
-        if bands is None:
-            bands = default
-        bad = [b for b in bands if not 1 <= b <= ds.count]
-        if bad:
-            raise InputError(
-                f"Expected band numbers between 1 and {ds.count}. "
-                f"Received: {','.join(map(str, bad))} for {name}"
-            )
-        self.bands = tuple(bands)
-        if expected_bands is not None and len(self.bands) != expected_bands:
-            raise InputError(
-                f"Expected {plural(expected_bands, 'band')}. "
-                f"Received: {plural(len(self.bands), 'band')} in {name}"
-                + (" (choose bands with `bands`)" if len(self.bands) > expected_bands else "")
-            )
-        dtypes = {ds.dtypes[b - 1] for b in self.bands}
-        unsupported = sorted(dtypes - set(SUPPORTED_DTYPES))
-        if unsupported:
-            raise InputError(
-                f"Expected band data types among {', '.join(SUPPORTED_DTYPES)}. "
-                f"Received: {', '.join(unsupported)} in {name}"
-            )
+        self.bands, dtypes, notices = contract.scene_bands(ds, bands, expected_bands, model, name)
+        self.plan.notices += notices
         self.normalization = normalization or Normalization.identity(len(self.bands))
         if len(self.normalization.mean) != len(self.bands):
             raise InputError(
                 f"Expected {plural(len(self.normalization.mean), 'band')}. "
                 f"Received: {plural(len(self.bands), 'band')} in {name}"
             )
-        norm = self.normalization
-        self._scale = np.float32(norm.scale)
-        self._shift = (np.float32(norm.offset) - np.asarray(norm.mean, np.float32))
-        self._inv_std = 1.0 / np.asarray(norm.std, np.float32)
-        self._gain = (self._scale * self._inv_std).astype(np.float32)
-        self._offset = (self._shift * self._inv_std).astype(np.float32)
+        self.scaling = Scaling.of(self.normalization)
         self.is_float = any(np.dtype(d).kind == "f" for d in dtypes)
         adapt = self.adapt
         overridden = adapt.nodata is not None or adapt.ignore_nodata
@@ -173,11 +144,10 @@ class SceneReader:
         self._value_nodata = {
             b: int(ds.nodatavals[b - 1]) for b in self._mask_bands
             if ds.mask_flag_enums[b - 1] == [MaskFlags.nodata]
-            and _exact_integer(ds.nodatavals[b - 1], ds.dtypes[b - 1])}
+            and exact_integer(ds.nodatavals[b - 1], ds.dtypes[b - 1])}
         self._gdal_masks = tuple(b for b in self._mask_bands if b not in self._value_nodata)
         self._needs_data = (self.is_float or adapt.nodata is not None  # validity from values
                             or bool(self._value_nodata))
-        self._values: tuple[np.ndarray, np.ndarray, tuple[float, float] | None] | None = None
         self._grid = (ds.height, ds.width)
         if model is not None:
             self._contract(model, str(np.result_type(*sorted(dtypes))), name)
@@ -191,8 +161,8 @@ class SceneReader:
             samples = self.sample()
         plan.values = contract.value_map(model, adapt, samples)
         if plan.values is not None:
-            self._values = (np.asarray(plan.values.gain, np.float32),
-                            np.asarray(plan.values.bias, np.float32), plan.values.clip)
+            self.scaling = self.scaling.mapped(plan.values.gain, plan.values.bias,
+                                               plan.values.clip)
         elif samples is not None:
             plan.notices += filter(None, [contract.range_notice(model, samples, name)])
         size = contract.pixel_size_m(ds.crs, ds.transform, ds.width, ds.height)
@@ -401,30 +371,12 @@ class SceneReader:
             shape = (max(1, ds.height // step), max(1, ds.width // step))
             whole = Window(0, 0, ds.width, ds.height)
             valid = self._masks(whole, True, shape)
-            return _valid_values(self._data(whole, valid, True, shape), valid)
+            return valid_values(self._data(whole, valid, True, shape), valid)
         parts = []
-        for window in self._sample_windows(pixels):
+        for window in sample_windows(ds.height, ds.width, pixels):
             valid = self._masks(window, True)
-            parts.append(_valid_values(self._data(window, valid, True), valid))
+            parts.append(valid_values(self._data(window, valid, True), valid))
         return np.concatenate(parts, axis=1)
-
-    def _sample_windows(self, pixels: int) -> list[Window]:
-        """Square windows spread evenly over the scene, about ``pixels`` in all.
-
-        At least ``SAMPLE_WINDOWS`` of them (smaller ones for a small sample), at most
-        ``SAMPLE_WINDOW`` px on a side.
-        """
-        ds = self.dataset
-        side = min(SAMPLE_WINDOW, max(16, math.isqrt(pixels // SAMPLE_WINDOWS)), ds.width,
-                   ds.height)
-        count = max(1, pixels // side**2)
-        rows = max(1, min(round(math.sqrt(count * ds.height / ds.width)), ds.height // side))
-        cols = max(1, min(math.ceil(count / rows), ds.width // side))
-        return [Window((ds.width - side) * j // max(1, cols - 1) if cols > 1 else
-                       (ds.width - side) // 2,
-                       (ds.height - side) * i // max(1, rows - 1) if rows > 1 else
-                       (ds.height - side) // 2, side, side)
-                for i in range(rows) for j in range(cols)]
 
     def known_empty(self, window: Window) -> bool:
         """True when GDAL's block index alone says ``window`` holds no valid pixel.
@@ -456,29 +408,7 @@ class SceneReader:
         Values are first mapped onto the model's range when the contract says so. ``out``: a
         float32 ``(h, w, bands)`` array to write into (a slot of the model's batch).
         """
-        bands, h, w = data.shape
-        x = np.empty((h, w, bands), dtype=np.float32) if out is None else out
-        # band by band: each band's rows are contiguous in ``data`` (a transposing multiply
-        # over all bands at once measured 2.5 times slower)
-        with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32: +-inf
-            if self._values is None:  # one multiply-add: (v * scale + shift) / std
-                for i in range(bands):
-                    np.multiply(data[i], self._gain[i], out=x[..., i], dtype=np.float32)
-                _add_per_band(x, self._offset)
-            else:
-                for i in range(bands):
-                    x[..., i] = data[i]
-                gain, bias, clip = self._values
-                x *= gain
-                x += bias
-                if clip is not None:
-                    np.clip(x, *clip, out=x)
-                x *= self._scale
-                x += self._shift
-                x *= self._inv_std
-        if not valid.all():
-            _zero_invalid(x, valid, finite=not self.is_float)
-        return x
+        return self.scaling.apply(data, valid, out, finite=not self.is_float)
 
     def read_patch(
         self,
@@ -506,7 +436,7 @@ class SceneReader:
         inner = grid.clip(tile.read)
         valid = self._masks(inner)
         area = None if keep is None else keep(tile)[: valid.shape[0], : valid.shape[1]]
-        if needed is not None and not self._needs_data and not _any_inside(
+        if needed is not None and not self._needs_data and not any_inside(
                 valid if area is None else valid & area, inner, needed):
             self.empty_tiles += 1
             return None
@@ -515,7 +445,7 @@ class SceneReader:
         seen = valid  # what the model sees: every valid pixel, kept or not
         if area is not None:
             valid = valid & area
-        if needed is not None and self._needs_data and not _any_inside(valid, inner, needed):
+        if needed is not None and self._needs_data and not any_inside(valid, inner, needed):
             self.empty_tiles += 1
             return None
         size = int(tile.read.height), int(tile.read.width)
@@ -524,7 +454,7 @@ class SceneReader:
             out = np.empty((*size, len(self.bands)), dtype=np.float32)
         self.normalise(data, seen, out[:h, :w])
         if (h, w) != size:
-            _reflect(out, h, w)
+            reflect(out, h, w)
             valid = np.pad(valid, ((0, size[0] - h), (0, size[1] - w)), constant_values=False)
         return Patch(
             tile=tile,
@@ -563,70 +493,3 @@ class SceneReader:
             patch = self.read_patch(tile, grid, keep, needed, out)
             if patch is not None:
                 yield patch
-
-
-def _valid_values(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``(bands, n)`` values of the valid pixels of ``(bands, h, w)`` data (no copy if all)."""
-    flat = data.reshape(len(data), -1)
-    # np.compress: a third of the time of data[:, valid] here
-    return flat if valid.all() else np.compress(valid.ravel(), flat, axis=1)
-
-
-def _zero_invalid(x: np.ndarray, valid: np.ndarray, finite: bool) -> None:
-    """Set the ``(h, w, bands)`` pixels of ``x`` that ``valid`` rules out to 0, in place.
-
-    Only the box around the invalid pixels is touched (nodata is mostly a collar or a hole);
-    ``finite`` values there are multiplied by the mask (a third faster than boolean indexing;
-    it would keep a NaN, so float scenes assign through the mask).
-    """
-    invalid = ~valid
-    rows = np.flatnonzero(invalid.any(axis=1))
-    cols = np.flatnonzero(invalid[rows[0] : rows[-1] + 1].any(axis=0))
-    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    if finite:
-        x[box] *= valid[box][..., None]
-    else:
-        x[box][invalid[box]] = 0.0
-
-
-def _add_per_band(x: np.ndarray, values: np.ndarray) -> None:
-    """``x += values`` over the last axis of ``x`` (bands), along whole rows where possible."""
-    if x.flags.c_contiguous:  # one long inner loop per row instead of one per pixel
-        rows = x.reshape(x.shape[0], -1)
-        rows += np.tile(values, x.shape[1])
-    else:
-        x += values
-
-
-def _exact_integer(value: float | None, dtype: str) -> bool:
-    """Whether ``value`` is a whole number that a band of integer ``dtype`` can hold."""
-    if value is None or np.dtype(dtype).kind not in "iu" or not float(value).is_integer():
-        return False
-    info = np.iinfo(dtype)
-    return info.min <= value <= info.max
-
-
-def _reflect(x: np.ndarray, h: int, w: int) -> None:
-    """Fill ``x`` past its first ``h`` rows and ``w`` columns by mirroring them, in place.
-
-    The same values as ``np.pad(x[:h, :w], ..., mode="symmetric")``: the edge pixel repeats,
-    and a pad longer than the data mirrors it again, back and forth.
-    """
-    rows, cols = x.shape[:2]
-    if rows > h:
-        x[h:, :w] = x[_mirror(h, rows), :w]
-    if cols > w:
-        x[:, w:] = x[:, _mirror(w, cols)]
-
-
-def _mirror(n: int, size: int) -> np.ndarray:
-    """Source indices (among the first ``n``) of positions ``n .. size - 1``, symmetric pad."""
-    k = np.arange(n, size) % (2 * n)
-    return np.where(k < n, k, 2 * n - 1 - k)
-
-
-def _any_inside(valid: np.ndarray, window: Window, inner: Window) -> bool:
-    """Whether ``valid`` (the pixels of ``window``) has a True pixel inside ``inner``."""
-    r0 = int(inner.row_off - window.row_off)
-    c0 = int(inner.col_off - window.col_off)
-    return bool(valid[r0 : r0 + int(inner.height), c0 : c0 + int(inner.width)].any())
