@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geofuse.errors import InputError, ModelError, first_line
+from geofuse.errors import InputError, ModelError, first_line, plural
 from geofuse.model.modelfile import (
     CALIBRATION_MEMBER,
     INT8_CHECK_MEMBER,
@@ -317,4 +317,4 @@ def int8_evidence(path: str | Path) -> tuple[bool, str]:
         worst = max((abs(float(v)) for v in scores.get("iou_change", {}).values()), default=0.0)
         if worst > IOU_CHANGE_MAX:
             return False, f"int8 moves an IoU of {name} by {worst:.3f}"
-    return True, f"int8 agrees with f32 on {len(record['sets'])} held-out sets"
+    return True, f"int8 agrees with f32 on {plural(len(record['sets']), 'held-out set')}"

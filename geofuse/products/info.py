@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from geofuse.model.calibration import int8_check, int8_evidence, model_calibration
 from geofuse.model.fusion import fusion_mode
 from geofuse.model.modelfile import (
     DEFAULT_NAME,
@@ -51,9 +52,35 @@ def describe_model(path: Path) -> dict[str, Any]:
                         "averaged (inference costs as much as that many models)"}
            if spec.members > 1 else {}),
         **({"fusion_weights": fusion_weights(path, spec.arch)} if learns_weights else {}),
+        "int8": int8_facts(path),
         "provenance": dict(info.provenance),
         "card": model_card(info),
     }
+
+
+def int8_facts(path: Path) -> dict[str, Any]:
+    """The calibration chips a model carries, and whether ``precision auto`` picks int8 and why.
+
+    With the file's int8 record (:func:`geofuse.model.calibration.record_int8_check`): each
+    held-out set's class agreement and largest IoU change, int8 against f32.
+    """
+    calibration = model_calibration(path)
+    picks, why = int8_evidence(path)
+    facts: dict[str, Any] = {
+        "calibration_chips": "none (precision int8 needs a folder of calibration images)"
+        if calibration is None
+        else f"{len(calibration.chips)} of {calibration.chips.shape[1]}x"
+        f"{calibration.chips.shape[2]} px, sha256 {calibration.digest[:12]}",
+        "auto": f"{'int8' if picks else 'not int8'} ({why})",
+    }
+    record = int8_check(path)
+    if record and record.get("sets"):
+        facts["held_out"] = {
+            name: f"agreement {float(scores.get('agreement', 0.0)):.2%}, largest IoU change "
+            f"{max((abs(float(v)) for v in scores.get('iou_change', {}).values()), default=0):.4f}"
+            for name, scores in record["sets"].items()
+        }
+    return facts
 
 
 def input_contract(info: ModelInfo) -> dict[str, Any]:
