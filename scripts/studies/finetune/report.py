@@ -79,6 +79,7 @@ def curve_tables(records: list[dict[str, Any]]) -> list[str]:
         if r["name"].startswith("curves-")
     }
     pairs: dict[tuple, list[float]] = defaultdict(list)
+    by_unit: dict[tuple, dict[int, float]] = defaultdict(dict)
     lines = [
         "| set | budget s | chips | fine-tuned | from scratch | difference [95 % CI] |",
         "|---|---|---|---|---|---|",
@@ -97,6 +98,9 @@ def curve_tables(records: list[dict[str, Any]]) -> list[str]:
         }
         diffs = [init[s] - scratch[s] for s in init if s in scratch]
         pairs[(k, budget)] += diffs
+        for seed in init:
+            if seed in scratch:
+                by_unit[(budget, name, seed)][k] = init[seed] - scratch[seed]
 
         def mean(d: dict) -> str:
             return f"{sum(d.values()) / len(d):.3f} ({len(d)})" if d else "-"
@@ -106,16 +110,56 @@ def curve_tables(records: list[dict[str, Any]]) -> list[str]:
         )
     lines += [
         "",
-        "| chips | budget s | fine-tuned minus scratch, all sets and seeds |",
+        "| chips | budget s | fine-tuned minus scratch, all sets and seeds (pairs) |",
         "|---|---|---|",
     ]
     for (k, budget), diffs in sorted(pairs.items()):
         lines.append(f"| {k} | {budget:g} | {interval(diffs)} |")
-    for most in (2, 5):
+    lines += [
+        "",
+        "| chips | budget s | fine-tuned minus scratch: per set and seed, the mean over these "
+        "counts; then the mean over sets and seeds |",
+        "|---|---|---|",
+    ]
+    for most, counts in ((2, (1, 2)), (5, (1, 2, 4))):
         for budget in sorted({b for _, b in pairs}):
-            pooled = [d for (k, b), ds in pairs.items() if k <= most and b == budget for d in ds]
-            lines.append(f"| <= {most} | {budget:g} | {interval(pooled)} |")
+            units = [
+                sum(d[k] for k in counts) / len(counts)
+                for (b, _, _), d in sorted(by_unit.items())
+                if b == budget and all(k in d for k in counts)
+            ]
+            lines.append(
+                f"| <= {most} ({', '.join(map(str, counts))}) | {budget:g} | {interval(units)} |"
+            )
     return lines
+
+
+def conditions(records: list[dict[str, Any]]) -> list[str]:
+    """Per seed of the curves: the machine's load and the epochs (of 50 steps) each arm ran."""
+    rows: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["name"].startswith("curves-"):
+            rows[r["seed"]]["load"].append(r["load_before"][0])
+            rows[r["seed"]][r["arm"]].append(r["train"]["epochs"])
+            rows[r["seed"]]["commit"].append(r["commit"])
+    lines = [
+        "| seed | runs | 1-min load before a run | epochs, fine-tuned | epochs, scratch | code |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed, row in sorted(rows.items()):
+        lines.append(
+            f"| {seed} | {len(row['load'])} | {min(row['load']):.1f}-{max(row['load']):.1f} | "
+            f"{span(row['init'])} | {span(row['scratch'])} | "
+            f"{', '.join(sorted(set(map(str, row['commit']))))} |"
+        )
+    return lines
+
+
+def span(values: list[float]) -> str:
+    """``low-high (mean)`` of a list, or ``-``."""
+    if not values:
+        return "-"
+    return f"{min(values):g}-{max(values):g} (mean {sum(values) / len(values):.1f})"
 
 
 def loop_table(records: list[dict[str, Any]]) -> list[str]:
@@ -196,14 +240,32 @@ def coverage(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report(runs: Path) -> None:
+TABLES = {
+    "RESULTS_CHOOSE": choose_table,
+    "RESULTS_CONDITIONS": conditions,
+    "RESULTS_CURVES": curve_tables,
+    "RESULTS_LOOP": loop_table,
+    "RESULTS_ZERO": zero_table,
+    "RESULTS_COVERAGE": coverage,
+}
+
+
+def report(runs: Path, into: Path | None = None) -> None:
+    """Print the tables; with ``into``, also write them into that report between its markers.
+
+    A marker is a line ``<!-- RESULTS_X -->`` (the table follows, up to ``<!-- /RESULTS_X -->``)
+    or, the first time, a line ``RESULTS_X`` alone.
+    """
     records = load(runs)
-    for title, table in (
-        ("Settings (choosing sets, 2 chips)", choose_table),
-        ("Learning curves (reporting sets)", curve_tables),
-        ("Labelling loop", loop_table),
-        ("Zero-shot", zero_table),
-        ("Coverage", coverage),
-    ):
-        print(f"\n### {title}\n")
-        print("\n".join(table(records)))
+    text = into.read_text() if into else ""
+    for marker, table in TABLES.items():
+        body = "\n".join(table(records))
+        print(f"\n{marker}\n\n{body}")
+        block = f"<!-- {marker} -->\n{body}\n<!-- /{marker} -->"
+        start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+        if start in text:
+            text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+        else:
+            text = text.replace(f"\n{marker}\n", f"\n{block}\n")
+    if into:
+        into.write_text(text)

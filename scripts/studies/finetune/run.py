@@ -290,7 +290,7 @@ def main() -> None:
     elif args.queue == "report":
         from report import report
 
-        report(RUNS)
+        report(RUNS, HERE / "REPORT.md")
     elif args.queue == "round":
         from loop import loop_round
 
