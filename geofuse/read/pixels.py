@@ -25,10 +25,11 @@ SAMPLE_WINDOWS = 64
 
 @dataclass(frozen=True)
 class Scaling:
-    """Raw band values to the model's input: ``((v * gain + bias) clipped) * scale + shift) / std``.
+    """Raw band values to the model's input: ``(clip(v * g + b) * scale + shift) / std``.
 
-    Without a value mapping this is one multiply-add per value (``gain`` and ``offset``
-    fold the normalisation's scale, shift and standard deviation together).
+    ``g``, ``b`` and the clip are the contract's value mapping (:attr:`values`), when there is
+    one. Without it this is one multiply-add per value (:attr:`gain` and :attr:`offset` fold
+    the normalisation's scale, shift and standard deviation together).
 
     Attributes:
         scale: The normalisation's value scale.
