@@ -342,7 +342,7 @@ class SceneReader:
             return None
         whole = ds.width * ds.height <= 4 * SAMPLE_PIXELS
         windows = ([Window(0, 0, ds.width, ds.height)] if whole
-                   else self._sample_windows(SAMPLE_PIXELS))
+                   else sample_windows(ds.height, ds.width, SAMPLE_PIXELS))
         try:
             return nodata_colour_notice(ds, self.bands, windows, name)
         except RasterioError as exc:
