@@ -314,7 +314,12 @@ def int8_evidence(path: str | Path) -> tuple[bool, str]:
         agreement = float(scores.get("agreement", 0.0))
         if agreement < AGREEMENT_MIN:
             return False, f"int8 agrees with f32 on {agreement:.1%} of {name}"
-        worst = max((abs(float(v)) for v in scores.get("iou_change", {}).values()), default=0.0)
+        worst = largest_iou_change(scores)
         if worst > IOU_CHANGE_MAX:
             return False, f"int8 moves an IoU of {name} by {worst:.3f}"
     return True, f"int8 agrees with f32 on {plural(len(record['sets']), 'held-out set')}"
+
+
+def largest_iou_change(scores: dict[str, Any]) -> float:
+    """The largest IoU move (per class or mean, either sign) of one set of an int8 record."""
+    return max((abs(float(v)) for v in scores.get("iou_change", {}).values()), default=0.0)

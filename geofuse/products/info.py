@@ -11,7 +11,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from geofuse.model.calibration import int8_check, int8_evidence, model_calibration
+from geofuse.model.calibration import (
+    int8_check,
+    int8_evidence,
+    largest_iou_change,
+    model_calibration,
+)
 from geofuse.model.fusion import fusion_mode
 from geofuse.model.modelfile import (
     DEFAULT_NAME,
@@ -77,7 +82,7 @@ def int8_facts(path: Path) -> dict[str, Any]:
     if record and record.get("sets"):
         facts["held_out"] = {
             name: f"agreement {float(scores.get('agreement', 0.0)):.2%}, largest IoU change "
-            f"{max((abs(float(v)) for v in scores.get('iou_change', {}).values()), default=0):.4f}"
+            f"{largest_iou_change(scores):.4f}"
             for name, scores in record["sets"].items()
         }
     return facts

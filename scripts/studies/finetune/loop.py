@@ -186,7 +186,7 @@ def loop_queue(args: Any, runs: Path, work: Path) -> None:
                 }
                 for arm in ARMS
             ]
-            if getattr(args, "jobs", 1) > 1:
+            if args.jobs > 1:
                 with ThreadPoolExecutor(len(trials)) as pool:
                     list(pool.map(lambda spec: run_trial(spec, runs, work), trials))
             else:
